@@ -1,0 +1,22 @@
+"""Budget policies: upper level picks the round budget, lower level each holder's share."""
+
+from offchain.policy.base import (
+    BudgetPolicy,
+    CampaignState,
+    HolderFeatures,
+    LowerPolicy,
+    PolicyDecision,
+    UpperPolicy,
+)
+from offchain.policy.baselines import HierarchicalPolicy, make_policy
+
+__all__ = [
+    "BudgetPolicy",
+    "CampaignState",
+    "HierarchicalPolicy",
+    "HolderFeatures",
+    "LowerPolicy",
+    "PolicyDecision",
+    "UpperPolicy",
+    "make_policy",
+]

@@ -1,0 +1,137 @@
+"""Command line: ``python -m offchain <command>`` or the ``offchain`` console script."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from offchain.errors import OffchainError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download weights
+
+app = typer.Typer(
+    help="Copyright-aware compensation of diffusion-model data holders (oracle node).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def _fail(exc: OffchainError) -> None:
+    console.print(f"[bold red]error:[/bold red] {exc}")
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def demo(
+    profile: Annotated[str, typer.Option(help="Size preset: demo or tiny.")] = "demo",
+    run_dir: Annotated[Path | None, typer.Option(help="Artifacts folder.")] = None,
+    fresh: Annotated[bool, typer.Option(help="Start from an empty run folder.")] = True,
+    rounds: Annotated[int | None, typer.Option(help="Rounds T.")] = None,
+    policy: Annotated[str | None, typer.Option(help="Budget policy <upper>/<lower>.")] = None,
+    holders_dir: Annotated[
+        Path | None, typer.Option(help="Own data: <dir>/<holder>/*.png instead of MNIST.")
+    ] = None,
+    rpc_url: Annotated[str | None, typer.Option(help="Chain RPC; default: a local anvil.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Deploy, fund, run every round (train → TRAK → copyright → policy → pay) and claim."""
+    _setup_logging(verbose)
+    from offchain.config import Settings
+    from offchain.oracle.node import run_campaign
+
+    try:
+        settings = Settings.for_profile(
+            profile,
+            run_dir=run_dir or Path("runs") / profile,
+            n_rounds=rounds,
+            policy=policy,
+            holders_dir=holders_dir,
+            rpc_url=rpc_url,
+            seed=seed,
+        )
+        result = run_campaign(settings, console=console, fresh=fresh)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    if result.balances_wei != result.allocated_wei:
+        console.print("[bold red]on-chain balances differ from the allocations[/bold red]")
+        raise typer.Exit(code=2)
+
+
+@app.command("compile")
+def compile_(
+    solc_path: Annotated[str | None, typer.Option(help="Explicit solc executable.")] = None,
+) -> None:
+    """Compile the Solidity contracts (cached in build/contracts)."""
+    from offchain.chain import compile_contracts
+
+    try:
+        compiled = compile_contracts(solc_path=solc_path)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    table = Table(title="Compiled contracts")
+    table.add_column("contract")
+    table.add_column("bytecode (bytes)", justify="right")
+    for name, contract in sorted(compiled.items()):
+        table.add_row(name, str(len(contract.bytecode.removeprefix("0x")) // 2))
+    console.print(table)
+
+
+@app.command()
+def holders(
+    holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
+    profile: Annotated[str, typer.Option(help="Size preset for the MNIST split.")] = "demo",
+) -> None:
+    """List the holders a campaign would register (address, images, reservation price)."""
+    from offchain.config import Settings
+    from offchain.oracle.node import load_holders
+    from offchain.oracle.report import format_tokens
+
+    try:
+        found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    table = Table(title="Holders")
+    for column in ("holder", "address", "images", "price/round (TST)"):
+        table.add_column(column)
+    for h in found:
+        table.add_row(h.name, h.address, str(h.n_images), format_tokens(h.reservation_price_wei))
+    console.print(table)
+
+
+@app.command()
+def serve(
+    run_dir: Annotated[Path, typer.Option(help="Run folder whose rounds to serve.")] = Path(
+        "runs/demo"
+    ),
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> None:
+    """Serve the rounds, allocations and holders' Merkle proofs over HTTP (read-only)."""
+    import uvicorn
+
+    from offchain.api.app import create_app
+
+    uvicorn.run(create_app(run_dir), host=host, port=port)
+
+
+def main() -> None:
+    """Entry point of ``python -m offchain``."""
+    app()

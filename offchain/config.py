@@ -1,0 +1,105 @@
+"""Settings of the oracle node and the demo, from defaults, environment (``CCOMP_*``) or flags.
+
+One settings class, built by :func:`get_settings` and overridable in tests. Two profiles:
+``demo`` (the README's main job: 8 MNIST holders, 3 rounds, CPU-sized model) and ``tiny``
+(the end-to-end test: the same pipeline with the smallest settings that still exercise it).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from offchain.errors import ConfigError
+
+__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+WEI_PER_TOKEN = 10**18
+
+
+class Settings(BaseSettings):
+    """Everything a campaign run needs; every number carries its unit in its name or doc."""
+
+    model_config = SettingsConfigDict(env_prefix="CCOMP_", extra="forbid")
+
+    profile: Literal["demo", "tiny"] = "demo"
+    """Size preset: ``demo`` for the README job, ``tiny`` for tests."""
+    run_dir: Path = Path("runs/demo")
+    """Where round artifacts are written (``round_NNN/`` per round)."""
+    holders_dir: Path | None = None
+    """Folder of ``<name>/*.png`` image sets, one per holder; None: split the shipped MNIST."""
+    n_holders: int = Field(8, ge=1, le=256)
+    """Holders the MNIST split makes (ignored with ``holders_dir``)."""
+    holder_sizes: tuple[int, ...] | None = None
+    """Images per MNIST holder; None: the profile's default unequal sizes."""
+    n_rounds: int = Field(3, ge=1)
+    """Rounds T of the campaign."""
+    total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0)
+    """Campaign budget B in wei of the ERC-20 (18 decimals): 1500 tokens by default."""
+    policy: str = "linear/weighted"
+    """Budget policy ``<upper>/<lower>`` (see :mod:`offchain.policy.baselines`)."""
+    seed: int = 0
+    """Seed of the split, training, sampling, attribution noise and random policies."""
+    n_samples: int = Field(32, ge=1)
+    """Samples generated per round: TRAK targets and copyright-loss probes."""
+    image_size: int = Field(16, ge=8)
+    """Side in pixels the images are resized to for the diffusion model."""
+    train_steps: int = Field(300, ge=1)
+    """Optimizer steps per round (continuing from the previous round's checkpoint)."""
+    proj_dim: int = Field(512, ge=8)
+    """TRAK projection dimension."""
+    trak_timesteps: int = Field(4, ge=1)
+    """K: timesteps the D-TRAK output function averages over."""
+    claim_window_s: int = Field(7 * 24 * 3600, ge=0)
+    """Seconds after deployment during which holders claim before sponsors may reclaim."""
+    rpc_url: str | None = None
+    """JSON-RPC endpoint; None starts a local anvil node for the run."""
+    oracle_key: SecretStr | None = None
+    """Oracle signer private key; None on a local anvil node: its dev account 1."""
+    sponsor_key: SecretStr | None = None
+    """Sponsor private key; None on a local anvil node: its dev account 2."""
+    solc_path: str | None = None
+    """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        from offchain.policy import make_policy
+
+        make_policy(value)  # raises ConfigError naming the choices
+        return value
+
+    @classmethod
+    def for_profile(cls, profile: str, **overrides: object) -> Settings:
+        """Settings of ``profile`` with ``overrides`` applied (explicit values win)."""
+        if profile not in _PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILES)}")
+        values: dict[str, object] = {**_PROFILES[profile], "profile": profile}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+
+_PROFILES: dict[str, dict[str, object]] = {
+    "demo": {},
+    "tiny": {
+        "holder_sizes": (6, 8, 10, 12),
+        "n_holders": 4,
+        "n_rounds": 2,
+        "n_samples": 4,
+        "train_steps": 8,
+        "proj_dim": 32,
+        "trak_timesteps": 2,
+        "total_budget_wei": 100 * WEI_PER_TOKEN,
+    },
+}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (environment + defaults), cached; tests build their own."""
+    return Settings()

@@ -1,0 +1,360 @@
+"""The oracle node: runs a campaign round after round, from training to holders' claims.
+
+Per round: :mod:`offchain.rounds.stages` (prepare → train → generate → attribute → copyright →
+decide → allocate), then here: :func:`sign` (EIP-712, :mod:`offchain.oracle.signing`),
+:func:`submit` (``postRound`` on chain, never twice) and :func:`claim_all` (each holder's Merkle
+claim). Like the off-chain stages, each chain stage writes one artifact atomically and is skipped
+when that artifact exists; :func:`submit` also asks the chain before sending, so a lost
+``submission.json`` cannot cause a second post.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from eth_account import Account
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from offchain.allocation import PayoutTree
+from offchain.chain import AnvilNode, ChainClient, PoolClient, TokenClient, compile_contracts
+from offchain.config import Settings
+from offchain.data.holders import Holder, holder_private_key, load_holder_folders, mnist_holders
+from offchain.errors import ConfigError, StageError
+from offchain.oracle.report import payments_plot, print_round, summary_table
+from offchain.oracle.signing import recover_round_signer, round_digest, sign_round
+from offchain.policy import BudgetPolicy, make_policy
+from offchain.rounds import stages
+from offchain.rounds.layout import RoundPaths
+from offchain.rounds.participation import stays_next_round
+from offchain.utils import read_json, seed_everything, write_json
+
+__all__ = ["CampaignResult", "claim_all", "run_campaign", "sign", "submit"]
+
+logger = logging.getLogger(__name__)
+
+
+def sign(paths: RoundPaths, oracle_key: str, chain_id: int, pool_address: str) -> RoundPaths:
+    """Sign the round's allocation (EIP-712 ``RoundAllocation``) with the oracle key.
+
+    Output: ``signature.json`` with the typed fields, the digest and the 65-byte signature.
+    Skipped when the round pays nothing (no Merkle root).
+    """
+    if paths.signature.exists():
+        return paths
+    allocation = read_json(paths.allocation)
+    if allocation["merkle_root"] is None:
+        return paths
+    fields = {
+        "chain_id": chain_id,
+        "verifying_contract": pool_address,
+        "round_id": paths.round_id,
+        "merkle_root": allocation["merkle_root"],
+        "total_wei": int(allocation["total_wei"]),
+    }
+    signature = sign_round(oracle_key, **fields)
+    signer = recover_round_signer(signature, **fields)
+    write_json(
+        paths.signature,
+        {
+            **fields,
+            "digest": "0x" + round_digest(**fields).hex(),
+            "signer": signer,
+            "signature": signature,
+        },
+    )
+    return paths
+
+
+def submit(paths: RoundPaths, pool: PoolClient, sender_key: str) -> RoundPaths:
+    """Post the signed round on chain once.
+
+    Before sending, the chain is asked for its next round id: if this round is already there
+    (a crash after sending), its root is checked against ours and recorded instead of sending.
+
+    Output: ``submission.json`` (transaction hash or ``already_posted``).
+
+    Raises:
+        StageError: an earlier round is not on chain yet, or the chain holds a different root
+            for this round.
+    """
+    if paths.submission.exists() or not paths.signature.exists():
+        return paths
+    signed = read_json(paths.signature)
+    next_round = pool.next_round_id()
+    if next_round > paths.round_id:
+        on_chain = pool.get_round(paths.round_id)
+        if on_chain.merkle_root.lower() != signed["merkle_root"].lower():
+            raise StageError(
+                f"round {paths.round_id} is on chain with root {on_chain.merkle_root}, "
+                f"ours is {signed['merkle_root']}"
+            )
+        write_json(paths.submission, {"round_id": paths.round_id, "already_posted": True})
+        return paths
+    if next_round < paths.round_id:
+        raise StageError(f"chain expects round {next_round} before round {paths.round_id}")
+    receipt = pool.post_round(
+        sender_key, paths.round_id, signed["merkle_root"], signed["total_wei"], signed["signature"]
+    )
+    write_json(
+        paths.submission,
+        {"round_id": paths.round_id, "tx_hash": receipt.tx_hash, "block": receipt.block_number,
+         "gas_used": receipt.gas_used},
+    )
+    return paths
+
+
+def claim_all(
+    paths: RoundPaths,
+    pool: PoolClient,
+    token: TokenClient,
+    claim_keys: Mapping[str, str],
+    relayer_key: str,
+) -> RoundPaths:
+    """Every paid holder claims its payment of the round with its Merkle proof.
+
+    A holder whose key is in ``claim_keys`` (address → key) sends its own claim; others are
+    claimed for by ``relayer_key`` (the contract pays the holder either way). Claims already on
+    chain are recorded, not resent.
+
+    Output: ``claims.json``: per paid holder, the transaction and the token balance change (wei).
+    """
+    if paths.claims.exists() or not paths.submission.exists():
+        return paths
+    tree = PayoutTree.from_json(read_json(paths.tree))
+    allocation = read_json(paths.allocation)
+    records = []
+    for holder in allocation["holders"]:
+        amount = int(holder["amount_wei"])
+        if amount == 0:
+            continue
+        index, address = holder["index"], holder["address"]
+        if pool.is_claimed(paths.round_id, index):
+            records.append({"index": index, "address": address, "amount_wei": amount,
+                            "ok": True, "already_claimed": True})
+            continue
+        before = token.balance_of(address)
+        receipt = pool.claim(
+            claim_keys.get(address, relayer_key), paths.round_id, index, address, amount,
+            tree.proof(index),
+        )
+        received = token.balance_of(address) - before
+        records.append({"index": index, "address": address, "amount_wei": amount,
+                        "tx_hash": receipt.tx_hash, "received_wei": received,
+                        "ok": received == amount})
+    write_json(paths.claims, {"round_id": paths.round_id, "claims": records})
+    return paths
+
+
+@dataclass
+class CampaignResult:
+    """What a finished campaign run reports (all money in wei)."""
+
+    run_dir: Path
+    rounds: int
+    names: list[str]
+    allocated_wei: list[int]
+    balances_wei: list[int]
+    participating: list[bool]
+    plot: Path
+    pool_address: str
+    seconds: float
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def load_holders(settings: Settings) -> list[Holder]:
+    """The campaign's holders: the user's folders, or the shipped MNIST split."""
+    if settings.holders_dir is not None:
+        return load_holder_folders(settings.holders_dir)
+    return mnist_holders(n_holders=settings.n_holders, sizes=settings.holder_sizes,
+                         seed=settings.seed)
+
+
+@contextmanager
+def _chain(settings: Settings) -> Iterator[tuple[str, list[str] | None]]:
+    """Yield (rpc_url, dev keys or None): the configured endpoint, or a fresh local anvil."""
+    if settings.rpc_url is not None:
+        yield settings.rpc_url, None
+        return
+    with AnvilNode() as node:
+        yield node.rpc_url, list(node.private_keys)
+
+
+def _key(secret, dev_keys: list[str] | None, dev_index: int, what: str) -> str:
+    if secret is not None:
+        return secret.get_secret_value()
+    if dev_keys is None:
+        raise ConfigError(f"{what} key is required on a remote chain (set CCOMP_{what.upper()}_KEY)")
+    return dev_keys[dev_index]
+
+
+def run_campaign(
+    settings: Settings,
+    console: Console | None = None,
+    fresh: bool = False,
+    on_round: Callable[[RoundPaths], None] | None = None,
+) -> CampaignResult:
+    """Run the whole main job: deploy, fund, T rounds, claims, summary.
+
+    Args:
+        settings: the run's settings (profile, budget in wei, policy, chain).
+        console: where tables and progress go (a quiet console in tests).
+        fresh: remove ``settings.run_dir`` first. A run on a new local chain must start fresh:
+            its chain artifacts (signatures, submissions) belong to the old chain.
+        on_round: called with each finished round's paths.
+
+    Raises:
+        ConfigError: the run directory holds chain artifacts of another chain, or keys are
+            missing on a remote chain.
+    """
+    console = console or Console()
+    started = time.perf_counter()
+    run_dir = Path(settings.run_dir)
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    if (run_dir / "deployment.json").exists() and settings.rpc_url is None:
+        raise ConfigError(
+            f"{run_dir} holds a deployment on an earlier local chain; run with --fresh or "
+            "choose another run directory"
+        )
+    seed_everything(settings.seed)
+    holders = load_holders(settings)
+    policy = make_policy(settings.policy, seed=settings.seed)
+    ml = stages.MLConfig(
+        image_size=settings.image_size, train_steps=settings.train_steps,
+        n_samples=settings.n_samples, proj_dim=settings.proj_dim,
+        trak_timesteps=settings.trak_timesteps, seed=settings.seed,
+    )
+    from offchain.data.holders import write_dataset_manifest
+
+    write_dataset_manifest(holders, run_dir / "holders.json")
+    compiled = compile_contracts(solc_path=settings.solc_path)
+
+    with _chain(settings) as (rpc_url, dev_keys):
+        client = ChainClient(rpc_url)
+        deployer_key = _key(None, dev_keys, 0, "deployer") if dev_keys else _key(
+            settings.sponsor_key, None, 0, "sponsor")
+        oracle_key = _key(settings.oracle_key, dev_keys, 1, "oracle")
+        sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
+        oracle = Account.from_key(oracle_key).address
+        sponsor = Account.from_key(sponsor_key).address
+        claim_deadline = client.timestamp() + settings.claim_window_s
+        token_address = client.deploy(compiled["TestToken"], sender_key=deployer_key)
+        pool_address = client.deploy(
+            compiled["CompensationPool"], token_address, oracle, sponsor, claim_deadline,
+            sender_key=deployer_key,
+        )
+        token = TokenClient(client, token_address, compiled["TestToken"].abi)
+        pool = PoolClient(client, pool_address, compiled["CompensationPool"].abi)
+        token.mint(deployer_key, sponsor, settings.total_budget_wei)
+        pool.fund(sponsor_key, settings.total_budget_wei)
+        write_json(run_dir / "deployment.json", {
+            "rpc_url": rpc_url, "chain_id": client.chain_id, "token": token_address,
+            "pool": pool_address, "oracle": oracle, "sponsor": sponsor,
+            "claim_deadline": claim_deadline, "total_budget_wei": settings.total_budget_wei,
+        })
+        claim_keys: dict[str, str] = {}
+        if settings.holders_dir is None:
+            for holder in holders:
+                claim_keys[holder.address] = holder_private_key(holder.name)
+                if dev_keys is not None:  # holders pay their own gas on the dev chain
+                    client.set_eth_balance(holder.address, 10**18)
+        console.print(
+            f"[bold]Campaign[/bold]: {len(holders)} holders, {settings.n_rounds} rounds, budget "
+            f"{settings.total_budget_wei / 10**18:,.0f} TST, policy {policy.name}, chain "
+            f"{client.chain_id} at {rpc_url}, pool {pool_address}"
+        )
+
+        participating = np.ones(len(holders), dtype=bool)
+        allocated = [0] * len(holders)
+        for round_id in range(1, settings.n_rounds + 1):
+            paths = RoundPaths(run_dir, round_id)
+            if not participating.any():
+                console.print(f"Round {round_id}: every holder has left; the campaign ends.")
+                break
+            chain = _ChainStages(client, pool, token, pool_address, oracle_key, claim_keys)
+            _run_steps(console, round_id, _round_steps(paths, holders, participating, ml,
+                                                        policy, settings, chain))
+            print_round(console, paths)
+            if on_round:
+                on_round(paths)
+            allocation = read_json(paths.allocation)
+            amounts = [int(h["amount_wei"]) for h in allocation["holders"]]
+            allocated = [a + b for a, b in zip(allocated, amounts, strict=True)]
+            participating = stays_next_round(
+                participating, amounts, [h.reservation_price_wei for h in holders],
+                read_json(paths.copyright)["loss"],
+            )
+        rounds_run = round_id if participating.any() else round_id - 1
+        balances = [token.balance_of(h.address) for h in holders]
+        plot = payments_plot(run_dir, [r for r in range(1, settings.n_rounds + 1)
+                                       if RoundPaths(run_dir, r).allocation.exists()])
+        console.print(summary_table([h.name for h in holders],
+                                    [h.reservation_price_wei for h in holders],
+                                    allocated, balances, participating.tolist()))
+        result = CampaignResult(
+            run_dir=run_dir, rounds=rounds_run, names=[h.name for h in holders],
+            allocated_wei=allocated, balances_wei=balances,
+            participating=participating.tolist(), plot=plot, pool_address=pool_address,
+            seconds=time.perf_counter() - started,
+            extras={"unallocated_wei": pool.unallocated()},
+        )
+    console.print(f"Payments plot: {plot}; artifacts in {run_dir}; {result.seconds:.1f} s")
+    return result
+
+
+@dataclass(frozen=True)
+class _ChainStages:
+    """What the chain stages of a round need."""
+
+    client: ChainClient
+    pool: PoolClient
+    token: TokenClient
+    pool_address: str
+    oracle_key: str
+    claim_keys: Mapping[str, str]
+
+
+def _round_steps(
+    paths: RoundPaths,
+    holders: Sequence[Holder],
+    participating: np.ndarray,
+    ml: stages.MLConfig,
+    policy: BudgetPolicy,
+    settings: Settings,
+    chain: _ChainStages,
+) -> list[tuple[str, Callable[[], object]]]:
+    """The round's stages in order, as (name, thunk) pairs."""
+    return [
+        ("prepare", lambda: stages.prepare(paths, holders, participating)),
+        ("train", lambda: stages.train(paths, ml)),
+        ("generate", lambda: stages.generate(paths, ml)),
+        ("attribute (TRAK)", lambda: stages.attribute(paths, ml)),
+        ("copyright loss", lambda: stages.assess_copyright(paths, ml)),
+        ("policy", lambda: stages.decide(paths, policy, settings.n_rounds,
+                                         settings.total_budget_wei)),
+        ("allocate + Merkle", lambda: stages.allocate(paths)),
+        ("sign (EIP-712)", lambda: sign(paths, chain.oracle_key, chain.client.chain_id,
+                                        chain.pool_address)),
+        ("submit", lambda: submit(paths, chain.pool, chain.oracle_key)),
+        ("claims", lambda: claim_all(paths, chain.pool, chain.token, chain.claim_keys,
+                                     chain.oracle_key)),
+    ]
+
+
+def _run_steps(console: Console, round_id: int,
+               steps: Sequence[tuple[str, Callable[[], object]]]) -> None:
+    """Run a round's steps in order with a spinner line per step and its time."""
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        for name, step in steps:
+            task = progress.add_task(f"round {round_id}: {name}", total=1)
+            step()
+            progress.update(task, completed=1)

@@ -1,0 +1,354 @@
+"""The off-chain stages of one round, each a function from paths to paths.
+
+Order: :func:`prepare` → :func:`train` → :func:`generate` → :func:`attribute` →
+:func:`assess_copyright` → :func:`decide` → :func:`allocate`. Signing and submission are the
+oracle's (:mod:`offchain.oracle`). Every stage reads its inputs from the round directory
+(:class:`~offchain.rounds.layout.RoundPaths`), writes its outputs atomically, and returns at once
+when its outputs already exist, so a re-run after a crash redoes only unfinished work. None of
+them touches the chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from offchain.allocation import PayoutTree, largest_remainder
+from offchain.data.holders import Holder
+from offchain.errors import StageError
+from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures
+from offchain.rounds.layout import RoundPaths
+from offchain.utils import read_json, write_json, write_npy
+
+__all__ = [
+    "MLConfig",
+    "allocate",
+    "assess_copyright",
+    "attribute",
+    "decide",
+    "generate",
+    "prepare",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MLConfig:
+    """The ML settings a round needs (built from :class:`offchain.config.Settings`)."""
+
+    image_size: int = 16
+    """Side in pixels of the model's images."""
+    train_steps: int = 300
+    """Optimizer steps per round."""
+    n_samples: int = 32
+    """Generated samples per round (TRAK targets, copyright probes)."""
+    proj_dim: int = 512
+    """TRAK projection dimension."""
+    trak_timesteps: int = 4
+    """K timesteps of the D-TRAK output function."""
+    seed: int = 0
+    """Base seed; each round offsets it by its id."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def diffusion(self, round_id: int):  # -> DiffusionConfig (torch imported lazily)
+        from offchain.diffusion import DiffusionConfig
+
+        return DiffusionConfig(
+            image_size=self.image_size, train_steps=self.train_steps, seed=self.seed + round_id
+        )
+
+
+def _require(path, stage: str) -> None:
+    if not path.exists():
+        raise StageError(f"{stage}: missing input artifact {path}")
+
+
+def prepare(
+    paths: RoundPaths, holders: Sequence[Holder], participating: Sequence[bool] | np.ndarray
+) -> RoundPaths:
+    """Write the round's manifest and its training set from the participating holders.
+
+    Outputs: ``manifest.json`` (holders with address, price, image hashes and a root per holder,
+    the dataset root, participants), ``train_images.npy`` uint8 (N, H, W) and
+    ``holder_index.npy`` int64 (N,).
+
+    Raises:
+        StageError: no holder participates, or the mask's length differs from the holders'.
+    """
+    if paths.manifest.exists():
+        return paths
+    participating = np.asarray(participating, dtype=bool)
+    if participating.shape != (len(holders),):
+        raise StageError(f"participation mask has {participating.shape}, expected ({len(holders)},)")
+    if not participating.any():
+        raise StageError(f"round {paths.round_id}: no holder participates")
+    shapes = {h.images.shape[1:] for h in holders}
+    if len(shapes) != 1:
+        raise StageError(f"holders' images differ in size: {sorted(shapes)}")
+    chosen = [i for i in range(len(holders)) if participating[i]]
+    images = np.concatenate([holders[i].images for i in chosen]).astype(np.uint8)
+    holder_index = np.concatenate(
+        [np.full(holders[i].n_images, i, dtype=np.int64) for i in chosen]
+    )
+    entries = []
+    for i, holder in enumerate(holders):
+        hashes = list(holder.image_hashes)
+        entries.append(
+            {
+                "index": i,
+                "name": holder.name,
+                "address": holder.address,
+                "reservation_price_wei": int(holder.reservation_price_wei),
+                "n_images": holder.n_images,
+                "images_root": _hash_list(hashes),
+                "image_hashes": hashes,
+                "participating": bool(participating[i]),
+            }
+        )
+    previous = paths.previous()
+    manifest = {
+        "round_id": paths.round_id,
+        "n_holders": len(holders),
+        "n_train": int(len(images)),
+        "dataset_root": _hash_list([e["images_root"] for e in entries if e["participating"]]),
+        "previous_checkpoint": str(previous.checkpoint) if previous else None,
+        "holders": entries,
+    }
+    write_npy(paths.train_images, images)
+    write_npy(paths.holder_index, holder_index)
+    write_json(paths.manifest, manifest)  # last: its presence marks the stage done
+    return paths
+
+
+def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
+    """Train the round's diffusion model on ``train_images.npy``, continuing from the last round.
+
+    Output: ``checkpoint/`` (diffusers ``save_pretrained`` of the UNet and scheduler).
+    """
+    from offchain.diffusion import train_round
+
+    _require(paths.manifest, "train")
+    previous = paths.previous()
+    init = previous.checkpoint if previous is not None else None
+    if init is not None:
+        _require(init, "train (previous round's checkpoint)")
+    images = np.load(paths.train_images)
+    train_round(images, paths.checkpoint, cfg.diffusion(paths.round_id), init_checkpoint=init,
+                progress=cfg.progress)
+    return paths
+
+
+def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
+    """Sample ``cfg.n_samples`` images from the round's model into ``samples.npy``.
+
+    Output: float32 (M, 1, S, S) in [-1, 1], seeded by the round.
+    """
+    from offchain.diffusion import generate_samples
+
+    if paths.samples.exists():
+        return paths
+    _require(paths.checkpoint, "generate")
+    samples = generate_samples(
+        paths.checkpoint, cfg.n_samples, cfg.diffusion(paths.round_id), seed=cfg.seed + 7919 * paths.round_id
+    )
+    write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
+    return paths
+
+
+def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str):
+    from offchain.diffusion import load_checkpoint, preprocess
+
+    for p in (paths.manifest, paths.checkpoint, paths.samples):
+        _require(p, stage)
+    unet, scheduler = load_checkpoint(paths.checkpoint)
+    train_images = preprocess(np.load(paths.train_images), cfg.image_size)
+    holder_index = np.load(paths.holder_index)
+    import torch
+
+    samples = torch.from_numpy(np.load(paths.samples))
+    n_holders = int(read_json(paths.manifest)["n_holders"])
+    return unet, scheduler, train_images, samples, holder_index, n_holders
+
+
+def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
+    """TRAK scores of the round's samples against every training image, summed per holder.
+
+    Outputs: ``trak/scores.npy`` float32 (M, N) and ``contributions.json`` with ``raw`` (Σ τ over
+    the holder's images, mean over targets) and ``normalized`` (positive part, summing to 1)
+    per holder (0 for holders that did not train this round).
+    """
+    from offchain.attribution import TrakConfig, compute_trak_scores, holder_contributions
+
+    if paths.contributions.exists():
+        return paths
+    unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
+        paths, cfg, "attribute"
+    )
+    trak_cfg = TrakConfig(
+        proj_dim=cfg.proj_dim, num_timesteps=cfg.trak_timesteps, seed=cfg.seed + paths.round_id
+    )
+    scores = compute_trak_scores(
+        unet, scheduler, train_images, samples, paths.trak_dir, trak_cfg, progress=cfg.progress
+    )
+    raw, normalized = holder_contributions(scores, holder_index, n_holders)
+    write_json(
+        paths.contributions,
+        {
+            "round_id": paths.round_id,
+            "proj_dim": cfg.proj_dim,
+            "num_timesteps": cfg.trak_timesteps,
+            "scores_shape": list(np.shape(scores)),
+            "raw": [float(x) for x in raw],
+            "normalized": [float(x) for x in normalized],
+        },
+    )
+    return paths
+
+
+def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
+    """Each holder's copyright loss in [0, 1] for the round's samples.
+
+    Output: ``copyright.json`` with ``loss``, ``semantic`` and ``perceptual`` per holder.
+    """
+    from offchain.copyright import CopyrightConfig, compute_copyright_losses
+
+    if paths.copyright.exists():
+        return paths
+    unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
+        paths, cfg, "copyright"
+    )
+    result = compute_copyright_losses(
+        unet, scheduler, samples, train_images, holder_index, n_holders, CopyrightConfig()
+    )
+    participating = [h["participating"] for h in read_json(paths.manifest)["holders"]]
+    loss = [float(x) if p else 0.0 for x, p in zip(result.loss, participating, strict=True)]
+    write_json(
+        paths.copyright,
+        {
+            "round_id": paths.round_id,
+            "loss": loss,
+            "semantic": [float(x) for x in result.semantic],
+            "perceptual": [float(x) for x in result.perceptual],
+        },
+    )
+    return paths
+
+
+def spent_before(paths: RoundPaths) -> int:
+    """Wei allocated by the rounds before this one (read from their ``decision.json``)."""
+    spent = 0
+    previous = paths.previous()
+    while previous is not None:
+        _require(previous.decision, "decide (previous round's decision)")
+        spent += int(read_json(previous.decision)["budget_wei"])
+        previous = previous.previous()
+    return spent
+
+
+def decide(
+    paths: RoundPaths, policy: BudgetPolicy, n_rounds: int, total_budget_wei: int
+) -> RoundPaths:
+    """Ask the policy for the round budget (wei) and the holders' weights.
+
+    Output: ``decision.json`` with ``policy``, ``budget_wei`` (int), ``weights`` (per holder),
+    and the state and features the policy saw.
+    """
+    if paths.decision.exists():
+        return paths
+    for p in (paths.manifest, paths.contributions, paths.copyright):
+        _require(p, "decide")
+    manifest = read_json(paths.manifest)
+    holders = manifest["holders"]
+    participating = np.array([h["participating"] for h in holders], dtype=bool)
+    features = HolderFeatures(
+        contribution=np.array(read_json(paths.contributions)["normalized"], dtype=np.float64),
+        copyright_loss=np.array(read_json(paths.copyright)["loss"], dtype=np.float64),
+        n_images=np.array([h["n_images"] for h in holders], dtype=np.int64),
+        participating=participating,
+    )
+    state = CampaignState(
+        round_id=paths.round_id,
+        n_rounds=n_rounds,
+        total_budget_wei=total_budget_wei,
+        remaining_budget_wei=total_budget_wei - spent_before(paths),
+        n_participants=int(participating.sum()),
+        n_holders=len(holders),
+    )
+    decision = policy.decide(state, features)
+    write_json(
+        paths.decision,
+        {
+            "round_id": paths.round_id,
+            "policy": policy.name,
+            "budget_wei": int(decision.budget_wei),
+            "weights": [float(w) for w in decision.weights],
+            "state": {
+                "n_rounds": n_rounds,
+                "total_budget_wei": total_budget_wei,
+                "remaining_budget_wei": state.remaining_budget_wei,
+                "n_participants": state.n_participants,
+            },
+        },
+    )
+    return paths
+
+
+def allocate(paths: RoundPaths) -> RoundPaths:
+    """Integer wei per holder summing exactly to the budget, and the Merkle tree of the payouts.
+
+    Outputs: ``allocation.json`` (per holder: index, address, amount_wei; the budget; the Merkle
+    root) and ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves
+    ``(index, account, amount)`` for every holder paid more than 0 wei).
+    """
+    if paths.allocation.exists():
+        return paths
+    _require(paths.decision, "allocate")
+    decision = read_json(paths.decision)
+    holders = read_json(paths.manifest)["holders"]
+    budget = int(decision["budget_wei"])
+    amounts = largest_remainder(budget, decision["weights"]) if budget else [0] * len(holders)
+    entries = [
+        (h["index"], h["address"], amount)
+        for h, amount in zip(holders, amounts, strict=True)
+        if amount > 0
+    ]
+    root = None
+    if entries:
+        tree = PayoutTree.build(entries)
+        write_json(paths.tree, tree.to_json())
+        root = tree.root
+    write_json(
+        paths.allocation,
+        {
+            "round_id": paths.round_id,
+            "budget_wei": budget,
+            "total_wei": sum(amounts),
+            "merkle_root": root,
+            "holders": [
+                {
+                    "index": h["index"],
+                    "name": h["name"],
+                    "address": h["address"],
+                    "participating": h["participating"],
+                    "amount_wei": amount,
+                }
+                for h, amount in zip(holders, amounts, strict=True)
+            ],
+        },
+    )
+    return paths
+
+
+def _hash_list(hex_hashes: Sequence[str]) -> str:
+    """SHA-256 over a list of hex digests, in order (a commitment to the list)."""
+    digest = hashlib.sha256()
+    for h in hex_hashes:
+        digest.update(bytes.fromhex(h.removeprefix("0x")))
+    return digest.hexdigest()
