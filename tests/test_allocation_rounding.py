@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from offchain.allocation.rounding import largest_remainder
+from offchain.allocation import largest_remainder
 from offchain.errors import AllocationError
 
 budgets = st.integers(min_value=0, max_value=10**30)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from offchain.allocation.rounding import largest_remainder
+from offchain.allocation import largest_remainder
 from offchain.errors import ConfigError
 from offchain.policy import CampaignState, HolderFeatures, make_policy
 from offchain.rounds.participation import required_payment_wei, stays_next_round

@@ -1,0 +1,628 @@
+"""Typed web3 clients for the compensation contracts (the only web3 user with ``errors.py``).
+
+:class:`ChainClient` talks JSON-RPC over plain HTTP, signs transactions locally with
+eth-account, waits for every receipt, and turns reverts into typed errors: custom Solidity
+errors from every ABI it has seen (``error InvalidSigner(address recovered, address expected)``)
+become :class:`~offchain.chain.errors.ContractRevert` with ``.name`` and decoded ``.args``.
+:class:`TokenClient` and :class:`PoolClient` wrap the ERC-20 test tokens and
+``CompensationPool``.
+
+Units: token and ether amounts are integers in wei (the token's smallest unit); times are Unix
+seconds. Keys are ``0x``-hex private keys and are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from eth_abi import decode as abi_decode
+from eth_abi.exceptions import DecodingError
+from eth_account import Account
+from eth_utils import (
+    get_abi_input_names,
+    get_abi_input_types,
+    keccak,
+    to_bytes,
+    to_checksum_address,
+)
+from web3 import Web3
+from web3.contract.contract import ContractFunction
+from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.types import TxReceipt
+
+from offchain.chain.compiler import CompiledContract
+from offchain.chain.errors import ChainError, ContractRevert, TransactionFailed
+
+__all__ = [
+    "ChainClient",
+    "PoolClient",
+    "RoundInfo",
+    "TokenClient",
+    "address_of",
+]
+
+log = logging.getLogger(__name__)
+
+_ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
+_PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
+
+
+def address_of(private_key: str | bytes) -> str:
+    """Checksummed address of a private key."""
+    return Account.from_key(private_key).address
+
+
+@dataclass(frozen=True)
+class _ErrorAbi:
+    contract: str | None
+    name: str
+    types: tuple[str, ...]
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A posted round as stored by ``CompensationPool.getRound``.
+
+    Attributes:
+        round_id: The round's id.
+        merkle_root: ``0x``-hex bytes32 (all zero when the round was never posted).
+        total_wei: Tokens reserved for the round (wei).
+        claimed_wei: Tokens already claimed from it (wei).
+    """
+
+    round_id: int
+    merkle_root: str
+    total_wei: int
+    claimed_wei: int
+
+    @property
+    def exists(self) -> bool:
+        """Whether the round has been posted (its root is non-zero)."""
+        return int(self.merkle_root, 16) != 0
+
+
+class ChainClient:
+    """A JSON-RPC connection that deploys contracts and sends signed transactions.
+
+    Args:
+        rpc_url: The node's HTTP endpoint (``http://127.0.0.1:8545``).
+        timeout: Seconds to wait for a request or a transaction receipt.
+
+    Raises:
+        ChainError: the node does not answer.
+    """
+
+    def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
+        self.rpc_url = rpc_url
+        self.timeout = timeout
+        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self._errors: dict[bytes, _ErrorAbi] = {}
+        with self._translate():
+            self.chain_id: int = self.w3.eth.chain_id
+
+    # -- ABIs and error decoding -------------------------------------------------------------
+
+    def register_abi(self, abi: Sequence[dict[str, Any]], contract: str | None = None) -> None:
+        """Learn the custom errors declared in ``abi`` so reverts carrying them are decoded.
+
+        Contracts deployed or wrapped through this client are registered automatically.
+        """
+        for entry in abi:
+            if entry.get("type") != "error":
+                continue
+            types = tuple(get_abi_input_types(entry))
+            selector = keccak(text=f"{entry['name']}({','.join(types)})")[:4]
+            # The first contract to declare an error names it (library errors repeat).
+            self._errors.setdefault(
+                selector,
+                _ErrorAbi(contract, entry["name"], types, tuple(get_abi_input_names(entry))),
+            )
+
+    def decode_revert(self, data: str | bytes | None, tx_hash: str | None = None) -> ChainError:
+        """Turn revert data into the error to raise (does not raise it).
+
+        Returns:
+            :class:`ContractRevert` for a known custom error, ``Error(string)`` or
+            ``Panic(uint256)``; a plain :class:`ChainError` for empty data or an unknown selector.
+        """
+        raw = _revert_bytes(data)
+        hex_data = "0x" + raw.hex()
+        if len(raw) < 4:
+            return TransactionFailed(f"reverted without a reason (data={hex_data})", tx_hash)
+        selector, payload = raw[:4], raw[4:]
+        if selector == _ERROR_STRING_SELECTOR:
+            spec = _ErrorAbi(None, "Error", ("string",), ("reason",))
+        elif selector == _PANIC_SELECTOR:
+            spec = _ErrorAbi(None, "Panic", ("uint256",), ("code",))
+        elif selector in self._errors:
+            spec = self._errors[selector]
+        else:
+            return TransactionFailed(
+                f"reverted with unknown error selector 0x{selector.hex()} (data={hex_data})",
+                tx_hash,
+            )
+        try:
+            values = abi_decode(list(spec.types), payload)
+        except (DecodingError, ValueError) as exc:
+            return TransactionFailed(
+                f"reverted {spec.name} with undecodable arguments (data={hex_data}): {exc}", tx_hash
+            )
+        args = tuple(_normalise(t, v) for t, v in zip(spec.types, values, strict=True))
+        return ContractRevert(
+            contract=spec.contract,
+            name=spec.name,
+            args=args,
+            arg_names=spec.names,
+            data=hex_data,
+            tx_hash=tx_hash,
+        )
+
+    @contextmanager
+    def _translate(self, tx_hash: str | None = None) -> Iterator[None]:
+        """Map web3/requests failures to :class:`ChainError` subclasses."""
+        try:
+            yield
+        except ContractLogicError as exc:
+            raise self.decode_revert(exc.data, tx_hash) from exc
+        except TimeExhausted as exc:
+            raise ChainError(f"no receipt for {tx_hash} within {self.timeout:g} s") from exc
+        except requests.exceptions.RequestException as exc:
+            raise ChainError(f"node at {self.rpc_url} not reachable: {exc}") from exc
+        except Web3Exception as exc:
+            raise ChainError(f"RPC to {self.rpc_url} failed: {exc}") from exc
+
+    # -- contracts ---------------------------------------------------------------------------
+
+    def contract(self, address: str, abi: Sequence[dict[str, Any]], name: str | None = None):
+        """A web3 contract object at ``address`` (registers its errors)."""
+        self.register_abi(abi, name)
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=list(abi))
+
+    def deploy(self, compiled: CompiledContract, *args: Any, sender_key: str) -> str:
+        """Deploy ``compiled`` with constructor ``args``; returns the checksummed address.
+
+        Raises:
+            ContractRevert: the constructor reverted with a known error.
+            ChainError: any other failure.
+        """
+        if compiled.bytecode in ("", "0x"):
+            raise ChainError(f"{compiled.name} has no bytecode (abstract contract or interface?)")
+        self.register_abi(compiled.abi, compiled.name)
+        factory = self.w3.eth.contract(abi=compiled.abi, bytecode=compiled.bytecode)
+        receipt = self.send(factory.constructor(*args), sender_key)
+        address = receipt["contractAddress"]
+        if not address:
+            raise ChainError(f"deploying {compiled.name} produced no contract address")
+        log.info("deployed %s at %s", compiled.name, address)
+        return to_checksum_address(address)
+
+    def send(self, fn: Any, sender_key: str, *, value_wei: int = 0) -> TxReceipt:
+        """Sign and send ``fn`` (a bound contract function or constructor), wait for the receipt.
+
+        Gas is estimated first, so most reverts surface here, before anything is mined.
+
+        Returns:
+            The receipt (``status == 1``).
+
+        Raises:
+            ContractRevert: the call reverts with a decodable error (at estimation or mined).
+            TransactionFailed: the mined transaction has ``status == 0`` with no decodable reason.
+            ChainError: node unreachable, receipt timeout.
+        """
+        sender = address_of(sender_key)
+        with self._translate():
+            tx = fn.build_transaction(
+                {
+                    "from": sender,
+                    "value": value_wei,
+                    "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+                    "chainId": self.chain_id,
+                }
+            )
+        return self._sign_and_wait(tx, sender_key)
+
+    def send_eth(self, sender_key: str, to: str, amount_wei: int) -> TxReceipt:
+        """Transfer ``amount_wei`` of ether to ``to``."""
+        sender = address_of(sender_key)
+        with self._translate():
+            tx: dict[str, Any] = {
+                "from": sender,
+                "to": to_checksum_address(to),
+                "value": amount_wei,
+                "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+                "chainId": self.chain_id,
+            }
+            tx["gas"] = self.w3.eth.estimate_gas(tx)
+            block = self.w3.eth.get_block("latest")
+            base_fee = block.get("baseFeePerGas", 0)
+            tx["maxPriorityFeePerGas"] = self.w3.eth.max_priority_fee
+            tx["maxFeePerGas"] = 2 * base_fee + tx["maxPriorityFeePerGas"]
+        return self._sign_and_wait(tx, sender_key)
+
+    def _sign_and_wait(self, tx: dict[str, Any], sender_key: str) -> TxReceipt:
+        signed = Account.sign_transaction(tx, sender_key)
+        with self._translate():
+            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+        hex_hash = "0x" + bytes(tx_hash).hex()
+        with self._translate(hex_hash):
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash, timeout=self.timeout, poll_latency=0.05
+            )
+        if receipt["status"] != 1:
+            raise self._explain_failure(tx, receipt, hex_hash)
+        return receipt
+
+    def _explain_failure(self, tx: dict[str, Any], receipt: TxReceipt, tx_hash: str) -> ChainError:
+        """Replay a failed transaction as a call on its block's parent state to recover why."""
+        call = {k: tx[k] for k in ("from", "to", "value", "data", "gas") if k in tx}
+        try:
+            self.w3.eth.call(call, block_identifier=max(receipt["blockNumber"] - 1, 0))
+        except ContractLogicError as exc:
+            return self.decode_revert(exc.data, tx_hash)
+        except Exception as exc:  # replay itself failed: report the receipt only
+            log.debug("replay of %s failed: %s", tx_hash, exc)
+        return TransactionFailed(
+            f"transaction {tx_hash} failed (status 0, gas used {receipt['gasUsed']})", tx_hash
+        )
+
+    def call(self, fn: ContractFunction, *, block: int | str = "latest") -> Any:
+        """Call a view function; reverts are translated like :meth:`send`'s."""
+        with self._translate():
+            return fn.call(block_identifier=block)
+
+    # -- dev-chain helpers (anvil / hardhat) -------------------------------------------------
+
+    def _rpc(self, method: str, params: list[Any]) -> Any:
+        with self._translate():
+            response = self.w3.provider.make_request(method, params)  # type: ignore[arg-type]
+        if response.get("error"):
+            raise ChainError(f"{method} failed: {response['error']}")
+        return response.get("result")
+
+    def set_eth_balance(self, address: str, wei: int) -> None:
+        """Set ``address``'s ether balance to ``wei`` (``anvil_setBalance``; dev chains only)."""
+        self._rpc("anvil_setBalance", [to_checksum_address(address), hex(wei)])
+
+    def increase_time(self, seconds: int) -> int:
+        """Advance the chain clock by ``seconds`` and mine a block (``evm_increaseTime`` +
+        ``evm_mine``; dev chains only). Returns the new block's timestamp (Unix seconds)."""
+        if seconds < 0:
+            raise ChainError(f"cannot move time backwards ({seconds} s)")
+        self._rpc("evm_increaseTime", [seconds])
+        self._rpc("evm_mine", [])
+        return self.block_timestamp()
+
+    def mine(self) -> None:
+        """Mine one empty block (dev chains only)."""
+        self._rpc("evm_mine", [])
+
+    def block_timestamp(self) -> int:
+        """Timestamp of the latest block (Unix seconds)."""
+        with self._translate():
+            return int(self.w3.eth.get_block("latest")["timestamp"])
+
+    def eth_balance(self, address: str) -> int:
+        """Ether balance of ``address`` (wei)."""
+        with self._translate():
+            return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
+
+def _tx_hash(receipt: TxReceipt) -> str:
+    return "0x" + bytes(receipt["transactionHash"]).hex()
+
+
+class TokenClient:
+    """An ERC-20 token (``TestToken`` / ``FeeOnTransferToken`` or any ERC-20 ABI).
+
+    Amounts are in the token's smallest unit (wei for 18 decimals). Write methods return the
+    transaction hash (``0x``-hex) after the receipt succeeded.
+    """
+
+    def __init__(
+        self, client: ChainClient, address: str, abi: Sequence[dict[str, Any]], name: str = "ERC20"
+    ):
+        self.client = client
+        self.address = to_checksum_address(address)
+        self.contract = client.contract(self.address, abi, name)
+
+    @classmethod
+    def deploy(
+        cls, client: ChainClient, compiled: CompiledContract, sender_key: str
+    ) -> TokenClient:
+        """Deploy a token without constructor arguments (the test tokens) and wrap it."""
+        address = client.deploy(compiled, sender_key=sender_key)
+        return cls(client, address, compiled.abi, compiled.name)
+
+    def mint(self, sender_key: str, to: str, amount_wei: int) -> str:
+        """Mint ``amount_wei`` to ``to`` (test tokens' open ``mint``)."""
+        fn = self.contract.functions.mint(to_checksum_address(to), amount_wei)
+        return _tx_hash(self.client.send(fn, sender_key))
+
+    def approve(self, owner_key: str, spender: str, amount_wei: int) -> str:
+        """Let ``spender`` move up to ``amount_wei`` of the owner's tokens."""
+        fn = self.contract.functions.approve(to_checksum_address(spender), amount_wei)
+        return _tx_hash(self.client.send(fn, owner_key))
+
+    def transfer(self, sender_key: str, to: str, amount_wei: int) -> str:
+        """Transfer ``amount_wei`` from the sender to ``to``."""
+        fn = self.contract.functions.transfer(to_checksum_address(to), amount_wei)
+        return _tx_hash(self.client.send(fn, sender_key))
+
+    def balance_of(self, address: str) -> int:
+        """Token balance of ``address`` (wei)."""
+        return int(
+            self.client.call(self.contract.functions.balanceOf(to_checksum_address(address)))
+        )
+
+    def allowance(self, owner: str, spender: str) -> int:
+        """Remaining allowance of ``spender`` over ``owner``'s tokens (wei)."""
+        fn = self.contract.functions.allowance(
+            to_checksum_address(owner), to_checksum_address(spender)
+        )
+        return int(self.client.call(fn))
+
+    def total_supply(self) -> int:
+        """Total supply (wei)."""
+        return int(self.client.call(self.contract.functions.totalSupply()))
+
+
+class PoolClient:
+    """``CompensationPool``: funding, signed rounds, Merkle claims and reclaims.
+
+    Write methods wait for the receipt and return the transaction hash (``0x``-hex); they raise
+    :class:`ContractRevert` with the pool's error name (``"InvalidSigner"``, ``"AlreadyClaimed"``,
+    ...) when the contract rejects the call.
+    """
+
+    def __init__(
+        self,
+        client: ChainClient,
+        address: str,
+        abi: Sequence[dict[str, Any]],
+        token_abi: Sequence[dict[str, Any]] | None = None,
+        name: str = "CompensationPool",
+    ) -> None:
+        self.client = client
+        self.address = to_checksum_address(address)
+        self.contract = client.contract(self.address, abi, name)
+        self._token_abi = token_abi
+
+    @classmethod
+    def deploy(
+        cls,
+        client: ChainClient,
+        compiled: CompiledContract,
+        sender_key: str,
+        *,
+        token: str,
+        oracle: str,
+        sponsor: str,
+        claim_deadline: int,
+        token_abi: Sequence[dict[str, Any]] | None = None,
+    ) -> PoolClient:
+        """Deploy ``CompensationPool(token, oracle, sponsor, claim_deadline)`` and wrap it.
+
+        Args:
+            claim_deadline: Unix time (seconds) when claims end and reclaims begin; must be
+                later than the deployment block's timestamp.
+            token_abi: ERC-20 ABI used by :meth:`fund` to approve (default: minimal ERC-20).
+        """
+        address = client.deploy(
+            compiled,
+            to_checksum_address(token),
+            to_checksum_address(oracle),
+            to_checksum_address(sponsor),
+            claim_deadline,
+            sender_key=sender_key,
+        )
+        return cls(client, address, compiled.abi, token_abi, compiled.name)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def token(self) -> TokenClient:
+        """The pool's token as a :class:`TokenClient`."""
+        return TokenClient(self.client, self.token_address(), self._token_abi or _ERC20_ABI)
+
+    def fund(self, sponsor_key: str, amount_wei: int) -> str:
+        """Approve the pool for ``amount_wei`` and call ``fund(amount_wei)``; returns the fund tx.
+
+        The pool credits the sponsor with what actually arrived (less for fee-on-transfer tokens).
+        """
+        self.token().approve(sponsor_key, self.address, amount_wei)
+        return _tx_hash(self.client.send(self.contract.functions.fund(amount_wei), sponsor_key))
+
+    def post_round(
+        self,
+        sender_key: str,
+        round_id: int,
+        merkle_root: str | bytes,
+        total_wei: int,
+        signature: str | bytes,
+    ) -> str:
+        """Relay the oracle-signed round ``(round_id, merkle_root, total_wei)``.
+
+        Args:
+            sender_key: Whoever pays gas (anyone may relay).
+            merkle_root: The round's StandardMerkleTree root, 32 bytes (or ``0x``-hex).
+            total_wei: Sum of the round's payouts (wei).
+            signature: The oracle's 65-byte EIP-712 signature (``r ‖ s ‖ v``).
+        """
+        fn = self.contract.functions.postRound(
+            round_id, _bytes32(merkle_root), total_wei, _to_bytes(signature)
+        )
+        return _tx_hash(self.client.send(fn, sender_key))
+
+    def claim(
+        self,
+        sender_key: str,
+        round_id: int,
+        index: int,
+        account: str,
+        amount_wei: int,
+        proof: Sequence[str | bytes],
+    ) -> str:
+        """Claim leaf ``(index, account, amount_wei)`` of ``round_id``; the tokens go to ``account``."""
+        fn = self.contract.functions.claim(
+            round_id, index, to_checksum_address(account), amount_wei, [_bytes32(p) for p in proof]
+        )
+        return _tx_hash(self.client.send(fn, sender_key))
+
+    def reclaim(self, sponsor_key: str) -> str:
+        """After the claim deadline, pay the sponsor its pro-rata share of the unclaimed remainder."""
+        return _tx_hash(self.client.send(self.contract.functions.reclaim(), sponsor_key))
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def get_round(self, round_id: int) -> RoundInfo:
+        """The stored round (all zero when never posted)."""
+        root, total, claimed = self.client.call(self.contract.functions.getRound(round_id))
+        return RoundInfo(round_id, "0x" + bytes(root).hex(), int(total), int(claimed))
+
+    def is_claimed(self, round_id: int, index: int) -> bool:
+        """Whether leaf ``index`` of ``round_id`` has been claimed."""
+        return bool(self.client.call(self.contract.functions.isClaimed(round_id, index)))
+
+    def next_round_id(self) -> int:
+        """The id the next posted round must carry."""
+        return int(self.client.call(self.contract.functions.nextRoundId()))
+
+    def unallocated(self) -> int:
+        """Funds not yet reserved by a round (wei)."""
+        return int(self.client.call(self.contract.functions.unallocated()))
+
+    def round_digest(self, round_id: int, merkle_root: str | bytes, total_wei: int) -> bytes:
+        """The contract's EIP-712 digest of ``RoundAllocation(round_id, merkle_root, total_wei)``."""
+        fn = self.contract.functions.roundDigest(round_id, _bytes32(merkle_root), total_wei)
+        return bytes(self.client.call(fn))
+
+    def token_address(self) -> str:
+        """Address of the pool's ERC-20 token."""
+        return to_checksum_address(self.client.call(self.contract.functions.token()))
+
+    def oracle(self) -> str:
+        """Address whose signature authorises rounds."""
+        return to_checksum_address(self.client.call(self.contract.functions.oracle()))
+
+    def sponsor(self) -> str:
+        """The lead sponsor named at deployment."""
+        return to_checksum_address(self.client.call(self.contract.functions.sponsor()))
+
+    def claim_deadline(self) -> int:
+        """Unix time (seconds) when claims end and reclaims begin."""
+        return int(self.client.call(self.contract.functions.claimDeadline()))
+
+    def total_funded(self) -> int:
+        """Sum of funding credited (wei)."""
+        return int(self.client.call(self.contract.functions.totalFunded()))
+
+    def total_allocated(self) -> int:
+        """Sum of posted rounds' totals (wei)."""
+        return int(self.client.call(self.contract.functions.totalAllocated()))
+
+    def total_claimed(self) -> int:
+        """Sum of claims paid (wei)."""
+        return int(self.client.call(self.contract.functions.totalClaimed()))
+
+    def total_reclaimed(self) -> int:
+        """Sum of reclaims paid (wei)."""
+        return int(self.client.call(self.contract.functions.totalReclaimed()))
+
+    def funded_by(self, sponsor: str) -> int:
+        """Funding credited to ``sponsor`` (wei)."""
+        return int(self.client.call(self.contract.functions.fundedBy(to_checksum_address(sponsor))))
+
+    def has_reclaimed(self, sponsor: str) -> bool:
+        """Whether ``sponsor`` has reclaimed its share."""
+        return bool(
+            self.client.call(self.contract.functions.hasReclaimed(to_checksum_address(sponsor)))
+        )
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+_ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "name": "approve",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "spender", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "transfer",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "value", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "type": "function",
+        "name": "balanceOf",
+        "stateMutability": "view",
+        "inputs": [{"name": "account", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "allowance",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}, {"name": "spender", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "type": "function",
+        "name": "totalSupply",
+        "stateMutability": "view",
+        "inputs": [],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+]
+"""Minimal ERC-20 ABI, used when no token ABI is given."""
+
+
+def _to_bytes(value: str | bytes) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    return to_bytes(hexstr=value)
+
+
+def _bytes32(value: str | bytes) -> bytes:
+    raw = _to_bytes(value)
+    if len(raw) != 32:
+        raise ChainError(f"expected 32 bytes, got {len(raw)}: 0x{raw.hex()}")
+    return raw
+
+
+def _revert_bytes(data: str | bytes | dict | None) -> bytes:
+    """Revert data as bytes from the shapes nodes and web3 report it in."""
+    if data is None:
+        return b""
+    if isinstance(data, dict):  # some nodes nest it: {"data": "0x..."} or {"<tx>": {...}}
+        inner = data.get("data")
+        if inner is None and data:
+            inner = next(iter(data.values()))
+        return _revert_bytes(inner)
+    if isinstance(data, bytes | bytearray):
+        return bytes(data)
+    text = data.strip()
+    if text.startswith("Reverted "):
+        text = text.split(" ", 1)[1]
+    try:
+        return to_bytes(hexstr=text)
+    except ValueError:
+        return b""
+
+
+def _normalise(abi_type: str, value: Any) -> Any:
+    """Checksum decoded addresses (top level and arrays of addresses)."""
+    if abi_type == "address":
+        return to_checksum_address(value)
+    if abi_type.startswith("address[") and isinstance(value, list | tuple):
+        return tuple(to_checksum_address(v) for v in value)
+    return value
