@@ -1,0 +1,290 @@
+"""Data stage: MNIST loading and checksums, the demo holder split, folders of user images."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from eth_utils import is_checksum_address
+from PIL import Image
+
+from offchain.data.holders import (
+    DEFAULT_HOLDER_SIZES,
+    Holder,
+    dominant_classes,
+    holder_address,
+    holder_private_key,
+    load_holder_folders,
+    mnist_holders,
+    write_dataset_manifest,
+)
+from offchain.data.mnist import (
+    DEFAULT_MNIST_ROOT,
+    IMAGES_FILE,
+    LABELS_FILE,
+    load_mnist,
+    parse_idx_images,
+    parse_idx_labels,
+)
+from offchain.errors import DataError
+from offchain.utils import read_json
+
+ADDRESS = "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
+
+
+@pytest.fixture(scope="module")
+def demo_holders() -> list[Holder]:
+    return mnist_holders()
+
+
+@pytest.fixture()
+def mnist_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "mnist"
+    shutil.copytree(DEFAULT_MNIST_ROOT, root)
+    for path in root.iterdir():
+        path.chmod(0o644)
+    return root
+
+
+# --- MNIST --------------------------------------------------------------------------------------
+
+
+def test_load_mnist_returns_the_test_split() -> None:
+    images, labels = load_mnist()
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (10000,) and labels.dtype == np.int64
+    assert set(np.unique(labels)) == set(range(10))
+    assert images.max() == 255 and images.min() == 0
+
+
+def test_load_mnist_raises_naming_the_file_when_one_byte_is_corrupted(mnist_copy: Path) -> None:
+    target = mnist_copy / LABELS_FILE
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    expected = (mnist_copy / "SHA256SUMS").read_text().split("\n")[1].split()[0]
+    with pytest.raises(DataError, match=LABELS_FILE) as info:
+        load_mnist(mnist_copy)
+    assert "checksum mismatch" in str(info.value)
+    assert expected in str(info.value)
+
+
+def test_load_mnist_raises_when_a_file_is_missing(mnist_copy: Path) -> None:
+    (mnist_copy / IMAGES_FILE).unlink()
+    with pytest.raises(DataError, match=IMAGES_FILE):
+        load_mnist(mnist_copy)
+
+
+def test_load_mnist_raises_when_the_checksum_file_is_missing(mnist_copy: Path) -> None:
+    (mnist_copy / "SHA256SUMS").unlink()
+    with pytest.raises(DataError, match="SHA256SUMS"):
+        load_mnist(mnist_copy)
+
+
+def test_parse_idx_images_rejects_a_wrong_magic_number() -> None:
+    data = struct.pack(">IIII", 2049, 1, 2, 2) + bytes(4)
+    with pytest.raises(DataError, match="magic number is 2049, expected 2051"):
+        parse_idx_images(data, source="x.idx")
+
+
+def test_parse_idx_images_rejects_a_truncated_payload() -> None:
+    data = struct.pack(">IIII", 2051, 2, 2, 2) + bytes(7)
+    with pytest.raises(DataError, match="truncated"):
+        parse_idx_images(data, source="x.idx")
+
+
+def test_parse_idx_labels_rejects_a_short_header_and_trailing_bytes() -> None:
+    with pytest.raises(DataError, match="header needs 8 bytes"):
+        parse_idx_labels(b"\x00\x00\x08", source="y.idx")
+    with pytest.raises(DataError, match="trailing bytes"):
+        parse_idx_labels(struct.pack(">II", 2049, 2) + bytes(3), source="y.idx")
+
+
+def test_parse_idx_reads_big_endian_headers() -> None:
+    pixels = np.arange(12, dtype=np.uint8)
+    images = parse_idx_images(struct.pack(">IIII", 2051, 3, 2, 2) + pixels.tobytes())
+    assert images.shape == (3, 2, 2) and images[2, 1, 1] == 11
+    labels = parse_idx_labels(struct.pack(">II", 2049, 3) + bytes([7, 0, 9]))
+    assert labels.tolist() == [7, 0, 9] and labels.dtype == np.int64
+
+
+def test_load_mnist_rejects_a_bad_gzip_stream_with_a_matching_checksum(mnist_copy: Path) -> None:
+    import hashlib
+
+    bad = gzip.compress(struct.pack(">II", 2049, 5) + bytes(2))  # truncated payload
+    (mnist_copy / LABELS_FILE).write_bytes(bad)
+    sums = (mnist_copy / "SHA256SUMS").read_text().splitlines()
+    sums[1] = f"{hashlib.sha256(bad).hexdigest()}  {LABELS_FILE}"
+    (mnist_copy / "SHA256SUMS").write_text("\n".join(sums) + "\n")
+    with pytest.raises(DataError, match="truncated"):
+        load_mnist(mnist_copy)
+
+
+# --- MNIST holders ------------------------------------------------------------------------------
+
+
+def test_mnist_holders_have_the_default_unequal_sizes(demo_holders: list[Holder]) -> None:
+    sizes = [h.n_images for h in demo_holders]
+    assert sizes == list(DEFAULT_HOLDER_SIZES)
+    assert len(set(sizes)) == len(sizes)
+    assert all(h.images.shape[1:] == (28, 28) and h.images.dtype == np.uint8 for h in demo_holders)
+
+
+def test_mnist_holders_share_no_image(demo_holders: list[Holder]) -> None:
+    hashes = [x for h in demo_holders for x in h.image_hashes]
+    assert len(hashes) == len(set(hashes)) == sum(DEFAULT_HOLDER_SIZES)
+
+
+def test_mnist_holders_have_distinct_dominant_class_mixes(demo_holders: list[Holder]) -> None:
+    mixes = []
+    for index, holder in enumerate(demo_holders):
+        counts = np.bincount(holder.labels, minlength=10)
+        first, second = dominant_classes(index)
+        share = (counts[first] + counts[second]) / holder.n_images
+        assert 0.6 <= share <= 0.8, (holder.name, counts)
+        assert set(np.argsort(counts)[-2:]) == {first, second}, (holder.name, counts)
+        mixes.append((first, second))
+    assert len(set(mixes)) == len(mixes)
+
+
+def test_mnist_holders_are_deterministic_by_seed(demo_holders: list[Holder]) -> None:
+    again = mnist_holders()
+    assert [h.image_hashes for h in again] == [h.image_hashes for h in demo_holders]
+    assert [h.reservation_price_wei for h in again] == [
+        h.reservation_price_wei for h in demo_holders
+    ]
+    other = mnist_holders(seed=1)
+    assert [h.image_hashes for h in other] != [h.image_hashes for h in demo_holders]
+
+
+def test_mnist_holders_have_demo_addresses_and_varied_token_prices(
+    demo_holders: list[Holder],
+) -> None:
+    from eth_account import Account
+
+    for holder in demo_holders:
+        assert is_checksum_address(holder.address)
+        assert Account.from_key(holder_private_key(holder.name)).address == holder.address
+        assert 5 * 10**18 <= holder.reservation_price_wei <= 40 * 10**18
+        assert holder.reservation_price_wei % 10**18 == 0
+    assert len({h.address for h in demo_holders}) == len(demo_holders)
+    assert len({h.reservation_price_wei for h in demo_holders}) == len(demo_holders)
+
+
+def test_mnist_holders_accept_explicit_sizes_and_prices() -> None:
+    holders = mnist_holders(n_holders=4, sizes=(6, 8, 10, 12), reservation_prices_wei=[1, 2, 3, 4])
+    assert [h.n_images for h in holders] == [6, 8, 10, 12]
+    assert [h.reservation_price_wei for h in holders] == [1, 2, 3, 4]
+
+
+def test_mnist_holders_reject_sizes_of_the_wrong_length() -> None:
+    with pytest.raises(DataError, match="sizes has 2 entries for 3 holders"):
+        mnist_holders(n_holders=3, sizes=(5, 6))
+
+
+def test_holder_rejects_a_non_checksum_address() -> None:
+    with pytest.raises(DataError, match="EIP-55"):
+        Holder("a", ADDRESS.lower(), 0, np.zeros((1, 4, 4), np.uint8), None)
+
+
+def test_holder_images_are_read_only(demo_holders: list[Holder]) -> None:
+    with pytest.raises(ValueError):
+        demo_holders[0].images[0, 0, 0] = 1
+
+
+# --- Folder loader ------------------------------------------------------------------------------
+
+
+def _write_png(
+    path: Path, size: tuple[int, int] = (20, 30), mode: str = "L", value: int = 200
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, color=value if mode == "L" else (value, 0, 0)).save(path)
+
+
+@pytest.fixture()
+def holder_root(tmp_path: Path) -> Path:
+    root = tmp_path / "holders"
+    _write_png(root / "alice" / "a.png")
+    _write_png(root / "alice" / "b.PNG", mode="RGB")
+    (root / "alice" / "holder.json").write_text(
+        json.dumps({"address": ADDRESS, "reservation_price_wei": 7 * 10**18})
+    )
+    _write_png(root / "bob" / "c.jpg", size=(28, 28), mode="RGB")
+    return root
+
+
+def test_load_holder_folders_reads_a_good_folder(holder_root: Path) -> None:
+    holders = load_holder_folders(holder_root)
+    assert [h.name for h in holders] == ["alice", "bob"]
+    alice, bob = holders
+    assert alice.images.shape == (2, 28, 28) and alice.images.dtype == np.uint8
+    assert alice.address == ADDRESS and alice.reservation_price_wei == 7 * 10**18
+    assert alice.labels is None
+    assert bob.address == holder_address("bob") and bob.reservation_price_wei == 0
+    assert load_holder_folders(holder_root, image_size=16)[0].images.shape == (2, 16, 16)
+
+
+def test_load_holder_folders_raises_naming_a_corrupt_png(holder_root: Path) -> None:
+    bad = holder_root / "bob" / "broken.png"
+    bad.write_bytes((holder_root / "alice" / "a.png").read_bytes()[:30])
+    with pytest.raises(DataError, match="broken.png"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_raises_on_an_empty_holder_folder(holder_root: Path) -> None:
+    (holder_root / "carol").mkdir()
+    with pytest.raises(DataError, match="carol"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_raises_on_a_bad_address(holder_root: Path) -> None:
+    (holder_root / "bob" / "holder.json").write_text(json.dumps({"address": "0x1234"}))
+    with pytest.raises(DataError, match=r"bob/holder.json.*0x1234"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_raises_on_a_wrong_checksum(holder_root: Path) -> None:
+    wrong = "0x" + ADDRESS[2].swapcase() + ADDRESS[3:]  # the first hex letter with its case flipped
+    assert ADDRESS[2].isalpha()
+    (holder_root / "bob" / "holder.json").write_text(json.dumps({"address": wrong}))
+    with pytest.raises(DataError, match="checksum"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_raises_on_a_negative_price(holder_root: Path) -> None:
+    (holder_root / "bob" / "holder.json").write_text(json.dumps({"reservation_price_wei": -1}))
+    with pytest.raises(DataError, match="reservation_price_wei must be >= 0"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_raises_on_an_unsupported_file(holder_root: Path) -> None:
+    (holder_root / "alice" / "notes.txt").write_text("hi")
+    with pytest.raises(DataError, match="notes.txt"):
+        load_holder_folders(holder_root)
+
+
+# --- Manifest -----------------------------------------------------------------------------------
+
+
+def test_write_dataset_manifest_records_holders_and_a_stable_hash(
+    tmp_path: Path, demo_holders: list[Holder]
+) -> None:
+    manifest = write_dataset_manifest(demo_holders, tmp_path / "m.json")
+    assert read_json(tmp_path / "m.json") == manifest
+    first = manifest["holders"][0]
+    assert first["name"] == "holder_0"
+    assert first["n_images"] == len(first["image_hashes"]) == DEFAULT_HOLDER_SIZES[0]
+    assert isinstance(first["reservation_price_wei"], int)
+    again = write_dataset_manifest(mnist_holders(), tmp_path / "m2.json")
+    assert again["manifest_hash"] == manifest["manifest_hash"]
+    changed = mnist_holders(reservation_prices_wei=[1] * 8)
+    assert (
+        write_dataset_manifest(changed, tmp_path / "m3.json")["manifest_hash"]
+        != (manifest["manifest_hash"])
+    )
