@@ -94,7 +94,7 @@ _PROFILES: dict[str, dict[str, object]] = {
         "train_steps": 8,
         "proj_dim": 32,
         "trak_timesteps": 2,
-        "total_budget_wei": 100 * WEI_PER_TOKEN,
+        "total_budget_wei": 1000 * WEI_PER_TOKEN,
     },
 }
 
