@@ -22,6 +22,8 @@ fi
 # torch first and pinned: an unpinned torch requirement (traker's) would pull a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[all]"
-npm ci --no-audit --no-fund --loglevel=error
+# `npm ci` refuses this lock (npm records no entries for anvil's other-platform optional
+# binaries), so install from the lock with `npm install`.
+npm install --no-audit --no-fund --loglevel=error
 echo "$stamp" > .setup-stamp
 echo "setup: done (.venv, node_modules)"
