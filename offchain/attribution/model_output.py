@@ -29,6 +29,7 @@ Q = I (ones), and so do we for both variants.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
@@ -125,8 +126,9 @@ class DiffusionModelOutput(AbstractModelOutput):
         self.sqrt_alpha = a_t.sqrt().view(-1, 1, 1, 1)  # (K, 1, 1, 1)
         self.sqrt_one_minus_alpha = (1.0 - a_t).sqrt().view(-1, 1, 1, 1)  # (K, 1, 1, 1)
 
-    def _reduce(self, eps: Tensor, eps_pred: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    def _reduce(self, eps: Tensor, eps_pred: Tensor) -> Tensor:
+        """Per-example scalar from the true noise ε and the predicted ε_θ, both (K, C, S, S)."""
 
     def get_output(
         self,
