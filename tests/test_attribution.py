@@ -70,18 +70,8 @@ def _train(unet, scheduler, images, steps, batch=32, lr=2e-3):
     return unet
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions run fastest on one thread; with two threads on a shared 2-core machine
-    torch's thread pool can run 100× slower (measured: 10 steps 0.36 s vs 45 s)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def model(_one_torch_thread):
+def model():
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     images = _digits(N_TRAIN)
     return _train(_unet(), scheduler, images, steps=150), scheduler, images
@@ -305,7 +295,7 @@ def test_holder_contributions_of_real_scores_favour_the_targets_holder(run):
 
 
 @pytest.mark.slow
-def test_default_settings_featurize_512_and_score_32_within_a_minute(tmp_path, _one_torch_thread):
+def test_default_settings_featurize_512_and_score_32_within_a_minute(tmp_path):
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     images = _digits(512)
     unet = _train(_unet((32, 64)), scheduler, images, steps=20)

@@ -39,18 +39,8 @@ def _digits(start: int, n: int) -> torch.Tensor:
     )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Tiny convolutions run fastest on one thread (two threads on a shared 2-core machine can
-    be 100× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
-def model(_one_torch_thread):
+def model():
     """A tiny UNet trained 60 steps on the training works."""
     torch.manual_seed(0)
     unet = UNet2DModel(

@@ -26,7 +26,13 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from offchain.allocation import PayoutTree
 from offchain.chain import AnvilNode, ChainClient, PoolClient, TokenClient, compile_contracts
 from offchain.config import Settings
-from offchain.data.holders import Holder, holder_private_key, load_holder_folders, mnist_holders
+from offchain.data.holders import (
+    Holder,
+    holder_private_key,
+    load_holder_folders,
+    mnist_holders,
+    write_dataset_manifest,
+)
 from offchain.errors import ConfigError, StageError
 from offchain.oracle.report import payments_plot, print_round, summary_table
 from offchain.oracle.signing import recover_round_signer, round_digest, sign_round
@@ -228,17 +234,15 @@ def run_campaign(
         n_samples=settings.n_samples, proj_dim=settings.proj_dim,
         trak_timesteps=settings.trak_timesteps, seed=settings.seed,
     )
-    from offchain.data.holders import write_dataset_manifest
-
     write_dataset_manifest(holders, run_dir / "holders.json")
     compiled = compile_contracts(solc_path=settings.solc_path)
 
     with _chain(settings) as (rpc_url, dev_keys):
         client = ChainClient(rpc_url)
-        deployer_key = _key(None, dev_keys, 0, "deployer") if dev_keys else _key(
-            settings.sponsor_key, None, 0, "sponsor")
         oracle_key = _key(settings.oracle_key, dev_keys, 1, "oracle")
         sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
+        # On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
+        deployer_key = dev_keys[0] if dev_keys else sponsor_key
         oracle = Account.from_key(oracle_key).address
         sponsor = Account.from_key(sponsor_key).address
         claim_deadline = client.block_timestamp() + settings.claim_window_s
@@ -270,6 +274,7 @@ def run_campaign(
 
         participating = np.ones(len(holders), dtype=bool)
         allocated = [0] * len(holders)
+        rounds_run = 0
         for round_id in range(1, settings.n_rounds + 1):
             paths = RoundPaths(run_dir, round_id)
             if not participating.any():
@@ -279,6 +284,7 @@ def run_campaign(
             _run_steps(console, round_id, _round_steps(paths, holders, participating, ml,
                                                         policy, settings, chain))
             print_round(console, paths)
+            rounds_run += 1
             if on_round:
                 on_round(paths)
             allocation = read_json(paths.allocation)
@@ -288,7 +294,6 @@ def run_campaign(
                 participating, amounts, [h.reservation_price_wei for h in holders],
                 read_json(paths.copyright)["loss"],
             )
-        rounds_run = round_id if participating.any() else round_id - 1
         balances = [token.balance_of(h.address) for h in holders]
         plot = payments_plot(run_dir, [r for r in range(1, settings.n_rounds + 1)
                                        if RoundPaths(run_dir, r).allocation.exists()])
