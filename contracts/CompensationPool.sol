@@ -3,41 +3,54 @@ pragma solidity ^0.8.24;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
-import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 import {BitMaps} from "@openzeppelin/contracts/utils/structs/BitMaps.sol";
 
 /**
  * @title CompensationPool
- * @notice Pays image data holders for each training round of a generative model.
+ * @notice Escrow and Merkle payouts for the holders of images that train a generative model, one
+ * deployment serving many campaigns (Shi et al., arXiv 2410.20180, the payment side).
  *
- * Sponsors fund the pool with an ERC-20 token. After every training round an off-chain oracle
- * computes each holder's payment, commits to the list as an OpenZeppelin `StandardMerkleTree`
- * over `(uint256 index, address account, uint256 amount)` and signs the round's
- * `(roundId, merkleRoot, total)` as EIP-712 typed data. Anyone may relay the signed round with
- * {postRound}, and anyone may submit a holder's {claim}; the tokens always go to the holder's
- * `account` from the leaf. When the claim period ends (`claimDeadline`), claims stop and each
- * sponsor may {reclaim} its pro-rata share of what was never claimed.
+ * A campaign fixes its token (native ETH when `token == address(0)`, otherwise an ERC-20), its
+ * oracle signer set and threshold k, its number of rounds, a cap per round and per holder payment,
+ * a challenge window, a claim window and a guardian. Any sponsor funds it, any number of times.
+ * After each training round the oracle signers sign an EIP-712 {RoundAllocation} that binds the
+ * chain id and this contract (EIP-712 domain), the campaign, the round id, the Merkle root of the
+ * payouts, the round total and provenance commitments (model checkpoint hash, dataset manifest
+ * root, attribution artifact hash), the signer-set version and a signature deadline. Anyone may
+ * relay it with {postRound} once k distinct current signers have signed.
  *
- * Accounting invariants (all amounts in the token's smallest unit):
- * - `totalAllocated <= totalFunded` (a round may only allocate unallocated funds);
- * - `rounds[r].claimed <= rounds[r].total`, hence `totalClaimed <= totalAllocated`;
- * - the pool's token balance is at least `totalFunded - totalClaimed - totalReclaimed`, because
- *   {fund} credits the balance delta actually received (fee-on-transfer tokens are credited what
- *   arrived).
+ * Lifecycle of a round: `Pending` when posted; the campaign's guardian may {revokeRound} it until
+ * `finalizesAt = postedAt + challengeWindow`; then it is final ({finalizeRound}, or implicitly on
+ * its first claim). Holders {claim} from final rounds with OpenZeppelin StandardMerkleTree proofs
+ * of `(uint256 index, address account, uint256 amount)`; anyone may submit a claim, the funds go
+ * to `account`, or to a recipient `account` names by EIP-712 signature (EIP-1271 for contract
+ * wallets). After `claimDeadline = postingDeadline + challengeWindow + claimWindow` claims stop and
+ * every sponsor may {reclaim} its pro-rata share of what was never claimed (unallocated included).
  *
- * Hazards, stated plainly:
- * - The oracle key is trusted: a round signed by it can allocate any unallocated funds to any
- *   accounts. Rounds are bound to this contract and chain by the EIP-712 domain and cannot be
- *   replayed, because round ids are strictly sequential.
- * - Tokens that charge a fee on transfer also charge it on payouts: a holder then receives less
- *   than the leaf's `amount`. Rebasing tokens are not supported.
- * - After `claimDeadline` unclaimed allocations are returned to sponsors, not to holders.
+ * Decisions, stated plainly:
+ * - Fee-on-transfer tokens are accounted by balance delta: a sponsor is credited what arrived.
+ *   Payouts of such tokens charge the fee again, so holders receive less than their leaf amount.
+ *   Rebasing tokens are not supported.
+ * - {pause} (PAUSER_ROLE) stops creating campaigns, funding and posting rounds. Claims, finality,
+ *   revocation and reclaims stay open while paused: a pause must never hold holders' or sponsors'
+ *   money hostage.
+ * - The per-holder cap bounds every leaf (one holder's payment in one round); the oracle's
+ *   off-chain allocator gives each holder one leaf per round.
+ * - Each round's claims are bounded by its signed `total` (a `remaining` counter), so a faulty or
+ *   malicious signer set can never pay out more than its own campaign's allocated funds.
+ * - The signer set is trusted for allocations inside its campaign; rotation by the campaign admin
+ *   bumps the version and every signature for an older version dies.
+ * - Amounts are limited to `type(uint120).max` token units per round (about 1.3e36).
  */
-contract CompensationPool is EIP712, ReentrancyGuard {
+contract CompensationPool is EIP712, AccessControl, Pausable, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
     using BitMaps for BitMaps.BitMap;
 
@@ -45,306 +58,823 @@ contract CompensationPool is EIP712, ReentrancyGuard {
                                  TYPES
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice A posted payout round.
-    /// @param merkleRoot Root of the round's StandardMerkleTree of `(index, account, amount)`.
-    /// @param total Sum of the round's leaf amounts (token units), reserved from the pool.
-    /// @param claimed Amount already paid out of this round (token units).
-    struct Round {
+    /// @notice Status of a round. `None`: never posted (or revoked and re-postable, see {getRound}).
+    enum RoundStatus {
+        None,
+        Pending,
+        Finalized,
+        Revoked
+    }
+
+    /// @notice Parameters fixed when a campaign is created.
+    /// @param token Payout token; `address(0)` for native ETH.
+    /// @param guardian May revoke pending rounds during their challenge window.
+    /// @param signers Initial oracle signer set (distinct, non-zero, at most {MAX_SIGNERS}).
+    /// @param threshold Signatures needed to post a round (1 ≤ threshold ≤ signers.length).
+    /// @param numRounds Number of rounds (1 ≤ numRounds ≤ {MAX_ROUNDS}).
+    /// @param roundCap Largest round total (token units, ≤ type(uint120).max).
+    /// @param holderCap Largest single leaf amount (token units, 1 ≤ holderCap ≤ roundCap).
+    /// @param challengeWindow Seconds a posted round stays revocable before it is final.
+    /// @param claimWindow Seconds claims stay open after the last possible round is final (> 0).
+    /// @param postingDeadline Unix time (seconds) after which no funding and no round is accepted.
+    struct CampaignParams {
+        address token;
+        address guardian;
+        address[] signers;
+        uint256 threshold;
+        uint256 numRounds;
+        uint256 roundCap;
+        uint256 holderCap;
+        uint256 challengeWindow;
+        uint256 claimWindow;
+        uint256 postingDeadline;
+    }
+
+    /// @notice The oracle's signed allocation of one round (EIP-712 struct, all fields static).
+    /// @param campaignId Campaign the round belongs to.
+    /// @param roundId Round number, strictly sequential from 1.
+    /// @param merkleRoot Root of the StandardMerkleTree of `(uint256 index, address account, uint256 amount)`.
+    /// @param total Sum of the leaf amounts (token units).
+    /// @param checkpointHash Hash of the model checkpoint trained this round (SHA-256).
+    /// @param datasetRoot Merkle root of the dataset manifest (holder → image hashes).
+    /// @param attributionHash Hash of the round's attribution artifact (TRAK scores, SHA-256).
+    /// @param signerSetVersion The signer-set version the signatures belong to.
+    /// @param deadline Unix time (seconds) after which the signatures may not be used.
+    struct RoundAllocation {
+        uint256 campaignId;
+        uint256 roundId;
         bytes32 merkleRoot;
         uint256 total;
-        uint256 claimed;
+        bytes32 checkpointHash;
+        bytes32 datasetRoot;
+        bytes32 attributionHash;
+        uint256 signerSetVersion;
+        uint256 deadline;
+    }
+
+    /// @notice One leaf claimed in a batch ({claimRounds}).
+    struct LeafClaim {
+        uint256 roundId;
+        uint256 index;
+        uint256 amount;
+        bytes32[] proof;
+    }
+
+    /// @notice A campaign's configuration and running totals (token units, seconds).
+    struct CampaignView {
+        address token;
+        address admin;
+        address guardian;
+        uint256 threshold;
+        uint256 signerSetVersion;
+        uint256 numRounds;
+        uint256 nextRoundId;
+        uint256 roundCap;
+        uint256 holderCap;
+        uint256 challengeWindow;
+        uint256 claimWindow;
+        uint256 postingDeadline;
+        uint256 claimDeadline;
+        uint256 totalFunded;
+        uint256 totalAllocated;
+        bool settled;
+        uint256 unclaimedAtExpiry;
+    }
+
+    /// @notice A round as stored (token units, Unix seconds).
+    struct RoundView {
+        bytes32 merkleRoot;
+        uint256 total;
+        uint256 remaining;
+        uint256 holderCap;
+        uint256 postedAt;
+        uint256 finalizesAt;
+        RoundStatus status;
+    }
+
+    struct Campaign {
+        // slot 0: everything a claim needs from the campaign
+        address token;
+        uint40 claimDeadline; // 0 ⇔ the campaign does not exist
+        // slot 1
+        address admin;
+        uint40 postingDeadline;
+        uint40 challengeWindow;
+        // slot 2
+        address guardian;
+        uint32 signerSetVersion;
+        uint16 numRounds;
+        uint16 nextRoundId;
+        uint8 threshold;
+        bool settled;
+        uint256 roundCap;
+        uint256 holderCap;
+        uint256 claimWindow;
+        uint256 totalFunded;
+        uint256 totalAllocated;
+        uint256 unclaimedAtExpiry;
+    }
+
+    struct Round {
+        // slot 0
+        bytes32 merkleRoot;
+        // slot 1: everything a claim reads and writes
+        uint120 remaining;
+        uint120 holderCap;
+        RoundStatus status;
+        // slot 2
+        uint120 total;
+        uint40 postedAt;
+        uint40 finalizesAt;
     }
 
     /*//////////////////////////////////////////////////////////////
                                  ERRORS
     //////////////////////////////////////////////////////////////*/
 
-    /// @dev A constructor address argument (`what` names it) is the zero address.
-    error ZeroAddress(string what);
-    /// @dev The claim deadline given to the constructor is not in the future.
-    error DeadlineNotInFuture(uint256 deadline, uint256 nowTimestamp);
+    /// @dev No campaign `campaignId` exists.
+    error UnknownCampaign(uint256 campaignId);
+    /// @dev A campaign parameter (`what`) is invalid: `value` is outside its allowed range.
+    error InvalidCampaignParam(string what, uint256 value);
+    /// @dev Signer `signer` (position `position`) is zero or appears twice in a signer set.
+    error InvalidSignerSet(uint256 position, address signer);
+    /// @dev `caller` is not the campaign's admin `admin`.
+    error NotCampaignAdmin(address caller, address admin);
+    /// @dev `caller` is not the campaign's guardian `guardian`.
+    error NotGuardian(address caller, address guardian);
     /// @dev A zero amount was funded, or nothing arrived from the transfer.
     error ZeroAmount();
-    /// @dev The round's EIP-712 signature recovers to `recovered`, not the oracle `expected`.
-    error InvalidSigner(address recovered, address expected);
+    /// @dev `msg.value` is `sent`, but the call requires exactly `expected` wei.
+    error WrongNativeValue(uint256 sent, uint256 expected);
+    /// @dev Funding and posting end at `postingDeadline` (now is `nowTimestamp`).
+    error PostingClosed(uint256 campaignId, uint256 nowTimestamp, uint256 postingDeadline);
+    /// @dev The round's signatures expired at `deadline` (now is `nowTimestamp`).
+    error SignatureExpired(uint256 deadline, uint256 nowTimestamp);
     /// @dev Rounds must be posted in order: `got` is not the next round id `expected`.
     error UnexpectedRoundId(uint256 got, uint256 expected);
+    /// @dev Round `roundId` is beyond the campaign's `numRounds`.
+    error TooManyRounds(uint256 roundId, uint256 numRounds);
     /// @dev A round's total must be positive.
     error ZeroRoundTotal();
     /// @dev A round's Merkle root must not be zero.
     error ZeroMerkleRoot();
-    /// @dev A round's `total` exceeds the funds not yet allocated (`available`).
+    /// @dev A round's `total` exceeds the campaign's per-round cap `roundCap`.
+    error RoundCapExceeded(uint256 total, uint256 roundCap);
+    /// @dev A round's `total` exceeds the campaign's funds not yet allocated (`available`).
     error InsufficientUnallocated(uint256 total, uint256 available);
-    /// @dev No round `roundId` has been posted.
-    error UnknownRound(uint256 roundId);
+    /// @dev The signatures are for signer-set version `got`; the campaign's current one is `current`.
+    error StaleSignerSet(uint256 got, uint256 current);
+    /// @dev `got` signatures were given; the campaign's threshold is `threshold`.
+    error TooFewSignatures(uint256 got, uint256 threshold);
+    /// @dev Signature `position` is malformed or malleable (`reason` is ECDSA.RecoverError).
+    error InvalidSignature(uint256 position, uint8 reason);
+    /// @dev Signature `position` recovers to `signer`, who is not in signer set `version`.
+    error UnknownSigner(uint256 position, address signer, uint256 version);
+    /// @dev Signature `position` repeats signer `signer`.
+    error DuplicateSigner(uint256 position, address signer);
+    /// @dev Signatures must be ordered by signer address; `signer` at `position` follows `previous`.
+    error SignersNotAscending(uint256 position, address signer, address previous);
+    /// @dev Round `roundId` of campaign `campaignId` is `status`; the call needs another status.
+    error WrongRoundStatus(uint256 campaignId, uint256 roundId, RoundStatus status);
+    /// @dev Round `roundId` is still in its challenge window until `finalizesAt`.
+    error ChallengeWindowOpen(uint256 roundId, uint256 finalizesAt, uint256 nowTimestamp);
+    /// @dev Round `roundId` left its challenge window at `finalizesAt`; it can no longer be revoked.
+    error ChallengeWindowOver(uint256 roundId, uint256 finalizesAt, uint256 nowTimestamp);
+    /// @dev Only the latest round (`latest`) may be revoked; `roundId` is earlier.
+    error NotLatestRound(uint256 roundId, uint256 latest);
     /// @dev Leaf `index` of round `roundId` has already been claimed.
-    error AlreadyClaimed(uint256 roundId, uint256 index);
+    error AlreadyClaimed(uint256 campaignId, uint256 roundId, uint256 index);
     /// @dev The Merkle proof does not prove leaf `(index, account, amount)` in round `roundId`.
-    error InvalidProof(uint256 roundId, uint256 index, address account, uint256 amount);
-    /// @dev Paying `amount` would take round `roundId` past its `total` (`claimed` so far).
-    error RoundOverClaimed(uint256 roundId, uint256 claimed, uint256 amount, uint256 total);
-    /// @dev The claim period is over (`nowTimestamp >= deadline`): no more funding, rounds or claims.
-    error ClaimPeriodEnded(uint256 nowTimestamp, uint256 deadline);
-    /// @dev Reclaiming is only possible once the claim period is over (`nowTimestamp < deadline`).
-    error ClaimPeriodNotEnded(uint256 nowTimestamp, uint256 deadline);
-    /// @dev `sponsor` never funded the pool, so it has no share to reclaim.
-    error NotASponsor(address sponsor);
-    /// @dev `sponsor` has already reclaimed its share.
-    error AlreadyReclaimed(address sponsor);
+    error InvalidProof(uint256 campaignId, uint256 roundId, uint256 index, address account, uint256 amount);
+    /// @dev A leaf's `amount` exceeds the campaign's per-holder cap `holderCap`.
+    error HolderCapExceeded(uint256 amount, uint256 holderCap);
+    /// @dev Paying `amount` would exceed what is left of round `roundId` (`remaining`).
+    error RoundOverClaimed(uint256 campaignId, uint256 roundId, uint256 amount, uint256 remaining);
+    /// @dev Claims ended at `claimDeadline` (now is `nowTimestamp`).
+    error ClaimWindowClosed(uint256 campaignId, uint256 nowTimestamp, uint256 claimDeadline);
+    /// @dev Reclaiming opens only at `claimDeadline` (now is `nowTimestamp`).
+    error ClaimWindowOpen(uint256 campaignId, uint256 nowTimestamp, uint256 claimDeadline);
+    /// @dev The recipient authorisation of `account` is invalid (bad signature or zero recipient).
+    error InvalidRecipientAuthorization(address account, address recipient);
+    /// @dev A batch claim was empty.
+    error EmptyClaim();
+    /// @dev `sponsor` never funded campaign `campaignId`.
+    error NotASponsor(uint256 campaignId, address sponsor);
+    /// @dev `sponsor` already reclaimed its share of campaign `campaignId`.
+    error AlreadyReclaimed(uint256 campaignId, address sponsor);
+    /// @dev Sending `amount` wei to `to` failed.
+    error NativeTransferFailed(address to, uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
                                  EVENTS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice `sponsor` funded the pool; `amount` is what actually arrived (token units).
-    event Funded(address indexed sponsor, uint256 amount);
-    /// @notice Round `roundId` was posted, reserving `total` token units under `merkleRoot`.
-    event RoundPosted(uint256 indexed roundId, bytes32 merkleRoot, uint256 total);
-    /// @notice Leaf `index` of round `roundId` paid `amount` token units to `account`.
-    event Claimed(uint256 indexed roundId, uint256 indexed index, address indexed account, uint256 amount);
-    /// @notice `sponsor` reclaimed `amount` token units of the unclaimed remainder.
-    event Reclaimed(address indexed sponsor, uint256 amount);
+    /// @notice Campaign `campaignId` was created by `admin` (all amounts token units, times Unix seconds).
+    event CampaignCreated(
+        uint256 indexed campaignId,
+        address indexed token,
+        address indexed admin,
+        address guardian,
+        uint256 numRounds,
+        uint256 roundCap,
+        uint256 holderCap,
+        uint256 challengeWindow,
+        uint256 claimWindow,
+        uint256 postingDeadline,
+        uint256 claimDeadline
+    );
+    /// @notice Campaign `campaignId` now accepts signer set `version` with `threshold` signatures.
+    event SignerSetRotated(uint256 indexed campaignId, uint256 indexed version, address[] signers, uint256 threshold);
+    /// @notice `sponsor` funded campaign `campaignId`; `amount` is what actually arrived (token units).
+    event Funded(uint256 indexed campaignId, address indexed sponsor, uint256 amount);
+    /// @notice Round `roundId` was posted and reserves `total`; it is final from `finalizesAt`.
+    event RoundPosted(
+        uint256 indexed campaignId,
+        uint256 indexed roundId,
+        bytes32 merkleRoot,
+        uint256 total,
+        bytes32 checkpointHash,
+        bytes32 datasetRoot,
+        bytes32 attributionHash,
+        uint256 signerSetVersion,
+        uint256 finalizesAt
+    );
+    /// @notice The guardian revoked pending round `roundId`; its total is unallocated again.
+    event RoundRevoked(uint256 indexed campaignId, uint256 indexed roundId, address indexed guardian);
+    /// @notice Round `roundId` left its challenge window and is claimable.
+    event RoundFinalized(uint256 indexed campaignId, uint256 indexed roundId);
+    /// @notice Leaf `index` of round `roundId` paid `amount` (token units) owed to `account` to `recipient`.
+    event Claimed(
+        uint256 indexed campaignId,
+        uint256 indexed roundId,
+        address indexed account,
+        uint256 index,
+        address recipient,
+        uint256 amount
+    );
+    /// @notice After expiry, `unclaimed` token units of campaign `campaignId` were left to sponsors.
+    event CampaignSettled(uint256 indexed campaignId, uint256 unclaimed);
+    /// @notice `sponsor` reclaimed `amount` token units from campaign `campaignId`.
+    event Reclaimed(uint256 indexed campaignId, address indexed sponsor, uint256 amount);
 
     /*//////////////////////////////////////////////////////////////
                                CONSTANTS
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice EIP-712 type hash of `RoundAllocation(uint256 roundId,bytes32 merkleRoot,uint256 total)`.
-    bytes32 public constant ROUND_ALLOCATION_TYPEHASH =
-        keccak256("RoundAllocation(uint256 roundId,bytes32 merkleRoot,uint256 total)");
+    /// @notice Role that may pause and unpause funding and posting.
+    bytes32 public constant PAUSER_ROLE = keccak256("PAUSER_ROLE");
+    /// @notice Most signers in a signer set.
+    uint256 public constant MAX_SIGNERS = 64;
+    /// @notice Most rounds in a campaign (bounds the one-off settlement loop of {reclaim}).
+    uint256 public constant MAX_ROUNDS = 1000;
+    /// @notice Largest round total or leaf amount (token units).
+    uint256 public constant MAX_AMOUNT = type(uint120).max;
+
+    /// @notice EIP-712 type hash of {RoundAllocation}.
+    bytes32 public constant ROUND_ALLOCATION_TYPEHASH = keccak256(
+        "RoundAllocation(uint256 campaignId,uint256 roundId,bytes32 merkleRoot,uint256 total,"
+        "bytes32 checkpointHash,bytes32 datasetRoot,bytes32 attributionHash,uint256 signerSetVersion,"
+        "uint256 deadline)"
+    );
+    /// @notice EIP-712 type hash of `ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)`.
+    bytes32 public constant CLAIM_RECIPIENT_TYPEHASH =
+        keccak256("ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)");
 
     /*//////////////////////////////////////////////////////////////
                                 STORAGE
     //////////////////////////////////////////////////////////////*/
 
-    IERC20 private immutable _token;
-    address private immutable _oracle;
-    address private immutable _sponsor;
-    uint256 private immutable _claimDeadline;
-
-    uint256 private _nextRoundId = 1;
-    uint256 private _totalFunded;
-    uint256 private _totalAllocated;
-    uint256 private _totalClaimed;
-    uint256 private _totalReclaimed;
-
-    mapping(uint256 roundId => Round) private _rounds;
-    mapping(uint256 roundId => BitMaps.BitMap) private _claimedLeaves;
-    mapping(address sponsor => uint256) private _fundedBy;
-    mapping(address sponsor => bool) private _reclaimed;
+    uint256 private _campaignCount;
+    mapping(uint256 campaignId => Campaign) private _campaigns;
+    mapping(uint256 campaignId => mapping(uint256 roundId => Round)) private _rounds;
+    mapping(uint256 campaignId => mapping(uint256 roundId => BitMaps.BitMap)) private _claimedLeaves;
+    mapping(uint256 campaignId => mapping(uint256 version => mapping(address => bool))) private _isSigner;
+    mapping(uint256 campaignId => address[]) private _signers;
+    mapping(uint256 campaignId => mapping(address sponsor => uint256)) private _fundedBy;
+    mapping(uint256 campaignId => mapping(address sponsor => bool)) private _reclaimed;
 
     /*//////////////////////////////////////////////////////////////
                               CONSTRUCTOR
     //////////////////////////////////////////////////////////////*/
 
-    /**
-     * @param token_ The ERC-20 token the pool holds and pays out.
-     * @param oracle_ The address whose EIP-712 signature authorises a round.
-     * @param sponsor_ The campaign's lead sponsor, recorded for off-chain bookkeeping; anyone may
-     *        co-fund with {fund} and every funder is a sponsor for {reclaim}.
-     * @param claimDeadline_ Unix time (seconds) at which the claim period ends; must be in the future.
-     */
-    constructor(IERC20 token_, address oracle_, address sponsor_, uint256 claimDeadline_)
-        EIP712("CompensationPool", "1")
-    {
-        if (address(token_) == address(0)) revert ZeroAddress("token");
-        if (oracle_ == address(0)) revert ZeroAddress("oracle");
-        if (sponsor_ == address(0)) revert ZeroAddress("sponsor");
-        if (claimDeadline_ <= block.timestamp) revert DeadlineNotInFuture(claimDeadline_, block.timestamp);
-        _token = token_;
-        _oracle = oracle_;
-        _sponsor = sponsor_;
-        _claimDeadline = claimDeadline_;
+    /// @param admin Receives DEFAULT_ADMIN_ROLE and PAUSER_ROLE.
+    constructor(address admin) EIP712("CompensationPool", "2") {
+        if (admin == address(0)) revert InvalidSignerSet(0, admin);
+        _grantRole(DEFAULT_ADMIN_ROLE, admin);
+        _grantRole(PAUSER_ROLE, admin);
     }
 
     /*//////////////////////////////////////////////////////////////
-                            EXTERNAL: WRITE
+                         CAMPAIGNS AND SIGNERS
     //////////////////////////////////////////////////////////////*/
 
     /**
-     * @notice Transfers `amount` tokens from the caller into the pool and credits the caller as a
-     * sponsor with what actually arrived (the balance delta).
-     * @dev The caller must have approved the pool for `amount`. Only during the claim period.
-     * @param amount Token units to transfer in.
+     * @notice Creates a campaign; the caller becomes its admin (who may rotate its signer set).
+     * @dev Reverts {InvalidCampaignParam} naming the offending parameter, {InvalidSignerSet} for a
+     * zero or repeated signer. `claimDeadline = postingDeadline + challengeWindow + claimWindow`.
+     * @return campaignId The new campaign's id (1, 2, ...).
      */
-    function fund(uint256 amount) external nonReentrant {
-        _requireClaimPeriod();
+    function createCampaign(CampaignParams calldata p) external whenNotPaused returns (uint256 campaignId) {
+        if (p.guardian == address(0)) revert InvalidCampaignParam("guardian", 0);
+        if (p.numRounds == 0 || p.numRounds > MAX_ROUNDS) revert InvalidCampaignParam("numRounds", p.numRounds);
+        if (p.roundCap == 0 || p.roundCap > MAX_AMOUNT) revert InvalidCampaignParam("roundCap", p.roundCap);
+        if (p.holderCap == 0 || p.holderCap > p.roundCap) revert InvalidCampaignParam("holderCap", p.holderCap);
+        if (p.claimWindow == 0) revert InvalidCampaignParam("claimWindow", 0);
+        if (p.postingDeadline <= block.timestamp) revert InvalidCampaignParam("postingDeadline", p.postingDeadline);
+        if (p.challengeWindow > type(uint40).max) revert InvalidCampaignParam("challengeWindow", p.challengeWindow);
+        if (p.claimWindow > type(uint40).max) revert InvalidCampaignParam("claimWindow", p.claimWindow);
+        uint256 claimDeadline = p.postingDeadline + p.challengeWindow + p.claimWindow;
+        if (claimDeadline > type(uint40).max) revert InvalidCampaignParam("postingDeadline", p.postingDeadline);
+
+        campaignId = ++_campaignCount;
+        Campaign storage c = _campaigns[campaignId];
+        c.token = p.token;
+        c.claimDeadline = uint40(claimDeadline);
+        c.admin = msg.sender;
+        c.postingDeadline = uint40(p.postingDeadline);
+        c.challengeWindow = uint40(p.challengeWindow);
+        c.guardian = p.guardian;
+        c.numRounds = uint16(p.numRounds);
+        c.nextRoundId = 1;
+        c.roundCap = p.roundCap;
+        c.holderCap = p.holderCap;
+        c.claimWindow = p.claimWindow;
+        emit CampaignCreated(
+            campaignId,
+            p.token,
+            msg.sender,
+            p.guardian,
+            p.numRounds,
+            p.roundCap,
+            p.holderCap,
+            p.challengeWindow,
+            p.claimWindow,
+            p.postingDeadline,
+            claimDeadline
+        );
+        _setSigners(campaignId, c, p.signers, p.threshold);
+    }
+
+    /**
+     * @notice Replaces the signer set of campaign `campaignId` and bumps its version, so every
+     * signature made for an earlier version stops being accepted. Campaign admin only; allowed while
+     * paused (key compromise is an emergency).
+     * @param signers New signers (distinct, non-zero, 1 ≤ length ≤ {MAX_SIGNERS}).
+     * @param threshold Signatures needed from now on (1 ≤ threshold ≤ signers.length).
+     */
+    function rotateSigners(uint256 campaignId, address[] calldata signers, uint256 threshold) external {
+        Campaign storage c = _existing(campaignId);
+        if (msg.sender != c.admin) revert NotCampaignAdmin(msg.sender, c.admin);
+        _setSigners(campaignId, c, signers, threshold);
+    }
+
+    /// @notice Stops creating campaigns, funding and posting rounds (claims, finality, revocation and reclaims continue).
+    function pause() external onlyRole(PAUSER_ROLE) {
+        _pause();
+    }
+
+    /// @notice Resumes creating campaigns, funding and posting rounds.
+    function unpause() external onlyRole(PAUSER_ROLE) {
+        _unpause();
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                FUNDING
+    //////////////////////////////////////////////////////////////*/
+
+    /**
+     * @notice Adds `amount` to campaign `campaignId` and credits the caller as a sponsor with what
+     * actually arrived (balance delta for ERC-20s; `msg.value` must equal `amount` for native ETH).
+     * @dev ERC-20: the caller must have approved this contract for `amount`. Reverts {PostingClosed}
+     * from `postingDeadline` on, {WrongNativeValue}, {ZeroAmount}, and while paused.
+     * @param amount Token units (wei for ETH).
+     * @return received Token units credited.
+     */
+    function fund(uint256 campaignId, uint256 amount)
+        external
+        payable
+        whenNotPaused
+        nonReentrant
+        returns (uint256 received)
+    {
+        Campaign storage c = _existing(campaignId);
+        if (block.timestamp >= c.postingDeadline) {
+            revert PostingClosed(campaignId, block.timestamp, c.postingDeadline);
+        }
         if (amount == 0) revert ZeroAmount();
-        uint256 balanceBefore = _token.balanceOf(address(this));
-        _token.safeTransferFrom(msg.sender, address(this), amount);
-        uint256 received = _token.balanceOf(address(this)) - balanceBefore;
-        if (received == 0) revert ZeroAmount();
-        _fundedBy[msg.sender] += received;
-        _totalFunded += received;
-        emit Funded(msg.sender, received);
+        address token = c.token;
+        if (token == address(0)) {
+            if (msg.value != amount) revert WrongNativeValue(msg.value, amount);
+            received = amount;
+        } else {
+            if (msg.value != 0) revert WrongNativeValue(msg.value, 0);
+            uint256 balanceBefore = IERC20(token).balanceOf(address(this));
+            IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+            received = IERC20(token).balanceOf(address(this)) - balanceBefore;
+            if (received == 0) revert ZeroAmount();
+        }
+        _fundedBy[campaignId][msg.sender] += received;
+        c.totalFunded += received;
+        emit Funded(campaignId, msg.sender, received);
     }
 
+    /*//////////////////////////////////////////////////////////////
+                                 ROUNDS
+    //////////////////////////////////////////////////////////////*/
+
     /**
-     * @notice Posts round `roundId` with the oracle's EIP-712 signature over
-     * `RoundAllocation(roundId, merkleRoot, total)`; anyone may relay it.
-     * @dev Reverts unless `roundId == nextRoundId()`, `total > 0`, `merkleRoot != 0`,
-     * `total <= unallocated()` and the signature recovers to the oracle. ECDSA rejects
-     * malleable (high-s) signatures.
-     * @param roundId The round's id (1, 2, 3, ...).
-     * @param merkleRoot Root of the round's StandardMerkleTree.
-     * @param total Sum of the round's leaf amounts (token units).
-     * @param signature The oracle's 65-byte signature `r ‖ s ‖ v` of {roundDigest}.
+     * @notice Posts a round signed by at least `threshold` distinct signers of the campaign's
+     * current signer set; anyone may relay it. The round is pending for `challengeWindow` seconds.
+     * @dev Signatures are 65-byte `r ‖ s ‖ v` over {roundDigest}, ordered by strictly ascending
+     * signer address; ECDSA rejects high-s (malleable) signatures. Gas does not depend on the
+     * number of leaves. Reverts while paused.
      */
-    function postRound(uint256 roundId, bytes32 merkleRoot, uint256 total, bytes calldata signature) external {
-        _requireClaimPeriod();
-        if (roundId != _nextRoundId) revert UnexpectedRoundId(roundId, _nextRoundId);
-        if (total == 0) revert ZeroRoundTotal();
-        if (merkleRoot == bytes32(0)) revert ZeroMerkleRoot();
-        uint256 available = unallocated();
-        if (total > available) revert InsufficientUnallocated(total, available);
-        address recovered = ECDSA.recover(roundDigest(roundId, merkleRoot, total), signature);
-        if (recovered != _oracle) revert InvalidSigner(recovered, _oracle);
+    function postRound(RoundAllocation calldata a, bytes[] calldata signatures) external whenNotPaused nonReentrant {
+        Campaign storage c = _existing(a.campaignId);
+        if (block.timestamp >= c.postingDeadline) {
+            revert PostingClosed(a.campaignId, block.timestamp, c.postingDeadline);
+        }
+        if (block.timestamp > a.deadline) revert SignatureExpired(a.deadline, block.timestamp);
+        if (a.roundId != c.nextRoundId) revert UnexpectedRoundId(a.roundId, c.nextRoundId);
+        if (a.roundId > c.numRounds) revert TooManyRounds(a.roundId, c.numRounds);
+        if (a.merkleRoot == bytes32(0)) revert ZeroMerkleRoot();
+        if (a.total == 0) revert ZeroRoundTotal();
+        if (a.total > c.roundCap) revert RoundCapExceeded(a.total, c.roundCap);
+        uint256 available = c.totalFunded - c.totalAllocated;
+        if (a.total > available) revert InsufficientUnallocated(a.total, available);
+        if (a.signerSetVersion != c.signerSetVersion) revert StaleSignerSet(a.signerSetVersion, c.signerSetVersion);
+        _checkSignatures(a.campaignId, c, roundDigest(a), signatures);
 
-        _rounds[roundId] = Round({merkleRoot: merkleRoot, total: total, claimed: 0});
-        _totalAllocated += total;
-        _nextRoundId = roundId + 1;
-        emit RoundPosted(roundId, merkleRoot, total);
+        uint256 finalizesAt = block.timestamp + c.challengeWindow;
+        _rounds[a.campaignId][a.roundId] = Round({
+            merkleRoot: a.merkleRoot,
+            remaining: uint120(a.total),
+            holderCap: uint120(c.holderCap),
+            status: RoundStatus.Pending,
+            total: uint120(a.total),
+            postedAt: uint40(block.timestamp),
+            finalizesAt: uint40(finalizesAt)
+        });
+        c.totalAllocated += a.total;
+        c.nextRoundId = uint16(a.roundId + 1);
+        emit RoundPosted(
+            a.campaignId,
+            a.roundId,
+            a.merkleRoot,
+            a.total,
+            a.checkpointHash,
+            a.datasetRoot,
+            a.attributionHash,
+            a.signerSetVersion,
+            finalizesAt
+        );
     }
 
     /**
-     * @notice Pays leaf `(index, account, amount)` of round `roundId` to `account`; anyone may submit.
+     * @notice The guardian revokes the latest round while it is still pending: its total returns
+     * to the unallocated balance and its id may be posted again (with a new signed allocation).
+     * @dev Only the latest round may be revoked, so round ids stay strictly sequential; revoke later
+     * pending rounds first. Allowed while paused.
+     */
+    function revokeRound(uint256 campaignId, uint256 roundId) external nonReentrant {
+        Campaign storage c = _existing(campaignId);
+        if (msg.sender != c.guardian) revert NotGuardian(msg.sender, c.guardian);
+        uint256 latest = uint256(c.nextRoundId) - 1;
+        if (roundId != latest) revert NotLatestRound(roundId, latest);
+        Round storage round = _rounds[campaignId][roundId];
+        if (round.status != RoundStatus.Pending) revert WrongRoundStatus(campaignId, roundId, round.status);
+        if (block.timestamp >= round.finalizesAt) {
+            revert ChallengeWindowOver(roundId, round.finalizesAt, block.timestamp);
+        }
+        round.status = RoundStatus.Revoked;
+        round.remaining = 0;
+        c.totalAllocated -= round.total;
+        c.nextRoundId = uint16(roundId);
+        emit RoundRevoked(campaignId, roundId, msg.sender);
+    }
+
+    /**
+     * @notice Marks a pending round whose challenge window has passed as final. Anyone may call;
+     * the first claim of a round does the same implicitly.
+     */
+    function finalizeRound(uint256 campaignId, uint256 roundId) external {
+        _existing(campaignId);
+        Round storage round = _rounds[campaignId][roundId];
+        if (round.status != RoundStatus.Pending) revert WrongRoundStatus(campaignId, roundId, round.status);
+        if (block.timestamp < round.finalizesAt) {
+            revert ChallengeWindowOpen(roundId, round.finalizesAt, block.timestamp);
+        }
+        round.status = RoundStatus.Finalized;
+        emit RoundFinalized(campaignId, roundId);
+    }
+
+    /*//////////////////////////////////////////////////////////////
+                                 CLAIMS
+    //////////////////////////////////////////////////////////////*/
+
+    /**
+     * @notice Pays leaf `(index, account, amount)` of a final round to `account`; anyone may submit.
      * @dev Leaf = `keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))))`
-     * (OpenZeppelin StandardMerkleTree). Only during the claim period.
-     * @param roundId The round the leaf belongs to.
-     * @param index The leaf's index in the round (unique per round).
-     * @param account The holder who receives the tokens.
+     * (OpenZeppelin StandardMerkleTree). Reverts {ClaimWindowClosed} from `claimDeadline` on,
+     * {WrongRoundStatus}/{ChallengeWindowOpen} before finality, {AlreadyClaimed}, {InvalidProof},
+     * {HolderCapExceeded}, {RoundOverClaimed}.
      * @param amount Token units owed to `account`.
      * @param proof Sibling hashes from the leaf to the root.
      */
-    function claim(uint256 roundId, uint256 index, address account, uint256 amount, bytes32[] calldata proof)
-        external
-        nonReentrant
-    {
-        _requireClaimPeriod();
-        Round storage round = _rounds[roundId];
-        if (round.merkleRoot == bytes32(0)) revert UnknownRound(roundId);
-        if (_claimedLeaves[roundId].get(index)) revert AlreadyClaimed(roundId, index);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
-        if (!MerkleProof.verifyCalldata(proof, round.merkleRoot, leaf)) {
-            revert InvalidProof(roundId, index, account, amount);
-        }
-        if (round.claimed + amount > round.total) {
-            revert RoundOverClaimed(roundId, round.claimed, amount, round.total);
-        }
-
-        _claimedLeaves[roundId].set(index);
-        round.claimed += amount;
-        _totalClaimed += amount;
-        emit Claimed(roundId, index, account, amount);
-        _token.safeTransfer(account, amount);
+    function claim(
+        uint256 campaignId,
+        uint256 roundId,
+        uint256 index,
+        address account,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) external nonReentrant {
+        address token = _openCampaignToken(campaignId);
+        _useLeaf(campaignId, roundId, index, account, amount, proof);
+        emit Claimed(campaignId, roundId, account, index, account, amount);
+        _pay(token, account, amount);
     }
 
     /**
-     * @notice After the claim period, pays the caller its pro-rata share of the unclaimed remainder,
-     * once: `fundedBy(caller) * (totalFunded - totalClaimed) / totalFunded`, rounded down.
-     * @dev Claims, funding and rounds stop at the deadline, so the remainder is fixed and every
-     * sponsor's share is computed from the same numbers whatever the order of reclaims. Rounding
-     * down leaves at most one token unit per sponsor in the pool (dust, not recoverable).
-     * @return amount Token units paid to the caller.
+     * @notice Claims several leaves of `account` (typically one per round) in one transaction and
+     * pays their sum to `account` in one transfer; anyone may submit.
      */
-    function reclaim() external nonReentrant returns (uint256 amount) {
-        if (block.timestamp < _claimDeadline) revert ClaimPeriodNotEnded(block.timestamp, _claimDeadline);
-        uint256 funded = _fundedBy[msg.sender];
-        if (funded == 0) revert NotASponsor(msg.sender);
-        if (_reclaimed[msg.sender]) revert AlreadyReclaimed(msg.sender);
+    function claimRounds(uint256 campaignId, address account, LeafClaim[] calldata leaves) external nonReentrant {
+        address token = _openCampaignToken(campaignId);
+        uint256 paid = _useLeaves(campaignId, account, account, leaves);
+        _pay(token, account, paid);
+    }
 
-        amount = Math.mulDiv(funded, _totalFunded - _totalClaimed, _totalFunded);
-        _reclaimed[msg.sender] = true;
-        _totalReclaimed += amount;
-        emit Reclaimed(msg.sender, amount);
-        _token.safeTransfer(msg.sender, amount);
+    /**
+     * @notice Like {claimRounds}, but pays `recipient`, which `account` named by signing the EIP-712
+     * `ClaimRecipient(campaignId, account, recipient, deadline)` (ECDSA for EOAs, EIP-1271 for
+     * contract wallets). No signature is needed when `account` itself calls.
+     * @param deadline Unix time (seconds) until which the authorisation is valid.
+     * @param signature The authorisation; ignored when `msg.sender == account`.
+     */
+    function claimRoundsTo(
+        uint256 campaignId,
+        address account,
+        LeafClaim[] calldata leaves,
+        address recipient,
+        uint256 deadline,
+        bytes calldata signature
+    ) external nonReentrant {
+        address token = _openCampaignToken(campaignId);
+        if (recipient == address(0)) revert InvalidRecipientAuthorization(account, recipient);
+        if (msg.sender != account) {
+            if (block.timestamp > deadline) revert SignatureExpired(deadline, block.timestamp);
+            bytes32 digest = recipientDigest(campaignId, account, recipient, deadline);
+            if (!SignatureChecker.isValidSignatureNow(account, digest, signature)) {
+                revert InvalidRecipientAuthorization(account, recipient);
+            }
+        }
+        uint256 paid = _useLeaves(campaignId, account, recipient, leaves);
+        _pay(token, recipient, paid);
     }
 
     /*//////////////////////////////////////////////////////////////
-                             EXTERNAL: VIEW
+                                 EXPIRY
     //////////////////////////////////////////////////////////////*/
 
-    /// @notice The EIP-712 digest the oracle signs for a round (compare with the off-chain digest).
-    function roundDigest(uint256 roundId, bytes32 merkleRoot, uint256 total) public view returns (bytes32) {
-        return _hashTypedDataV4(keccak256(abi.encode(ROUND_ALLOCATION_TYPEHASH, roundId, merkleRoot, total)));
+    /**
+     * @notice From `claimDeadline` on, pays the caller its pro-rata share of campaign `campaignId`'s
+     * unclaimed funds, once: `fundedBy · unclaimedAtExpiry / totalFunded`, rounded down.
+     * @dev The first reclaim settles the campaign (sums what each round paid, at most {MAX_ROUNDS}
+     * reads). Claims, funding and rounds have stopped by then, so every sponsor's share comes from
+     * the same numbers whatever the order. Rounding leaves at most one unit per sponsor (dust).
+     * @return amount Token units paid to the caller.
+     */
+    function reclaim(uint256 campaignId) external nonReentrant returns (uint256 amount) {
+        Campaign storage c = _existing(campaignId);
+        if (block.timestamp < c.claimDeadline) revert ClaimWindowOpen(campaignId, block.timestamp, c.claimDeadline);
+        uint256 funded = _fundedBy[campaignId][msg.sender];
+        if (funded == 0) revert NotASponsor(campaignId, msg.sender);
+        if (_reclaimed[campaignId][msg.sender]) revert AlreadyReclaimed(campaignId, msg.sender);
+        if (!c.settled) _settle(campaignId, c);
+
+        amount = Math.mulDiv(funded, c.unclaimedAtExpiry, c.totalFunded);
+        _reclaimed[campaignId][msg.sender] = true;
+        emit Reclaimed(campaignId, msg.sender, amount);
+        _pay(c.token, msg.sender, amount);
     }
 
-    /// @notice Round `roundId` (all zero if it was never posted).
-    function getRound(uint256 roundId) external view returns (Round memory) {
-        return _rounds[roundId];
+    /*//////////////////////////////////////////////////////////////
+                                 VIEWS
+    //////////////////////////////////////////////////////////////*/
+
+    /// @notice EIP-712 digest the oracle signers sign for a round (compare with the off-chain digest).
+    function roundDigest(RoundAllocation calldata a) public view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(ROUND_ALLOCATION_TYPEHASH, a)));
     }
 
-    /// @notice Whether leaf `index` of round `roundId` has been claimed.
-    function isClaimed(uint256 roundId, uint256 index) external view returns (bool) {
-        return _claimedLeaves[roundId].get(index);
+    /// @notice EIP-712 digest a holder signs to have its claims paid to `recipient`.
+    function recipientDigest(uint256 campaignId, address account, address recipient, uint256 deadline)
+        public
+        view
+        returns (bytes32)
+    {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(CLAIM_RECIPIENT_TYPEHASH, campaignId, account, recipient, deadline))
+        );
     }
 
-    /// @notice The id the next posted round must carry (starts at 1).
-    function nextRoundId() external view returns (uint256) {
-        return _nextRoundId;
+    /// @notice Number of campaigns created (ids run from 1 to this).
+    function campaignCount() external view returns (uint256) {
+        return _campaignCount;
     }
 
-    /// @notice Funds not yet reserved by a round: `totalFunded - totalAllocated` (token units).
-    function unallocated() public view returns (uint256) {
-        return _totalFunded - _totalAllocated;
+    /// @notice Campaign `campaignId`'s configuration and totals (reverts {UnknownCampaign}).
+    function getCampaign(uint256 campaignId) external view returns (CampaignView memory v) {
+        Campaign storage c = _existing(campaignId);
+        v.token = c.token;
+        v.admin = c.admin;
+        v.guardian = c.guardian;
+        v.threshold = c.threshold;
+        v.signerSetVersion = c.signerSetVersion;
+        v.numRounds = c.numRounds;
+        v.nextRoundId = c.nextRoundId;
+        v.roundCap = c.roundCap;
+        v.holderCap = c.holderCap;
+        v.challengeWindow = c.challengeWindow;
+        v.claimWindow = c.claimWindow;
+        v.postingDeadline = c.postingDeadline;
+        v.claimDeadline = c.claimDeadline;
+        v.totalFunded = c.totalFunded;
+        v.totalAllocated = c.totalAllocated;
+        v.settled = c.settled;
+        v.unclaimedAtExpiry = c.unclaimedAtExpiry;
     }
 
-    /// @notice The ERC-20 token the pool holds and pays out.
-    function token() external view returns (IERC20) {
-        return _token;
+    /// @notice Round `roundId` of campaign `campaignId` (all zero if never posted). A round whose
+    /// challenge window has passed reports `Finalized` even before {finalizeRound} is called.
+    function getRound(uint256 campaignId, uint256 roundId) external view returns (RoundView memory v) {
+        Round storage r = _rounds[campaignId][roundId];
+        v.merkleRoot = r.merkleRoot;
+        v.total = r.total;
+        v.remaining = r.remaining;
+        v.holderCap = r.holderCap;
+        v.postedAt = r.postedAt;
+        v.finalizesAt = r.finalizesAt;
+        v.status = r.status;
+        if (v.status == RoundStatus.Pending && block.timestamp >= r.finalizesAt) v.status = RoundStatus.Finalized;
     }
 
-    /// @notice The address whose signature authorises rounds.
-    function oracle() external view returns (address) {
-        return _oracle;
+    /// @notice Current signers of campaign `campaignId`.
+    function getSigners(uint256 campaignId) external view returns (address[] memory) {
+        return _signers[campaignId];
     }
 
-    /// @notice The campaign's lead sponsor named at deployment.
-    function sponsor() external view returns (address) {
-        return _sponsor;
+    /// @notice Whether `signer` belongs to signer-set `version` of campaign `campaignId`.
+    function isSigner(uint256 campaignId, uint256 version, address signer) external view returns (bool) {
+        return _isSigner[campaignId][version][signer];
     }
 
-    /// @notice Unix time (seconds) at which the claim period ends and reclaiming begins.
-    function claimDeadline() external view returns (uint256) {
-        return _claimDeadline;
+    /// @notice Whether leaf `index` of round `roundId` of campaign `campaignId` has been claimed.
+    function isClaimed(uint256 campaignId, uint256 roundId, uint256 index) external view returns (bool) {
+        return _claimedLeaves[campaignId][roundId].get(index);
     }
 
-    /// @notice Sum of all funding credited (token units).
-    function totalFunded() external view returns (uint256) {
-        return _totalFunded;
+    /// @notice Funds of campaign `campaignId` not reserved by a pending or final round (token units).
+    function unallocated(uint256 campaignId) external view returns (uint256) {
+        Campaign storage c = _existing(campaignId);
+        return c.totalFunded - c.totalAllocated;
     }
 
-    /// @notice Sum of all posted rounds' totals (token units).
-    function totalAllocated() external view returns (uint256) {
-        return _totalAllocated;
+    /// @notice Funding `sponsor` has put into campaign `campaignId` (token units, as credited).
+    function fundedBy(uint256 campaignId, address sponsor) external view returns (uint256) {
+        return _fundedBy[campaignId][sponsor];
     }
 
-    /// @notice Sum of all claims paid (token units).
-    function totalClaimed() external view returns (uint256) {
-        return _totalClaimed;
-    }
-
-    /// @notice Sum of all reclaims paid to sponsors (token units).
-    function totalReclaimed() external view returns (uint256) {
-        return _totalReclaimed;
-    }
-
-    /// @notice Funding credited to `account` (token units).
-    function fundedBy(address account) external view returns (uint256) {
-        return _fundedBy[account];
-    }
-
-    /// @notice Whether `account` has reclaimed its share.
-    function hasReclaimed(address account) external view returns (bool) {
-        return _reclaimed[account];
+    /// @notice Whether `sponsor` has reclaimed its share of campaign `campaignId`.
+    function hasReclaimed(uint256 campaignId, address sponsor) external view returns (bool) {
+        return _reclaimed[campaignId][sponsor];
     }
 
     /*//////////////////////////////////////////////////////////////
                                 INTERNAL
     //////////////////////////////////////////////////////////////*/
 
-    /// @dev Reverts with {ClaimPeriodEnded} once `block.timestamp >= claimDeadline`.
-    function _requireClaimPeriod() internal view {
-        if (block.timestamp >= _claimDeadline) revert ClaimPeriodEnded(block.timestamp, _claimDeadline);
+    function _existing(uint256 campaignId) private view returns (Campaign storage c) {
+        c = _campaigns[campaignId];
+        if (c.claimDeadline == 0) revert UnknownCampaign(campaignId);
+    }
+
+    /// @dev The campaign's token, reverting unless claims are open (one storage read).
+    function _openCampaignToken(uint256 campaignId) private view returns (address token) {
+        Campaign storage c = _campaigns[campaignId];
+        uint256 deadline = c.claimDeadline;
+        if (deadline == 0) revert UnknownCampaign(campaignId);
+        if (block.timestamp >= deadline) revert ClaimWindowClosed(campaignId, block.timestamp, deadline);
+        token = c.token;
+    }
+
+    function _setSigners(uint256 campaignId, Campaign storage c, address[] calldata signers, uint256 threshold)
+        private
+    {
+        uint256 n = signers.length;
+        if (n == 0 || n > MAX_SIGNERS) revert InvalidCampaignParam("signers", n);
+        if (threshold == 0 || threshold > n) revert InvalidCampaignParam("threshold", threshold);
+        uint256 version = uint256(c.signerSetVersion) + 1;
+        mapping(address => bool) storage members = _isSigner[campaignId][version];
+        for (uint256 i; i < n; ++i) {
+            address s = signers[i];
+            if (s == address(0) || members[s]) revert InvalidSignerSet(i, s);
+            members[s] = true;
+        }
+        c.signerSetVersion = uint32(version);
+        c.threshold = uint8(threshold);
+        _signers[campaignId] = signers;
+        emit SignerSetRotated(campaignId, version, signers, threshold);
+    }
+
+    function _checkSignatures(uint256 campaignId, Campaign storage c, bytes32 digest, bytes[] calldata signatures)
+        private
+        view
+    {
+        uint256 threshold = c.threshold;
+        uint256 n = signatures.length;
+        if (n < threshold) revert TooFewSignatures(n, threshold);
+        uint256 version = c.signerSetVersion;
+        mapping(address => bool) storage members = _isSigner[campaignId][version];
+        address previous;
+        for (uint256 i; i < n; ++i) {
+            (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signatures[i]);
+            if (err != ECDSA.RecoverError.NoError) revert InvalidSignature(i, uint8(err));
+            if (!members[signer]) revert UnknownSigner(i, signer, version);
+            if (signer == previous) revert DuplicateSigner(i, signer);
+            if (signer < previous) revert SignersNotAscending(i, signer, previous);
+            previous = signer;
+        }
+    }
+
+    /// @dev Checks finality, the claimed bit, the proof and the caps; marks the leaf claimed.
+    function _useLeaf(
+        uint256 campaignId,
+        uint256 roundId,
+        uint256 index,
+        address account,
+        uint256 amount,
+        bytes32[] calldata proof
+    ) private {
+        Round storage round = _rounds[campaignId][roundId];
+        RoundStatus status = round.status;
+        if (status != RoundStatus.Finalized) {
+            if (status != RoundStatus.Pending) revert WrongRoundStatus(campaignId, roundId, status);
+            uint256 finalizesAt = round.finalizesAt;
+            if (block.timestamp < finalizesAt) revert ChallengeWindowOpen(roundId, finalizesAt, block.timestamp);
+            round.status = RoundStatus.Finalized;
+            emit RoundFinalized(campaignId, roundId);
+        }
+        BitMaps.BitMap storage claimed = _claimedLeaves[campaignId][roundId];
+        if (claimed.get(index)) revert AlreadyClaimed(campaignId, roundId, index);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(index, account, amount))));
+        if (!MerkleProof.verifyCalldata(proof, round.merkleRoot, leaf)) {
+            revert InvalidProof(campaignId, roundId, index, account, amount);
+        }
+        if (amount > round.holderCap) revert HolderCapExceeded(amount, round.holderCap);
+        uint256 remaining = round.remaining;
+        if (amount > remaining) revert RoundOverClaimed(campaignId, roundId, amount, remaining);
+        round.remaining = uint120(remaining - amount);
+        claimed.set(index);
+    }
+
+    function _useLeaves(uint256 campaignId, address account, address recipient, LeafClaim[] calldata leaves)
+        private
+        returns (uint256 paid)
+    {
+        uint256 n = leaves.length;
+        if (n == 0) revert EmptyClaim();
+        for (uint256 i; i < n; ++i) {
+            LeafClaim calldata l = leaves[i];
+            _useLeaf(campaignId, l.roundId, l.index, account, l.amount, l.proof);
+            paid += l.amount;
+            emit Claimed(campaignId, l.roundId, account, l.index, recipient, l.amount);
+        }
+    }
+
+    /// @dev Sums what every posted round paid out; fixes the unclaimed remainder for reclaims.
+    function _settle(uint256 campaignId, Campaign storage c) private {
+        uint256 paid;
+        uint256 last = c.nextRoundId;
+        mapping(uint256 => Round) storage rounds = _rounds[campaignId];
+        for (uint256 r = 1; r < last; ++r) {
+            Round storage round = rounds[r];
+            paid += uint256(round.total) - uint256(round.remaining);
+        }
+        uint256 unclaimed = c.totalFunded - paid;
+        c.unclaimedAtExpiry = unclaimed;
+        c.settled = true;
+        emit CampaignSettled(campaignId, unclaimed);
+    }
+
+    function _pay(address token, address to, uint256 amount) private {
+        if (amount == 0) return;
+        if (token == address(0)) {
+            (bool ok,) = payable(to).call{value: amount}("");
+            if (!ok) revert NativeTransferFailed(to, amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
     }
 }

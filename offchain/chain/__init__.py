@@ -14,11 +14,25 @@ from offchain.chain.compiler import CompiledContract, compile_contracts, resolve
 from offchain.chain.errors import ChainError, ContractRevert, TransactionFailed
 
 if TYPE_CHECKING:
-    from offchain.chain.client import ChainClient, PoolClient, RoundInfo, TokenClient, address_of
+    from offchain.chain.client import ChainClient, TokenClient, address_of
+    from offchain.chain.pool import (
+        CampaignInfo,
+        CampaignParams,
+        LeafClaim,
+        PoolClient,
+        RoundInfo,
+        RoundStatus,
+        TxResult,
+    )
 
 __all__ = [
     "DEFAULT_MNEMONIC",
     "AnvilNode",
+    "CampaignInfo",
+    "CampaignParams",
+    "LeafClaim",
+    "RoundStatus",
+    "TxResult",
     "ChainClient",
     "ChainError",
     "CompiledContract",
@@ -34,7 +48,9 @@ __all__ = [
     "resolve_solc",
 ]
 
-_CLIENT_NAMES = {"ChainClient", "PoolClient", "RoundInfo", "TokenClient", "address_of"}
+_CLIENT_NAMES = {"ChainClient", "TokenClient", "address_of"}
+_POOL_NAMES = {"CampaignInfo", "CampaignParams", "LeafClaim", "PoolClient", "RoundInfo",
+               "RoundStatus", "TxResult"}
 
 
 def __getattr__(name: str) -> Any:
@@ -42,4 +58,8 @@ def __getattr__(name: str) -> Any:
         from offchain.chain import client
 
         return getattr(client, name)
+    if name in _POOL_NAMES:
+        from offchain.chain import pool
+
+        return getattr(pool, name)
     raise AttributeError(f"module 'offchain.chain' has no attribute {name!r}")

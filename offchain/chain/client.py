@@ -4,7 +4,7 @@
 eth-account, waits for every receipt, and turns reverts into typed errors: custom Solidity
 errors from every ABI it has seen (``error InvalidSigner(address recovered, address expected)``)
 become :class:`~offchain.chain.errors.ContractRevert` with ``.name`` and decoded ``.args``.
-:class:`TokenClient` and :class:`PoolClient` wrap the ERC-20 test tokens and
+:class:`TokenClient` wraps ERC-20 tokens; :class:`offchain.chain.pool.PoolClient` wraps
 ``CompensationPool``.
 
 Units: token and ether amounts are integers in wei (the token's smallest unit); times are Unix
@@ -40,8 +40,6 @@ from offchain.chain.errors import ChainError, ContractRevert, TransactionFailed
 
 __all__ = [
     "ChainClient",
-    "PoolClient",
-    "RoundInfo",
     "TokenClient",
     "address_of",
 ]
@@ -63,28 +61,6 @@ class _ErrorAbi:
     name: str
     types: tuple[str, ...]
     names: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class RoundInfo:
-    """A posted round as stored by ``CompensationPool.getRound``.
-
-    Attributes:
-        round_id: The round's id.
-        merkle_root: ``0x``-hex bytes32 (all zero when the round was never posted).
-        total_wei: Tokens reserved for the round (wei).
-        claimed_wei: Tokens already claimed from it (wei).
-    """
-
-    round_id: int
-    merkle_root: str
-    total_wei: int
-    claimed_wei: int
-
-    @property
-    def exists(self) -> bool:
-        """Whether the round has been posted (its root is non-zero)."""
-        return int(self.merkle_root, 16) != 0
 
 
 class ChainClient:
@@ -370,178 +346,6 @@ class TokenClient:
     def total_supply(self) -> int:
         """Total supply (wei)."""
         return int(self.client.call(self.contract.functions.totalSupply()))
-
-
-class PoolClient:
-    """``CompensationPool``: funding, signed rounds, Merkle claims and reclaims.
-
-    Write methods wait for the receipt and return the transaction hash (``0x``-hex); they raise
-    :class:`ContractRevert` with the pool's error name (``"InvalidSigner"``, ``"AlreadyClaimed"``,
-    ...) when the contract rejects the call.
-    """
-
-    def __init__(
-        self,
-        client: ChainClient,
-        address: str,
-        abi: Sequence[dict[str, Any]],
-        token_abi: Sequence[dict[str, Any]] | None = None,
-        name: str = "CompensationPool",
-    ) -> None:
-        self.client = client
-        self.address = to_checksum_address(address)
-        self.contract = client.contract(self.address, abi, name)
-        self._token_abi = token_abi
-
-    @classmethod
-    def deploy(
-        cls,
-        client: ChainClient,
-        compiled: CompiledContract,
-        sender_key: str,
-        *,
-        token: str,
-        oracle: str,
-        sponsor: str,
-        claim_deadline: int,
-        token_abi: Sequence[dict[str, Any]] | None = None,
-    ) -> PoolClient:
-        """Deploy ``CompensationPool(token, oracle, sponsor, claim_deadline)`` and wrap it.
-
-        Args:
-            claim_deadline: Unix time (seconds) when claims end and reclaims begin; must be
-                later than the deployment block's timestamp.
-            token_abi: ERC-20 ABI used by :meth:`fund` to approve (default: minimal ERC-20).
-        """
-        address = client.deploy(
-            compiled,
-            to_checksum_address(token),
-            to_checksum_address(oracle),
-            to_checksum_address(sponsor),
-            claim_deadline,
-            sender_key=sender_key,
-        )
-        return cls(client, address, compiled.abi, token_abi, compiled.name)
-
-    # -- writes --------------------------------------------------------------------------------
-
-    def token(self) -> TokenClient:
-        """The pool's token as a :class:`TokenClient`."""
-        return TokenClient(self.client, self.token_address(), self._token_abi or _ERC20_ABI)
-
-    def fund(self, sponsor_key: str, amount_wei: int) -> str:
-        """Approve the pool for ``amount_wei`` and call ``fund(amount_wei)``; returns the fund tx.
-
-        The pool credits the sponsor with what actually arrived (less for fee-on-transfer tokens).
-        """
-        self.token().approve(sponsor_key, self.address, amount_wei)
-        return _tx_hash(self.client.send(self.contract.functions.fund(amount_wei), sponsor_key))
-
-    def post_round(
-        self,
-        sender_key: str,
-        round_id: int,
-        merkle_root: str | bytes,
-        total_wei: int,
-        signature: str | bytes,
-    ) -> str:
-        """Relay the oracle-signed round ``(round_id, merkle_root, total_wei)``.
-
-        Args:
-            sender_key: Whoever pays gas (anyone may relay).
-            merkle_root: The round's StandardMerkleTree root, 32 bytes (or ``0x``-hex).
-            total_wei: Sum of the round's payouts (wei).
-            signature: The oracle's 65-byte EIP-712 signature (``r ‖ s ‖ v``).
-        """
-        fn = self.contract.functions.postRound(
-            round_id, _bytes32(merkle_root), total_wei, _to_bytes(signature)
-        )
-        return _tx_hash(self.client.send(fn, sender_key))
-
-    def claim(
-        self,
-        sender_key: str,
-        round_id: int,
-        index: int,
-        account: str,
-        amount_wei: int,
-        proof: Sequence[str | bytes],
-    ) -> str:
-        """Claim leaf ``(index, account, amount_wei)`` of ``round_id``; the tokens go to ``account``."""
-        fn = self.contract.functions.claim(
-            round_id, index, to_checksum_address(account), amount_wei, [_bytes32(p) for p in proof]
-        )
-        return _tx_hash(self.client.send(fn, sender_key))
-
-    def reclaim(self, sponsor_key: str) -> str:
-        """After the claim deadline, pay the sponsor its pro-rata share of the unclaimed remainder."""
-        return _tx_hash(self.client.send(self.contract.functions.reclaim(), sponsor_key))
-
-    # -- views ---------------------------------------------------------------------------------
-
-    def get_round(self, round_id: int) -> RoundInfo:
-        """The stored round (all zero when never posted)."""
-        root, total, claimed = self.client.call(self.contract.functions.getRound(round_id))
-        return RoundInfo(round_id, "0x" + bytes(root).hex(), int(total), int(claimed))
-
-    def is_claimed(self, round_id: int, index: int) -> bool:
-        """Whether leaf ``index`` of ``round_id`` has been claimed."""
-        return bool(self.client.call(self.contract.functions.isClaimed(round_id, index)))
-
-    def next_round_id(self) -> int:
-        """The id the next posted round must carry."""
-        return int(self.client.call(self.contract.functions.nextRoundId()))
-
-    def unallocated(self) -> int:
-        """Funds not yet reserved by a round (wei)."""
-        return int(self.client.call(self.contract.functions.unallocated()))
-
-    def round_digest(self, round_id: int, merkle_root: str | bytes, total_wei: int) -> bytes:
-        """The contract's EIP-712 digest of ``RoundAllocation(round_id, merkle_root, total_wei)``."""
-        fn = self.contract.functions.roundDigest(round_id, _bytes32(merkle_root), total_wei)
-        return bytes(self.client.call(fn))
-
-    def token_address(self) -> str:
-        """Address of the pool's ERC-20 token."""
-        return to_checksum_address(self.client.call(self.contract.functions.token()))
-
-    def oracle(self) -> str:
-        """Address whose signature authorises rounds."""
-        return to_checksum_address(self.client.call(self.contract.functions.oracle()))
-
-    def sponsor(self) -> str:
-        """The lead sponsor named at deployment."""
-        return to_checksum_address(self.client.call(self.contract.functions.sponsor()))
-
-    def claim_deadline(self) -> int:
-        """Unix time (seconds) when claims end and reclaims begin."""
-        return int(self.client.call(self.contract.functions.claimDeadline()))
-
-    def total_funded(self) -> int:
-        """Sum of funding credited (wei)."""
-        return int(self.client.call(self.contract.functions.totalFunded()))
-
-    def total_allocated(self) -> int:
-        """Sum of posted rounds' totals (wei)."""
-        return int(self.client.call(self.contract.functions.totalAllocated()))
-
-    def total_claimed(self) -> int:
-        """Sum of claims paid (wei)."""
-        return int(self.client.call(self.contract.functions.totalClaimed()))
-
-    def total_reclaimed(self) -> int:
-        """Sum of reclaims paid (wei)."""
-        return int(self.client.call(self.contract.functions.totalReclaimed()))
-
-    def funded_by(self, sponsor: str) -> int:
-        """Funding credited to ``sponsor`` (wei)."""
-        return int(self.client.call(self.contract.functions.fundedBy(to_checksum_address(sponsor))))
-
-    def has_reclaimed(self, sponsor: str) -> bool:
-        """Whether ``sponsor`` has reclaimed its share."""
-        return bool(
-            self.client.call(self.contract.functions.hasReclaimed(to_checksum_address(sponsor)))
-        )
 
 
 # -- helpers -------------------------------------------------------------------------------------

@@ -1,43 +1,48 @@
-"""EIP-712 signatures of payout rounds for ``CompensationPool.postRound``.
+"""EIP-712 signatures of payout rounds (k-of-n) and of claim recipients for ``CompensationPool``.
 
-The oracle signs the typed struct (EIP-712, https://eips.ethereum.org/EIPS/eip-712)::
+The oracle signers sign the typed struct (EIP-712, https://eips.ethereum.org/EIPS/eip-712)::
 
-    RoundAllocation(uint256 roundId,bytes32 merkleRoot,uint256 total)
+    RoundAllocation(uint256 campaignId,uint256 roundId,bytes32 merkleRoot,uint256 total,
+                    bytes32 checkpointHash,bytes32 datasetRoot,bytes32 attributionHash,
+                    uint256 signerSetVersion,uint256 deadline)
 
-in the domain ``{name: "CompensationPool", version: "1", chainId, verifyingContract}`` — the
-domain OpenZeppelin's ``EIP712("CompensationPool", "1")`` builds — so a signature is valid for
-one pool on one chain only. The digest is
-``keccak256("\\x19\\x01" ‖ domainSeparator ‖ hashStruct(message))`` (EIP-191 version ``0x01``)
-and equals the contract's ``roundDigest(roundId, merkleRoot, total)``.
+in the domain ``{name: "CompensationPool", version: "2", chainId, verifyingContract}`` — the
+domain OpenZeppelin's ``EIP712("CompensationPool", "2")`` builds. A signature is therefore valid
+for one contract on one chain, one campaign, one round id, one signer-set version and until its
+deadline. The digest is ``keccak256("\\x19\\x01" ‖ domainSeparator ‖ hashStruct(message))`` and
+equals the contract's ``roundDigest(allocation)``. ``postRound`` takes the signatures ordered by
+ascending signer address (:func:`order_signatures`), which lets the contract reject duplicates.
+
+Holders may name another recipient for their claims by signing
+``ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)``.
 
 Signatures are 65 bytes ``r ‖ s ‖ v`` with ``v ∈ {27, 28}`` and low ``s`` (EIP-2), which
-OpenZeppelin's ``ECDSA.recover`` accepts. Uses eth-account only (no web3).
+OpenZeppelin's ``ECDSA`` requires. Uses eth-account only (no web3).
 
 Pinned digest for fixed inputs (kept equal to the contract's by ``tests/test_signing.py``):
 
->>> digest = round_digest(
-...     chain_id=31337,
-...     verifying_contract="0x5FbDB2315678afecb367f032d93F642f64180aa3",
-...     round_id=1,
-...     merkle_root="0x" + "11" * 32,
-...     total_wei=10**18,
-... )
->>> "0x" + digest.hex()
-'0xdb11e1abdfc32a807bb1580ff3f55691a815c39e051cce765a04cd978612e83f'
+>>> allocation = RoundAllocation(
+...     campaign_id=1, round_id=1, merkle_root="0x" + "11" * 32, total_wei=10**18,
+...     checkpoint_hash="0x" + "22" * 32, dataset_root="0x" + "33" * 32,
+...     attribution_hash="0x" + "44" * 32, signer_set_version=1, deadline=2**32)
+>>> pool = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+>>> "0x" + round_digest(31337, pool, allocation).hex()
+'0xfede70d497fe3d8aed5aef62f92d354b8f62caf819df16615d81024b786a30c1'
 
 Signatures are deterministic (RFC 6979); anvil's public dev key #0 gives:
 
 >>> dev_key = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
->>> args = (31337, "0x5FbDB2315678afecb367f032d93F642f64180aa3", 1, "0x" + "11" * 32, 10**18)
->>> signature = sign_round(dev_key, *args)
->>> signature[:18], len(bytes.fromhex(signature[2:]))
-('0x8db218e90643929a', 65)
->>> recover_round_signer(signature, *args)
+>>> signature = sign_round(dev_key, 31337, pool, allocation)
+>>> len(bytes.fromhex(signature[2:]))
+65
+>>> recover_round_signer(signature, 31337, pool, allocation)
 '0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266'
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from eth_account import Account
@@ -47,119 +52,160 @@ from eth_utils import is_address, keccak, to_checksum_address
 from offchain.errors import OffchainError
 
 __all__ = [
+    "CLAIM_RECIPIENT_TYPE",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
     "ROUND_ALLOCATION_TYPE",
+    "RoundAllocation",
     "SigningError",
+    "order_signatures",
+    "recipient_digest",
     "recover_round_signer",
     "round_digest",
     "round_typed_data",
+    "sign_recipient",
     "sign_round",
+    "sign_round_k_of_n",
 ]
 
 DOMAIN_NAME = "CompensationPool"
 """EIP-712 domain ``name`` (must match the contract's ``EIP712`` constructor)."""
-DOMAIN_VERSION = "1"
+DOMAIN_VERSION = "2"
 """EIP-712 domain ``version``."""
 
-ROUND_ALLOCATION_TYPE = "RoundAllocation(uint256 roundId,bytes32 merkleRoot,uint256 total)"
+_ROUND_FIELDS: tuple[tuple[str, str, str], ...] = (
+    # (solidity name, type, python attribute)
+    ("campaignId", "uint256", "campaign_id"),
+    ("roundId", "uint256", "round_id"),
+    ("merkleRoot", "bytes32", "merkle_root"),
+    ("total", "uint256", "total_wei"),
+    ("checkpointHash", "bytes32", "checkpoint_hash"),
+    ("datasetRoot", "bytes32", "dataset_root"),
+    ("attributionHash", "bytes32", "attribution_hash"),
+    ("signerSetVersion", "uint256", "signer_set_version"),
+    ("deadline", "uint256", "deadline"),
+)
+ROUND_ALLOCATION_TYPE = "RoundAllocation(" + ",".join(f"{t} {n}" for n, t, _ in _ROUND_FIELDS) + ")"
 """The EIP-712 type string; ``keccak256`` of it is the contract's ``ROUND_ALLOCATION_TYPEHASH``."""
+CLAIM_RECIPIENT_TYPE = (
+    "ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)"
+)
+"""EIP-712 type string of a holder's recipient authorisation."""
 
 _UINT256_MAX = 2**256 - 1
+_DOMAIN_FIELDS = [
+    {"name": "name", "type": "string"},
+    {"name": "version", "type": "string"},
+    {"name": "chainId", "type": "uint256"},
+    {"name": "verifyingContract", "type": "address"},
+]
 
 
 class SigningError(OffchainError):
     """A round cannot be signed or verified: malformed inputs, key or signature."""
 
 
-def round_typed_data(
-    chain_id: int,
-    verifying_contract: str,
-    round_id: int,
-    merkle_root: str | bytes,
-    total_wei: int,
-) -> dict[str, Any]:
-    """The full EIP-712 message (``types`` incl. ``EIP712Domain``, ``primaryType``, ``domain``,
-    ``message``) for a round, as ``eth_signTypedData_v4`` and wallets expect it.
+@dataclass(frozen=True)
+class RoundAllocation:
+    """The signed content of one round (mirror of the contract's ``RoundAllocation`` struct).
 
-    Args:
-        chain_id: EIP-155 chain id of the pool's chain.
-        verifying_contract: The pool's address.
-        round_id: The round id (``uint256``, the pool's ``nextRoundId``).
-        merkle_root: The payout tree's root, 32 bytes or ``0x``-hex.
-        total_wei: Sum of the round's payouts, in wei.
+    Attributes:
+        campaign_id: Campaign id on the pool.
+        round_id: Round id, strictly sequential from 1 within the campaign.
+        merkle_root: Payout tree root (``0x``-hex, 32 bytes).
+        total_wei: Sum of the round's leaf amounts (token units, wei for 18 decimals).
+        checkpoint_hash: SHA-256 of the round's model checkpoint (``0x``-hex, 32 bytes).
+        dataset_root: Merkle root of the dataset manifest, holder → image hashes (32 bytes).
+        attribution_hash: SHA-256 of the round's TRAK score file (32 bytes).
+        signer_set_version: Version of the campaign's signer set that signs.
+        deadline: Unix time (seconds) after which the signatures are refused.
 
     Raises:
-        SigningError: an input is out of range or malformed.
+        SigningError: a field is out of range or malformed (checked at construction).
     """
-    root = _bytes32(merkle_root)
-    for label, value in (("chain_id", chain_id), ("round_id", round_id), ("total_wei", total_wei)):
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT256_MAX:
-            raise SigningError(f"{label} must be a uint256 int, got {value!r}")
+
+    campaign_id: int
+    round_id: int
+    merkle_root: str
+    total_wei: int
+    checkpoint_hash: str
+    dataset_root: str
+    attribution_hash: str
+    signer_set_version: int
+    deadline: int
+
+    def __post_init__(self) -> None:
+        for _, abi_type, attr in _ROUND_FIELDS:
+            value = getattr(self, attr)
+            if abi_type == "bytes32":
+                object.__setattr__(self, attr, "0x" + _bytes32(value, attr).hex())
+            else:
+                _check_uint(attr, value)
+
+    def message(self) -> dict[str, Any]:
+        """The EIP-712 ``message`` (Solidity field names, bytes32 as bytes)."""
+        return {
+            name: (_bytes32(getattr(self, attr), attr) if t == "bytes32" else getattr(self, attr))
+            for name, t, attr in _ROUND_FIELDS
+        }
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The struct as the ABI tuple ``postRound`` takes (field order of the type string)."""
+        return tuple(self.message()[name] for name, _, _ in _ROUND_FIELDS)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready fields (Python names)."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RoundAllocation:
+        """Inverse of :meth:`to_json`."""
+        return cls(**{attr: data[attr] for _, _, attr in _ROUND_FIELDS})
+
+
+def _domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:
+    _check_uint("chain_id", chain_id)
     if not isinstance(verifying_contract, str) or not is_address(verifying_contract):
         raise SigningError(f"verifying_contract {verifying_contract!r} is not a valid address")
     return {
-        "types": {
-            "EIP712Domain": [
-                {"name": "name", "type": "string"},
-                {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"},
-                {"name": "verifyingContract", "type": "address"},
-            ],
-            "RoundAllocation": [
-                {"name": "roundId", "type": "uint256"},
-                {"name": "merkleRoot", "type": "bytes32"},
-                {"name": "total", "type": "uint256"},
-            ],
-        },
-        "primaryType": "RoundAllocation",
-        "domain": {
-            "name": DOMAIN_NAME,
-            "version": DOMAIN_VERSION,
-            "chainId": chain_id,
-            "verifyingContract": to_checksum_address(verifying_contract),
-        },
-        "message": {"roundId": round_id, "merkleRoot": root, "total": total_wei},
+        "name": DOMAIN_NAME,
+        "version": DOMAIN_VERSION,
+        "chainId": chain_id,
+        "verifyingContract": to_checksum_address(verifying_contract),
     }
 
 
-def _signable(
-    chain_id: int, verifying_contract: str, round_id: int, merkle_root: str | bytes, total_wei: int
-) -> SignableMessage:
-    typed = round_typed_data(chain_id, verifying_contract, round_id, merkle_root, total_wei)
-    return encode_typed_data(full_message=typed)
+def round_typed_data(
+    chain_id: int, verifying_contract: str, allocation: RoundAllocation
+) -> dict[str, Any]:
+    """The full EIP-712 message (``types`` incl. ``EIP712Domain``, ``primaryType``, ``domain``,
+    ``message``) of a round, as ``eth_signTypedData_v4`` and wallets expect it.
 
-
-def round_digest(
-    chain_id: int,
-    verifying_contract: str,
-    round_id: int,
-    merkle_root: str | bytes,
-    total_wei: int,
-) -> bytes:
-    """The 32-byte EIP-712 digest of a round (what the oracle's key signs).
-
-    Equals ``CompensationPool.roundDigest(round_id, merkle_root, total_wei)`` on the pool at
-    ``verifying_contract`` on chain ``chain_id``. Arguments as in :func:`round_typed_data`.
+    Raises:
+        SigningError: ``chain_id`` or ``verifying_contract`` is malformed.
     """
-    message = _signable(chain_id, verifying_contract, round_id, merkle_root, total_wei)
+    return {
+        "types": {
+            "EIP712Domain": _DOMAIN_FIELDS,
+            "RoundAllocation": [{"name": n, "type": t} for n, t, _ in _ROUND_FIELDS],
+        },
+        "primaryType": "RoundAllocation",
+        "domain": _domain(chain_id, verifying_contract),
+        "message": allocation.message(),
+    }
+
+
+def _digest(message: SignableMessage) -> bytes:
     return keccak(b"\x19" + message.version + message.header + message.body)
 
 
-def sign_round(
-    private_key: str | bytes,
-    chain_id: int,
-    verifying_contract: str,
-    round_id: int,
-    merkle_root: str | bytes,
-    total_wei: int,
-) -> str:
-    """Sign a round with ``private_key``; returns the 65-byte signature ``r ‖ s ‖ v`` as ``0x``-hex.
+def round_digest(chain_id: int, verifying_contract: str, allocation: RoundAllocation) -> bytes:
+    """The 32-byte EIP-712 digest of a round; equals the contract's ``roundDigest(allocation)``."""
+    return _digest(encode_typed_data(full_message=round_typed_data(
+        chain_id, verifying_contract, allocation)))
 
-    Raises:
-        SigningError: malformed inputs or key.
-    """
-    message = _signable(chain_id, verifying_contract, round_id, merkle_root, total_wei)
+
+def _sign(private_key: str | bytes, message: SignableMessage) -> str:
     try:
         signed = Account.sign_message(message, private_key)
     except (ValueError, TypeError) as exc:
@@ -167,13 +213,20 @@ def sign_round(
     return "0x" + bytes(signed.signature).hex()
 
 
+def sign_round(
+    private_key: str | bytes, chain_id: int, verifying_contract: str, allocation: RoundAllocation
+) -> str:
+    """Sign a round with one signer key; returns the 65-byte ``r ‖ s ‖ v`` as ``0x``-hex.
+
+    Raises:
+        SigningError: malformed inputs or key.
+    """
+    typed = round_typed_data(chain_id, verifying_contract, allocation)
+    return _sign(private_key, encode_typed_data(full_message=typed))
+
+
 def recover_round_signer(
-    signature: str | bytes,
-    chain_id: int,
-    verifying_contract: str,
-    round_id: int,
-    merkle_root: str | bytes,
-    total_wei: int,
+    signature: str | bytes, chain_id: int, verifying_contract: str, allocation: RoundAllocation
 ) -> str:
     """The checksummed address that produced ``signature`` over the round.
 
@@ -183,11 +236,102 @@ def recover_round_signer(
     raw = _to_bytes(signature, "signature")
     if len(raw) != 65:
         raise SigningError(f"signature must be 65 bytes (r ‖ s ‖ v), got {len(raw)}")
-    message = _signable(chain_id, verifying_contract, round_id, merkle_root, total_wei)
+    typed = round_typed_data(chain_id, verifying_contract, allocation)
     try:
-        return to_checksum_address(Account.recover_message(message, signature=raw))
+        return to_checksum_address(
+            Account.recover_message(encode_typed_data(full_message=typed), signature=raw)
+        )
     except Exception as exc:  # eth-keys raises BadSignature / ValidationError variants
         raise SigningError(f"invalid signature: {exc}") from exc
+
+
+def order_signatures(
+    signatures: Iterable[str | bytes], chain_id: int, verifying_contract: str,
+    allocation: RoundAllocation,
+) -> list[str]:
+    """Signatures sorted by ascending signer address, as ``postRound`` requires.
+
+    Raises:
+        SigningError: a signature is invalid, or two signatures come from the same signer.
+    """
+    by_signer: dict[int, str] = {}
+    for sig in signatures:
+        signer = recover_round_signer(sig, chain_id, verifying_contract, allocation)
+        key = int(signer, 16)
+        if key in by_signer:
+            raise SigningError(f"two signatures from the same signer {signer}")
+        by_signer[key] = sig if isinstance(sig, str) else "0x" + bytes(sig).hex()
+    return [by_signer[k] for k in sorted(by_signer)]
+
+
+def sign_round_k_of_n(
+    private_keys: Sequence[str | bytes], chain_id: int, verifying_contract: str,
+    allocation: RoundAllocation,
+) -> list[str]:
+    """Sign with every key in ``private_keys``; the signatures ordered for ``postRound``.
+
+    Raises:
+        SigningError: malformed inputs, or the same key given twice.
+    """
+    sigs = [sign_round(k, chain_id, verifying_contract, allocation) for k in private_keys]
+    return order_signatures(sigs, chain_id, verifying_contract, allocation)
+
+
+def _recipient_typed(
+    chain_id: int, verifying_contract: str, campaign_id: int, account: str, recipient: str,
+    deadline: int,
+) -> dict[str, Any]:
+    _check_uint("campaign_id", campaign_id)
+    _check_uint("deadline", deadline)
+    for label, addr in (("account", account), ("recipient", recipient)):
+        if not isinstance(addr, str) or not is_address(addr):
+            raise SigningError(f"{label} {addr!r} is not a valid address")
+    return {
+        "types": {
+            "EIP712Domain": _DOMAIN_FIELDS,
+            "ClaimRecipient": [
+                {"name": "campaignId", "type": "uint256"},
+                {"name": "account", "type": "address"},
+                {"name": "recipient", "type": "address"},
+                {"name": "deadline", "type": "uint256"},
+            ],
+        },
+        "primaryType": "ClaimRecipient",
+        "domain": _domain(chain_id, verifying_contract),
+        "message": {
+            "campaignId": campaign_id,
+            "account": to_checksum_address(account),
+            "recipient": to_checksum_address(recipient),
+            "deadline": deadline,
+        },
+    }
+
+
+def recipient_digest(
+    chain_id: int, verifying_contract: str, campaign_id: int, account: str, recipient: str,
+    deadline: int,
+) -> bytes:
+    """EIP-712 digest of ``ClaimRecipient``; equals the contract's ``recipientDigest``."""
+    typed = _recipient_typed(chain_id, verifying_contract, campaign_id, account, recipient,
+                             deadline)
+    return _digest(encode_typed_data(full_message=typed))
+
+
+def sign_recipient(
+    private_key: str | bytes, chain_id: int, verifying_contract: str, campaign_id: int,
+    recipient: str, deadline: int,
+) -> str:
+    """The holder (owner of ``private_key``) names ``recipient`` for its claims in a campaign
+    until ``deadline`` (Unix seconds); returns the 65-byte signature as ``0x``-hex."""
+    account = Account.from_key(private_key).address
+    typed = _recipient_typed(chain_id, verifying_contract, campaign_id, account, recipient,
+                             deadline)
+    return _sign(private_key, encode_typed_data(full_message=typed))
+
+
+def _check_uint(label: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT256_MAX:
+        raise SigningError(f"{label} must be a uint256 int, got {value!r}")
 
 
 def _to_bytes(value: str | bytes, label: str) -> bytes:
@@ -201,8 +345,8 @@ def _to_bytes(value: str | bytes, label: str) -> bytes:
     raise SigningError(f"{label} must be bytes or 0x-hex, got {type(value).__name__}")
 
 
-def _bytes32(value: str | bytes) -> bytes:
-    raw = _to_bytes(value, "merkle_root")
+def _bytes32(value: str | bytes, label: str) -> bytes:
+    raw = _to_bytes(value, label)
     if len(raw) != 32:
-        raise SigningError(f"merkle_root must be 32 bytes, got {len(raw)}")
+        raise SigningError(f"{label} must be 32 bytes, got {len(raw)}")
     return raw
