@@ -55,14 +55,26 @@ class Settings(BaseSettings):
     """TRAK projection dimension."""
     trak_timesteps: int = Field(4, ge=1)
     """K: timesteps the D-TRAK output function averages over."""
-    claim_window_s: int = Field(7 * 24 * 3600, ge=0)
-    """Seconds after deployment during which holders claim before sponsors may reclaim."""
+    challenge_window_s: int = Field(3600, ge=0)
+    """Seconds a posted round stays revocable by the guardian before holders may claim (on a
+    local anvil node the node advances the chain clock past it)."""
+    claim_window_s: int = Field(7 * 24 * 3600, gt=0)
+    """Seconds claims stay open after the last possible round is final; then sponsors reclaim."""
+    posting_window_s: int = Field(30 * 24 * 3600, gt=0)
+    """Seconds after campaign creation during which funding and rounds are accepted."""
+    signature_ttl_s: int = Field(24 * 3600, gt=0)
+    """Lifetime of a round's signatures (the signed ``deadline`` is signing time + this)."""
     rpc_url: str | None = None
     """JSON-RPC endpoint; None starts a local anvil node for the run."""
-    oracle_key: SecretStr | None = None
-    """Oracle signer private key; None on a local anvil node: its dev account 1."""
+    oracle_keys: list[SecretStr] | None = None
+    """Oracle signer private keys (JSON list in ``CCOMP_ORACLE_KEYS``); None on a local anvil
+    node: its dev accounts 5, 6 and 7."""
+    oracle_threshold: int = Field(2, ge=1)
+    """Signatures k needed per round (k-of-n over ``oracle_keys``)."""
     sponsor_key: SecretStr | None = None
     """Sponsor private key; None on a local anvil node: its dev account 2."""
+    guardian: str | None = None
+    """Guardian address (may revoke pending rounds); None: the sponsor."""
     solc_path: str | None = None
     """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
 

@@ -44,8 +44,28 @@ def test_each_round_allocation_sums_exactly_to_its_budget_and_every_claim_landed
         }
         assert all(c["ok"] and c["received_wei"] == c["amount_wei"] for c in claims)
         for name in ("manifest", "samples", "contributions", "copyright", "decision", "tree",
-                     "signature", "submission"):
+                     "signature", "submission", "finality"):
             assert getattr(paths, name).exists(), name
+
+
+def test_rounds_are_signed_k_of_n_with_provenance_and_posted_once(campaign):
+    settings, result, _ = campaign
+    deployment = read_json(result.run_dir / "deployment.json")
+    assert deployment["threshold"] == settings.oracle_threshold == 2
+    assert len(deployment["signers"]) == 3
+    for round_id in range(1, result.rounds + 1):
+        paths = RoundPaths(result.run_dir, round_id)
+        signed = read_json(paths.signature)
+        allocation = read_json(paths.allocation)
+        assert signed["signers"] == sorted(signed["signers"], key=lambda a: int(a, 16))
+        assert set(signed["signers"]) <= set(deployment["signers"])
+        assert signed["allocation"]["merkle_root"] == allocation["merkle_root"]
+        provenance = allocation["provenance"]
+        assert {k: signed["allocation"][k] for k in provenance} == provenance
+        assert all(len(v) == 66 and int(v, 16) != 0 for v in provenance.values())
+        submission = read_json(paths.submission)
+        assert submission["campaign_id"] == deployment["campaign_id"]
+        assert "tx_hash" in submission and submission["finalizes_at"] > 0
 
 
 def test_round_table_and_plot_are_produced(campaign):

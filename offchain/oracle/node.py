@@ -1,9 +1,9 @@
 """The oracle node: runs a campaign round after round, from training to holders' claims.
 
 Per round: :mod:`offchain.rounds.stages` (prepare → train → generate → attribute → copyright →
-decide → allocate), then here: :func:`sign` (EIP-712, :mod:`offchain.oracle.signing`),
-:func:`submit` (``postRound`` on chain, never twice) and :func:`claim_all` (each holder's Merkle
-claim). Like the off-chain stages, each chain stage writes one artifact atomically and is skipped
+decide → allocate), then here: :func:`sign` (EIP-712, k-of-n, :mod:`offchain.oracle.signing`),
+:func:`submit` (``postRound`` on chain, never twice), :func:`await_finality` (the challenge
+window) and :func:`claim_all` (each holder's Merkle claim). Like the off-chain stages, each chain stage writes one artifact atomically and is skipped
 when that artifact exists; :func:`submit` also asks the chain before sending, so a lost
 ``submission.json`` cannot cause a second post.
 """
@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from offchain.allocation import PayoutTree
-from offchain.chain import AnvilNode, ChainClient, PoolClient, TokenClient, compile_contracts
+from offchain.chain import AnvilNode, ChainClient, TokenClient, compile_contracts
+from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundStatus
 from offchain.config import Settings
 from offchain.data.holders import (
     Holder,
@@ -35,45 +36,65 @@ from offchain.data.holders import (
 )
 from offchain.errors import ConfigError, StageError
 from offchain.oracle.report import payments_plot, print_round, summary_table
-from offchain.oracle.signing import recover_round_signer, round_digest, sign_round
+from offchain.oracle.signing import (
+    RoundAllocation,
+    recover_round_signer,
+    round_digest,
+    sign_round_k_of_n,
+)
 from offchain.policy import BudgetPolicy, make_policy
 from offchain.rounds import stages
 from offchain.rounds.layout import RoundPaths
 from offchain.rounds.participation import stays_next_round
 from offchain.utils import read_json, seed_everything, write_json
 
-__all__ = ["CampaignResult", "claim_all", "run_campaign", "sign", "submit"]
+__all__ = ["CampaignResult", "await_finality", "claim_all", "run_campaign", "sign", "submit"]
 
 logger = logging.getLogger(__name__)
 
 
-def sign(paths: RoundPaths, oracle_key: str, chain_id: int, pool_address: str) -> RoundPaths:
-    """Sign the round's allocation (EIP-712 ``RoundAllocation``) with the oracle key.
+def sign(
+    paths: RoundPaths,
+    signer_keys: Sequence[str],
+    chain_id: int,
+    pool_address: str,
+    campaign_id: int,
+    signer_set_version: int,
+    deadline: int,
+) -> RoundPaths:
+    """Sign the round's allocation (EIP-712 ``RoundAllocation``) with every local signer key.
 
-    Output: ``signature.json`` with the typed fields, the digest and the 65-byte signature.
-    Skipped when the round pays nothing (no Merkle root).
+    The signed struct binds the campaign, the round, the Merkle root and total, the provenance
+    commitments of ``allocation.json`` and the signer-set version, valid until ``deadline``
+    (Unix seconds). Output: ``signature.json`` with the allocation, its digest, and the
+    signatures ordered by signer address (as ``postRound`` requires). Skipped when the round
+    pays nothing (no Merkle root).
     """
     if paths.signature.exists():
         return paths
     allocation = read_json(paths.allocation)
     if allocation["merkle_root"] is None:
         return paths
-    fields = {
-        "chain_id": chain_id,
-        "verifying_contract": pool_address,
-        "round_id": paths.round_id,
-        "merkle_root": allocation["merkle_root"],
-        "total_wei": int(allocation["total_wei"]),
-    }
-    signature = sign_round(oracle_key, **fields)
-    signer = recover_round_signer(signature, **fields)
+    signed = RoundAllocation(
+        campaign_id=campaign_id,
+        round_id=paths.round_id,
+        merkle_root=allocation["merkle_root"],
+        total_wei=int(allocation["total_wei"]),
+        signer_set_version=signer_set_version,
+        deadline=deadline,
+        **allocation["provenance"],
+    )
+    signatures = sign_round_k_of_n(signer_keys, chain_id, pool_address, signed)
+    signers = [recover_round_signer(sig, chain_id, pool_address, signed) for sig in signatures]
     write_json(
         paths.signature,
         {
-            **fields,
-            "digest": "0x" + round_digest(**fields).hex(),
-            "signer": signer,
-            "signature": signature,
+            "chain_id": chain_id,
+            "verifying_contract": pool_address,
+            "allocation": signed.to_json(),
+            "digest": "0x" + round_digest(chain_id, pool_address, signed).hex(),
+            "signers": signers,
+            "signatures": signatures,
         },
     )
     return paths
@@ -82,10 +103,12 @@ def sign(paths: RoundPaths, oracle_key: str, chain_id: int, pool_address: str) -
 def submit(paths: RoundPaths, pool: PoolClient, sender_key: str) -> RoundPaths:
     """Post the signed round on chain once.
 
-    Before sending, the chain is asked for its next round id: if this round is already there
-    (a crash after sending), its root is checked against ours and recorded instead of sending.
+    Before sending, the chain is asked for the campaign's next round id: if this round is
+    already there (a crash after sending), its root is checked against ours and recorded
+    instead of sending.
 
-    Output: ``submission.json`` (transaction hash or ``already_posted``).
+    Output: ``submission.json`` (transaction hash, gas and ``finalizes_at``, or
+    ``already_posted``).
 
     Raises:
         StageError: an earlier round is not on chain yet, or the chain holds a different root
@@ -94,29 +117,73 @@ def submit(paths: RoundPaths, pool: PoolClient, sender_key: str) -> RoundPaths:
     if paths.submission.exists() or not paths.signature.exists():
         return paths
     signed = read_json(paths.signature)
-    next_round = pool.next_round_id()
+    allocation = RoundAllocation.from_json(signed["allocation"])
+    campaign_id = allocation.campaign_id
+    next_round = pool.next_round_id(campaign_id)
     if next_round > paths.round_id:
-        on_chain = pool.get_round(paths.round_id)
-        if on_chain.merkle_root.lower() != signed["merkle_root"].lower():
+        on_chain = pool.get_round(campaign_id, paths.round_id)
+        if on_chain.merkle_root.lower() != allocation.merkle_root.lower():
             raise StageError(
-                f"round {paths.round_id} is on chain with root {on_chain.merkle_root}, "
-                f"ours is {signed['merkle_root']}"
+                f"round {paths.round_id} of campaign {campaign_id} is on chain with root "
+                f"{on_chain.merkle_root}, ours is {allocation.merkle_root}"
             )
-        write_json(paths.submission, {"round_id": paths.round_id, "already_posted": True})
+        write_json(paths.submission, {"campaign_id": campaign_id, "round_id": paths.round_id,
+                                      "already_posted": True,
+                                      "finalizes_at": on_chain.finalizes_at})
         return paths
     if next_round < paths.round_id:
-        raise StageError(f"chain expects round {next_round} before round {paths.round_id}")
-    tx_hash = pool.post_round(
-        sender_key, paths.round_id, signed["merkle_root"], signed["total_wei"], signed["signature"]
-    )
-    write_json(paths.submission, {"round_id": paths.round_id, "tx_hash": tx_hash})
+        raise StageError(f"campaign {campaign_id} expects round {next_round} before round "
+                         f"{paths.round_id}")
+    result = pool.post_round(sender_key, allocation, signed["signatures"])
+    posted = result.only(RoundPosted)
+    write_json(paths.submission, {
+        "campaign_id": campaign_id, "round_id": paths.round_id, "tx_hash": result.tx_hash,
+        "gas_used": result.gas_used,
+        "finalizes_at": posted[0].finalizes_at if posted else None,
+    })
+    return paths
+
+
+def await_finality(
+    paths: RoundPaths, pool: PoolClient, sender_key: str, *, dev_chain: bool,
+    poll_s: float = 5.0,
+) -> RoundPaths:
+    """Wait until the round leaves its challenge window, then finalize it on chain.
+
+    On a dev chain (anvil) the chain clock is advanced past the window; elsewhere this polls
+    the chain's block time. A round the guardian revoked meanwhile raises.
+
+    Output: ``finality.json`` (status and the finalize transaction, if one was needed).
+
+    Raises:
+        StageError: the round was revoked by the guardian.
+    """
+    if paths.finality.exists() or not paths.submission.exists():
+        return paths
+    campaign_id = read_json(paths.submission)["campaign_id"]
+    info = pool.get_round(campaign_id, paths.round_id)
+    if info.status is RoundStatus.REVOKED or not info.exists:
+        raise StageError(f"round {paths.round_id} of campaign {campaign_id} is "
+                         f"{info.status.name.lower()} on chain; sign and submit it again")
+    now = pool.client.block_timestamp()
+    if now < info.finalizes_at:
+        if dev_chain:
+            pool.client.increase_time(info.finalizes_at - now)
+        else:
+            while pool.client.block_timestamp() < info.finalizes_at:
+                time.sleep(poll_s)
+    record: dict[str, object] = {"campaign_id": campaign_id, "round_id": paths.round_id}
+    stored = pool.contract.functions.getRound(campaign_id, paths.round_id)
+    if int(pool.client.call(stored)[6]) == RoundStatus.PENDING:  # stored status, not the view
+        record["tx_hash"] = pool.finalize_round(sender_key, campaign_id, paths.round_id).tx_hash
+    record["status"] = "finalized"
+    write_json(paths.finality, record)
     return paths
 
 
 def claim_all(
     paths: RoundPaths,
     pool: PoolClient,
-    token: TokenClient,
     claim_keys: Mapping[str, str],
     relayer_key: str,
 ) -> RoundPaths:
@@ -126,10 +193,11 @@ def claim_all(
     claimed for by ``relayer_key`` (the contract pays the holder either way). Claims already on
     chain are recorded, not resent.
 
-    Output: ``claims.json``: per paid holder, the transaction and the token balance change (wei).
+    Output: ``claims.json``: per paid holder, the transaction and the balance change (wei).
     """
-    if paths.claims.exists() or not paths.submission.exists():
+    if paths.claims.exists() or not paths.finality.exists():
         return paths
+    campaign_id = read_json(paths.finality)["campaign_id"]
     tree = PayoutTree.from_json(read_json(paths.tree))
     allocation = read_json(paths.allocation)
     records = []
@@ -138,20 +206,21 @@ def claim_all(
         if amount == 0:
             continue
         index, address = holder["index"], holder["address"]
-        if pool.is_claimed(paths.round_id, index):
+        if pool.is_claimed(campaign_id, paths.round_id, index):
             records.append({"index": index, "address": address, "amount_wei": amount,
                             "ok": True, "already_claimed": True})
             continue
-        before = token.balance_of(address)
-        tx_hash = pool.claim(
-            claim_keys.get(address, relayer_key), paths.round_id, index, address, amount,
-            tree.proof(index),
+        before = pool.balance_of(campaign_id, address)
+        result = pool.claim(
+            claim_keys.get(address, relayer_key), campaign_id, paths.round_id, index, address,
+            amount, tree.proof(index),
         )
-        received = token.balance_of(address) - before
+        received = pool.balance_of(campaign_id, address) - before
         records.append({"index": index, "address": address, "amount_wei": amount,
-                        "tx_hash": tx_hash, "received_wei": received,
-                        "ok": received == amount})
-    write_json(paths.claims, {"round_id": paths.round_id, "claims": records})
+                        "tx_hash": result.tx_hash, "gas_used": result.gas_used,
+                        "received_wei": received, "ok": received == amount})
+    write_json(paths.claims, {"campaign_id": campaign_id, "round_id": paths.round_id,
+                              "claims": records})
     return paths
 
 
@@ -187,6 +256,25 @@ def _chain(settings: Settings) -> Iterator[tuple[str, list[str] | None]]:
         return
     with AnvilNode() as node:
         yield node.rpc_url, list(node.private_keys)
+
+
+def _signer_keys(settings: Settings, dev_keys: list[str] | None) -> list[str]:
+    """The oracle signer keys: configured, or dev accounts 5, 6, 7 on a local anvil node.
+
+    Raises:
+        ConfigError: no keys on a remote chain, or a threshold above the number of keys.
+    """
+    if settings.oracle_keys:
+        keys = [k.get_secret_value() for k in settings.oracle_keys]
+    elif dev_keys is not None:
+        keys = dev_keys[5:8]
+    else:
+        raise ConfigError("oracle signer keys are required on a remote chain "
+                          "(set CCOMP_ORACLE_KEYS to a JSON list)")
+    if settings.oracle_threshold > len(keys):
+        raise ConfigError(f"oracle_threshold {settings.oracle_threshold} exceeds the "
+                          f"{len(keys)} signer keys")
+    return keys
 
 
 def _key(secret, dev_keys: list[str] | None, dev_index: int, what: str) -> str:
@@ -239,26 +327,40 @@ def run_campaign(
 
     with _chain(settings) as (rpc_url, dev_keys):
         client = ChainClient(rpc_url)
-        oracle_key = _key(settings.oracle_key, dev_keys, 1, "oracle")
+        signer_keys = _signer_keys(settings, dev_keys)
         sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
         # On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
         deployer_key = dev_keys[0] if dev_keys else sponsor_key
-        oracle = Account.from_key(oracle_key).address
         sponsor = Account.from_key(sponsor_key).address
-        claim_deadline = client.block_timestamp() + settings.claim_window_s
         token_address = client.deploy(compiled["TestToken"], sender_key=deployer_key)
-        pool_address = client.deploy(
-            compiled["CompensationPool"], token_address, oracle, sponsor, claim_deadline,
-            sender_key=deployer_key,
-        )
         token = TokenClient(client, token_address, compiled["TestToken"].abi)
-        pool = PoolClient(client, pool_address, compiled["CompensationPool"].abi)
+        pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
+                                 token_abi=compiled["TestToken"].abi)
+        pool_address = pool.address
+        params = CampaignParams(
+            token=token_address,
+            guardian=settings.guardian or sponsor,
+            signers=tuple(Account.from_key(k).address for k in signer_keys),
+            threshold=settings.oracle_threshold,
+            num_rounds=settings.n_rounds,
+            round_cap_wei=settings.total_budget_wei,
+            holder_cap_wei=settings.total_budget_wei,
+            challenge_window_s=settings.challenge_window_s,
+            claim_window_s=settings.claim_window_s,
+            posting_deadline=client.block_timestamp() + settings.posting_window_s,
+        )
+        campaign_id, _ = pool.create_campaign(sponsor_key, params)
+        campaign = pool.get_campaign(campaign_id)
         token.mint(deployer_key, sponsor, settings.total_budget_wei)
-        pool.fund(sponsor_key, settings.total_budget_wei)
+        pool.fund(sponsor_key, campaign_id, settings.total_budget_wei)
         write_json(run_dir / "deployment.json", {
             "rpc_url": rpc_url, "chain_id": client.chain_id, "token": token_address,
-            "pool": pool_address, "oracle": oracle, "sponsor": sponsor,
-            "claim_deadline": claim_deadline, "total_budget_wei": settings.total_budget_wei,
+            "pool": pool_address, "campaign_id": campaign_id, "signers": list(params.signers),
+            "threshold": params.threshold, "guardian": params.guardian, "sponsor": sponsor,
+            "challenge_window_s": params.challenge_window_s,
+            "posting_deadline": params.posting_deadline,
+            "claim_deadline": campaign.claim_deadline,
+            "total_budget_wei": settings.total_budget_wei,
         })
         claim_keys: dict[str, str] = {}
         if settings.holders_dir is None:
@@ -269,7 +371,8 @@ def run_campaign(
         console.print(
             f"[bold]Campaign[/bold]: {len(holders)} holders, {settings.n_rounds} rounds, budget "
             f"{settings.total_budget_wei / 10**18:,.0f} TST, policy {policy.name}, chain "
-            f"{client.chain_id} at {rpc_url}, pool {pool_address}"
+            f"{client.chain_id} at {rpc_url}, pool {pool_address} campaign {campaign_id} "
+            f"({params.threshold}-of-{len(params.signers)} signers)"
         )
 
         participating = np.ones(len(holders), dtype=bool)
@@ -280,7 +383,8 @@ def run_campaign(
             if not participating.any():
                 console.print(f"Round {round_id}: every holder has left; the campaign ends.")
                 break
-            chain = _ChainStages(client, pool, token, pool_address, oracle_key, claim_keys)
+            chain = _ChainStages(client, pool, campaign_id, signer_keys, sponsor_key,
+                                 claim_keys, dev_keys is not None, settings.signature_ttl_s)
             _run_steps(console, round_id, _round_steps(paths, holders, participating, ml,
                                                         policy, settings, chain))
             print_round(console, paths)
@@ -305,7 +409,8 @@ def run_campaign(
             allocated_wei=allocated, balances_wei=balances,
             participating=participating.tolist(), plot=plot, pool_address=pool_address,
             seconds=time.perf_counter() - started,
-            extras={"unallocated_wei": pool.unallocated()},
+            extras={"unallocated_wei": pool.unallocated(campaign_id),
+                    "campaign_id": campaign_id},
         )
     console.print(f"Payments plot: {plot}; artifacts in {run_dir}; {result.seconds:.1f} s")
     return result
@@ -317,10 +422,18 @@ class _ChainStages:
 
     client: ChainClient
     pool: PoolClient
-    token: TokenClient
-    pool_address: str
-    oracle_key: str
+    campaign_id: int
+    signer_keys: Sequence[str]
+    relayer_key: str
     claim_keys: Mapping[str, str]
+    dev_chain: bool
+    signature_ttl_s: int
+
+    def sign(self, paths: RoundPaths) -> RoundPaths:
+        version = self.pool.get_campaign(self.campaign_id).signer_set_version
+        deadline = self.client.block_timestamp() + self.signature_ttl_s
+        return sign(paths, self.signer_keys, self.client.chain_id, self.pool.address,
+                    self.campaign_id, version, deadline)
 
 
 def _round_steps(
@@ -342,11 +455,11 @@ def _round_steps(
         ("policy", lambda: stages.decide(paths, policy, settings.n_rounds,
                                          settings.total_budget_wei)),
         ("allocate + Merkle", lambda: stages.allocate(paths)),
-        ("sign (EIP-712)", lambda: sign(paths, chain.oracle_key, chain.client.chain_id,
-                                        chain.pool_address)),
-        ("submit", lambda: submit(paths, chain.pool, chain.oracle_key)),
-        ("claims", lambda: claim_all(paths, chain.pool, chain.token, chain.claim_keys,
-                                     chain.oracle_key)),
+        ("sign (EIP-712, k-of-n)", lambda: chain.sign(paths)),
+        ("submit", lambda: submit(paths, chain.pool, chain.relayer_key)),
+        ("challenge window", lambda: await_finality(paths, chain.pool, chain.relayer_key,
+                                                    dev_chain=chain.dev_chain)),
+        ("claims", lambda: claim_all(paths, chain.pool, chain.claim_keys, chain.relayer_key)),
     ]
 
 

@@ -93,6 +93,10 @@ class RoundPaths:
         return self.dir / "submission.json"
 
     @property
+    def finality(self) -> Path:
+        return self.dir / "finality.json"
+
+    @property
     def claims(self) -> Path:
         return self.dir / "claims.json"
 

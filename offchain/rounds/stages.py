@@ -22,7 +22,7 @@ from offchain.data.holders import Holder
 from offchain.errors import StageError
 from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures
 from offchain.rounds.layout import RoundPaths
-from offchain.utils import read_json, write_json, write_npy
+from offchain.utils import read_json, sha256_file, write_json, write_npy
 
 __all__ = [
     "MLConfig",
@@ -304,7 +304,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
     """Integer wei per holder summing exactly to the budget, and the Merkle tree of the payouts.
 
     Outputs: ``allocation.json`` (per holder: index, address, amount_wei; the budget; the Merkle
-    root) and ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves
+    root; the round's provenance, see :func:`round_provenance`) and ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves
     ``(index, account, amount)`` for every holder paid more than 0 wei).
     """
     if paths.allocation.exists():
@@ -324,6 +324,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
         tree = PayoutTree.build(entries)
         write_json(paths.tree, tree.to_json())
         root = tree.root
+    provenance = round_provenance(paths)
     write_json(
         paths.allocation,
         {
@@ -331,6 +332,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
             "budget_wei": budget,
             "total_wei": sum(amounts),
             "merkle_root": root,
+            "provenance": provenance,
             "holders": [
                 {
                     "index": h["index"],
@@ -344,6 +346,28 @@ def allocate(paths: RoundPaths) -> RoundPaths:
         },
     )
     return paths
+
+
+def round_provenance(paths: RoundPaths) -> dict[str, str]:
+    """The round's provenance commitments, each a ``0x``-hex 32-byte SHA-256, signed on chain.
+
+    - ``checkpoint_hash``: the trained UNet's weights (:func:`offchain.diffusion.checkpoint_hash`);
+    - ``dataset_root``: the manifest's commitment to the participating holders' image hashes;
+    - ``attribution_hash``: the TRAK score file ``trak/scores.npy`` (float32 (M, N)).
+
+    Raises:
+        StageError: the round's checkpoint, manifest or scores are missing.
+    """
+    from offchain.diffusion import checkpoint_hash
+
+    _require(paths.manifest, "provenance")
+    scores = paths.trak_dir / "scores.npy"
+    _require(scores, "provenance")
+    return {
+        "checkpoint_hash": "0x" + checkpoint_hash(paths.checkpoint),
+        "dataset_root": "0x" + read_json(paths.manifest)["dataset_root"],
+        "attribution_hash": "0x" + sha256_file(scores),
+    }
 
 
 def _hash_list(hex_hashes: Sequence[str]) -> str:
