@@ -12,6 +12,7 @@ everyone; deadlines are always computed from the latest block's timestamp).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -21,11 +22,12 @@ from offchain.chain import (
     AnvilNode,
     ChainClient,
     CompiledContract,
+    ContractRevert,
     TokenClient,
     address_of,
     compile_contracts,
 )
-from offchain.chain.pool import ZERO_ADDRESS, CampaignParams, PoolClient, TxResult
+from offchain.chain.pool import ZERO_ADDRESS, CampaignParams, LeafClaim, PoolClient, TxResult
 from offchain.oracle.signing import RoundAllocation, sign_round, sign_round_k_of_n
 
 WEI = 10**18
@@ -246,3 +248,36 @@ def payout_tree(addresses: Sequence[str], amounts: Sequence[int]) -> PayoutTree:
     """A StandardMerkleTree of ``(i, addresses[i], amounts[i])``."""
     return PayoutTree.build([(i, a, w) for i, (a, w) in enumerate(zip(addresses, amounts,
                                                                        strict=True))])
+
+
+class Between:
+    """Equal to any int in ``[lo, hi]`` (for block timestamps inside revert arguments)."""
+
+    def __init__(self, lo: int, hi: int) -> None:
+        self.lo, self.hi = lo, hi
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, int) and self.lo <= other <= self.hi
+
+    def __repr__(self) -> str:
+        return f"Between({self.lo}, {self.hi})"
+
+
+def now_arg(chain: ChainClient, slack: int = 30) -> Between:
+    """The ``nowTimestamp`` a call sent right now will see."""
+    ts = chain.block_timestamp()
+    return Between(ts, ts + slack)
+
+
+@contextmanager
+def reverts(name: str, *args: object) -> Iterator[None]:
+    """Expect a ContractRevert with exactly this error name and these decoded arguments."""
+    with pytest.raises(ContractRevert) as info:
+        yield
+    assert info.value.name == name, str(info.value)
+    assert info.value.args == tuple(args), str(info.value)
+
+
+def leaf(tree: PayoutTree, round_id: int, index: int) -> LeafClaim:
+    """The batch-claim entry of leaf ``index`` of ``tree`` posted as ``round_id``."""
+    return LeafClaim(round_id, index, tree.entry(index)[2], tuple(tree.proof(index)))

@@ -16,8 +16,6 @@ The security routes (signature replay, malleability, re-entrancy) live in ``test
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from eth_account import Account
@@ -26,11 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from web3.logs import DISCARD
 
-from offchain.chain import ContractRevert, address_of
+from offchain.chain import address_of
 from offchain.chain.pool import (
     ZERO_ADDRESS,
     CampaignParams,
-    LeafClaim,
     PoolEvent,
     RoundStatus,
     TxResult,
@@ -38,7 +35,17 @@ from offchain.chain.pool import (
 from offchain.oracle.signing import RoundAllocation, recipient_digest, round_digest, sign_recipient
 
 pytest.register_assert_rewrite("tests.chain_fixtures")  # imported here before pytest_plugins
-from tests.chain_fixtures import DAY, HOUR, PROVENANCE, WEI, Campaign, payout_tree  # noqa: E402
+from tests.chain_fixtures import (  # noqa: E402
+    DAY,
+    HOUR,
+    PROVENANCE,
+    WEI,
+    Campaign,
+    leaf,
+    now_arg,
+    payout_tree,
+    reverts,
+)
 
 pytest_plugins = ["tests.chain_fixtures"]
 
@@ -50,32 +57,7 @@ PAUSER_ROLE = keccak(text="PAUSER_ROLE")
 # -- helpers -------------------------------------------------------------------------------------
 
 
-class Between:
-    """Equal to any int in ``[lo, hi]`` (for block timestamps inside revert arguments)."""
 
-    def __init__(self, lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, int) and self.lo <= other <= self.hi
-
-    def __repr__(self) -> str:
-        return f"Between({self.lo}, {self.hi})"
-
-
-def now_arg(chain, slack: int = 30) -> Between:
-    """The ``nowTimestamp`` a call sent right now will see."""
-    ts = chain.block_timestamp()
-    return Between(ts, ts + slack)
-
-
-@contextmanager
-def reverts(name: str, *args) -> Iterator[None]:
-    """Expect a ContractRevert with exactly this error name and these decoded arguments."""
-    with pytest.raises(ContractRevert) as info:
-        yield
-    assert info.value.name == name, str(info.value)
-    assert info.value.args == tuple(args), str(info.value)
 
 
 def ev(event: PoolEvent) -> tuple:
@@ -89,9 +71,6 @@ def ev(event: PoolEvent) -> tuple:
 def evs(tx: TxResult) -> list[tuple]:
     return [ev(e) for e in tx.events]
 
-
-def leaf(tree, round_id: int, index: int) -> LeafClaim:
-    return LeafClaim(round_id, index, tree.entry(index)[2], tuple(tree.proof(index)))
 
 
 def claim(c: Campaign, tree, round_id: int, index: int, sender: str | None = None) -> TxResult:

@@ -10,19 +10,22 @@ the decoded custom error (name and arguments) and that no money moved that shoul
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-from offchain.chain import ContractRevert, address_of
-from offchain.chain.pool import LeafClaim
+from offchain.chain import address_of
 from offchain.oracle.signing import recover_round_signer, round_digest, sign_recipient
 
 pytest.register_assert_rewrite("tests.chain_fixtures")  # imported here before pytest_plugins
-from tests.chain_fixtures import HOUR, WEI, payout_tree  # noqa: E402
+from tests.chain_fixtures import (  # noqa: E402
+    HOUR,
+    WEI,
+    leaf,
+    payout_tree,
+    reverts,
+)
 
 pytest_plugins = ["tests.chain_fixtures"]
 
@@ -36,30 +39,7 @@ SHORT = {"posting_window_s": 600, "challenge_window_s": 60, "claim_window_s": 60
 # -- helpers -------------------------------------------------------------------------------------
 
 
-class Between:
-    """Equal to any int in ``[lo, hi]`` (block timestamps inside revert arguments)."""
 
-    def __init__(self, lo: int, hi: int) -> None:
-        self.lo, self.hi = lo, hi
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, int) and self.lo <= other <= self.hi
-
-    def __repr__(self) -> str:
-        return f"Between({self.lo}, {self.hi})"
-
-
-@contextmanager
-def reverts(name: str, *args) -> Iterator[None]:
-    """Expect a ContractRevert with exactly this error name and these decoded arguments."""
-    with pytest.raises(ContractRevert) as info:
-        yield
-    assert info.value.name == name, str(info.value)
-    assert info.value.args == tuple(args), str(info.value)
-
-
-def leaf(tree, round_id: int, index: int) -> LeafClaim:
-    return LeafClaim(round_id, index, tree.entry(index)[2], tuple(tree.proof(index)))
 
 
 def proof_bytes(tree, index: int) -> list[bytes]:
