@@ -411,23 +411,30 @@ class PoolClient:
             )
         return [_decode_log(log) for log in logs]
 
+    def asset(self, campaign_id: int) -> TokenClient | None:
+        """The campaign's payout ERC-20 as a :class:`TokenClient`, or ``None`` for native ETH
+        (one ``getCampaign`` call; the token is fixed at creation, so callers may keep it)."""
+        info = self.get_campaign(campaign_id)
+        return None if info.is_native else TokenClient(self.client, info.token, self._token_abi)
+
     def token(self, campaign_id: int) -> TokenClient:
         """The campaign's ERC-20 as a :class:`TokenClient`.
 
         Raises:
             ChainError: the campaign pays native ETH.
         """
-        info = self.get_campaign(campaign_id)
-        if info.is_native:
+        asset = self.asset(campaign_id)
+        if asset is None:
             raise ChainError(f"campaign {campaign_id} pays native ETH, not an ERC-20")
-        return TokenClient(self.client, info.token, self._token_abi)
+        return asset
+
+    def asset_balance(self, asset: TokenClient | None, account: str) -> int:
+        """``account``'s balance of ``asset`` (from :meth:`asset`; ``None``: ETH in wei)."""
+        return self.client.eth_balance(account) if asset is None else asset.balance_of(account)
 
     def balance_of(self, campaign_id: int, account: str) -> int:
         """``account``'s balance in the campaign's payout asset (token units or wei)."""
-        info = self.get_campaign(campaign_id)
-        if info.is_native:
-            return self.client.eth_balance(account)
-        return TokenClient(self.client, info.token, self._token_abi).balance_of(account)
+        return self.asset_balance(self.asset(campaign_id), account)
 
     # -- campaigns and signers -----------------------------------------------------------------
 
@@ -463,13 +470,12 @@ class PoolClient:
         """``fund(campaignId, amount)``: for an ERC-20 campaign approves the pool first (unless
         ``approve=False``); for native ETH sends ``amount_wei`` as value. The sponsor is credited
         what arrived (less for fee-on-transfer tokens; see the ``Funded`` event)."""
-        info = self.get_campaign(campaign_id)
+        asset = self.asset(campaign_id)
         fn = self.contract.functions.fund(campaign_id, amount_wei)
-        if info.is_native:
+        if asset is None:
             return self._send(fn, sponsor_key, value_wei=amount_wei)
         if approve:
-            TokenClient(self.client, info.token, self._token_abi).approve(
-                sponsor_key, self.address, amount_wei)
+            asset.approve(sponsor_key, self.address, amount_wei)
         return self._send(fn, sponsor_key)
 
     # -- rounds --------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from offchain.allocation import PayoutTree
-from offchain.chain import AnvilNode, ChainClient, TokenClient, compile_contracts
+from offchain.chain import AnvilNode, ChainClient, ContractRevert, TokenClient, compile_contracts
 from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundStatus
 from offchain.config import Settings
 from offchain.data.holders import (
@@ -172,11 +172,13 @@ def await_finality(
         else:
             while pool.client.block_timestamp() < info.finalizes_at:
                 time.sleep(poll_s)
-    record: dict[str, object] = {"campaign_id": campaign_id, "round_id": paths.round_id}
-    stored = pool.contract.functions.getRound(campaign_id, paths.round_id)
-    if int(pool.client.call(stored)[6]) == RoundStatus.PENDING:  # stored status, not the view
+    record: dict[str, object] = {"campaign_id": campaign_id, "round_id": paths.round_id,
+                                 "status": "finalized"}
+    try:
         record["tx_hash"] = pool.finalize_round(sender_key, campaign_id, paths.round_id).tx_hash
-    record["status"] = "finalized"
+    except ContractRevert as exc:  # finalized already (a claim, or our crash after sending)
+        if exc.name != "WrongRoundStatus":
+            raise
     write_json(paths.finality, record)
     return paths
 
@@ -200,6 +202,7 @@ def claim_all(
     campaign_id = read_json(paths.finality)["campaign_id"]
     tree = PayoutTree.from_json(read_json(paths.tree))
     allocation = read_json(paths.allocation)
+    asset = pool.asset(campaign_id)  # fixed per campaign: one lookup for every balance below
     records = []
     for holder in allocation["holders"]:
         amount = int(holder["amount_wei"])
@@ -210,12 +213,12 @@ def claim_all(
             records.append({"index": index, "address": address, "amount_wei": amount,
                             "ok": True, "already_claimed": True})
             continue
-        before = pool.balance_of(campaign_id, address)
+        before = pool.asset_balance(asset, address)
         result = pool.claim(
             claim_keys.get(address, relayer_key), campaign_id, paths.round_id, index, address,
             amount, tree.proof(index),
         )
-        received = pool.balance_of(campaign_id, address) - before
+        received = pool.asset_balance(asset, address) - before
         records.append({"index": index, "address": address, "amount_wei": amount,
                         "tx_hash": result.tx_hash, "gas_used": result.gas_used,
                         "received_wei": received, "ok": received == amount})
