@@ -132,6 +132,61 @@ def serve(
     uvicorn.run(create_app(run_dir), host=host, port=port)
 
 
+@app.command()
+def lds(
+    out: Annotated[Path, typer.Option(help="Run folder (resumable).")] = Path("runs/lds"),
+    subsets: Annotated[int, typer.Option(help="Retrained models J per granularity.")] = 24,
+    train_steps: Annotated[int, typer.Option(help="Steps per model (full and retrained).")] = 300,
+    targets: Annotated[int, typer.Option(help="Generated targets M.")] = 32,
+    proj_dim: Annotated[int, typer.Option(help="TRAK projection dimension.")] = 512,
+    trak_timesteps: Annotated[int, typer.Option(help="K timesteps of the TRAK output.")] = 4,
+    eval_timesteps: Annotated[int, typer.Option(help="E timesteps of the measured loss.")] = 100,
+    kinds: Annotated[str, typer.Option(help="Comma list: examples,holders.")] = "examples,holders",
+    methods: Annotated[
+        str, typer.Option(help="Comma list: dtrak,loss,random,pixel.")
+    ] = "dtrak,loss,random,pixel",
+    profile: Annotated[str, typer.Option(help="Holder split preset (MNIST).")] = "demo",
+    holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of models, subsets and noise.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Validate TRAK: linear datamodeling score over models retrained on 50 % subsets."""
+    _setup_logging(verbose)
+    import numpy as np
+
+    from offchain.attribution.lds import LDSConfig, run_lds
+    from offchain.config import Settings
+    from offchain.oracle.node import load_holders
+
+    try:
+        found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
+        images = np.concatenate([h.images for h in found])
+        index = np.concatenate([np.full(h.n_images, i) for i, h in enumerate(found)])
+        cfg = LDSConfig(
+            n_subsets=subsets,
+            train_steps=train_steps,
+            n_targets=targets,
+            proj_dim=proj_dim,
+            trak_timesteps=trak_timesteps,
+            eval_timesteps=eval_timesteps,
+            seed=seed,
+            num_threads=threads,
+        )
+        run_lds(
+            out,
+            images,
+            index,
+            cfg,
+            methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
+            kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+        )
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    console.print((out / "lds.md").read_text())
+
+
 def main() -> None:
     """Entry point of ``python -m offchain``."""
     app()
