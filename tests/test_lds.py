@@ -98,11 +98,11 @@ def test_mean_interval_matches_the_t_interval():
     assert r["low"] == pytest.approx(0.25 - half) and r["high"] == pytest.approx(0.25 + half)
 
 
-def test_pixel_scores_are_negative_mean_squared_distances():
+def test_pixel_scores_are_centred_negative_mean_squared_distances():
     rng = np.random.default_rng(0)
     t, x = rng.uniform(-1, 1, (3, 1, 4, 4)), rng.uniform(-1, 1, (5, 1, 4, 4))
-    expected = -((t[:, None] - x[None]) ** 2).reshape(3, 5, -1).mean(-1)
-    assert np.allclose(pixel_scores(t, x), expected, atol=1e-6)
+    d = ((t[:, None] - x[None]) ** 2).reshape(3, 5, -1).mean(-1)
+    assert np.allclose(pixel_scores(t, x), d.mean(1, keepdims=True) - d, atol=1e-6)
 
 
 def _tiny_unet() -> UNet2DModel:
@@ -168,9 +168,13 @@ def test_the_driver_runs_resumes_and_refuses_a_different_run(tmp_path):
         trak_timesteps=2,
         image_size=8,
     )
-    report = run_lds(tmp_path, images, index, cfg, methods=("dtrak", "random"), progress=False)
+    report = run_lds(
+        tmp_path, images, index, cfg, methods=("dtrak", "random", "count"), progress=False
+    )
+    assert report["results"]["examples"]["count"]["n"] == 0  # equal-size subsets: no ranking
+    assert "n/a" in (tmp_path / "lds.md").read_text()
     for kind in ("examples", "holders"):
-        for method in ("dtrak", "random"):
+        for method in ("dtrak", "random", "count"):
             r = report["results"][kind][method]
             assert len(r["per_target"]) == 3
             assert r["n"] == 0 or -1 <= r["mean"] <= 1
@@ -178,10 +182,11 @@ def test_the_driver_runs_resumes_and_refuses_a_different_run(tmp_path):
         assert not list((tmp_path / "retrain" / kind).glob("*/checkpoint"))  # not kept
     assert "| dtrak |" in (tmp_path / "lds.md").read_text()
     # a finished run is returned as saved; a lost result is recomputed from the saved losses
-    assert run_lds(tmp_path, images, index, cfg, methods=("dtrak", "random")) == report
+    methods = ("dtrak", "random", "count")
+    assert run_lds(tmp_path, images, index, cfg, methods=methods) == report
     (tmp_path / "lds.json").unlink()
-    again = run_lds(tmp_path, images, index, cfg, methods=("dtrak", "random"), progress=False)
+    again = run_lds(tmp_path, images, index, cfg, methods=methods, progress=False)
     assert again["results"] == report["results"]
     with pytest.raises(StageError, match="different data or settings"):
-        run_lds(tmp_path, images, index, LDSConfig(n_subsets=4), methods=("dtrak", "random"))
+        run_lds(tmp_path, images, index, LDSConfig(n_subsets=4), methods=methods)
     assert format_report(report).count("\n|") >= 3

@@ -25,9 +25,12 @@ Choices, each stated in the report:
   hyperparameters (:class:`offchain.diffusion.DiffusionConfig`) as the full model, so the
   subset is the only thing that changes. One model per subset (no averaging over seeds), as in
   D-TRAK's reference numbers.
-- **Baselines**: ``random`` (i.i.d. normal scores: LDS ≈ 0 by construction) and ``pixel``
-  (τ[m, i] = −mean-squared pixel distance between target m and image i: "similar images
-  help").
+- **Baselines**: ``random`` (i.i.d. normal scores: LDS ≈ 0 by construction), ``pixel``
+  (τ[m, i] = −mean-squared pixel distance between target m and image i, minus its mean over
+  i: "images more similar than average help"; centred so that the sum over a subset does not
+  just count its images) and ``count`` (τ = 1: a subset is worth its number of images, the
+  pro-rata rule; every example subset has the same size, so it is defined for holder subsets
+  only and reported as n/a for example subsets).
 
 Artifacts under ``out_dir`` (each stage skipped when its output exists, so an interrupted run
 resumes): ``data.npz`` (the images and holder index), ``full/checkpoint``, ``targets.npy``
@@ -67,8 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-LDS_METHODS: tuple[str, ...] = ("dtrak", "loss", "random", "pixel")
-"""Scored methods: TRAK with the D-TRAK output, TRAK with the loss output, two baselines."""
+LDS_METHODS: tuple[str, ...] = ("dtrak", "loss", "random", "pixel", "count")
+"""Scored methods: TRAK with the D-TRAK output, TRAK with the loss output, three baselines."""
 LDS_KINDS: tuple[str, ...] = ("examples", "holders")
 """Subset granularities: random images, or random holders with all their images."""
 
@@ -231,20 +234,21 @@ def lds_per_target(
     return out
 
 
-def mean_interval(values: np.ndarray, level: float = 0.95) -> dict[str, float]:
+def mean_interval(values: np.ndarray, level: float = 0.95) -> dict[str, float | None]:
     """Mean and two-sided t-interval of the finite ``values`` (targets are the sample).
 
     Returns:
-        ``{"mean", "low", "high", "n"}``; the interval is NaN with fewer than 2 values.
+        ``{"mean", "low", "high", "n"}``; None where undefined (no finite value; the interval
+        with fewer than 2), so the dict is valid JSON.
     """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     n = int(v.size)
     if n == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
+        return {"mean": None, "low": None, "high": None, "n": 0}
     mean = float(v.mean())
     if n < 2:
-        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n}
+        return {"mean": mean, "low": None, "high": None, "n": n}
     half = float(stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / math.sqrt(n))
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
 
@@ -298,11 +302,15 @@ def measured_loss(
 
 
 def pixel_scores(targets: np.ndarray, train: np.ndarray) -> np.ndarray:
-    """Pixel-similarity baseline τ[m, i] = −mean((x_m − x_i)²), float32 (M, N)."""
+    """Pixel-similarity baseline, float32 (M, N), each row centred to mean 0.
+
+    ``τ[m, i] = −d[m, i] + mean_j d[m, j]`` with ``d[m, i] = mean((x_m − x_i)²)`` over pixels.
+    """
     t = np.asarray(targets, dtype=np.float64).reshape(len(targets), -1)
     x = np.asarray(train, dtype=np.float64).reshape(len(train), -1)
-    d2 = (t**2).sum(1)[:, None] + (x**2).sum(1)[None, :] - 2.0 * t @ x.T
-    return (-np.maximum(d2, 0.0) / t.shape[1]).astype(np.float32)
+    d2 = np.maximum((t**2).sum(1)[:, None] + (x**2).sum(1)[None, :] - 2.0 * t @ x.T, 0.0)
+    d2 /= t.shape[1]
+    return (d2.mean(axis=1, keepdims=True) - d2).astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------- driver
@@ -445,7 +453,12 @@ def format_report(report: dict[str, Any]) -> str:
         cells = []
         for kind in report["results"]:
             r = report["results"][kind][method]
-            cells.append(f"{100 * r['mean']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]")
+            if r["n"] == 0:
+                cells.append("n/a")
+            elif r["n"] == 1:
+                cells.append(f"{100 * r['mean']:.1f}")
+            else:
+                cells.append(f"{100 * r['mean']:.1f} [{100 * r['low']:.1f}, {100 * r['high']:.1f}]")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     t = report["timing_s"]
     lines += ["", "Wall time (s): " + ", ".join(f"{k} {v}" for k, v in t.items()), ""]
@@ -496,6 +509,8 @@ def _scores(
     elif method == "random":
         rng = np.random.default_rng([cfg.seed, 0xBA5E])
         tau = rng.standard_normal((targets.shape[0], train_x.shape[0])).astype(np.float32)
+    elif method == "count":
+        tau = np.ones((targets.shape[0], train_x.shape[0]), dtype=np.float32)
     else:  # pixel
         tau = pixel_scores(targets, train_x.numpy())
     write_npy(path, np.asarray(tau, dtype=np.float32))

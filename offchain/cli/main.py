@@ -143,8 +143,8 @@ def lds(
     eval_timesteps: Annotated[int, typer.Option(help="E timesteps of the measured loss.")] = 100,
     kinds: Annotated[str, typer.Option(help="Comma list: examples,holders.")] = "examples,holders",
     methods: Annotated[
-        str, typer.Option(help="Comma list: dtrak,loss,random,pixel.")
-    ] = "dtrak,loss,random,pixel",
+        str, typer.Option(help="Comma list: dtrak,loss,random,pixel,count.")
+    ] = "dtrak,loss,random,pixel,count",
     profile: Annotated[str, typer.Option(help="Holder split preset (MNIST).")] = "demo",
     holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of models, subsets and noise.")] = 0,
