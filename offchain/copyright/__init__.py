@@ -1,25 +1,71 @@
-"""Copyright stage: each holder's copyright loss from how closely the round's samples copy its works.
+"""Copyright stage: each holder's copyright loss from how likely the round's samples copy its works.
 
-Semantic (extrinsic test) and perceptual (intrinsic test) similarities per pair, combined and
-maxed over a holder's works; see :mod:`offchain.copyright.loss`.
+Per pair (generated sample, training work): semantic (extrinsic test), SSIM (intrinsic test) and
+tiled ℓ2 (near-exact copy) features → a calibrated probability of substantial similarity
+(:mod:`offchain.copyright.calibration`) → per holder the expected number of generations that
+copy its works (:mod:`offchain.copyright.loss`). Encoders: :mod:`offchain.copyright.encoders`;
+augmentations of the calibration's positives: :mod:`offchain.copyright.augment`.
 """
 
+from offchain.copyright.augment import AUGMENTATIONS, augment
+from offchain.copyright.calibration import (
+    FEATURE_NAMES,
+    Calibration,
+    CalibrationConfig,
+    FeatureSettings,
+    PairScores,
+    ReferenceSet,
+    calibration_report,
+    choose_thresholds,
+    fit_calibration,
+    run_calibration,
+    score_pairs,
+)
+from offchain.copyright.encoders import (
+    Encoder,
+    HuggingFaceEncoder,
+    TorchScriptEncoder,
+    UNetFeatureEncoder,
+    load_encoder,
+)
 from offchain.copyright.loss import CopyrightConfig, CopyrightResult, compute_copyright_losses
 from offchain.copyright.similarity import (
-    Encoder,
-    UNetFeatureEncoder,
+    centered_cosine,
     perceptual_similarity,
     semantic_similarity,
     ssim_matrix,
+    ssim_pairs,
+    tiled_l2_matrix,
+    tiled_l2_pairs,
 )
 
 __all__ = [
+    "AUGMENTATIONS",
+    "FEATURE_NAMES",
+    "Calibration",
+    "CalibrationConfig",
     "CopyrightConfig",
     "CopyrightResult",
     "Encoder",
+    "FeatureSettings",
+    "HuggingFaceEncoder",
+    "PairScores",
+    "ReferenceSet",
+    "TorchScriptEncoder",
     "UNetFeatureEncoder",
+    "augment",
+    "calibration_report",
+    "centered_cosine",
+    "choose_thresholds",
     "compute_copyright_losses",
+    "fit_calibration",
+    "load_encoder",
     "perceptual_similarity",
+    "run_calibration",
+    "score_pairs",
     "semantic_similarity",
     "ssim_matrix",
+    "ssim_pairs",
+    "tiled_l2_matrix",
+    "tiled_l2_pairs",
 ]

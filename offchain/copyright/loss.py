@@ -1,83 +1,88 @@
-"""Each holder's copyright loss for a round: how closely the round's generations copy its works.
+"""Each holder's copyright loss for a round: the expected number of its works' copies.
 
-Legal grounding (docs/science.md, "Copyright loss"). Infringement needs *access* and
-*substantial similarity*. Access is given: every holder work in the round's training set was
-seen by the model. Substantial similarity in US (Ninth Circuit) practice has two prongs, which
-the two pairwise similarities here stand in for (:mod:`offchain.copyright.similarity`):
+Legal grounding (docs/science.md, "Copyright loss"; docs/copyright.md). Infringement needs
+*access* and *substantial similarity*. Access is given: every holder work in the round's
+training set was seen by the model. Substantial similarity in US (Ninth Circuit) practice has
+an **extrinsic** test (objective comparison of protected expression → embedding cosine) and an
+**intrinsic** test (the ordinary observer's total concept and feel → SSIM); near-exact
+reproduction by the tiled ℓ2 distance of Carlini et al. (2023), absolute and relative to the
+nearest works. A :class:`~offchain.copyright.calibration.Calibration` turns the features of a
+pair (generated sample m, work i) into
 
-- the **extrinsic** test, an objective comparison of protected expression → ``semantic``:
-  centered cosine similarity of embeddings (default: the round's own UNet features);
-- the **intrinsic** test, the ordinary observer's impression of total concept and feel →
-  ``perceptual``: SSIM clipped to [0, 1].
+    p[m, i] = P(m substantially copies i)                    ∈ [0, 1]
 
-For generated sample m and training work i the pair similarity is
+fitted on augmented copies of the works against unrelated works (hard, same-class negatives
+included), with documented ``replication`` and ``copy`` thresholds. For holder h with works
+W(h) and the round's M generations:
 
-    s[m, i] = w_sem · sem[m, i] + w_perc · perc[m, i]        ∈ [0, 1]  (w_sem + w_perc = 1)
+    expected_copies[h] = Σ_m max_{i ∈ W(h)} p[m, i]            ∈ [0, M]
+    share[h]           = expected_copies[h] / M                 ∈ [0, 1]   (= ``loss``)
+    weighted[h]        = Σ_m max_{i ∈ W(h)} p[m, i] · s[m, i]   ∈ [0, M]
+    n_replications[h]  = #{m : max_{i ∈ W(h)} p[m, i] ≥ t_replication}
+    n_copies[h]        = #{m : max_{i ∈ W(h)} p[m, i] ≥ t_copy}   (0 when t_copy is None)
 
-and holder h's loss is the mean over the M generations of its *closest* work,
-
-    loss[h] = (1/M) Σ_m max_{i ∈ works(h)} s[m, i]            ∈ [0, 1].
-
-Taking the max mirrors infringement (one copied work suffices; a holder's other works do not
-dilute it); the mean over generations makes the loss the expected closeness of a generation to
-the holder's catalogue. ``semantic[h]`` and ``perceptual[h]`` are the same statistic for each
-component on its own (each with its own argmax, so ``loss`` is in general not their weighted
-sum). Holders without works in the round get 0.
-
-These are uncalibrated similarity scores, not probabilities of infringement: a holder with many
-works has a higher expected maximum even without copying (its max runs over more pairs), and
-unrelated images still score well above 0. Measured on upscaled digits (4 holders × 16 works,
-UNet trained 60 steps): 16 *unseen* digits give loss 0.53–0.63 (semantic 0.75–0.83,
-perceptual 0.37–0.51); replacing 8 of them by exact copies of holder 0's works lifts holder 0
-to 0.80 (others 0.55–0.62). The semantic view is partly class-level (another "3" is
-semantically close to a "3"), which is an idea, not protectable expression. Calibrated "replication"/"copy" thresholds (SSCD-style
-cosine > 0.5 / > 0.75, fitted on augmented copies versus unrelated works) and the expected
-*number* of copies per holder come in a later issue; the pair matrices returned here are the
-input for that.
+``expected_copies`` is the expected number of generations that substantially copy one of h's
+works, if the per-generation events were taken at their calibrated probability; the max over
+works mirrors infringement (one copied work suffices, a holder's other works do not dilute it).
+``s[m, i] = w_semantic · max(cos, 0) + w_perceptual · max(SSIM, 0)`` ∈ [0, 1] is the
+uncalibrated similarity (the earlier score), so ``weighted`` discounts barely-passing copies.
+Holders without works get 0 (and ``closest_work`` −1). ``loss`` = ``share`` is what the round's
+policy reads (docs/science.md: "expected number (or share) of generations that substantially
+copy that holder's works").
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from offchain.copyright.similarity import (
-    Encoder,
-    UNetFeatureEncoder,
-    perceptual_similarity,
-    semantic_similarity,
+from offchain.copyright.calibration import (
+    Calibration,
+    CalibrationConfig,
+    FeatureSettings,
+    ReferenceSet,
+    _as_images,
+    fit_calibration,
+    score_pairs,
 )
+from offchain.copyright.encoders import Encoder, UNetFeatureEncoder
 from offchain.errors import ConfigError, DataError
 
 __all__ = ["CopyrightConfig", "CopyrightResult", "compute_copyright_losses"]
 
 logger = logging.getLogger(__name__)
 
-_RANGE_TOL = 1e-3
-
 
 @dataclass(frozen=True)
 class CopyrightConfig:
-    """Settings of the weight-free copyright loss (validated on construction)."""
+    """Settings of the copyright loss and of its per-round calibration (validated)."""
 
     w_semantic: float = 0.5
-    """Weight of the semantic (extrinsic-test) similarity, ≥ 0."""
+    """Weight of the semantic similarity in the uncalibrated similarity s, ≥ 0."""
     w_perceptual: float = 0.5
-    """Weight of the perceptual (intrinsic-test) similarity, ≥ 0; the two weights sum to 1."""
+    """Weight of the perceptual (SSIM) similarity in s, ≥ 0; the two weights sum to 1."""
     semantic_timestep: int = 20
     """Noise level t at which the default UNet encoder reads features (small: ᾱ_20 ≈ 0.998)."""
     center_embeddings: bool = True
     """Subtract the mean training embedding before the cosine (see ``semantic_similarity``)."""
     ssim_win_size: int = 7
     """SSIM window side (odd, ≥ 3, ≤ the image side); scikit-image's default."""
+    tile_size: int = 4
+    """Tile side of the tiled ℓ2 distance; must divide the image side."""
+    flip_invariant: bool = True
+    """Compare against each work and its mirror image (a mirrored copy is still a copy)."""
     batch_size: int = 256
     """Images per UNet forward pass of the encoder."""
     seed: int = 0
-    """Seed of the encoder's fixed noise field."""
+    """Seed of the encoder's fixed noise field and of the calibration's draws."""
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    """How :func:`~offchain.copyright.calibration.fit_calibration` fits when no calibration is
+    passed."""
 
     def __post_init__(self) -> None:
         for name in ("w_semantic", "w_perceptual"):
@@ -91,10 +96,23 @@ class CopyrightConfig:
             )
         if self.ssim_win_size < 3 or self.ssim_win_size % 2 == 0:
             raise ConfigError(f"ssim_win_size must be odd and ≥ 3, got {self.ssim_win_size}")
+        if self.tile_size < 1:
+            raise ConfigError(f"tile_size must be ≥ 1, got {self.tile_size}")
         if self.semantic_timestep < 0:
             raise ConfigError(f"semantic_timestep must be ≥ 0, got {self.semantic_timestep}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not isinstance(self.calibration, CalibrationConfig):
+            raise ConfigError("calibration must be a CalibrationConfig")
+
+    def feature_settings(self) -> FeatureSettings:
+        """The :class:`~offchain.copyright.calibration.FeatureSettings` of this config."""
+        return FeatureSettings(
+            ssim_win_size=self.ssim_win_size,
+            tile_size=self.tile_size,
+            center_embeddings=self.center_embeddings,
+            flip_invariant=self.flip_invariant,
+        )
 
 
 @dataclass(frozen=True)
@@ -102,51 +120,107 @@ class CopyrightResult:
     """Copyright loss of one round. H holders, M generated samples, N training works."""
 
     loss: np.ndarray
-    """float64 (H,) in [0, 1]: mean over generations of the max combined similarity s."""
+    """float64 (H,) in [0, 1]: ``share`` = expected_copies / M (what the policy reads)."""
+    expected_copies: np.ndarray
+    """float64 (H,) in [0, M]: Σ_m max_{i∈W(h)} p[m, i]."""
+    weighted: np.ndarray
+    """float64 (H,) in [0, M]: Σ_m max_{i∈W(h)} p[m, i] · s[m, i]."""
+    n_replications: np.ndarray
+    """int64 (H,): generations whose max p over W(h) is ≥ the replication threshold."""
+    n_copies: np.ndarray
+    """int64 (H,): generations whose max p over W(h) is ≥ the copy threshold (0 if None)."""
     semantic: np.ndarray
-    """float64 (H,) in [0, 1]: the same statistic of the semantic similarity alone."""
+    """float64 (H,) in [0, 1]: mean over m of max_{i∈W(h)} max(cos, 0) (component statistic)."""
     perceptual: np.ndarray
-    """float64 (H,) in [0, 1]: the same statistic of the perceptual similarity alone."""
+    """float64 (H,) in [0, 1]: mean over m of max_{i∈W(h)} max(SSIM, 0)."""
+    tiled_l2: np.ndarray
+    """float64 (H,) in [0, 2]: mean over m of min_{i∈W(h)} tiled ℓ2 (0 for holders without
+    works)."""
+    pair_probability: np.ndarray
+    """float32 (M, N) in [0, 1]: p[m, i]."""
     pair_similarity: np.ndarray
-    """float32 (M, N) in [0, 1]: combined s[m, i]."""
+    """float32 (M, N) in [0, 1]: the uncalibrated s[m, i]."""
     pair_semantic: np.ndarray
-    """float32 (M, N) in [0, 1]: semantic similarity."""
+    """float32 (M, N) in [0, 1]: max(centered cosine, 0)."""
     pair_perceptual: np.ndarray
-    """float32 (M, N) in [0, 1]: perceptual similarity (clipped SSIM)."""
+    """float32 (M, N) in [0, 1]: max(SSIM, 0)."""
+    pair_tiled_l2: np.ndarray
+    """float32 (M, N) in [0, 2]: tiled ℓ2 distance."""
     closest_work: np.ndarray
     """int64 (H, M): for each holder and generation, the index i (into the training works) of
-    the holder's work with the highest s, or −1 for a holder without works."""
+    the holder's work with the highest p (by logit), or −1 for a holder without works."""
+    calibration: Calibration
+    """The calibration used (fitted on the fly when none was passed)."""
+    n_generations: int
+    """M."""
+
+    @property
+    def share(self) -> np.ndarray:
+        """float64 (H,) in [0, 1]: expected_copies / M (the same array as ``loss``)."""
+        return self.loss
+
+    def summary(self) -> dict[str, Any]:
+        """Per-holder statistics as JSON-ready lists (for a round's ``copyright.json``).
+
+        Keys: ``loss`` (= share), ``expected_copies``, ``weighted``, ``n_replications``,
+        ``n_copies``, ``semantic``, ``perceptual``, ``tiled_l2`` (each a list of H numbers),
+        ``n_generations`` and ``calibration`` (encoder, feature names, coef, intercept,
+        thresholds, prior, fit_seconds; the full record is ``calibration.to_dict()``).
+        """
+        per_holder = {
+            name: [float(v) for v in getattr(self, name)]
+            for name in (
+                "loss",
+                "expected_copies",
+                "weighted",
+                "semantic",
+                "perceptual",
+                "tiled_l2",
+            )
+        }
+        full = self.calibration.to_dict()
+        return {
+            **per_holder,
+            "n_replications": [int(v) for v in self.n_replications],
+            "n_copies": [int(v) for v in self.n_copies],
+            "n_generations": int(self.n_generations),
+            "calibration": {
+                k: full[k]
+                for k in (
+                    "encoder",
+                    "feature_names",
+                    "coef",
+                    "intercept",
+                    "thresholds",
+                    "prior",
+                    "fit_seconds",
+                )
+            },
+        }
 
 
-def _as_images(x: object, name: str) -> Tensor:
-    t = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
-    t = t.detach().to("cpu", torch.float32).contiguous()
-    if t.ndim != 4 or t.shape[0] < 1:
-        raise DataError(f"{name} must have shape (B ≥ 1, C, S, S), got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise DataError(f"{name} contains non-finite values")
-    lo, hi = float(t.min()), float(t.max())
-    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise DataError(f"{name} must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
-    return t.clamp_(-1.0, 1.0)
-
-
-def _per_holder_max_mean(
-    pairs: np.ndarray, holder_index: np.ndarray, n_holders: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(mean_m max_{i∈h} pairs[m, i] per holder (H,), argmax indices (H, M))."""
-    m = pairs.shape[0]
-    values = np.zeros(n_holders, dtype=np.float64)
-    argmax = np.full((n_holders, m), -1, dtype=np.int64)
-    for h in range(n_holders):
-        cols = np.flatnonzero(holder_index == h)
-        if cols.size == 0:
-            continue
-        sub = pairs[:, cols]
-        best = sub.argmax(axis=1)
-        argmax[h] = cols[best]
-        values[h] = float(sub[np.arange(m), best].astype(np.float64).mean())
-    return values, argmax
+def _check_inputs(
+    generated: object, train_images: object, holder_index: object, n_holders: object
+) -> tuple[Tensor, Tensor, np.ndarray]:
+    if not isinstance(n_holders, int | np.integer) or n_holders < 1:
+        raise ConfigError(f"n_holders must be an int ≥ 1, got {n_holders!r}")
+    gen = _as_images(generated, "generated")
+    train = _as_images(train_images, "train_images")
+    if gen.shape[1:] != train.shape[1:]:
+        raise DataError(
+            f"generated {tuple(gen.shape[1:])} and train_images {tuple(train.shape[1:])} "
+            "differ in image shape"
+        )
+    idx = np.asarray(holder_index)
+    if idx.shape != (train.shape[0],) or not np.issubdtype(idx.dtype, np.integer):
+        raise DataError(
+            f"holder_index must be int ({train.shape[0]},), got {idx.dtype} {idx.shape}"
+        )
+    if idx.min() < 0 or idx.max() >= n_holders:
+        raise DataError(
+            f"holder_index must lie in [0, {n_holders}), got [{idx.min()}, {idx.max()}]"
+        )
+    return gen, train, idx.astype(np.int64)
 
 
 def compute_copyright_losses(
@@ -158,6 +232,7 @@ def compute_copyright_losses(
     n_holders: int,
     cfg: CopyrightConfig | None = None,
     encoder: Encoder | None = None,
+    calibration: Calibration | None = None,
 ) -> CopyrightResult:
     """Per-holder copyright loss of a round's generations (see the module docstring).
 
@@ -171,37 +246,26 @@ def compute_copyright_losses(
         cfg: :class:`CopyrightConfig`; defaults when None.
         encoder: an :class:`Encoder` for the semantic view; None: :class:`UNetFeatureEncoder`
             of ``unet`` at ``cfg.semantic_timestep``.
+        calibration: a :class:`Calibration` fitted for this encoder (its feature settings are
+            used); None: fitted now by
+            :func:`~offchain.copyright.calibration.fit_calibration` on ``train_images`` with
+            ``cfg`` (a few seconds for N ≈ 500 works of 16 × 16).
 
     Returns:
         :class:`CopyrightResult`.
 
     Raises:
         DataError: bad shapes, values outside [-1, 1] (beyond 1e-3), non-finite values, holder
-            indices outside [0, H), or an encoder output of the wrong shape.
-        ConfigError: ``n_holders`` < 1 or a bad setting.
+            indices outside [0, H), an encoder output of the wrong shape, or (when fitting)
+            fewer distinct works than ``cfg.calibration.min_works``.
+        ConfigError: ``n_holders`` < 1, a bad setting, or a calibration fitted for another
+            encoder or image shape.
     """
-    cfg = cfg or CopyrightConfig()
-    if not isinstance(n_holders, int | np.integer) or n_holders < 1:
-        raise ConfigError(f"n_holders must be an int ≥ 1, got {n_holders!r}")
-    gen = _as_images(generated, "generated")
-    train = _as_images(train_images, "train_images")
-    if gen.shape[1:] != train.shape[1:]:
-        raise DataError(
-            f"generated {tuple(gen.shape[1:])} and train_images {tuple(train.shape[1:])} "
-            "differ in image shape"
-        )
-    if min(gen.shape[2:]) < cfg.ssim_win_size:
+    cfg = cfg if cfg is not None else CopyrightConfig()
+    gen, train, idx = _check_inputs(generated, train_images, holder_index, n_holders)
+    settings = cfg.feature_settings()
+    if min(gen.shape[2:]) < settings.ssim_win_size:
         raise DataError(f"images {tuple(gen.shape[2:])} are smaller than the SSIM window")
-    idx = np.asarray(holder_index)
-    if idx.shape != (train.shape[0],) or not np.issubdtype(idx.dtype, np.integer):
-        raise DataError(
-            f"holder_index must be int ({train.shape[0]},), got {idx.dtype} {idx.shape}"
-        )
-    if idx.min() < 0 or idx.max() >= n_holders:
-        raise DataError(
-            f"holder_index must lie in [0, {n_holders}), got [{idx.min()}, {idx.max()}]"
-        )
-
     if encoder is None:
         encoder = UNetFeatureEncoder(
             unet,
@@ -210,33 +274,68 @@ def compute_copyright_losses(
             seed=cfg.seed,
             batch_size=cfg.batch_size,
         )
-    emb_gen, emb_train = encoder.encode(gen), encoder.encode(train)
-    for name, emb, n in (
-        ("generated", emb_gen, gen.shape[0]),
-        ("train", emb_train, train.shape[0]),
-    ):
-        if emb.ndim != 2 or emb.shape[0] != n or not torch.isfinite(emb).all():
-            raise DataError(f"encoder returned {tuple(emb.shape)} for {n} {name} images")
-    sem = semantic_similarity(emb_gen, emb_train, center=cfg.center_embeddings).numpy()
-    perc = perceptual_similarity(gen, train, data_range=2.0, win_size=cfg.ssim_win_size).numpy()
-    pair = np.clip(cfg.w_semantic * sem + cfg.w_perceptual * perc, 0.0, 1.0).astype(np.float32)
+    if calibration is None:
+        calibration = fit_calibration(encoder, train, idx, cfg)
+    elif calibration.features != settings:
+        logger.warning(
+            "using the calibration's feature settings %s instead of the config's %s",
+            calibration.features,
+            settings,
+        )
+    ref = ReferenceSet(encoder, train, calibration.features)
+    scores = score_pairs(encoder, gen, ref, calibration)
 
-    loss, closest = _per_holder_max_mean(pair, idx, n_holders)
-    semantic, _ = _per_holder_max_mean(sem, idx, n_holders)
-    perceptual, _ = _per_holder_max_mean(perc, idx, n_holders)
+    sem = np.clip(scores.semantic, 0.0, 1.0)
+    perc = np.clip(scores.ssim, 0.0, 1.0)
+    sim = np.clip(cfg.w_semantic * sem + cfg.w_perceptual * perc, 0.0, 1.0)
+    p, z = scores.probability, scores.logit
+    m = gen.shape[0]
+    out = {
+        k: np.zeros(n_holders, dtype=np.float64)
+        for k in ("expected", "weighted", "semantic", "perceptual", "tiled_l2")
+    }
+    n_rep = np.zeros(n_holders, dtype=np.int64)
+    n_copy = np.zeros(n_holders, dtype=np.int64)
+    closest = np.full((n_holders, m), -1, dtype=np.int64)
+    for h in range(n_holders):
+        cols = np.flatnonzero(idx == h)
+        if cols.size == 0:
+            continue
+        best = z[:, cols].argmax(axis=1)
+        closest[h] = cols[best]
+        pmax = p[:, cols].max(axis=1)  # = p[rows, closest[h]] up to ties
+        out["expected"][h] = float(pmax.sum())
+        out["weighted"][h] = float((p[:, cols] * sim[:, cols]).max(axis=1).sum())
+        out["semantic"][h] = float(sem[:, cols].max(axis=1).mean())
+        out["perceptual"][h] = float(perc[:, cols].max(axis=1).mean())
+        out["tiled_l2"][h] = float(scores.tiled_l2[:, cols].min(axis=1).mean())
+        n_rep[h] = int(np.sum(pmax >= calibration.replication_threshold))
+        if calibration.copy_threshold is not None:
+            n_copy[h] = int(np.sum(pmax >= calibration.copy_threshold))
+    share = np.clip(out["expected"] / m, 0.0, 1.0)
     logger.info(
-        "copyright loss: M=%d N=%d H=%d, max holder loss %.3f",
-        gen.shape[0],
+        "copyright loss: M=%d N=%d H=%d, max expected copies %.2f (share %.3f)",
+        m,
         train.shape[0],
         n_holders,
-        float(loss.max()),
+        float(out["expected"].max()),
+        float(share.max()),
     )
     return CopyrightResult(
-        loss=loss,
-        semantic=semantic,
-        perceptual=perceptual,
-        pair_similarity=pair,
+        loss=share,
+        expected_copies=out["expected"],
+        weighted=out["weighted"],
+        n_replications=n_rep,
+        n_copies=n_copy,
+        semantic=out["semantic"],
+        perceptual=out["perceptual"],
+        tiled_l2=out["tiled_l2"],
+        pair_probability=p.astype(np.float32),
+        pair_similarity=sim.astype(np.float32),
         pair_semantic=sem.astype(np.float32),
         pair_perceptual=perc.astype(np.float32),
+        pair_tiled_l2=scores.tiled_l2.astype(np.float32),
         closest_work=closest,
+        calibration=calibration,
+        n_generations=int(m),
     )
