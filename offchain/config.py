@@ -55,6 +55,16 @@ class Settings(BaseSettings):
     """TRAK projection dimension."""
     trak_timesteps: int = Field(4, ge=1)
     """K: timesteps the D-TRAK output function averages over."""
+    copyright_encoder: str = "unet"
+    """Semantic encoder of the copyright loss: ``unet`` (the round's own UNet, no download),
+    ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO from a local folder)."""
+    quality_samples: int = Field(256, ge=2)
+    """Samples drawn per round for the FID quality metric (docs/quality.md: M ≥ 128)."""
+    quality_reference: Literal["mnist", "digits", "lfw"] | None = "mnist"
+    """Real dataset whose held-out images (minus every holder's) train the FID reference
+    classifier; None: no quality stage (e.g. own images unlike any shipped dataset)."""
+    quality_classifier_epochs: int = Field(10, ge=1)
+    """Epochs of the FID reference classifier (trained once per run on held-out images)."""
     challenge_window_s: int = Field(3600, ge=0)
     """Seconds a posted round stays revocable by the guardian before holders may claim (on a
     local anvil node the node advances the chain clock past it)."""
@@ -106,6 +116,8 @@ _PROFILES: dict[str, dict[str, object]] = {
         "train_steps": 8,
         "proj_dim": 32,
         "trak_timesteps": 2,
+        "quality_samples": 8,
+        "quality_classifier_epochs": 1,
         "total_budget_wei": 1000 * WEI_PER_TOKEN,
     },
 }

@@ -43,9 +43,11 @@ def test_each_round_allocation_sums_exactly_to_its_budget_and_every_claim_landed
             h["index"] for h in allocation["holders"] if h["amount_wei"] > 0
         }
         assert all(c["ok"] and c["received_wei"] == c["amount_wei"] for c in claims)
-        for name in ("manifest", "samples", "contributions", "copyright", "decision", "tree",
-                     "signature", "submission", "finality"):
+        for name in ("manifest", "samples", "contributions", "copyright", "quality", "decision",
+                     "tree", "signature", "submission", "finality"):
             assert getattr(paths, name).exists(), name
+        quality = read_json(paths.quality)
+        assert quality["fid"] > 0 and quality["n_samples"] == settings.quality_samples
 
 
 def test_rounds_are_signed_k_of_n_with_provenance_and_posted_once(campaign):

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from offchain.errors import OffchainError
+from offchain.errors import OffchainError, StageError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download weights
 
@@ -185,6 +185,61 @@ def lds(
         _fail(exc)
         return
     console.print((out / "lds.md").read_text())
+
+
+@app.command("calibrate-copyright")
+def calibrate_copyright(
+    round_dir: Annotated[
+        Path, typer.Option(help="A finished round folder (checkpoint + training images).")
+    ] = Path("runs/demo/round_003"),
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder; default <round>/calibration.")
+    ] = None,
+    external: Annotated[
+        str | None,
+        typer.Option(help="Extra unrelated negatives: mnist, digits or lfw minus the holders'."),
+    ] = "mnist",
+    n_external: Annotated[int, typer.Option(help="How many external negatives.")] = 500,
+    encoder: Annotated[str, typer.Option(help="unet | torchscript:<path> | hf:<path>.")] = "unet",
+    seed: Annotated[int, typer.Option(help="Seed of augmentations and negatives.")] = 0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Calibrate the copyright metric: augmented copies vs unrelated works; P/R table."""
+    _setup_logging(verbose)
+    import numpy as np
+
+    from offchain.copyright import run_calibration
+    from offchain.quality import exclude_images, reference_dataset
+    from offchain.rounds.layout import RoundPaths
+    from offchain.utils import read_json
+
+    try:
+        paths = RoundPaths(round_dir.parent, int(round_dir.name.removeprefix("round_")))
+        for needed in (paths.manifest, paths.train_images, paths.checkpoint):
+            if not needed.exists():
+                raise StageError(f"{round_dir} is not a trained round: {needed.name} is missing")
+        manifest = read_json(paths.manifest)
+        extra = None
+        if external:
+            images, labels = reference_dataset(external)
+            hashes = [h for entry in manifest["holders"] for h in entry["image_hashes"]]
+            kept, _ = exclude_images(images, labels, hashes)
+            rng = np.random.default_rng(seed)
+            extra = kept[rng.permutation(len(kept))[:n_external]]
+        folder = run_calibration(
+            paths.checkpoint,
+            np.load(paths.train_images),
+            np.load(paths.holder_index),
+            out or round_dir / "calibration",
+            image_size=int(read_json(paths.checkpoint / "unet" / "config.json")["sample_size"]),
+            encoder_spec=encoder,
+            seed=seed,
+            external=extra,
+        )
+    except (OffchainError, ValueError) as exc:
+        _fail(exc if isinstance(exc, OffchainError) else StageError(str(exc)))
+        return
+    typer.echo((folder.parent / "calibration.md").read_text())
 
 
 def main() -> None:

@@ -323,9 +323,21 @@ def run_campaign(
     ml = stages.MLConfig(
         image_size=settings.image_size, train_steps=settings.train_steps,
         n_samples=settings.n_samples, proj_dim=settings.proj_dim,
-        trak_timesteps=settings.trak_timesteps, seed=settings.seed,
+        trak_timesteps=settings.trak_timesteps, quality_samples=settings.quality_samples,
+        quality_classifier_epochs=settings.quality_classifier_epochs,
+        copyright_encoder=settings.copyright_encoder, seed=settings.seed,
     )
     write_dataset_manifest(holders, run_dir / "holders.json")
+    # Own images are unlike the shipped datasets: FID against one only when asked explicitly.
+    own_images = settings.holders_dir is not None
+    quality_dataset = settings.quality_reference
+    if own_images and "quality_reference" not in settings.model_fields_set:
+        quality_dataset = None
+    quality_reference = (
+        stages.prepare_quality_reference(run_dir, holders, quality_dataset, ml)
+        if quality_dataset
+        else None
+    )
     compiled = compile_contracts(solc_path=settings.solc_path)
 
     with _chain(settings) as (rpc_url, dev_keys):
@@ -389,7 +401,8 @@ def run_campaign(
             chain = _ChainStages(client, pool, campaign_id, signer_keys, sponsor_key,
                                  claim_keys, dev_keys is not None, settings.signature_ttl_s)
             _run_steps(console, round_id, _round_steps(paths, holders, participating, ml,
-                                                        policy, settings, chain))
+                                                        policy, settings, chain,
+                                                        quality_reference))
             print_round(console, paths)
             rounds_run += 1
             if on_round:
@@ -447,14 +460,21 @@ def _round_steps(
     policy: BudgetPolicy,
     settings: Settings,
     chain: _ChainStages,
+    quality_reference: object | None = None,
 ) -> list[tuple[str, Callable[[], object]]]:
-    """The round's stages in order, as (name, thunk) pairs."""
+    """The round's stages in order, as (name, thunk) pairs (quality only with a reference)."""
+    quality = (
+        [("quality (FID)", lambda: stages.assess_quality(paths, ml, quality_reference))]
+        if quality_reference is not None
+        else []
+    )
     return [
         ("prepare", lambda: stages.prepare(paths, holders, participating)),
         ("train", lambda: stages.train(paths, ml)),
         ("generate", lambda: stages.generate(paths, ml)),
         ("attribute (TRAK)", lambda: stages.attribute(paths, ml)),
         ("copyright loss", lambda: stages.assess_copyright(paths, ml)),
+        *quality,
         ("policy", lambda: stages.decide(paths, policy, settings.n_rounds,
                                          settings.total_budget_wei)),
         ("allocate + Merkle", lambda: stages.allocate(paths)),

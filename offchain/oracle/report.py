@@ -32,10 +32,13 @@ def round_table(paths: RoundPaths) -> Table:
     claims = read_json(paths.claims) if paths.claims.exists() else {"claims": []}
     claimed = {c["index"]: c for c in claims["claims"]}
     decision = read_json(paths.decision)
+    quality = (
+        f", FID {read_json(paths.quality)['fid']:.1f}" if paths.quality.exists() else ""
+    )
     table = Table(
         title=(
             f"Round {paths.round_id}: budget {format_tokens(allocation['budget_wei'])} TST "
-            f"({decision['policy']}), root {str(allocation['merkle_root'])[:10]}…"
+            f"({decision['policy']}), root {str(allocation['merkle_root'])[:10]}…{quality}"
         )
     )
     for column, justify in [

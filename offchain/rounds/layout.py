@@ -9,7 +9,9 @@
     samples.npy            float32 (M, 1, S, S) generated samples in [-1, 1]
     trak/                  TRAK features and scores (traker save_dir); trak/scores.npy (M, N)
     contributions.json     per-holder raw and normalized contribution
-    copyright.json         per-holder copyright loss and components
+    copyright.json         per-holder copyright loss (calibrated) and components
+    copyright_calibration.json  the round's fitted probability of substantial similarity
+    quality.json           FID of the round's model in the reference classifier's feature space
     decision.json          policy name, round budget (wei), holder weights
     allocation.json        per-holder amount_wei (sums to the budget), tree index, address
     tree.json              OpenZeppelin StandardMerkleTree dump of the payouts
@@ -71,6 +73,14 @@ class RoundPaths:
     @property
     def copyright(self) -> Path:
         return self.dir / "copyright.json"
+
+    @property
+    def copyright_calibration(self) -> Path:
+        return self.dir / "copyright_calibration.json"
+
+    @property
+    def quality(self) -> Path:
+        return self.dir / "quality.json"
 
     @property
     def decision(self) -> Path:

@@ -1,7 +1,7 @@
 """The off-chain stages of one round, each a function from paths to paths.
 
 Order: :func:`prepare` → :func:`train` → :func:`generate` → :func:`attribute` →
-:func:`assess_copyright` → :func:`decide` → :func:`allocate`. Signing and submission are the
+:func:`assess_copyright` → :func:`assess_quality` → :func:`decide` → :func:`allocate`. Signing and submission are the
 oracle's (:mod:`offchain.oracle`). Every stage reads its inputs from the round directory
 (:class:`~offchain.rounds.layout.RoundPaths`), writes its outputs atomically, and returns at once
 when its outputs already exist, so a re-run after a crash redoes only unfinished work. None of
@@ -14,6 +14,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -28,10 +29,12 @@ __all__ = [
     "MLConfig",
     "allocate",
     "assess_copyright",
+    "assess_quality",
     "attribute",
     "decide",
     "generate",
     "prepare",
+    "prepare_quality_reference",
     "train",
 ]
 
@@ -52,6 +55,13 @@ class MLConfig:
     """TRAK projection dimension."""
     trak_timesteps: int = 4
     """K timesteps of the D-TRAK output function."""
+    copyright_encoder: str = "unet"
+    """Semantic encoder of the copyright loss: ``unet`` (the round's own, no weights),
+    ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO, needs transformers)."""
+    quality_samples: int = 256
+    """Samples drawn per round for the quality metric (FID needs M ≥ 128, docs/quality.md)."""
+    quality_classifier_epochs: int = 10
+    """Epochs of the FID reference classifier."""
     seed: int = 0
     """Base seed; each round offsets it by its id."""
     progress: bool = True
@@ -213,31 +223,98 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
 
 
 def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
-    """Each holder's copyright loss in [0, 1] for the round's samples.
+    """Each holder's copyright loss for the round's samples, from a calibrated probability of
+    substantial similarity (docs/copyright.md).
 
-    Output: ``copyright.json`` with ``loss``, ``semantic`` and ``perceptual`` per holder.
+    The calibration is fitted on this round's encoder and works (augmented copies versus
+    unrelated works) and saved as ``copyright_calibration.json``. Output ``copyright.json``:
+    per holder ``loss`` (share of generations that substantially copy one of its works, the
+    expected number divided by M, in [0, 1]; 0 for holders that did not train this round),
+    ``expected_copies``, ``weighted``, ``n_replications``, ``n_copies`` and the raw
+    ``semantic`` / ``perceptual`` / ``tiled_l2`` statistics
+    (:meth:`offchain.copyright.CopyrightResult.summary`).
+
+    Raises:
+        ConfigError: an unknown or missing encoder (``cfg.copyright_encoder``).
+        DataError: too few distinct works to calibrate on (fewer than 8).
     """
-    from offchain.copyright import CopyrightConfig, compute_copyright_losses
+    from offchain.copyright import CopyrightConfig, compute_copyright_losses, load_encoder
 
     if paths.copyright.exists():
         return paths
     unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
         paths, cfg, "copyright"
     )
+    copyright_cfg = CopyrightConfig()
+    encoder = load_encoder(
+        cfg.copyright_encoder, unet, scheduler, timestep=copyright_cfg.semantic_timestep
+    )
     result = compute_copyright_losses(
-        unet, scheduler, samples, train_images, holder_index, n_holders, CopyrightConfig()
+        unet, scheduler, samples, train_images, holder_index, n_holders, copyright_cfg, encoder
     )
+    result.calibration.save(paths.copyright_calibration)
+    summary = result.summary()
     participating = [h["participating"] for h in read_json(paths.manifest)["holders"]]
-    loss = [float(x) if p else 0.0 for x, p in zip(result.loss, participating, strict=True)]
-    write_json(
-        paths.copyright,
-        {
-            "round_id": paths.round_id,
-            "loss": loss,
-            "semantic": [float(x) for x in result.semantic],
-            "perceptual": [float(x) for x in result.perceptual],
-        },
+    summary["loss"] = [x if p else 0.0 for x, p in zip(summary["loss"], participating, strict=True)]
+    write_json(paths.copyright, {"round_id": paths.round_id, **summary})
+    return paths
+
+
+def prepare_quality_reference(
+    run_dir: Path, holders: Sequence[Holder], dataset: str, cfg: MLConfig
+):  # -> offchain.quality.QualityReference (torch imported lazily)
+    """Train the run's reference classifier and cache the reference statistics, once per run.
+
+    The held-out real images are ``dataset``'s images minus every holder's
+    (:func:`offchain.quality.held_out_images`): half (per class) trains the classifier, the
+    other half gives the reference statistics. Output: ``<run_dir>/quality_reference/``;
+    skipped when it is there for the same data and settings.
+
+    Raises:
+        ConfigError: unknown ``dataset``.
+        StageError: the folder holds a classifier of other data or settings.
+    """
+    from offchain.quality import ClassifierConfig, held_out_images, prepare_reference
+
+    images, labels = held_out_images(holders, dataset)
+    return prepare_reference(
+        images,
+        labels,
+        Path(run_dir) / "quality_reference",
+        ClassifierConfig(
+            image_size=cfg.image_size, epochs=cfg.quality_classifier_epochs, seed=cfg.seed
+        ),
+        seed=cfg.seed,
+        progress=cfg.progress,
     )
+
+
+def assess_quality(paths: RoundPaths, cfg: MLConfig, reference) -> RoundPaths:
+    """FID of the round's model against held-out real images, in the reference classifier's
+    feature space (docs/quality.md).
+
+    Draws ``cfg.quality_samples`` fresh samples (a seed distinct from ``samples.npy``'s; the
+    attribution targets are too few for a usable FID) and writes ``quality.json``:
+    ``fid`` (≥ 0, lower is better), the class histogram and entropy of the samples, and the
+    classifier's identity (see :func:`offchain.quality.quality_report`).
+
+    Args:
+        reference: the run's :class:`offchain.quality.QualityReference`.
+    """
+    from offchain.diffusion import generate_samples
+    from offchain.quality import quality_report
+
+    if paths.quality.exists():
+        return paths
+    _require(paths.checkpoint, "quality")
+    samples = generate_samples(
+        paths.checkpoint,
+        cfg.quality_samples,
+        cfg.diffusion(paths.round_id),
+        seed=cfg.seed + 7919 * paths.round_id + 1,
+    )
+    report = quality_report(samples, reference.classifier_dir, reference.stats_path)
+    write_json(paths.quality, {"round_id": paths.round_id, **report})
     return paths
 
 
