@@ -12,20 +12,30 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
+from scipy.stats import spearmanr
 from sklearn.datasets import load_digits
 from trak.projectors import BasicProjector, ProjectionType
 
+import offchain.attribution.featurize as featurize_module
 import offchain.attribution.trak as trak_module
 from offchain.attribution import (
     DiffusionLossOutput,
     DTrakOutput,
     TrakConfig,
+    compute_trak_ensemble,
     compute_trak_scores,
     holder_contributions,
     make_model_output,
     make_noise,
     uniform_timesteps,
 )
+from offchain.attribution.featurize import (
+    FeatureStore,
+    MatrixProjector,
+    choose_projector_kind,
+    select_projector,
+)
+from offchain.attribution.kernel import absolute_lambda, gram_matrix, kernel_scores
 from offchain.errors import ConfigError, DataError, StageError
 
 N_TRAIN, N_TARGETS = 64, 16
@@ -123,14 +133,219 @@ def test_existing_scores_are_returned_without_recomputing(run, model, monkeypatc
     scores, save_dir, cfg, _ = run
     unet, scheduler, images = model
 
-    def _no_traker(*args, **kwargs):
-        raise AssertionError("TRAKer must not be built when scores.npy exists")
+    def _forbidden(*args, **kwargs):
+        raise AssertionError("nothing may be featurized or solved when scores.npy exists")
 
-    monkeypatch.setattr(trak_module, "TRAKer", _no_traker)
+    monkeypatch.setattr(trak_module, "featurize_into", _forbidden)
+    monkeypatch.setattr(trak_module, "kernel_scores", _forbidden)
     again = compute_trak_scores(
         unet, scheduler, images, images[:N_TARGETS], save_dir, cfg, progress=False
     )
     assert np.array_equal(again, scores)
+
+
+def test_meta_records_lambda_projector_timings_and_identity(run):
+    _, save_dir, cfg, _ = run
+    meta = trak_module.read_json(save_dir / "meta.json")
+    assert meta["config"]["proj_dim"] == cfg.proj_dim
+    assert meta["lambda_abs"] > 0
+    assert meta["projector"]["kind"] == "matrix" and meta["projector"]["proj_type"] == "normal"
+    assert meta["rows_computed"] == {"train": N_TRAIN, "target": N_TARGETS}
+    assert {"projector", "featurize_train", "featurize_target", "kernel"} <= set(meta["timing_s"])
+    for key in ("model_sha256", "train_sha256", "targets_sha256", "model_id"):
+        assert key in meta
+    features = np.load(save_dir / "features" / "train.npy")
+    assert features.shape == (N_TRAIN, cfg.proj_dim) and features.dtype == np.float32
+
+
+# ------------------------------------------------------------------------------ resumability
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_a_crashed_run_resumes_only_the_missing_batches_with_identical_scores(run, model, tmp_path):
+    """Simulated crash after the first of 2 train batches; the restart computes 1 train + 1
+    target batch (not 3) and gives bit-identical scores to the uninterrupted run."""
+    scores, _, cfg, _ = run
+    unet, scheduler, images = model
+    targets = images[:N_TARGETS]
+
+    def crash_after_first_batch(name, done, total):
+        raise _Crash(f"simulated crash after {name} {done}/{total}")
+
+    with pytest.raises(_Crash):
+        compute_trak_scores(
+            unet, scheduler, images, targets, tmp_path, cfg, False, on_batch=crash_after_first_batch
+        )
+    assert not (tmp_path / "scores.npy").exists()
+    assert np.load(tmp_path / "features" / "train.done.npy").sum() == cfg.batch_size
+
+    calls = []
+    resumed = compute_trak_scores(
+        unet, scheduler, images, targets, tmp_path, cfg, False, on_batch=lambda *a: calls.append(a)
+    )
+    assert calls == [("train", N_TRAIN, N_TRAIN), ("target", N_TARGETS, N_TARGETS)]
+    meta = trak_module.read_json(tmp_path / "meta.json")
+    assert meta["rows_computed"] == {"train": N_TRAIN - cfg.batch_size, "target": N_TARGETS}
+    assert np.array_equal(resumed, scores)
+
+
+def test_a_feature_store_of_a_different_request_is_refused(model, tmp_path):
+    unet, scheduler, images = model
+    cfg = TrakConfig(proj_dim=16, batch_size=8)
+
+    def crash(*args):
+        raise _Crash
+
+    with pytest.raises(_Crash):
+        compute_trak_scores(
+            unet, scheduler, images[:16], images[:2], tmp_path, cfg, False, on_batch=crash
+        )
+    other = TrakConfig(proj_dim=16, batch_size=8, seed=1)
+    with pytest.raises(StageError, match="different request"):
+        compute_trak_scores(unet, scheduler, images[:16], images[:2], tmp_path, other, False)
+    with pytest.raises(StageError, match="different request"):  # other training images
+        compute_trak_scores(unet, scheduler, images[1:17], images[:2], tmp_path, cfg, False)
+
+
+def test_feature_store_marks_rows_done_only_after_they_are_written(tmp_path):
+    store = FeatureStore(tmp_path, "train", 5, 3, {"what": "test"})
+    assert not store.complete and store.n_done == 0
+    store.write(np.array([1, 3]), np.ones((2, 3), dtype=np.float32))
+    again = FeatureStore(tmp_path, "train", 5, 3, {"what": "test"})
+    assert again.done.tolist() == [False, True, False, True, False]
+    assert np.array_equal(np.asarray(again.features[[1, 3]]), np.ones((2, 3)))
+    with pytest.raises(StageError, match="rows"):
+        again.array()
+    with pytest.raises(StageError, match="different request"):
+        FeatureStore(tmp_path, "train", 5, 3, {"what": "other"})
+
+
+# ----------------------------------------------------------------------- agreement with traker
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_scores_agree_with_trakers_default_path(run, model, tmp_path):
+    """traker's own TRAKer on CPU (default BasicProjector: same normal matrix, 100-column
+    blocks) with the same absolute λ: the same scores up to traker's positive rescaling."""
+    import logging
+
+    from trak import TRAKer
+
+    ours, save_dir, cfg, _ = run
+    unet, scheduler, images = model
+    lambda_abs = trak_module.read_json(save_dir / "meta.json")["lambda_abs"]
+    net = copy_model(unet)
+    traker = TRAKer(
+        model=net,
+        task=DTrakOutput(scheduler.alphas_cumprod, cfg.num_timesteps),
+        train_set_size=N_TRAIN,
+        save_dir=str(tmp_path / "traker"),
+        device="cpu",
+        use_half_precision=False,
+        proj_dim=cfg.proj_dim,
+        projector_seed=cfg.seed,
+        lambda_reg=lambda_abs,
+        logging_level=logging.ERROR,
+    )
+    assert traker.projector.num_blocks == 3  # traker's default multi-block projector
+    traker.load_checkpoint(net.state_dict(), model_id=0)
+    shape = tuple(images.shape[1:])
+    for start in range(0, N_TRAIN, cfg.batch_size):
+        idx = np.arange(start, min(start + cfg.batch_size, N_TRAIN))
+        noise = make_noise(idx, cfg.num_timesteps, shape, cfg.seed, 0)
+        traker.featurize(batch=(images[idx], noise), num_samples=len(idx))
+    traker.finalize_features()
+    traker.start_scoring_checkpoint("t", net.state_dict(), model_id=0, num_targets=N_TARGETS)
+    noise = make_noise(np.arange(N_TARGETS), cfg.num_timesteps, shape, cfg.seed, 1)
+    traker.score(batch=(images[:N_TARGETS], noise), num_samples=N_TARGETS)
+    theirs = np.asarray(traker.finalize_scores("t"), dtype=np.float64).T  # (M, N)
+
+    # the same training features (measured: bit-identical on this machine)
+    phi = np.load(save_dir / "features" / "train.npy")
+    np.testing.assert_allclose(
+        phi, np.asarray(traker.saver.current_store["grads"]), rtol=1e-4, atol=1e-6 * abs(phi).max()
+    )
+    # traker inverts in float32 and divides by mean |(ΦᵀΦ + λI)⁻¹|: equal up to a positive
+    # factor (measured: Spearman 0.9999996, relative residual 1.8e-4)
+    rho = spearmanr(ours.ravel(), theirs.ravel()).statistic
+    assert rho >= 0.999, rho
+    scale = float(ours.ravel() @ theirs.ravel() / (theirs.ravel() @ theirs.ravel()))
+    assert scale > 0
+    rel = np.linalg.norm(ours - scale * theirs) / np.linalg.norm(ours)
+    assert rel < 2e-3, rel
+
+
+def copy_model(unet):
+    import copy
+
+    return copy.deepcopy(unet).eval()
+
+
+# --------------------------------------------------------------------------------- ensembles
+
+
+def test_ensemble_is_the_mean_of_its_members_and_is_reused(model, tmp_path, monkeypatch):
+    unet, scheduler, images = model
+    other = _train(copy_model(unet), scheduler, images, steps=10)
+    cfg = TrakConfig(proj_dim=32, batch_size=16)
+    train, targets = images[:32], images[:4]
+    scores = compute_trak_ensemble(
+        [(unet, scheduler), (other, scheduler)],
+        train,
+        targets,
+        tmp_path,
+        cfg,
+        seeds=[0, 3],
+        progress=False,
+    )
+    members = sorted(tmp_path.glob("member_*"))
+    assert [m.name for m in members] == [
+        "member_m0_s0",
+        "member_m0_s3",
+        "member_m1_s0",
+        "member_m1_s3",
+    ]
+    each = [np.load(m / "scores.npy") for m in members]
+    assert scores.shape == (4, 32) and scores.dtype == np.float32
+    np.testing.assert_allclose(
+        scores, np.mean(np.stack(each, dtype=np.float64), axis=0), rtol=1e-6, atol=1e-9
+    )
+    assert not np.allclose(each[0], each[1])  # seeds give different projections and noise
+    meta = trak_module.read_json(members[2] / "meta.json")
+    assert meta["model_id"] == 1 and meta["config"]["seed"] == 0
+
+    def _forbidden(*args, **kwargs):
+        raise AssertionError("a finished ensemble must not featurize again")
+
+    monkeypatch.setattr(trak_module, "featurize_into", _forbidden)
+    again = compute_trak_ensemble(
+        [(unet, scheduler), (other, scheduler)],
+        train,
+        targets,
+        tmp_path,
+        cfg,
+        seeds=[0, 3],
+        progress=False,
+    )
+    assert np.array_equal(again, scores)
+    with pytest.raises(StageError, match="different request"):
+        compute_trak_ensemble([(unet, scheduler)], train, targets, tmp_path, cfg, seeds=[0, 3])
+
+
+@pytest.mark.parametrize("seeds", [[], [1, 1], [-1]])
+def test_ensemble_rejects_bad_seeds(model, tmp_path, seeds):
+    unet, scheduler, images = model
+    with pytest.raises(ConfigError, match="seed"):
+        compute_trak_ensemble([(unet, scheduler)], images[:4], images[:2], tmp_path, seeds=seeds)
+
+
+def test_ensemble_needs_a_model(model, tmp_path):
+    images = model[2]
+    with pytest.raises(ConfigError, match="at least one"):
+        compute_trak_ensemble([], images[:4], images[:2], tmp_path)
 
 
 def test_existing_scores_of_a_different_request_are_refused(run, model):
@@ -165,7 +380,14 @@ def test_non_positive_lambda_is_rejected(lam):
 
 
 @pytest.mark.parametrize(
-    "field, value", [("proj_dim", 0), ("num_timesteps", 0), ("batch_size", 0), ("seed", -1)]
+    "field, value",
+    [
+        ("proj_dim", 0),
+        ("num_timesteps", 0),
+        ("batch_size", 0),
+        ("seed", -1),
+        ("proj_dtype", "float16"),
+    ],
 )
 def test_out_of_range_settings_are_rejected(field, value):
     with pytest.raises(ConfigError, match=field):
@@ -230,20 +452,96 @@ def test_output_function_per_example_gradients_work_under_vmap(model):
     assert torch.allclose(grads[name][0], g0[name], rtol=1e-4, atol=1e-7)
 
 
-def test_projection_matrix_is_regenerated_identically_after_being_freed():
-    proj = BasicProjector(
-        grad_dim=1000,
-        proj_dim=64,
-        seed=5,
-        proj_type=ProjectionType.normal,
-        device="cpu",
-        block_size=64,
+@pytest.mark.parametrize("model_id", [0, 2])
+def test_matrix_projector_is_trakers_default_cpu_projection_generated_once(model_id):
+    """Block for block the matrix traker's default CPU BasicProjector (normal, block_size 100)
+    draws, so projections agree; traker regenerates it every batch, we draw it once."""
+    grad_dim, proj_dim, seed = 1000, 250, 5
+    ours = MatrixProjector(grad_dim, proj_dim, seed, model_id=model_id)
+    theirs = BasicProjector(
+        grad_dim, proj_dim, seed, ProjectionType.normal, "cpu", model_id=model_id
     )
-    assert proj.num_blocks == 1
-    original = proj.proj_matrix.clone()
-    proj.free_memory()  # what TRAKer.finalize_features() does
-    trak_module._restore_projection(proj)
-    assert torch.equal(proj.proj_matrix, original)
+    assert theirs.num_blocks == 3 and ours.proj_matrix.shape == (grad_dim, proj_dim)
+    for i in range(theirs.num_blocks):
+        theirs.generate_sketch_matrix(theirs.generator_states[i])
+        width = min(100, proj_dim - 100 * i)
+        assert torch.equal(
+            ours.proj_matrix[:, 100 * i : 100 * i + width], theirs.proj_matrix[:, :width]
+        )
+    grads = torch.randn(7, grad_dim, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(
+        ours.project(grads, model_id), theirs.project(grads, model_id), rtol=1e-5, atol=1e-4
+    )
+    with pytest.raises(ConfigError, match="model_id"):
+        ours.project(grads, model_id + 1)
+
+
+def test_bfloat16_projection_is_the_same_matrix_rounded():
+    grads = torch.randn(5, 3000, generator=torch.Generator().manual_seed(2))
+    full = MatrixProjector(3000, 64, seed=1)
+    half = MatrixProjector(3000, 64, seed=1, dtype=torch.bfloat16)
+    assert half.proj_matrix.dtype == torch.bfloat16
+    assert torch.equal(half.proj_matrix, full.proj_matrix.bfloat16())
+    a, b = full.project(grads, 0), half.project(grads, 0)
+    assert b.dtype == torch.float32
+    assert ((a - b).norm() / a.norm()).item() < 1e-2
+    with pytest.raises(ConfigError, match="dtype"):
+        MatrixProjector(3000, 64, seed=1, dtype=torch.float16)
+
+
+def test_projector_selection_on_cpu_is_the_matrix_projector(monkeypatch):
+    monkeypatch.setattr(featurize_module, "fast_jl_available", lambda: True)
+    assert choose_projector_kind("cpu", 10_000) == "matrix"
+    projector = select_projector(1000, 16, seed=0, device="cpu")
+    assert isinstance(projector, MatrixProjector)
+    assert projector.proj_type == ProjectionType.normal
+
+
+def test_projector_selection_on_cuda_needs_fast_jl(monkeypatch):
+    """Only the choice is tested (no GPU here): CudaProjector needs CUDA, fast_jl and a
+    batch · grad_dim within fast_jl's uint32 indexing."""
+    monkeypatch.setattr(featurize_module.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(featurize_module, "fast_jl_available", lambda: True)
+    assert choose_projector_kind("cuda", 10_000) == "cuda"
+    assert choose_projector_kind("cuda", 2**31, max_batch_size=32) == "matrix"
+    monkeypatch.setattr(featurize_module, "fast_jl_available", lambda: False)
+    assert choose_projector_kind("cuda", 10_000) == "matrix"
+
+
+# -------------------------------------------------------------------------------------- kernel
+
+
+def test_kernel_scores_match_the_closed_form():
+    rng = np.random.default_rng(0)
+    phi, phi_t = rng.normal(size=(20, 30)), rng.normal(size=(4, 30))  # p > N: ΦᵀΦ singular
+    lam = absolute_lambda(gram_matrix(phi), 1e-2)
+    assert lam == pytest.approx(1e-2 * np.trace(phi.T @ phi) / 30)
+    expected = phi_t @ np.linalg.inv(phi.T @ phi + lam * np.eye(30)) @ phi.T
+    np.testing.assert_allclose(
+        kernel_scores(phi, phi_t, lam, chunk_rows=7), expected, rtol=1e-8, atol=1e-10
+    )
+    # invariant to a common rescaling of the features with a relative λ
+    lam3 = absolute_lambda(gram_matrix(3 * phi), 1e-2)
+    np.testing.assert_allclose(kernel_scores(3 * phi, 3 * phi_t, lam3), expected, rtol=1e-8)
+
+
+def test_kernel_rejects_bad_input():
+    phi = np.ones((4, 3))
+    with pytest.raises(DataError, match="dims"):
+        kernel_scores(phi, np.ones((2, 5)), 1.0)
+    with pytest.raises(ConfigError):
+        kernel_scores(phi, np.ones((2, 3)), 0.0)
+    with pytest.raises(ConfigError):
+        absolute_lambda(np.eye(3), -1.0)
+    with pytest.raises(StageError, match="degenerate"):
+        absolute_lambda(np.zeros((3, 3)), 1e-2)
+    assert absolute_lambda(np.zeros((3, 3)), 0.5, relative=False) == 0.5
+
+
+def test_negative_model_id_is_rejected(model, tmp_path):
+    unet, scheduler, images = model
+    with pytest.raises(ConfigError, match="model_id"):
+        compute_trak_scores(unet, scheduler, images[:4], images[:2], tmp_path, model_id=-1)
 
 
 # ---------------------------------------------------------------------- holder contributions
