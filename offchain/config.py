@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     """TRAK projection dimension."""
     trak_timesteps: int = Field(4, ge=1)
     """K: timesteps the D-TRAK output function averages over."""
+    trak_output: Literal["dtrak", "loss"] = "dtrak"
+    """TRAK output function: ``dtrak`` (D-TRAK, ‖ε_θ‖²) or ``loss`` (plain TRAK, for comparison)."""
+    trak_ensemble: int = Field(1, ge=1)
+    """TRAK ensemble size: independent projection/noise seeds whose scores are averaged."""
     copyright_encoder: str = "unet"
     """Semantic encoder of the copyright loss: ``unet`` (the round's own UNet, no download),
     ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO from a local folder)."""
@@ -116,6 +120,7 @@ _PROFILES: dict[str, dict[str, object]] = {
         "train_steps": 8,
         "proj_dim": 32,
         "trak_timesteps": 2,
+        "trak_ensemble": 2,
         "quality_samples": 8,
         "quality_classifier_epochs": 1,
         "total_budget_wei": 1000 * WEI_PER_TOKEN,

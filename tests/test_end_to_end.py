@@ -46,6 +46,13 @@ def test_each_round_allocation_sums_exactly_to_its_budget_and_every_claim_landed
         for name in ("manifest", "samples", "contributions", "copyright", "quality", "decision",
                      "tree", "signature", "submission", "finality"):
             assert getattr(paths, name).exists(), name
+        contributions = read_json(paths.contributions)
+        assert contributions["ensemble"] == settings.trak_ensemble == 2
+        assert sum(contributions["normalized"]) == pytest.approx(1.0)
+        assert len(list(paths.trak_dir.glob("member_*"))) == 2
+        copyright_ = read_json(paths.copyright)
+        assert all(0.0 <= x <= 1.0 for x in copyright_["loss"])
+        assert paths.copyright_calibration.exists()
         quality = read_json(paths.quality)
         assert quality["fid"] > 0 and quality["n_samples"] == settings.quality_samples
 

@@ -325,7 +325,8 @@ def run_campaign(
         n_samples=settings.n_samples, proj_dim=settings.proj_dim,
         trak_timesteps=settings.trak_timesteps, quality_samples=settings.quality_samples,
         quality_classifier_epochs=settings.quality_classifier_epochs,
-        copyright_encoder=settings.copyright_encoder, seed=settings.seed,
+        copyright_encoder=settings.copyright_encoder, trak_output=settings.trak_output,
+        trak_ensemble=settings.trak_ensemble, seed=settings.seed,
     )
     write_dataset_manifest(holders, run_dir / "holders.json")
     # Own images are unlike the shipped datasets: FID against one only when asked explicitly.

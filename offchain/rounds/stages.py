@@ -55,6 +55,10 @@ class MLConfig:
     """TRAK projection dimension."""
     trak_timesteps: int = 4
     """K timesteps of the D-TRAK output function."""
+    trak_output: str = "dtrak"
+    """TRAK output function: ``dtrak`` (‖ε_θ‖², D-TRAK) or ``loss`` (plain TRAK)."""
+    trak_ensemble: int = 1
+    """TRAK ensemble size E (independent projection/noise seeds averaged)."""
     copyright_encoder: str = "unet"
     """Semantic encoder of the copyright loss: ``unet`` (the round's own, no weights),
     ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO, needs transformers)."""
@@ -96,7 +100,9 @@ def prepare(
         return paths
     participating = np.asarray(participating, dtype=bool)
     if participating.shape != (len(holders),):
-        raise StageError(f"participation mask has {participating.shape}, expected ({len(holders)},)")
+        raise StageError(
+            f"participation mask has {participating.shape}, expected ({len(holders)},)"
+        )
     if not participating.any():
         raise StageError(f"round {paths.round_id}: no holder participates")
     shapes = {h.images.shape[1:] for h in holders}
@@ -104,9 +110,7 @@ def prepare(
         raise StageError(f"holders' images differ in size: {sorted(shapes)}")
     chosen = [i for i in range(len(holders)) if participating[i]]
     images = np.concatenate([holders[i].images for i in chosen]).astype(np.uint8)
-    holder_index = np.concatenate(
-        [np.full(holders[i].n_images, i, dtype=np.int64) for i in chosen]
-    )
+    holder_index = np.concatenate([np.full(holders[i].n_images, i, dtype=np.int64) for i in chosen])
     entries = []
     for i, holder in enumerate(holders):
         hashes = list(holder.image_hashes)
@@ -150,8 +154,13 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     if init is not None:
         _require(init, "train (previous round's checkpoint)")
     images = np.load(paths.train_images)
-    train_round(images, paths.checkpoint, cfg.diffusion(paths.round_id), init_checkpoint=init,
-                progress=cfg.progress)
+    train_round(
+        images,
+        paths.checkpoint,
+        cfg.diffusion(paths.round_id),
+        init_checkpoint=init,
+        progress=cfg.progress,
+    )
     return paths
 
 
@@ -166,7 +175,10 @@ def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         return paths
     _require(paths.checkpoint, "generate")
     samples = generate_samples(
-        paths.checkpoint, cfg.n_samples, cfg.diffusion(paths.round_id), seed=cfg.seed + 7919 * paths.round_id
+        paths.checkpoint,
+        cfg.n_samples,
+        cfg.diffusion(paths.round_id),
+        seed=cfg.seed + 7919 * paths.round_id,
     )
     write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
     return paths
@@ -190,30 +202,59 @@ def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str):
 def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """TRAK scores of the round's samples against every training image, summed per holder.
 
+    With ``cfg.trak_ensemble`` = E > 1 the scores are the mean over E independent projection
+    and noise seeds (TRAK's ensemble, :func:`offchain.attribution.compute_trak_ensemble`).
+
     Outputs: ``trak/scores.npy`` float32 (M, N) and ``contributions.json`` with ``raw`` (Σ τ over
     the holder's images, mean over targets) and ``normalized`` (positive part, summing to 1)
-    per holder (0 for holders that did not train this round).
+    per holder (0 for holders that did not train this round), plus the TRAK settings.
     """
-    from offchain.attribution import TrakConfig, compute_trak_scores, holder_contributions
+    from offchain.attribution import (
+        TrakConfig,
+        compute_trak_ensemble,
+        compute_trak_scores,
+        holder_contributions,
+    )
 
     if paths.contributions.exists():
         return paths
     unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
         paths, cfg, "attribute"
     )
+    seed = cfg.seed + paths.round_id
     trak_cfg = TrakConfig(
-        proj_dim=cfg.proj_dim, num_timesteps=cfg.trak_timesteps, seed=cfg.seed + paths.round_id
+        proj_dim=cfg.proj_dim, num_timesteps=cfg.trak_timesteps, seed=seed, output=cfg.trak_output
     )
-    scores = compute_trak_scores(
-        unet, scheduler, train_images, samples, paths.trak_dir, trak_cfg, progress=cfg.progress
-    )
+    if cfg.trak_ensemble > 1:
+        seeds = [seed + 1000 * k for k in range(cfg.trak_ensemble)]
+        scores = compute_trak_ensemble(
+            [(unet, scheduler)],
+            train_images,
+            samples,
+            paths.trak_dir,
+            trak_cfg,
+            seeds=seeds,
+            progress=cfg.progress,
+        )
+    else:
+        scores = compute_trak_scores(
+            unet,
+            scheduler,
+            train_images,
+            samples,
+            paths.trak_dir,
+            trak_cfg,
+            progress=cfg.progress,
+        )
     raw, normalized = holder_contributions(scores, holder_index, n_holders)
     write_json(
         paths.contributions,
         {
             "round_id": paths.round_id,
+            "output": cfg.trak_output,
             "proj_dim": cfg.proj_dim,
             "num_timesteps": cfg.trak_timesteps,
+            "ensemble": cfg.trak_ensemble,
             "scores_shape": list(np.shape(scores)),
             "raw": [float(x) for x in raw],
             "normalized": [float(x) for x in normalized],
