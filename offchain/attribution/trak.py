@@ -28,7 +28,9 @@ The pipeline is ours; traker (MadryLab, ``traker==0.3.2``) supplies the projecto
   default ``lambda_reg`` is therefore *relative*: λ = ``lambda_reg · tr(ΦᵀΦ) / proj_dim`` (the
   mean eigenvalue). Measured on digits (N = 512, proj_dim 512, D-TRAK, K = 4): a training image
   used as a target ranks its own entry in the top 5 for 100 % of 32 targets at relative
-  1e-3…1e-2, 88 % at 1e-1, 53 % at 1; absolute 1e-2 gives ~50 %. ``lambda_relative=False``
+  1e-3…1e-2, 88 % at 1e-1, 53 % at 1; absolute 1e-2 gives ~50 %. (That was one model; the
+  rate depends on training: the slow test's barely trained 20-step (32, 64) UNet gives 41 %,
+  against 1 % by chance.) ``lambda_relative=False``
   uses ``lambda_reg`` as the absolute λ (traker's convention).
 - Noise: training examples use noise stream 0, targets stream 1 (both from ``cfg.seed``), so a
   target that happens to equal a training image does not reuse its noise.
