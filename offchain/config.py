@@ -64,9 +64,10 @@ class Settings(BaseSettings):
     ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO from a local folder)."""
     quality_samples: int = Field(256, ge=2)
     """Samples drawn per round for the FID quality metric (docs/quality.md: M ≥ 128)."""
-    quality_reference: Literal["mnist", "digits", "lfw"] | None = "mnist"
+    quality_reference: Literal["mnist", "digits", "lfw", "none"] = "mnist"
     """Real dataset whose held-out images (minus every holder's) train the FID reference
-    classifier; None: no quality stage (e.g. own images unlike any shipped dataset)."""
+    classifier; ``none``: no quality stage (the default with ``holders_dir``: own images are
+    unlike the shipped datasets)."""
     quality_classifier_epochs: int = Field(10, ge=1)
     """Epochs of the FID reference classifier (trained once per run on held-out images)."""
     challenge_window_s: int = Field(3600, ge=0)

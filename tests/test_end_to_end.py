@@ -109,3 +109,17 @@ def test_rerunning_the_stages_skips_work_already_done(campaign):
     stages.attribute(paths, ml)
     stages.allocate(paths)
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+
+def test_quality_reference_defaults_to_mnist_and_is_off_for_own_images_unless_asked(tmp_path):
+    from offchain.oracle.node import quality_reference_dataset
+
+    assert quality_reference_dataset(Settings.for_profile("tiny")) == "mnist"
+    assert quality_reference_dataset(Settings.for_profile("tiny", holders_dir=tmp_path)) is None
+    assert (
+        quality_reference_dataset(
+            Settings.for_profile("tiny", holders_dir=tmp_path, quality_reference="digits")
+        )
+        == "digits"
+    )
+    assert quality_reference_dataset(Settings.for_profile("tiny", quality_reference="none")) is None

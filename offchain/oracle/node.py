@@ -243,6 +243,20 @@ class CampaignResult:
     extras: dict[str, object] = field(default_factory=dict)
 
 
+def quality_reference_dataset(settings: Settings) -> str | None:
+    """The shipped dataset the FID reference classifier learns from, or None (no quality stage).
+
+    ``settings.quality_reference``, except ``none``; with own images (``holders_dir``) only
+    when set explicitly, since they are unlike the shipped datasets.
+    """
+    if settings.quality_reference == "none":
+        return None
+    own_images = settings.holders_dir is not None
+    if own_images and "quality_reference" not in settings.model_fields_set:
+        return None
+    return settings.quality_reference
+
+
 def load_holders(settings: Settings) -> list[Holder]:
     """The campaign's holders: the user's folders, or the shipped MNIST split."""
     if settings.holders_dir is not None:
@@ -329,11 +343,7 @@ def run_campaign(
         trak_ensemble=settings.trak_ensemble, seed=settings.seed,
     )
     write_dataset_manifest(holders, run_dir / "holders.json")
-    # Own images are unlike the shipped datasets: FID against one only when asked explicitly.
-    own_images = settings.holders_dir is not None
-    quality_dataset = settings.quality_reference
-    if own_images and "quality_reference" not in settings.model_fields_set:
-        quality_dataset = None
+    quality_dataset = quality_reference_dataset(settings)
     quality_reference = (
         stages.prepare_quality_reference(run_dir, holders, quality_dataset, ml)
         if quality_dataset
