@@ -190,3 +190,35 @@ def test_the_driver_runs_resumes_and_refuses_a_different_run(tmp_path):
     with pytest.raises(StageError, match="different data or settings"):
         run_lds(tmp_path, images, index, LDSConfig(n_subsets=4), methods=methods)
     assert format_report(report).count("\n|") >= 3
+
+
+def test_a_run_can_be_rescored_with_other_trak_settings_without_retraining(tmp_path, monkeypatch):
+    import offchain.diffusion as diffusion
+
+    images, index = _mnist_subset()
+    cfg = LDSConfig(
+        n_subsets=3,
+        train_steps=3,
+        n_targets=3,
+        eval_timesteps=4,
+        proj_dim=16,
+        trak_timesteps=2,
+        image_size=8,
+    )
+    first = run_lds(tmp_path, images, index, cfg, methods=("dtrak",), progress=False)
+
+    real_train = diffusion.train_round
+
+    def _no_training(images, out_dir, *args, **kwargs):
+        if not diffusion.is_complete_checkpoint(out_dir):  # the full model is kept and reused
+            raise AssertionError(f"re-scoring must not train {out_dir}")
+        return real_train(images, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(diffusion, "train_round", _no_training)
+    wider = LDSConfig(**{**cfg.__dict__, "proj_dim": 24, "trak_ensemble": 2})
+    second = run_lds(tmp_path, images, index, wider, methods=("dtrak", "pixel"), progress=False)
+    assert second["config"]["proj_dim"] == 24 and "pixel" in second["results"]["examples"]
+    assert (tmp_path / "scores" / "dtrak_p16_k2_l0.01.npy").exists()
+    assert (tmp_path / "scores" / "dtrak_p24_k2_l0.01_e2.npy").exists()
+    assert len(list((tmp_path / "scores" / "dtrak_p24_k2_l0.01_e2").glob("member_*"))) == 2
+    assert second["results"]["examples"]["dtrak"] != first["results"]["examples"]["dtrak"]

@@ -34,9 +34,11 @@ Choices, each stated in the report:
 
 Artifacts under ``out_dir`` (each stage skipped when its output exists, so an interrupted run
 resumes): ``data.npz`` (the images and holder index), ``full/checkpoint``, ``targets.npy``
-float32 (M, 1, S, S), ``scores/<method>.npy`` float32 (M, N) (TRAK's own folders under
-``scores/<method>/``), ``subsets_<kind>.npy`` bool (J, N), ``retrain/<kind>/<j>/loss.npy``
-float64 (M,), and the results ``lds.json`` and ``lds.md``.
+float32 (M, 1, S, S), ``scores/<tag>.npy`` float32 (M, N) (the tag of a TRAK method names its
+proj_dim, K, λ and ensemble size; its feature stores are under ``scores/<tag>/``), ``subsets_<kind>.npy`` bool (J, N), ``retrain/<kind>/<j>/loss.npy``
+float64 (M,), and the results ``lds.json`` and ``lds.md``. ``run.json`` pins the data and the training
+settings: the same folder can be re-scored with other TRAK settings (or more methods) against
+the same retrained models, but never mixed with models trained differently.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class LDSConfig:
     """K: timesteps of the TRAK output functions."""
     lambda_reg: float = 1e-2
     """TRAK ridge term, relative to the mean eigenvalue of ΦᵀΦ (see ``TrakConfig``)."""
+    trak_ensemble: int = 1
+    """TRAK ensemble size: independent projection/noise seeds whose scores are averaged."""
     image_size: int = 16
     """Side in pixels of the model's images."""
     seed: int = 0
@@ -115,6 +119,7 @@ class LDSConfig:
         if not 0.0 < float(self.subset_fraction) < 1.0:
             raise ConfigError(f"subset_fraction must be in (0, 1), got {self.subset_fraction}")
         for name, low in (
+            ("trak_ensemble", 1),
             ("train_steps", 1),
             ("n_targets", 2),
             ("eval_timesteps", 1),
@@ -371,9 +376,11 @@ def run_lds(
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / "lds.json"
     identity = {"config": asdict(cfg), "methods": list(methods), "kinds": list(kinds)}
-    _check_or_write_data(out, images, idx, identity)
+    _check_or_write_data(out, images, idx, cfg)
     if report_path.exists():
-        return read_json(report_path)
+        saved = read_json(report_path)
+        if all(saved.get(k) == v for k, v in identity.items()):
+            return saved
 
     import torch
 
@@ -465,18 +472,31 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _check_or_write_data(out: Path, images: np.ndarray, idx: np.ndarray, identity: dict) -> None:
+_SCORING_FIELDS = ("proj_dim", "trak_timesteps", "lambda_reg", "trak_ensemble")
+"""Settings that change only the scores, never the retrained models: a run folder can be
+re-scored with other values (each TRAK setting has its own score file)."""
+
+
+def _check_or_write_data(out: Path, images: np.ndarray, idx: np.ndarray, cfg: LDSConfig) -> None:
+    """Refuse a folder whose retrained models were made from other data or training settings."""
     import hashlib
 
     digest = hashlib.sha256(images.tobytes() + idx.astype(np.int64).tobytes()).hexdigest()
     meta_path = out / "run.json"
-    meta = {**identity, "data_sha256": digest, "n_train": int(images.shape[0])}
+    training = {k: v for k, v in asdict(cfg).items() if k not in _SCORING_FIELDS}
+    training.pop("keep_checkpoints")
+    training.pop("num_threads")
+    meta = {"training": training, "data_sha256": digest, "n_train": int(images.shape[0])}
     if meta_path.exists():
         saved = read_json(meta_path)
         if saved != meta:
             from offchain.errors import StageError
 
-            differs = sorted(k for k in meta if saved.get(k) != meta[k])
+            differs = sorted(
+                k
+                for k in {**meta["training"], **saved.get("training", {})}
+                if saved.get("training", {}).get(k) != meta["training"].get(k)
+            ) or ["data"]
             raise StageError(
                 f"{out} holds an LDS run of different data or settings (differs in {differs}); "
                 "use another folder or remove it"
@@ -485,14 +505,23 @@ def _check_or_write_data(out: Path, images: np.ndarray, idx: np.ndarray, identit
     write_json(meta_path, meta)
 
 
+def _score_tag(method: str, cfg: LDSConfig) -> str:
+    """File stem of a method's scores: TRAK methods carry their scoring settings."""
+    if method not in ("dtrak", "loss"):
+        return method
+    tag = f"{method}_p{cfg.proj_dim}_k{cfg.trak_timesteps}_l{cfg.lambda_reg:g}"
+    return tag + (f"_e{cfg.trak_ensemble}" if cfg.trak_ensemble > 1 else "")
+
+
 def _scores(
     out: Path, method: str, full: Path, train_x, targets: np.ndarray, cfg: LDSConfig, progress: bool
 ) -> np.ndarray:
-    path = out / "scores" / f"{method}.npy"
+    tag = _score_tag(method, cfg)
+    path = out / "scores" / f"{tag}.npy"
     if path.exists():
         return np.load(path)
     if method in ("dtrak", "loss"):
-        from offchain.attribution.trak import TrakConfig, compute_trak_scores
+        from offchain.attribution.trak import TrakConfig, compute_trak_ensemble
         from offchain.diffusion import load_checkpoint
 
         unet, scheduler = load_checkpoint(full)
@@ -503,8 +532,15 @@ def _scores(
             seed=cfg.seed,
             output=method,
         )
-        tau = compute_trak_scores(
-            unet, scheduler, train_x, targets, out / "scores" / method, trak_cfg, progress=progress
+        seeds = [cfg.seed + 1000 * k for k in range(cfg.trak_ensemble)]
+        tau = compute_trak_ensemble(
+            [(unet, scheduler)],
+            train_x,
+            targets,
+            out / "scores" / tag,
+            trak_cfg,
+            seeds=seeds,
+            progress=progress,
         )
     elif method == "random":
         rng = np.random.default_rng([cfg.seed, 0xBA5E])

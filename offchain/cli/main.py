@@ -141,6 +141,7 @@ def lds(
     proj_dim: Annotated[int, typer.Option(help="TRAK projection dimension.")] = 512,
     trak_timesteps: Annotated[int, typer.Option(help="K timesteps of the TRAK output.")] = 4,
     eval_timesteps: Annotated[int, typer.Option(help="E timesteps of the measured loss.")] = 100,
+    trak_ensemble: Annotated[int, typer.Option(help="TRAK seeds averaged (re-scores only).")] = 1,
     kinds: Annotated[str, typer.Option(help="Comma list: examples,holders.")] = "examples,holders",
     methods: Annotated[
         str, typer.Option(help="Comma list: dtrak,loss,random,pixel,count.")
@@ -170,6 +171,7 @@ def lds(
             proj_dim=proj_dim,
             trak_timesteps=trak_timesteps,
             eval_timesteps=eval_timesteps,
+            trak_ensemble=trak_ensemble,
             seed=seed,
             num_threads=threads,
         )
