@@ -157,17 +157,21 @@ def _mnist_subset():
     return images, index
 
 
+TINY = LDSConfig(
+    n_subsets=3,
+    train_steps=3,
+    n_targets=3,
+    eval_timesteps=4,
+    proj_dim=16,
+    trak_timesteps=2,
+    image_size=8,
+)
+"""The smallest run that exercises every stage of the driver (seconds)."""
+
+
 def test_the_driver_runs_resumes_and_refuses_a_different_run(tmp_path):
     images, index = _mnist_subset()
-    cfg = LDSConfig(
-        n_subsets=3,
-        train_steps=3,
-        n_targets=3,
-        eval_timesteps=4,
-        proj_dim=16,
-        trak_timesteps=2,
-        image_size=8,
-    )
+    cfg = TINY
     report = run_lds(
         tmp_path, images, index, cfg, methods=("dtrak", "random", "count"), progress=False
     )
@@ -196,15 +200,7 @@ def test_a_run_can_be_rescored_with_other_trak_settings_without_retraining(tmp_p
     import offchain.diffusion as diffusion
 
     images, index = _mnist_subset()
-    cfg = LDSConfig(
-        n_subsets=3,
-        train_steps=3,
-        n_targets=3,
-        eval_timesteps=4,
-        proj_dim=16,
-        trak_timesteps=2,
-        image_size=8,
-    )
+    cfg = TINY
     first = run_lds(tmp_path, images, index, cfg, methods=("dtrak",), progress=False)
 
     real_train = diffusion.train_round
