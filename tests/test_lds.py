@@ -218,3 +218,15 @@ def test_a_run_can_be_rescored_with_other_trak_settings_without_retraining(tmp_p
     assert (tmp_path / "scores" / "dtrak_p24_k2_l0.01_e2.npy").exists()
     assert len(list((tmp_path / "scores" / "dtrak_p24_k2_l0.01_e2").glob("member_*"))) == 2
     assert second["results"]["examples"]["dtrak"] != first["results"]["examples"]["dtrak"]
+
+
+def test_several_training_seeds_per_subset_average_their_measured_losses(tmp_path):
+    images, index = _mnist_subset()
+    cfg = LDSConfig(**{**TINY.__dict__, "train_seeds": 2})
+    run_lds(tmp_path, images, index, cfg, methods=("random",), kinds=("holders",), progress=False)
+    for folder in sorted((tmp_path / "retrain" / "holders").iterdir()):
+        seeds = [np.load(folder / f"loss_seed{k}.npy") for k in range(2)]
+        assert not np.array_equal(seeds[0], seeds[1])  # different training seeds
+        assert np.allclose(np.load(folder / "loss.npy"), (seeds[0] + seeds[1]) / 2)
+    with pytest.raises(StageError, match="train_seeds"):
+        run_lds(tmp_path, images, index, TINY, methods=("random",), kinds=("holders",))

@@ -142,6 +142,9 @@ def lds(
     trak_timesteps: Annotated[int, typer.Option(help="K timesteps of the TRAK output.")] = 4,
     eval_timesteps: Annotated[int, typer.Option(help="E timesteps of the measured loss.")] = 100,
     trak_ensemble: Annotated[int, typer.Option(help="TRAK seeds averaged (re-scores only).")] = 1,
+    train_seeds: Annotated[
+        int, typer.Option(help="Models per subset, outputs averaged (cost × S).")
+    ] = 1,
     kinds: Annotated[str, typer.Option(help="Comma list: examples,holders.")] = "examples,holders",
     methods: Annotated[
         str, typer.Option(help="Comma list: dtrak,loss,random,pixel,count.")
@@ -172,6 +175,7 @@ def lds(
             trak_timesteps=trak_timesteps,
             eval_timesteps=eval_timesteps,
             trak_ensemble=trak_ensemble,
+            train_seeds=train_seeds,
             seed=seed,
             num_threads=threads,
         )
