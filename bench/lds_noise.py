@@ -39,6 +39,7 @@ def main() -> None:
 
     from offchain.attribution.lds import LDSConfig, measured_loss
     from offchain.config import Settings
+    from offchain.data.holders import training_set
     from offchain.diffusion import load_checkpoint, train_round
     from offchain.oracle.node import load_holders
     from offchain.utils import read_json
@@ -46,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = LDSConfig(**read_json(args.run / "lds.json")["config"])
     holders = load_holders(Settings.for_profile(args.profile))
-    images = np.concatenate([h.images for h in holders])
+    images, _ = training_set(holders)
     masks = np.load(args.run / f"subsets_{args.kind}.npy")
     targets = np.load(args.run / "targets.npy")
     losses = np.stack(

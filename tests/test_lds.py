@@ -149,12 +149,9 @@ def test_config_is_validated():
 
 
 def _mnist_subset():
-    from offchain.data.holders import mnist_holders
+    from offchain.data.holders import mnist_holders, training_set
 
-    holders = mnist_holders(4, sizes=(6, 6, 6, 6))
-    images = np.concatenate([h.images for h in holders])
-    index = np.concatenate([np.full(h.n_images, i) for i, h in enumerate(holders)])
-    return images, index
+    return training_set(mnist_holders(4, sizes=(6, 6, 6, 6)))
 
 
 TINY = LDSConfig(

@@ -44,6 +44,7 @@ the same retrained models, but never mixed with models trained differently.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import shutil
@@ -57,7 +58,7 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from offchain.errors import ConfigError, DataError
+from offchain.errors import ConfigError, DataError, StageError
 from offchain.utils import atomic_write, read_json, write_json, write_npy
 
 __all__ = [
@@ -485,8 +486,6 @@ re-scored with other values (each TRAK setting has its own score file)."""
 
 def _check_or_write_data(out: Path, images: np.ndarray, idx: np.ndarray, cfg: LDSConfig) -> None:
     """Refuse a folder whose retrained models were made from other data or training settings."""
-    import hashlib
-
     digest = hashlib.sha256(images.tobytes() + idx.astype(np.int64).tobytes()).hexdigest()
     meta_path = out / "run.json"
     training = {k: v for k, v in asdict(cfg).items() if k not in _SCORING_FIELDS}
@@ -496,8 +495,6 @@ def _check_or_write_data(out: Path, images: np.ndarray, idx: np.ndarray, cfg: LD
     if meta_path.exists():
         saved = read_json(meta_path)
         if saved != meta:
-            from offchain.errors import StageError
-
             differs = sorted(
                 k
                 for k in {**meta["training"], **saved.get("training", {})}

@@ -157,16 +157,14 @@ def lds(
 ) -> None:
     """Validate TRAK: linear datamodeling score over models retrained on 50 % subsets."""
     _setup_logging(verbose)
-    import numpy as np
-
     from offchain.attribution.lds import LDSConfig, run_lds
     from offchain.config import Settings
+    from offchain.data.holders import training_set
     from offchain.oracle.node import load_holders
 
     try:
         found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
-        images = np.concatenate([h.images for h in found])
-        index = np.concatenate([np.full(h.n_images, i) for i, h in enumerate(found)])
+        images, index = training_set(found)
         cfg = LDSConfig(
             n_subsets=subsets,
             train_steps=train_steps,

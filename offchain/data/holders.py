@@ -42,6 +42,7 @@ __all__ = [
     "image_hash",
     "load_holder_folders",
     "mnist_holders",
+    "training_set",
     "write_dataset_manifest",
 ]
 
@@ -439,6 +440,36 @@ def _read_holder_json(folder: Path, default_price_wei: int) -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------------
 # Manifest
 # ---------------------------------------------------------------------------------------------
+
+
+def training_set(
+    holders: Sequence[Holder], participating: Sequence[bool] | np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The images of the (participating) holders stacked in holder order, with their owners.
+
+    Args:
+        holders: the campaign's holders; their images must share one size.
+        participating: bool (H,) mask; None: every holder.
+
+    Returns:
+        ``(images, holder_index)``: uint8 (N, H, W) and int64 (N,), the index in ``holders``
+        of each image's owner.
+
+    Raises:
+        DataError: no holders chosen, a mask of the wrong length, or images of different sizes.
+    """
+    mask = np.ones(len(holders), bool) if participating is None else np.asarray(participating, bool)
+    if mask.shape != (len(holders),):
+        raise DataError(f"participation mask has {mask.shape}, expected ({len(holders)},)")
+    chosen = np.flatnonzero(mask)
+    if chosen.size == 0:
+        raise DataError("no holder chosen: the training set would be empty")
+    shapes = {holders[i].images.shape[1:] for i in chosen}
+    if len(shapes) != 1:
+        raise DataError(f"holders' images differ in size: {sorted(shapes)}")
+    images = np.concatenate([holders[i].images for i in chosen]).astype(np.uint8, copy=False)
+    holder_index = np.concatenate([np.full(holders[i].n_images, i, dtype=np.int64) for i in chosen])
+    return images, holder_index
 
 
 def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, Any]:

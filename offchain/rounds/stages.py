@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from offchain.allocation import PayoutTree, largest_remainder
-from offchain.data.holders import Holder
+from offchain.data.holders import Holder, training_set
 from offchain.errors import StageError
 from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures
 from offchain.rounds.layout import RoundPaths
@@ -79,6 +79,11 @@ class MLConfig:
         )
 
 
+def _sample_seed(paths: RoundPaths, cfg: MLConfig) -> int:
+    """Seed of a round's sampling: distinct per round, fixed by the run's seed."""
+    return cfg.seed + 7919 * paths.round_id
+
+
 def _require(path, stage: str) -> None:
     if not path.exists():
         raise StageError(f"{stage}: missing input artifact {path}")
@@ -108,9 +113,7 @@ def prepare(
     shapes = {h.images.shape[1:] for h in holders}
     if len(shapes) != 1:
         raise StageError(f"holders' images differ in size: {sorted(shapes)}")
-    chosen = [i for i in range(len(holders)) if participating[i]]
-    images = np.concatenate([holders[i].images for i in chosen]).astype(np.uint8)
-    holder_index = np.concatenate([np.full(holders[i].n_images, i, dtype=np.int64) for i in chosen])
+    images, holder_index = training_set(holders, participating)
     entries = []
     for i, holder in enumerate(holders):
         hashes = list(holder.image_hashes)
@@ -178,7 +181,7 @@ def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         paths.checkpoint,
         cfg.n_samples,
         cfg.diffusion(paths.round_id),
-        seed=cfg.seed + 7919 * paths.round_id,
+        seed=_sample_seed(paths, cfg),
     )
     write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
     return paths
@@ -352,7 +355,7 @@ def assess_quality(paths: RoundPaths, cfg: MLConfig, reference) -> RoundPaths:
         paths.checkpoint,
         cfg.quality_samples,
         cfg.diffusion(paths.round_id),
-        seed=cfg.seed + 7919 * paths.round_id + 1,
+        seed=_sample_seed(paths, cfg) + 1,  # other draws than samples.npy
     )
     report = quality_report(samples, reference.classifier_dir, reference.stats_path)
     write_json(paths.quality, {"round_id": paths.round_id, **report})
