@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offchain.errors import ConfigError
@@ -41,8 +41,15 @@ class Settings(BaseSettings):
     """Rounds T of the campaign."""
     total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0)
     """Campaign budget B in wei of the ERC-20 (18 decimals): 1500 tokens by default."""
+    round_cap_wei: int | None = Field(None, gt=0)
+    """The campaign's on-chain per-round cap ``roundCap`` in wei (largest round total); None:
+    the budget B. Rounds are clipped to it (docs/contracts.md, "Caps by construction")."""
+    holder_cap_wei: int | None = Field(None, gt=0)
+    """The on-chain per-holder cap ``holderCap`` in wei (largest payment to one holder in one
+    round, ≤ the round cap); None: the round cap. Payments above it go to the other holders."""
     policy: str = "linear/weighted"
-    """Budget policy ``<upper>/<lower>`` (see :mod:`offchain.policy.baselines`)."""
+    """Budget policy: a baseline ``<upper>/<lower>`` or ``rl:<folder>``, a trained RL policy (see
+    :func:`offchain.policy.make_policy`)."""
     seed: int = 0
     """Seed of the split, training, sampling, attribution noise and random policies."""
     n_samples: int = Field(32, ge=1)
@@ -100,6 +107,27 @@ class Settings(BaseSettings):
 
         make_policy(value)  # raises ConfigError naming the choices
         return value
+
+    @model_validator(mode="after")
+    def _caps(self) -> Settings:
+        if self.holder_cap_wei is not None and self.holder_cap_wei > self.campaign_round_cap_wei:
+            raise ConfigError(
+                f"holder_cap_wei {self.holder_cap_wei} exceeds the round cap "
+                f"{self.campaign_round_cap_wei} (round_cap_wei, or the budget when unset)"
+            )
+        return self
+
+    @property
+    def campaign_round_cap_wei(self) -> int:
+        """The ``roundCap`` the campaign is created with: ``round_cap_wei`` or the budget."""
+        return self.round_cap_wei if self.round_cap_wei is not None else self.total_budget_wei
+
+    @property
+    def campaign_holder_cap_wei(self) -> int:
+        """The ``holderCap`` the campaign is created with: ``holder_cap_wei`` or the round cap."""
+        return (
+            self.holder_cap_wei if self.holder_cap_wei is not None else self.campaign_round_cap_wei
+        )
 
     @classmethod
     def for_profile(cls, profile: str, **overrides: object) -> Settings:

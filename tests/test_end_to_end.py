@@ -1,4 +1,5 @@
-"""One whole campaign with tiny settings on a real anvil node: every holder is paid exactly."""
+"""Whole campaigns with tiny settings on a real anvil node: every holder is paid exactly, and
+with binding caps every round stays within them."""
 
 import io
 
@@ -11,6 +12,10 @@ from offchain.config import Settings
 from offchain.oracle.node import run_campaign
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
+
+WEI = 10**18
+ROUND_CAP_WEI = 400 * WEI  # below B/T = 500 tokens
+HOLDER_CAP_WEI = 101 * WEI  # ≈ the equal share of 400 among 4: binds for any unequal split
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +128,73 @@ def test_quality_reference_defaults_to_mnist_and_is_off_for_own_images_unless_as
         == "digits"
     )
     assert quality_reference_dataset(Settings.for_profile("tiny", quality_reference="none")) is None
+
+
+@pytest.fixture(scope="module")
+def capped_campaign(tmp_path_factory):
+    """The tiny campaign with a round cap below B/T and a holder cap near an equal share; each
+    round's on-chain record is read while the chain is up."""
+    from offchain.chain import ChainClient, compile_contracts
+    from offchain.chain.pool import PoolClient
+
+    run_dir = tmp_path_factory.mktemp("capped")
+    settings = Settings.for_profile(
+        "tiny", run_dir=run_dir, round_cap_wei=ROUND_CAP_WEI, holder_cap_wei=HOLDER_CAP_WEI
+    )
+    abi = compile_contracts()["CompensationPool"].abi
+    on_chain = {}
+
+    def record(paths):
+        deployment = read_json(run_dir / "deployment.json")
+        pool = PoolClient(ChainClient(deployment["rpc_url"]), deployment["pool"], abi)
+        campaign_id = deployment["campaign_id"]
+        on_chain[paths.round_id] = (
+            pool.get_round(campaign_id, paths.round_id),
+            pool.get_campaign(campaign_id),
+        )
+
+    console = Console(file=io.StringIO(), width=160)
+    result = run_campaign(settings, console=console, fresh=True, on_round=record)
+    return settings, result, on_chain
+
+
+def test_capped_campaign_pays_every_round_within_the_on_chain_caps(capped_campaign):
+    settings, result, on_chain = capped_campaign
+    assert result.rounds == settings.n_rounds == 2
+    assert sorted(on_chain) == [1, 2]
+    for round_id in (1, 2):
+        paths = RoundPaths(result.run_dir, round_id)
+        allocation = read_json(paths.allocation)
+        decision = read_json(paths.decision)
+        amounts = [h["amount_wei"] for h in allocation["holders"]]
+        round_info, campaign = on_chain[round_id]
+        assert (campaign.round_cap_wei, campaign.holder_cap_wei) == (ROUND_CAP_WEI, HOLDER_CAP_WEI)
+        assert decision["caps"]["round_cap_wei"] == ROUND_CAP_WEI
+        assert decision["caps"]["holder_cap_wei"] == HOLDER_CAP_WEI
+        # accepted on chain with our root and total, final, and every leaf claimed
+        assert "tx_hash" in read_json(paths.submission)
+        assert round_info.merkle_root == allocation["merkle_root"]
+        assert round_info.total_wei == sum(amounts) == allocation["budget_wei"] > 0
+        assert round_info.holder_cap_wei == HOLDER_CAP_WEI
+        assert round_info.remaining_wei == 0
+        assert sum(amounts) <= ROUND_CAP_WEI
+        assert max(amounts) <= HOLDER_CAP_WEI
+        n_payable = sum(w > 0 for w in decision["weights"])
+        # the caps bind: the linear budget (500, then what remains) is cut to the caps
+        assert sum(amounts) == min(ROUND_CAP_WEI, HOLDER_CAP_WEI * n_payable)
+        assert HOLDER_CAP_WEI in amounts
+        claims = read_json(paths.claims)["claims"]
+        assert claims and all(c["ok"] and c["received_wei"] == c["amount_wei"] for c in claims)
+
+
+def test_capped_campaign_leaves_the_unspent_budget_in_escrow(capped_campaign):
+    settings, result, _ = capped_campaign
+    assert result.balances_wei == result.allocated_wei
+    spent = sum(result.allocated_wei)
+    assert spent < settings.total_budget_wei
+    assert result.extras["unallocated_wei"] == settings.total_budget_wei - spent
+    deployment = read_json(result.run_dir / "deployment.json")
+    assert (deployment["round_cap_wei"], deployment["holder_cap_wei"]) == (
+        ROUND_CAP_WEI,
+        HOLDER_CAP_WEI,
+    )

@@ -23,7 +23,7 @@ from eth_account import Account
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from offchain.allocation import PayoutTree
+from offchain.allocation import PayoutCaps, PayoutTree
 from offchain.chain import AnvilNode, ChainClient, ContractRevert, TokenClient, compile_contracts
 from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundStatus
 from offchain.config import Settings
@@ -369,8 +369,8 @@ def run_campaign(
             signers=tuple(Account.from_key(k).address for k in signer_keys),
             threshold=settings.oracle_threshold,
             num_rounds=settings.n_rounds,
-            round_cap_wei=settings.total_budget_wei,
-            holder_cap_wei=settings.total_budget_wei,
+            round_cap_wei=settings.campaign_round_cap_wei,
+            holder_cap_wei=settings.campaign_holder_cap_wei,
             challenge_window_s=settings.challenge_window_s,
             claim_window_s=settings.claim_window_s,
             posting_deadline=client.block_timestamp() + settings.posting_window_s,
@@ -387,6 +387,7 @@ def run_campaign(
             "posting_deadline": params.posting_deadline,
             "claim_deadline": campaign.claim_deadline,
             "total_budget_wei": settings.total_budget_wei,
+            "round_cap_wei": params.round_cap_wei, "holder_cap_wei": params.holder_cap_wei,
         })
         claim_keys: dict[str, str] = {}
         if settings.holders_dir is None:
@@ -462,6 +463,11 @@ class _ChainStages:
         return sign(paths, self.signer_keys, self.client.chain_id, self.pool.address,
                     self.campaign_id, version, deadline)
 
+    def payout_caps(self) -> PayoutCaps:
+        """The campaign's round and holder caps and its unallocated escrow, read now (wei)."""
+        info = self.pool.get_campaign(self.campaign_id)
+        return PayoutCaps(info.round_cap_wei, info.holder_cap_wei, info.unallocated_wei)
+
 
 def _round_steps(
     paths: RoundPaths,
@@ -487,7 +493,7 @@ def _round_steps(
         ("copyright loss", lambda: stages.assess_copyright(paths, ml)),
         *quality,
         ("policy", lambda: stages.decide(paths, policy, settings.n_rounds,
-                                         settings.total_budget_wei)),
+                                         settings.total_budget_wei, caps=chain.payout_caps())),
         ("allocate + Merkle", lambda: stages.allocate(paths)),
         ("sign (EIP-712, k-of-n)", lambda: chain.sign(paths)),
         ("submit", lambda: submit(paths, chain.pool, chain.relayer_key)),

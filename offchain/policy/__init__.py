@@ -7,6 +7,7 @@ from offchain.policy.base import (
     LowerPolicy,
     PolicyDecision,
     UpperPolicy,
+    apply_caps,
 )
 from offchain.policy.baselines import HierarchicalPolicy, make_policy
 
@@ -18,5 +19,6 @@ __all__ = [
     "LowerPolicy",
     "PolicyDecision",
     "UpperPolicy",
+    "apply_caps",
     "make_policy",
 ]

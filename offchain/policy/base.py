@@ -7,8 +7,11 @@ two decisions (Shi et al., arXiv 2410.20180, the hierarchical scheme):
 - lower level: each holder's share of ``b_t``, given per-holder features (contribution from
   TRAK, copyright loss, image count, participation).
 
-The policy returns real-valued weights; :func:`offchain.allocation.largest_remainder` turns them
-into integer wei that sum exactly to ``b_t``. The RL issue implements the same two protocols.
+The policy returns real-valued weights; :func:`offchain.allocation.capped_split` turns them
+into integer wei that sum exactly to ``b_t`` with no holder above the on-chain holder cap. When
+the state carries the campaign's caps (:class:`~offchain.allocation.PayoutCaps`), a decision's
+budget is clipped to what the caps allow (:func:`apply_caps`), so every round the oracle signs
+is accepted on chain and every leaf is claimable. The RL issue implements the same two protocols.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from offchain.allocation.caps import PayoutCaps, capped_budget
 from offchain.errors import ConfigError
 
 __all__ = [
@@ -27,6 +31,7 @@ __all__ = [
     "LowerPolicy",
     "PolicyDecision",
     "UpperPolicy",
+    "apply_caps",
 ]
 
 
@@ -41,6 +46,13 @@ class CampaignState:
         remaining_budget_wei: budget not yet allocated to earlier rounds, in wei.
         n_participants: holders whose data trained this round.
         n_holders: holders registered with the campaign.
+        caps: the campaign's on-chain round cap, holder cap and unallocated escrow (wei), or
+            None (no caps: the tests' and simulations' default). Policies need not read it:
+            :func:`apply_caps` clips any decision to it.
+        round_budget_wei: the budget the upper level chose for this round (wei), filled in by
+            :meth:`HierarchicalPolicy.decide <offchain.policy.baselines.HierarchicalPolicy.decide>`
+            before it asks the lower level (the lower level is conditioned on the upper's
+            decision); None when the upper level has not decided yet.
     """
 
     round_id: int
@@ -49,6 +61,8 @@ class CampaignState:
     remaining_budget_wei: int
     n_participants: int
     n_holders: int
+    caps: PayoutCaps | None = None
+    round_budget_wei: int | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.round_id <= self.n_rounds:
@@ -58,6 +72,8 @@ class CampaignState:
                 f"remaining_budget_wei {self.remaining_budget_wei} outside "
                 f"0..{self.total_budget_wei}"
             )
+        if self.caps is not None and not isinstance(self.caps, PayoutCaps):
+            raise ConfigError(f"caps must be PayoutCaps or None, got {type(self.caps).__name__}")
 
     @property
     def rounds_left(self) -> int:
@@ -102,14 +118,35 @@ class PolicyDecision:
     weights: np.ndarray
 
 
+def apply_caps(decision: PolicyDecision, state: CampaignState) -> PolicyDecision:
+    """The decision with its budget clipped to what ``state.caps`` lets its payees be paid.
+
+    The budget becomes ``min(budget, round cap, escrow, holder cap × payees)``
+    (:func:`offchain.allocation.capped_budget`), payees being the holders with a positive
+    weight; the weights are unchanged. Without caps the decision is returned as it is. Together
+    with :func:`offchain.allocation.capped_split` this makes every round fit the contract's
+    ``roundCap``, ``holderCap`` and unallocated escrow, whatever the policy chose.
+    """
+    if state.caps is None:
+        return decision
+    weights = np.asarray(decision.weights, dtype=np.float64)
+    n_payable = int(np.count_nonzero(weights > 0))
+    budget = capped_budget(int(decision.budget_wei), n_payable, state.caps)
+    return PolicyDecision(budget_wei=budget, weights=decision.weights)
+
+
 @runtime_checkable
 class UpperPolicy(Protocol):
     """Upper level: picks the round budget."""
 
     name: str
 
-    def round_budget(self, state: CampaignState) -> int:
-        """Return the round budget in wei, 0 ≤ b_t ≤ ``state.remaining_budget_wei``."""
+    def round_budget(self, state: CampaignState, features: HolderFeatures) -> int:
+        """Return the round budget in wei, 0 ≤ b_t ≤ ``state.remaining_budget_wei``.
+
+        ``features`` are the round's holder features: the upper state of Shi et al. includes
+        aggregates of them (data size, contribution, participants); heuristics may ignore them.
+        """
         ...
 
 

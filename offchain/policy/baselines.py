@@ -19,7 +19,7 @@ The default oracle policy is ``linear/weighted``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from offchain.policy.base import (
     LowerPolicy,
     PolicyDecision,
     UpperPolicy,
+    apply_caps,
 )
 
 __all__ = [
@@ -54,7 +55,7 @@ class LinearBudget:
 
     name: str = "linear"
 
-    def round_budget(self, state: CampaignState) -> int:
+    def round_budget(self, state: CampaignState, features: HolderFeatures | None = None) -> int:
         return state.remaining_budget_wei // state.rounds_left
 
 
@@ -69,7 +70,7 @@ class GreedyBudget:
         if any(f < 0 for f in self.fractions) or sum(self.fractions) > 1 + 1e-12:
             raise ConfigError(f"greedy fractions must be >= 0 and sum to <= 1: {self.fractions}")
 
-    def round_budget(self, state: CampaignState) -> int:
+    def round_budget(self, state: CampaignState, features: HolderFeatures | None = None) -> int:
         if state.round_id == state.n_rounds:
             return state.remaining_budget_wei
         idx = state.round_id - 1
@@ -86,7 +87,7 @@ class RandomBudget:
     name: str = "random"
     _plan: np.ndarray | None = field(default=None, repr=False)
 
-    def round_budget(self, state: CampaignState) -> int:
+    def round_budget(self, state: CampaignState, features: HolderFeatures | None = None) -> int:
         if self._plan is None or len(self._plan) != state.n_rounds:
             self._plan = np.random.default_rng(self.seed).dirichlet(np.ones(state.n_rounds))
         if state.round_id == state.n_rounds:
@@ -177,17 +178,30 @@ class HierarchicalPolicy:
         return f"{self.upper.name}/{self.lower.name}"
 
     def decide(self, state: CampaignState, features: HolderFeatures) -> PolicyDecision:
-        budget = int(self.upper.round_budget(state))
+        """The upper level's budget and the lower level's weights (zero for non-participants).
+
+        Weights that are zero for every participant become equal weights over the
+        participants. With ``state.caps`` the budget is clipped to what the caps let the
+        positive-weight holders be paid (:func:`~offchain.policy.base.apply_caps`).
+
+        Raises:
+            ConfigError: the budget is outside ``0..remaining`` or the weights are invalid.
+        """
+        budget = int(self.upper.round_budget(state, features))
         if not 0 <= budget <= state.remaining_budget_wei:
             raise ConfigError(
                 f"{self.upper.name} chose budget {budget} wei outside "
                 f"0..{state.remaining_budget_wei}"
             )
+        state = replace(state, round_budget_wei=budget)
         weights = np.asarray(self.lower.holder_weights(state, features), dtype=np.float64)
         if weights.shape != features.participating.shape or (weights < 0).any():
             raise ConfigError(f"{self.lower.name} returned invalid weights {weights}")
-        weights = np.where(features.participating, weights, 0.0)
-        return PolicyDecision(budget_wei=budget, weights=weights)
+        participating = np.asarray(features.participating, dtype=bool)
+        weights = np.where(participating, weights, 0.0)
+        if not weights.any():
+            weights = participating.astype(np.float64)
+        return apply_caps(PolicyDecision(budget_wei=budget, weights=weights), state)
 
 
 _UPPER = {"linear": LinearBudget, "greedy": GreedyBudget, "random": RandomBudget}
@@ -200,18 +214,28 @@ _LOWER = {
 
 
 def make_policy(name: str, seed: int = 0) -> HierarchicalPolicy:
-    """Build a baseline from ``"<upper>/<lower>"``, e.g. ``"linear/weighted"``.
+    """Build a policy from its name.
+
+    - ``"<upper>/<lower>"``: a baseline pair, e.g. ``"linear/weighted"``;
+    - ``"rl:<folder>"``: the trained hierarchical RL policy saved in ``<folder>``
+      (:func:`offchain.policy.rl.load_policy`; ``policy-train`` writes it).
 
     Raises:
-        ConfigError: unknown upper or lower name.
+        ConfigError: unknown upper or lower name, or no trained policy in the folder.
     """
+    if name.startswith("rl:"):
+        from pathlib import Path
+
+        from offchain.policy.rl import load_policy
+
+        return load_policy(Path(name.removeprefix("rl:")))
     try:
         upper_name, lower_name = name.split("/")
         upper_cls, lower_cls = _UPPER[upper_name], _LOWER[lower_name]
     except (ValueError, KeyError):
         raise ConfigError(
             f"unknown policy {name!r}; use '<upper>/<lower>' with upper in {sorted(_UPPER)} "
-            f"and lower in {sorted(_LOWER)}"
+            f"and lower in {sorted(_LOWER)}, or 'rl:<trained policy folder>'"
         ) from None
     upper = upper_cls(seed=seed) if upper_cls is RandomBudget else upper_cls()
     lower = lower_cls(seed=seed) if lower_cls is RandomSplit else lower_cls()

@@ -12,7 +12,7 @@
     copyright.json         per-holder copyright loss (calibrated) and components
     copyright_calibration.json  the round's fitted probability of substantial similarity
     quality.json           FID of the round's model in the reference classifier's feature space
-    decision.json          policy name, round budget (wei), holder weights
+    decision.json          policy name, round budget (wei), holder weights, payout caps applied
     allocation.json        per-holder amount_wei (sums to the budget), tree index, address
     tree.json              OpenZeppelin StandardMerkleTree dump of the payouts
     signature.json         EIP-712 typed data, digest and oracle signature

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from offchain.allocation import PayoutTree, largest_remainder
+from offchain.allocation import PayoutCaps, PayoutTree, capped_split, largest_remainder
 from offchain.data.holders import Holder, training_set
 from offchain.errors import StageError
-from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures
+from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures, apply_caps
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, sha256_file, write_json, write_npy
 
@@ -374,12 +374,23 @@ def spent_before(paths: RoundPaths) -> int:
 
 
 def decide(
-    paths: RoundPaths, policy: BudgetPolicy, n_rounds: int, total_budget_wei: int
+    paths: RoundPaths,
+    policy: BudgetPolicy,
+    n_rounds: int,
+    total_budget_wei: int,
+    caps: PayoutCaps | None = None,
 ) -> RoundPaths:
     """Ask the policy for the round budget (wei) and the holders' weights.
 
-    Output: ``decision.json`` with ``policy``, ``budget_wei`` (int), ``weights`` (per holder),
-    and the state and features the policy saw.
+    With ``caps`` (the campaign's on-chain round cap, holder cap and unallocated escrow) the
+    policy sees them in its state, with the escrow lowered to the budget not yet allocated
+    (``total − spent before``) when that is tighter, and whatever it decides is clipped to them
+    (:func:`offchain.policy.apply_caps`): the round total never exceeds the round cap or the
+    escrow, nor the holder cap times the holders to be paid.
+
+    Output: ``decision.json`` with ``policy``, ``budget_wei`` (int, after the caps),
+    ``policy_budget_wei`` (what the policy returned), ``weights`` (per holder), ``caps`` (the
+    caps applied, or null) and the state the policy saw.
     """
     if paths.decision.exists():
         return paths
@@ -394,22 +405,29 @@ def decide(
         n_images=np.array([h["n_images"] for h in holders], dtype=np.int64),
         participating=participating,
     )
+    remaining = total_budget_wei - spent_before(paths)
+    if caps is not None and caps.escrow_wei > remaining:
+        caps = PayoutCaps(caps.round_cap_wei, caps.holder_cap_wei, max(remaining, 0))
     state = CampaignState(
         round_id=paths.round_id,
         n_rounds=n_rounds,
         total_budget_wei=total_budget_wei,
-        remaining_budget_wei=total_budget_wei - spent_before(paths),
+        remaining_budget_wei=remaining,
         n_participants=int(participating.sum()),
         n_holders=len(holders),
+        caps=caps,
     )
-    decision = policy.decide(state, features)
+    proposed = policy.decide(state, features)
+    decision = apply_caps(proposed, state)  # any policy, not only the hierarchical baselines
     write_json(
         paths.decision,
         {
             "round_id": paths.round_id,
             "policy": policy.name,
             "budget_wei": int(decision.budget_wei),
+            "policy_budget_wei": int(proposed.budget_wei),
             "weights": [float(w) for w in decision.weights],
+            "caps": caps.to_json() if caps is not None else None,
             "state": {
                 "n_rounds": n_rounds,
                 "total_budget_wei": total_budget_wei,
@@ -424,9 +442,18 @@ def decide(
 def allocate(paths: RoundPaths) -> RoundPaths:
     """Integer wei per holder summing exactly to the budget, and the Merkle tree of the payouts.
 
-    Outputs: ``allocation.json`` (per holder: index, address, amount_wei; the budget; the Merkle
-    root; the round's provenance, see :func:`round_provenance`) and ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves
-    ``(index, account, amount)`` for every holder paid more than 0 wei).
+    The split is :func:`offchain.allocation.capped_split` under the holder cap recorded in
+    ``decision.json`` (no amount above it, the excess shared by the others), or plain
+    :func:`offchain.allocation.largest_remainder` for a decision without caps.
+
+    Outputs: ``allocation.json`` (per holder: index, address, amount_wei; the budget; the holder
+    cap or null; the Merkle root; the round's provenance, see :func:`round_provenance`) and
+    ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves ``(index, account, amount)`` for
+    every holder paid more than 0 wei).
+
+    Raises:
+        AllocationError: the budget exceeds the holder cap times the holders with positive
+            weight (a decision not clipped by :func:`decide`).
     """
     if paths.allocation.exists():
         return paths
@@ -434,7 +461,14 @@ def allocate(paths: RoundPaths) -> RoundPaths:
     decision = read_json(paths.decision)
     holders = read_json(paths.manifest)["holders"]
     budget = int(decision["budget_wei"])
-    amounts = largest_remainder(budget, decision["weights"]) if budget else [0] * len(holders)
+    caps = decision.get("caps")  # absent in decisions written before caps were recorded
+    holder_cap = int(caps["holder_cap_wei"]) if caps else None
+    if not budget:
+        amounts = [0] * len(holders)
+    elif holder_cap is not None:
+        amounts = capped_split(budget, decision["weights"], holder_cap)
+    else:
+        amounts = largest_remainder(budget, decision["weights"])
     entries = [
         (h["index"], h["address"], amount)
         for h, amount in zip(holders, amounts, strict=True)
@@ -451,6 +485,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
         {
             "round_id": paths.round_id,
             "budget_wei": budget,
+            "holder_cap_wei": holder_cap,
             "total_wei": sum(amounts),
             "merkle_root": root,
             "provenance": provenance,
