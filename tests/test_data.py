@@ -16,6 +16,8 @@ from PIL import Image
 from offchain.data.holders import (
     DEFAULT_HOLDER_SIZES,
     Holder,
+    dataset_holder_sizes,
+    dataset_holders,
     dominant_classes,
     holder_address,
     holder_private_key,
@@ -31,7 +33,7 @@ from offchain.data.mnist import (
     parse_idx_images,
     parse_idx_labels,
 )
-from offchain.errors import DataError
+from offchain.errors import ConfigError, DataError
 from offchain.utils import read_json
 
 ADDRESS = "0xAb8483F64d9C6d1EcF9b849Ae677dD3315835cb2"
@@ -185,6 +187,75 @@ def test_mnist_holders_accept_explicit_sizes_and_prices() -> None:
 def test_mnist_holders_reject_sizes_of_the_wrong_length() -> None:
     with pytest.raises(DataError, match="sizes has 2 entries for 3 holders"):
         mnist_holders(n_holders=3, sizes=(5, 6))
+
+
+# --- Holders of any shipped dataset ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "shape", "total", "n_reference"),
+    [("mnist", (28, 28), 512, 10000), ("digits", (8, 8), 512, 1797), ("lfw", (25, 25), 100, 200)],
+)
+def test_dataset_holders_split_each_dataset_disjointly_with_held_out_images_left(
+    dataset: str, shape: tuple[int, int], total: int, n_reference: int
+) -> None:
+    from offchain.quality import held_out_images
+
+    holders = dataset_holders(dataset)
+    sizes = [h.n_images for h in holders]
+    assert [h.name for h in holders] == [f"holder_{i}" for i in range(8)]
+    assert all(h.address == holder_address(h.name) for h in holders)
+    assert sum(sizes) == total and len(set(sizes)) == len(sizes)
+    assert all(h.images.shape[1:] == shape and h.images.dtype == np.uint8 for h in holders)
+    hashes = [x for h in holders for x in h.image_hashes]
+    assert len(set(hashes)) == len(hashes) == total
+    held_out, _ = held_out_images(holders, dataset)  # every holder image found and dropped
+    assert len(held_out) == n_reference - total
+
+
+def test_dataset_holders_equal_mnist_holders_for_mnist(demo_holders: list[Holder]) -> None:
+    for kwargs in ({}, {"seed": 3, "n_holders": 4, "sizes": (6, 8, 10, 12)}):
+        general = dataset_holders("mnist", **kwargs)
+        legacy = demo_holders if not kwargs else mnist_holders(**kwargs)
+        assert [h.image_hashes for h in general] == [h.image_hashes for h in legacy]
+        assert [h.reservation_price_wei for h in general] == [
+            h.reservation_price_wei for h in legacy
+        ]
+        assert all(np.array_equal(a.labels, b.labels) for a, b in zip(general, legacy, strict=True))
+
+
+def test_dataset_holders_are_deterministic_by_seed() -> None:
+    first = dataset_holders("digits")
+    assert [h.image_hashes for h in dataset_holders("digits")] == [h.image_hashes for h in first]
+    assert [h.image_hashes for h in dataset_holders("digits", seed=1)] != [
+        h.image_hashes for h in first
+    ]
+
+
+def test_digits_holders_have_two_dominant_classes() -> None:
+    for index, holder in enumerate(dataset_holders("digits")):
+        counts = np.bincount(holder.labels, minlength=10)
+        first, second = dominant_classes(index)
+        assert 0.6 <= (counts[first] + counts[second]) / holder.n_images <= 0.8
+
+
+def test_lfw_holders_have_one_dominant_class_of_two() -> None:
+    for index, holder in enumerate(dataset_holders("lfw")):
+        counts = np.bincount(holder.labels, minlength=2)
+        assert counts[index % 2] == round(0.7 * holder.n_images), (holder.name, counts)
+
+
+def test_dataset_holder_sizes_leave_about_half_of_a_small_dataset() -> None:
+    assert dataset_holder_sizes(8, 10000) == DEFAULT_HOLDER_SIZES
+    assert dataset_holder_sizes(8, 200) == (5, 6, 8, 9, 12, 16, 19, 25)
+    assert sum(dataset_holder_sizes(12, 200)) <= 102
+
+
+def test_dataset_holders_reject_an_unknown_dataset_and_too_many_images() -> None:
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        dataset_holders("cifar")
+    with pytest.raises(DataError, match="lfw"):
+        dataset_holders("lfw", n_holders=2, sizes=(150, 60))
 
 
 def test_holder_rejects_a_non_checksum_address() -> None:

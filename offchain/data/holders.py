@@ -1,9 +1,11 @@
 """Data holders: who owns which training images, where they are paid, and what they ask for.
 
-Two sources:
+Sources:
 
 * :func:`mnist_holders` — the demo: the shipped MNIST test split divided among ``n_holders``
   holders of unequal sizes and distinct class mixes, with deterministic **demo-only** keys.
+* :func:`dataset_holders` — the same split of any shipped labelled dataset (``mnist``,
+  scikit-learn ``digits``, scikit-image ``lfw``), e.g. for the policy calibration's sweeps.
 * :func:`load_holder_folders` — a user's own data, one folder of images per holder.
 
 :func:`write_dataset_manifest` records the holders (addresses, prices, image hashes) as JSON.
@@ -14,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -26,15 +28,18 @@ from eth_utils import is_address, is_checksum_address, keccak, to_checksum_addre
 from PIL import Image, UnidentifiedImageError
 
 from offchain.data.mnist import DEFAULT_MNIST_ROOT, load_mnist
-from offchain.errors import DataError
+from offchain.errors import ConfigError, DataError
 from offchain.utils import write_json
 
 __all__ = [
     "DEFAULT_HOLDER_SIZES",
     "DOMINANT_FRACTION",
+    "HOLDER_DATASETS",
     "HOLDER_KEY_PREFIX",
     "IMAGE_EXTENSIONS",
     "Holder",
+    "dataset_holder_sizes",
+    "dataset_holders",
     "default_holder_sizes",
     "dominant_classes",
     "holder_address",
@@ -236,7 +241,102 @@ def mnist_holders(
     """
     if n_holders < 1:
         raise DataError(f"n_holders must be >= 1, got {n_holders}")
-    sizes = tuple(int(s) for s in (sizes if sizes is not None else default_holder_sizes(n_holders)))
+    sizes = sizes if sizes is not None else default_holder_sizes(n_holders)
+    return _split_holders(
+        lambda: load_mnist(mnist_root), "MNIST", n_holders, sizes, seed, reservation_prices_wei
+    )
+
+
+HOLDER_DATASETS = ("mnist", "digits", "lfw")
+"""Datasets :func:`dataset_holders` splits (those of
+:func:`offchain.quality.datasets.reference_dataset`)."""
+
+MAX_HOLDER_SHARE = 0.5
+"""Default holder sizes take at most this share of a dataset: the rest is held out for the
+quality stage's reference classifier and FID statistics."""
+
+
+def dataset_holder_sizes(n_holders: int, n_available: int) -> tuple[int, ...]:
+    """Default images per holder for a dataset of ``n_available`` images.
+
+    :func:`default_holder_sizes` ``(n_holders)``, scaled down (``round(size · f)``, at least 1)
+    with ``f = min(1, MAX_HOLDER_SHARE · n_available / Σ sizes)`` so that the holders take
+    about half the dataset at most. For 8 holders: MNIST (10,000 images) and scikit-learn
+    digits (1,797) keep :data:`DEFAULT_HOLDER_SIZES` (512 images); the LFW subset (200) gets
+    (5, 6, 8, 9, 12, 16, 19, 25), 100 images, the other 100 held out.
+    """
+    sizes = default_holder_sizes(n_holders)
+    factor = min(1.0, MAX_HOLDER_SHARE * n_available / sum(sizes))
+    if factor >= 1.0:
+        return sizes
+    return tuple(max(1, round(s * factor)) for s in sizes)
+
+
+def dataset_holders(
+    dataset: str,
+    n_holders: int = 8,
+    sizes: Sequence[int] | None = None,
+    seed: int = 0,
+    reservation_prices_wei: Sequence[int] | None = None,
+) -> list[Holder]:
+    """Split a shipped labelled dataset among holders, as :func:`mnist_holders` does MNIST.
+
+    ``dataset`` is ``"mnist"`` (the MNIST test split, 28×28), ``"digits"`` (scikit-learn's
+    8×8 optical digits) or ``"lfw"`` (scikit-image's 25×25 LFW subset, face = 1 / non-face =
+    0), loaded by :func:`offchain.quality.datasets.reference_dataset` at native resolution; the
+    round stages resize to the model's side (:func:`offchain.diffusion.preprocess`), and the
+    quality stage finds the holders' images in the same dataset by hash and holds the rest
+    out. Class mixes: with at least four classes a holder's 70 % dominant share comes from its
+    two :func:`dominant_classes`, exactly as in :func:`mnist_holders` (so
+    ``dataset_holders("mnist", …)`` equals ``mnist_holders(…)`` for the same arguments, the
+    defaults included); with fewer classes (LFW's two) it comes from one class, ``h mod K``,
+    and the other 30 % from the remaining classes.
+
+    Args:
+        dataset: one of :data:`HOLDER_DATASETS`.
+        n_holders: number of holders H ≥ 1.
+        sizes: images per holder; None: :func:`dataset_holder_sizes` (at most about half the
+            dataset, so the quality stage keeps held-out images).
+        seed: seed of the split and of the default prices' order.
+        reservation_prices_wei: per-holder prices in wei; None: 5 … 40 tokens, seeded order.
+
+    Returns:
+        H holders ``holder_<h>`` with labels and demo addresses (:func:`holder_address`).
+
+    Raises:
+        ConfigError: unknown ``dataset``.
+        DataError: bad sizes or prices, or a class pool runs out of images.
+    """
+    from offchain.quality.datasets import reference_dataset
+
+    if dataset not in HOLDER_DATASETS:
+        raise ConfigError(f"unknown dataset {dataset!r}; expected one of {HOLDER_DATASETS}")
+    if n_holders < 1:
+        raise DataError(f"n_holders must be >= 1, got {n_holders}")
+    images, labels = reference_dataset(dataset)
+    if sizes is None:
+        sizes = dataset_holder_sizes(n_holders, len(images))
+    return _split_holders(
+        lambda: (images, labels), dataset, n_holders, sizes, seed, reservation_prices_wei
+    )
+
+
+def _split_holders(
+    load: Callable[[], tuple[np.ndarray, np.ndarray]],
+    source: str,
+    n_holders: int,
+    sizes: Sequence[int],
+    seed: int,
+    reservation_prices_wei: Sequence[int] | None,
+) -> list[Holder]:
+    """The split of :func:`mnist_holders` / :func:`dataset_holders` over ``load()``'s images.
+
+    The random draws come in a fixed order (prices, class pools, then per holder its other
+    classes and its permutation), so that the MNIST split stays what it always was.
+    """
+    if n_holders < 1:
+        raise DataError(f"n_holders must be >= 1, got {n_holders}")
+    sizes = tuple(int(s) for s in sizes)
     if len(sizes) != n_holders:
         raise DataError(f"sizes has {len(sizes)} entries for {n_holders} holders")
     if min(sizes) < 1:
@@ -253,34 +353,46 @@ def mnist_holders(
                 f"reservation_prices_wei has {len(prices)} entries for {n_holders} holders"
             )
 
-    images, labels = load_mnist(mnist_root)
+    images, labels = load()
     if sum(sizes) > len(images):
-        raise DataError(f"holders ask for {sum(sizes)} images, MNIST has {len(images)}")
+        raise DataError(f"holders ask for {sum(sizes)} images, {source} has {len(images)}")
     n_classes = int(labels.max()) + 1
     # Per-class pools of image indices in a seeded order; drawing pops from the front.
     pools = [list(rng.permutation(np.flatnonzero(labels == c))) for c in range(n_classes)]
 
-    def draw(digit: int, count: int, holder: str) -> list[int]:
-        if count > len(pools[digit]):
+    def draw(cls: int, count: int, holder: str) -> list[int]:
+        if count > len(pools[cls]):
             raise DataError(
-                f"{holder}: needs {count} more images of digit {digit}, only "
-                f"{len(pools[digit])} left; use smaller sizes"
+                f"{holder}: needs {count} more {source} images of class {cls}, only "
+                f"{len(pools[cls])} left; use smaller sizes"
             )
-        taken, pools[digit] = pools[digit][:count], pools[digit][count:]
+        taken, pools[cls] = pools[cls][:count], pools[cls][count:]
         return taken
 
     holders = []
     for h, size in enumerate(sizes):
         name = f"holder_{h}"
-        first, second = dominant_classes(h, n_classes)
         n_dominant = round(DOMINANT_FRACTION * size)
-        others = np.array([c for c in range(n_classes) if c not in (first, second)])
-        other_draws = np.bincount(rng.choice(others, size=size - n_dominant), minlength=n_classes)
-        index = draw(first, n_dominant - n_dominant // 2, name) + draw(
-            second, n_dominant // 2, name
+        if n_classes >= 4:
+            first, second = dominant_classes(h, n_classes)
+            dominant = (first, second)
+            index = draw(first, n_dominant - n_dominant // 2, name) + draw(
+                second, n_dominant // 2, name
+            )
+        else:  # too few classes for two distinct dominant ones (LFW: face / non-face)
+            dominant = (h % n_classes,)
+            index = draw(dominant[0], n_dominant, name)
+        others = np.array([c for c in range(n_classes) if c not in dominant])
+        n_other = size - n_dominant
+        if n_other and not len(others):
+            raise DataError(f"{source} has one class only: no class mix for {name}")
+        other_draws = (
+            np.bincount(rng.choice(others, size=n_other), minlength=n_classes)
+            if len(others)
+            else np.zeros(n_classes, np.int64)
         )
-        for digit in others:
-            index += draw(int(digit), int(other_draws[digit]), name)
+        for cls in others:
+            index += draw(int(cls), int(other_draws[cls]), name)
         index = np.asarray(index)[rng.permutation(size)]
         holders.append(
             Holder(
