@@ -191,6 +191,63 @@ def lds(
     console.print((out / "lds.md").read_text())
 
 
+@app.command("policy-calibrate")
+def policy_calibrate(
+    dataset: Annotated[str, typer.Option(help="Holders' dataset: mnist, digits or lfw.")] = "mnist",
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder (resumable); default runs/policy/<dataset>.")
+    ] = None,
+    campaigns: Annotated[int, typer.Option(help="Independent campaigns C of the sweep.")] = 4,
+    rounds: Annotated[int, typer.Option(help="Rounds T per campaign.")] = 3,
+    profile: Annotated[str, typer.Option(help="Size preset: demo or tiny.")] = "demo",
+    from_runs: Annotated[
+        list[Path] | None,
+        typer.Option(help="Fit these run folders instead of measuring (repeatable)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of holders, design and models.")] = 0,
+    threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Measure rounds over varied participant sets and fit the policy environment's dynamics."""
+    _setup_logging(verbose)
+    from offchain.config import Settings
+    from offchain.policy.calibrate import (
+        CALIBRATION_FILE,
+        calibration_report,
+        fit_env_calibration,
+        measure_rounds,
+        ml_config,
+    )
+
+    out = out or Path("runs/policy") / dataset
+    try:
+        if from_runs:
+            run_dirs = list(from_runs)
+        else:
+            import torch
+
+            torch.set_num_threads(threads)
+            settings = Settings.for_profile(profile, seed=seed)
+            run_dirs = measure_rounds(
+                dataset,
+                out,
+                n_campaigns=campaigns,
+                n_rounds=rounds,
+                ml=ml_config(settings),
+                seed=seed,
+                n_holders=settings.n_holders,
+                sizes=settings.holder_sizes,
+                log=console.print,
+            )
+        calibration = fit_env_calibration(run_dirs, dataset)
+        path = calibration.to_json(out / CALIBRATION_FILE)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    typer.echo(calibration_report(calibration))
+    console.print(f"written {path}")
+
+
 @app.command("calibrate-copyright")
 def calibrate_copyright(
     round_dir: Annotated[
@@ -244,6 +301,174 @@ def calibrate_copyright(
         _fail(exc if isinstance(exc, OffchainError) else StageError(str(exc)))
         return
     typer.echo((folder.parent / "calibration.md").read_text())
+
+
+def _policy_configs(
+    rounds: int | None,
+    demand: float | None,
+    campaign_config: Path | None,
+    reward_config: Path | None,
+):
+    """CampaignConfig and RewardConfig from optional JSON files, then option overrides."""
+    from offchain.errors import ConfigError
+    from offchain.policy.env import CampaignConfig, RewardConfig
+
+    try:
+        campaign = (
+            CampaignConfig.model_validate_json(campaign_config.read_text())
+            if campaign_config
+            else CampaignConfig()
+        )
+        reward = (
+            RewardConfig.model_validate_json(reward_config.read_text())
+            if reward_config
+            else RewardConfig()
+        )
+        overrides = {k: v for k, v in (("n_rounds", rounds), ("demand", demand)) if v is not None}
+        if overrides:
+            campaign = CampaignConfig(**{**campaign.model_dump(), **overrides})
+    except (OSError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+        raise ConfigError(f"bad policy configuration: {exc}") from None
+    return campaign, reward
+
+
+def _calibration_path(dataset: str, calibration: Path | None) -> Path:
+    return calibration or Path("runs/policy") / dataset / "env_calibration.json"
+
+
+@app.command("policy-train")
+def policy_train(
+    dataset: Annotated[
+        str, typer.Option(help="Calibrated dataset: mnist, digits or lfw.")
+    ] = "mnist",
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="env_calibration.json; default runs/policy/<dataset>/env_calibration.json."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Policy folder; default runs/policy/<dataset>/rl-seed<seed>."),
+    ] = None,
+    rounds: Annotated[
+        int | None, typer.Option(help="Rounds T of the campaigns (default 5).")
+    ] = None,
+    demand: Annotated[
+        float | None, typer.Option(help="Cost of keeping everyone, share of B (default 0.6).")
+    ] = None,
+    campaign_config: Annotated[
+        Path | None, typer.Option(help="JSON of CampaignConfig (prices, exposure, caps).")
+    ] = None,
+    reward_config: Annotated[
+        Path | None, typer.Option(help="JSON of RewardConfig (the sponsor's reward weights).")
+    ] = None,
+    timesteps: Annotated[int, typer.Option(help="PPO rounds per training phase.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of PPO and of the simulated campaigns.")] = 0,
+    episodes: Annotated[int, typer.Option(help="Campaigns of the check against Linear.")] = 100,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Train the hierarchical RL budget policy (PPO, stable-baselines3) in the calibrated env."""
+    _setup_logging(verbose)
+    import numpy as np
+
+    from offchain.policy import make_policy
+    from offchain.policy.calibrate import EnvCalibration
+    from offchain.policy.env import CampaignSimulator
+    from offchain.policy.rl import PPOConfig, load_policy, train_policy
+
+    try:
+        campaign, reward = _policy_configs(rounds, demand, campaign_config, reward_config)
+        cal = EnvCalibration.from_json(_calibration_path(dataset, calibration))
+        folder = out or Path("runs/policy") / cal.dataset / f"rl-seed{seed}"
+        train_policy(
+            cal,
+            folder,
+            campaign=campaign,
+            reward=reward,
+            ppo=PPOConfig(timesteps=timesteps),
+            seed=seed,
+            progress=progress,
+        )
+        sim = CampaignSimulator(cal, campaign, reward)
+        table = Table(title=f"{cal.dataset}: mean over {episodes} held-out campaigns")
+        for col in ("policy", "return", "retained", "budget spent", "FID"):
+            table.add_column(col)
+        for name, policy in (
+            ("rl/rl", load_policy(folder)),
+            ("linear/contribution", make_policy("linear/contribution")),
+        ):
+            runs = [sim.run(policy, seed=10**6 + e) for e in range(episodes)]
+            table.add_row(
+                name,
+                f"{np.mean([r.episode_return for r in runs]):.3f}",
+                f"{np.mean([r.retained for r in runs]):.2f}",
+                f"{np.mean([r.budget_spent for r in runs]):.2f}",
+                f"{np.mean([r.fid_final for r in runs]):.1f}",
+            )
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    console.print(table)
+    console.print(f"Policy in {folder}; use it with --policy rl:{folder}")
+
+
+@app.command("policy-evaluate")
+def policy_evaluate(
+    datasets: Annotated[
+        str, typer.Option(help="Comma list of calibrated datasets.")
+    ] = "mnist,digits,lfw",
+    root: Annotated[Path, typer.Option(help="Folder of <dataset>/env_calibration.json.")] = Path(
+        "runs/policy"
+    ),
+    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("runs/policy/eval"),
+    seeds: Annotated[
+        int, typer.Option(help="Seeds (RL trainings) per dataset, >= 5 for the table.")
+    ] = 5,
+    episodes: Annotated[int, typer.Option(help="Campaigns per method and seed.")] = 50,
+    rounds: Annotated[int | None, typer.Option(help="Rounds T (default 5).")] = None,
+    demand: Annotated[
+        float | None, typer.Option(help="Cost of keeping everyone, share of B.")
+    ] = None,
+    campaign_config: Annotated[Path | None, typer.Option(help="JSON of CampaignConfig.")] = None,
+    reward_config: Annotated[Path | None, typer.Option(help="JSON of RewardConfig.")] = None,
+    timesteps: Annotated[int, typer.Option(help="PPO rounds per training phase.")] = 20_000,
+    jobs: Annotated[int, typer.Option(help="Policies trained in parallel (processes).")] = 1,
+    progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """The evaluation table: every method x dataset, mean and 95 % interval over seeds, plots."""
+    _setup_logging(verbose)
+    from rich.progress import Progress
+
+    from offchain.policy.calibrate import EnvCalibration
+    from offchain.policy.evaluate import EvaluationConfig, evaluate
+    from offchain.policy.rl import PPOConfig
+
+    try:
+        campaign, reward = _policy_configs(rounds, demand, campaign_config, reward_config)
+        names = [d.strip() for d in datasets.split(",") if d.strip()]
+        calibrations = {
+            d: EnvCalibration.from_json(root / d / "env_calibration.json") for d in names
+        }
+        with Progress(console=console, disable=not progress) as bar:
+            task = bar.add_task("trained policies", total=len(names) * seeds)
+            evaluate(
+                calibrations,
+                out,
+                campaign=campaign,
+                reward=reward,
+                ppo=PPOConfig(timesteps=timesteps),
+                config=EvaluationConfig(seeds=tuple(range(seeds)), episodes=episodes),
+                jobs=jobs,
+                on_policy=lambda *_: bar.advance(task),
+            )
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    console.print((out / "table.md").read_text())
+    console.print(f"Results, episodes.csv and plots in {out}")
 
 
 def main() -> None:
