@@ -388,3 +388,20 @@ def test_settings_caps_default_to_the_budget_and_come_from_the_environment(monke
         Settings.for_profile("tiny", holder_cap_wei=tiny.total_budget_wei + 1)
     with pytest.raises(ValueError, match="greater than 0"):
         Settings(round_cap_wei=0)
+
+
+def test_a_zero_budget_before_the_last_round_pays_one_wei_so_later_rounds_can_post(tmp_path):
+    class Skip:  # pays nothing this round
+        name = "skip"
+
+        def decide(self, state, features):
+            return PolicyDecision(0, np.array([0.1, 0.2, 0.3, 0.4]))
+
+    first = _synthetic_round(tmp_path, 1, [0.25] * 4)
+    stages.decide(first, Skip(), 2, 1000 * WEI)
+    assert read_json(first.decision)["budget_wei"] == 1  # the contract refuses a zero total
+    stages.allocate(first)
+    assert [h["amount_wei"] for h in read_json(first.allocation)["holders"]] == [0, 0, 0, 1]
+    last = _synthetic_round(tmp_path, 2, [0.25] * 4)
+    stages.decide(last, Skip(), 2, 1000 * WEI)
+    assert read_json(last.decision)["budget_wei"] == 0  # nothing follows the last round

@@ -21,7 +21,13 @@ import numpy as np
 from offchain.allocation import PayoutCaps, PayoutTree, capped_split, largest_remainder
 from offchain.data.holders import Holder, training_set
 from offchain.errors import StageError
-from offchain.policy import BudgetPolicy, CampaignState, HolderFeatures, apply_caps
+from offchain.policy import (
+    BudgetPolicy,
+    CampaignState,
+    HolderFeatures,
+    PolicyDecision,
+    apply_caps,
+)
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, sha256_file, write_json, write_npy
 
@@ -391,6 +397,10 @@ def decide(
     Output: ``decision.json`` with ``policy``, ``budget_wei`` (int, after the caps),
     ``policy_budget_wei`` (what the policy returned), ``weights`` (per holder), ``caps`` (the
     caps applied, or null) and the state the policy saw.
+
+    A budget of 0 before the last round while escrow is left becomes 1 wei: the contract posts
+    rounds strictly in order and refuses a zero total, so an unposted round would block every
+    later one.
     """
     if paths.decision.exists():
         return paths
@@ -419,6 +429,12 @@ def decide(
     )
     proposed = policy.decide(state, features)
     decision = apply_caps(proposed, state)  # any policy, not only the hierarchical baselines
+    escrow = remaining if caps is None else min(remaining, caps.escrow_wei)
+    if decision.budget_wei == 0 and paths.round_id < n_rounds and escrow > 0:
+        # The contract takes rounds strictly in order and refuses a zero total
+        # (ZeroRoundTotal): a round that pays nothing while budget is left would block every
+        # later round. It pays one wei instead (to the highest weight).
+        decision = PolicyDecision(budget_wei=1, weights=decision.weights)
     write_json(
         paths.decision,
         {
