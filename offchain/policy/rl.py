@@ -90,7 +90,7 @@ class PPOConfig:
     holder is a cliff (paid one wei short, it leaves) and a noisy pace needs a wide margin."""
     net_arch: tuple[int, ...] = (64, 64)
     """Hidden layers of the actor and of the critic."""
-    refinements: int = 1
+    refinements: int = 2
     """Alternations after the first pass: the lower level trained again against the RL upper
     level, then the upper level against that lower level."""
     lower_pace: tuple[float, float] = (0.3, 1.2)
@@ -251,9 +251,11 @@ def train_policy(
         # Each level again against the other's current policy: the lower level now sees the
         # budgets the RL upper level really sets, the upper level the sharper split.
         lower.set_env(env("lower", RLUpper(upper, t_max)))
+        lower.set_random_seed(seed + 10 * k)  # a new env starts unseeded: keep runs reproducible
         _set_logger(lower, out_dir / "logs" / f"lower_{k}")
         learn(lower, f"lower_{k}")
         upper.set_env(env("upper", RLLower(lower, t_max)))
+        upper.set_random_seed(seed + 10 * k + 1)
         _set_logger(upper, out_dir / "logs" / f"upper_{k}")
         learn(upper, f"upper_{k}")
     upper.save(out_dir / "upper.zip")
