@@ -222,3 +222,27 @@ def test_gini_of_equal_and_of_winner_take_all_payments():
     assert gini(np.array([5.0, 5.0, 5.0, 5.0])) == 0.0
     assert gini(np.array([0.0, 0.0, 0.0, 8.0])) == pytest.approx(0.75)
     assert gini(np.zeros(3)) == 0.0
+
+
+def test_the_monotone_quality_model_drops_wrong_sign_slopes_and_keeps_right_ones():
+    from offchain.policy.calibrate import fit_fid, fit_fid_monotone
+    from offchain.policy.env import quality_coefficients
+
+    rng = np.random.default_rng(0)
+    d_t = rng.integers(50, 500, 12).astype(float)
+    t = np.tile([1.0, 2.0, 3.0], 4)
+    good = np.exp(8.0 - 0.5 * np.log(d_t) - 0.2 * np.log(t) + 0.01 * rng.standard_normal(12))
+    np.testing.assert_allclose(fit_fid_monotone(d_t, t, good), fit_fid(d_t, t, good)["coef"])
+    bad = np.exp(1.0 + 0.7 * np.log(d_t) - 0.2 * np.log(t) + 0.01 * rng.standard_normal(12))
+    a, b, c = fit_fid_monotone(d_t, t, bad)
+    assert b == 0.0 and c <= 0.0
+    rounds = tuple({"D_t": d, "round_id": r, "fid": f} for d, r, f in zip(d_t, t, bad, strict=True))
+    cal = calibration(fid_coef=fit_fid(d_t, t, bad)["coef"], rounds=rounds)
+    assert quality_coefficients(cal, "fit")[1] > 0.6
+    assert quality_coefficients(cal, "monotone") == (a, b, c)
+    # without measured rounds the fitted slopes are clipped at 0
+    assert quality_coefficients(calibration(fid_coef=(1.0, 0.5, -0.1)), "monotone") == (
+        1.0,
+        0.0,
+        -0.1,
+    )

@@ -4,7 +4,8 @@ A campaign has T rounds, a total budget B (wei) and N holders with image counts 
 
 1. the participating holders' data trains the model; its reference-classifier FID follows the
    calibrated fit ``log FID_t = a + b·log D_t + c·log t + ε`` (D_t = images trained on in round t;
-   :class:`~offchain.policy.calibrate.EnvCalibration`, fitted on rounds the oracle measured);
+   :class:`~offchain.policy.calibrate.EnvCalibration`, fitted on rounds the oracle measured;
+   by default refitted with b ≤ 0 and c ≤ 0, :func:`quality_coefficients`);
 2. each participant's TRAK contribution share is drawn from the calibrated model
    ``shareᵢ ∝ nᵢ^κ · exp(σ z)`` and its copyright loss from the measured loss distribution;
    holders whose works the model reproduces ("exposed" holders, a scenario parameter) suffer the
@@ -32,6 +33,7 @@ The sponsor's reward (weights in :class:`RewardConfig`), per round t and at the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import gymnasium as gym
 import numpy as np
@@ -46,7 +48,7 @@ from offchain.policy.base import (
     PolicyDecision,
     UpperPolicy,
 )
-from offchain.policy.calibrate import EnvCalibration
+from offchain.policy.calibrate import MIN_FID_ROUNDS, EnvCalibration, fit_fid_monotone
 from offchain.policy.observations import (
     CAMPAIGN_OBS_DIM,
     HOLDER_FEATURE_NAMES,
@@ -68,6 +70,7 @@ __all__ = [
     "UpperEnv",
     "budget_from_action",
     "gini",
+    "quality_coefficients",
 ]
 
 WEI_PER_TOKEN = 10**18
@@ -123,6 +126,10 @@ class CampaignConfig(BaseModel):
     """On-chain per-holder-per-round cap in wei (None: the round cap)."""
     noise: bool = True
     """False: no randomness at all (FID, contributions, losses at their calibrated centres)."""
+    quality_model: Literal["monotone", "fit"] = "monotone"
+    """``monotone``: the FID fit refitted with b ≤ 0 and c ≤ 0 (more data and more training never
+    worsen the expected FID; :func:`~offchain.policy.calibrate.fit_fid_monotone`); ``fit``: the
+    unconstrained fit as measured, whose slopes on 9 noisy rounds can have the wrong sign."""
 
     @model_validator(mode="after")
     def _caps(self) -> CampaignConfig:
@@ -193,6 +200,7 @@ class CampaignSimulator:
         self.n_holders = len(self.n_images)
         kappa = float(calibration.contribution_exponent)
         self.value = self.n_images.astype(np.float64) ** kappa
+        self.fid_coef = quality_coefficients(calibration, self.campaign.quality_model)
         self.fid_full = self._fid(int(self.n_images.sum()), self.campaign.n_rounds, 0.0)
         self.reset(0)
 
@@ -241,7 +249,7 @@ class CampaignSimulator:
         self._start_round()
 
     def _fid(self, images: int, round_id: int, noise: float) -> float:
-        a, b, c = self.calibration.fid_coef
+        a, b, c = self.fid_coef
         return float(np.exp(a + b * np.log(max(images, 1)) + c * np.log(round_id) + noise))
 
     def _start_round(self) -> None:
@@ -372,6 +380,26 @@ class CampaignSimulator:
         while not self.done:
             self.step(policy.decide(self.state, self.features))
         return self.metrics()
+
+
+def quality_coefficients(calibration: EnvCalibration, model: str) -> tuple[float, float, float]:
+    """(a, b, c) of the simulated ``log FID_t = a + b·log D_t + c·log t``.
+
+    ``fit``: the calibration's OLS fit. ``monotone``: refitted on the calibration's measured
+    rounds with b ≤ 0 and c ≤ 0; without measured rounds (a hand-made calibration), the fit's
+    slopes clipped at 0.
+    """
+    if model == "fit":
+        return tuple(float(x) for x in calibration.fid_coef)
+    measured = [r for r in calibration.rounds if r.get("fid") is not None]
+    if len(measured) >= MIN_FID_ROUNDS:
+        return fit_fid_monotone(
+            [r["D_t"] for r in measured],
+            [r["round_id"] for r in measured],
+            [r["fid"] for r in measured],
+        )
+    a, b, c = (float(x) for x in calibration.fid_coef)
+    return a, min(b, 0.0), min(c, 0.0)
 
 
 def gini(values: np.ndarray) -> float:
