@@ -70,6 +70,10 @@ def test_the_hierarchical_policy_reaches_95_percent_of_the_analytic_optimum(tmp_
     achieved = np.mean([sim.run(policy, seed=s).episode_return for s in seeds])
     optimum = np.mean([optimal_return(sim, s) for s in seeds])
     assert achieved >= 0.95 * optimum, f"{achieved:.3f} < 95 % of {optimum:.3f}"
+    # It compensates the exposed holder rather than punishing it: more per image.
+    metrics = sim.run(policy, seed=100)
+    per_image = np.array(metrics.payments_wei) / np.array(sim.n_images)
+    assert per_image[sim.exposed].min() > 1.3 * per_image[~sim.exposed].max()
     # The bar is not trivial: the best heuristic pair spends the whole budget.
     best_baseline = max(
         np.mean([sim.run(make_policy(name), seed=s).episode_return for s in seeds])

@@ -12,6 +12,7 @@ from offchain.policy.env import CampaignConfig, CampaignSimulator, RewardConfig
 from offchain.policy.evaluate import EvaluationConfig, evaluate, interval
 from offchain.policy.rl import PPOConfig, load_policy, train_policy
 from offchain.rounds import stages
+from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 from tests.test_caps import WEI, _synthetic_round
 from tests.test_policy_env import calibration
@@ -33,7 +34,15 @@ def test_training_writes_both_levels_logs_and_settings(trained):
         assert (trained / name).exists()
     meta = read_json(trained / "policy.json")
     assert meta["n_rounds"] == 2 and meta["seed"] == 0 and meta["ppo"]["timesteps"] == 400
-    assert set(meta["seconds"]) == {"lower", "upper_equal", "upper", "lower_1", "upper_1"}
+    assert set(meta["seconds"]) == {
+        "lower",
+        "upper_equal",
+        "upper",
+        "lower_1",
+        "upper_1",
+        "lower_2",
+        "upper_2",
+    }
     assert (trained / "logs" / "upper" / "progress.csv").exists()
     assert list((trained / "logs" / "upper").glob("events.out.tfevents.*"))
 
@@ -56,6 +65,34 @@ def test_the_oracle_uses_the_trained_policy_through_make_policy(trained, tmp_pat
     assert decision["policy"] == "rl/rl"
     assert sum(amounts) == decision["budget_wei"] <= 300 * WEI
     assert max(amounts) <= 90 * WEI
+
+
+def test_a_campaign_on_anvil_runs_on_the_trained_policy_within_tight_caps(trained, tmp_path):
+    """The oracle's real rounds (tiny ML, real chain) with the RL policy deciding."""
+    import io
+
+    from rich.console import Console
+
+    from offchain.config import Settings
+    from offchain.oracle.node import run_campaign
+
+    settings = Settings.for_profile(
+        "tiny",
+        run_dir=tmp_path / "run",
+        policy=f"rl:{trained}",
+        round_cap_wei=300 * WEI,
+        holder_cap_wei=90 * WEI,
+    )
+    result = run_campaign(settings, console=Console(file=io.StringIO()), fresh=True)
+    assert result.balances_wei == result.allocated_wei  # every leaf claimed on chain
+    for round_id in range(1, result.rounds + 1):
+        paths = RoundPaths(result.run_dir, round_id)
+        decision, allocation = read_json(paths.decision), read_json(paths.allocation)
+        amounts = [h["amount_wei"] for h in allocation["holders"]]
+        assert decision["policy"] == "rl/rl"
+        assert sum(amounts) == decision["budget_wei"] <= 300 * WEI
+        assert max(amounts) <= 90 * WEI
+    assert result.extras["unallocated_wei"] == settings.total_budget_wei - sum(result.allocated_wei)
 
 
 def test_a_policy_trained_for_other_campaign_lengths_is_refused(trained):
@@ -89,6 +126,7 @@ def test_evaluation_writes_the_table_csv_and_plots(tmp_path):
         campaign=CampaignConfig(n_rounds=2),
         ppo=TINY_PPO,
         config=EvaluationConfig(seeds=(0, 1), episodes=2),
+        jobs=2,  # the two policies train in two processes
         methods=("linear/equal", "greedy/contribution", "rl/equal", "linear/rl", "rl/rl"),
     )
     assert len(rows) == 2 * 5

@@ -369,7 +369,8 @@ def policy_train(
     progress: Annotated[bool, typer.Option(help="Progress bars.")] = True,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Train the hierarchical RL budget policy (PPO, stable-baselines3) in the calibrated env."""
+    """Train the hierarchical RL budget policy (PPO, stable-baselines3) in the calibrated env,
+    then compare it with two Linear baselines on held-out simulated campaigns."""
     _setup_logging(verbose)
     import numpy as np
 
@@ -397,6 +398,7 @@ def policy_train(
             table.add_column(col)
         for name, policy in (
             ("rl/rl", load_policy(folder)),
+            ("linear/equal", make_policy("linear/equal")),
             ("linear/contribution", make_policy("linear/contribution")),
         ):
             runs = [sim.run(policy, seed=10**6 + e) for e in range(episodes)]

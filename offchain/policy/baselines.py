@@ -92,7 +92,7 @@ class RandomBudget:
             self._plan = np.random.default_rng(self.seed).dirichlet(np.ones(state.n_rounds))
         if state.round_id == state.n_rounds:
             return state.remaining_budget_wei
-        planned = (state.total_budget_wei * round(float(self._plan[state.round_id - 1]) * 10**9))
+        planned = state.total_budget_wei * round(float(self._plan[state.round_id - 1]) * 10**9)
         return min(planned // 10**9, state.remaining_budget_wei)
 
 

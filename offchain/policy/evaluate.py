@@ -109,22 +109,22 @@ def evaluate(
     rows: list[dict] = []
     episode_rows: list[dict] = []
     budget = campaign.total_budget_wei
+    if any(m in RL_METHODS for m in methods):
+        _train_all(
+            calibrations,
+            out_dir,
+            config.seeds,
+            jobs,
+            on_policy,
+            campaign=campaign,
+            reward=reward,
+            ppo=ppo,
+            progress=progress and jobs == 1,
+        )
     for dataset, calibration in calibrations.items():
         sim = CampaignSimulator(calibration, campaign, reward)
         for seed in config.seeds:
             policy_dir = out_dir / dataset / f"seed{seed}"
-            if any(m in RL_METHODS for m in methods):
-                train_policy(
-                    calibration,
-                    policy_dir,
-                    campaign=campaign,
-                    reward=reward,
-                    ppo=ppo,
-                    seed=seed,
-                    progress=progress,
-                )
-                if on_policy:
-                    on_policy(dataset, seed, policy_dir)
             for method in methods:
                 policy = _policy(method, seed, policy_dir)
                 runs: list[EpisodeMetrics] = []
@@ -153,6 +153,28 @@ def evaluate(
     for dataset in calibrations:
         plot_dataset(rows, dataset, out_dir)
     return rows
+
+
+def _train_all(calibrations, out_dir, seeds, jobs, on_policy, **kwargs) -> None:
+    """Train (or find) the policy of every dataset × seed, ``jobs`` processes at a time."""
+    todo = [(d, s, out_dir / d / f"seed{s}") for d in calibrations for s in seeds]
+    if jobs <= 1:
+        for dataset, seed, folder in todo:
+            train_policy(calibrations[dataset], folder, seed=seed, **kwargs)
+            if on_policy:
+                on_policy(dataset, seed, folder)
+        return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        futures = {
+            pool.submit(train_policy, calibrations[d], folder, seed=s, **kwargs): (d, s, folder)
+            for d, s, folder in todo
+        }
+        for future in as_completed(futures):
+            future.result()  # re-raises a worker's error
+            if on_policy:
+                on_policy(*futures[future])
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -237,6 +259,7 @@ def plot_dataset(rows: Sequence[dict], dataset: str, out_dir: Path) -> tuple[Pat
                 label=method,
                 linewidth=2.2 if method == "rl/rl" else 1.0,
             )
+        ax.set_xticks(x)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("share of the budget B")
         ax.set_title(
