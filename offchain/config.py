@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     """Signatures k needed per round (k-of-n over ``oracle_keys``)."""
     sponsor_key: SecretStr | None = None
     """Sponsor private key; None on a local anvil node: its dev account 2."""
+    keystore_dir: Path | None = None
+    """Folder of encrypted oracle keystores (``offchain keys new``); replaces ``oracle_keys``."""
+    keystore_password_file: Path | None = None
+    """File holding the keystore password (mode 600); None: ``CCOMP_KEYSTORE_PASSWORD``."""
     guardian: str | None = None
     """Guardian address (may revoke pending rounds); None: the sponsor."""
     solc_path: str | None = None
@@ -114,6 +118,15 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"holder_cap_wei {self.holder_cap_wei} exceeds the round cap "
                 f"{self.campaign_round_cap_wei} (round_cap_wei, or the budget when unset)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Settings:
+        if self.keystore_dir is not None and self.oracle_keys:
+            raise ConfigError(
+                "both keystore_dir and oracle_keys are set; give the oracle keys one way "
+                "(CCOMP_KEYSTORE_DIR or CCOMP_ORACLE_KEYS)"
             )
         return self
 

@@ -473,6 +473,62 @@ def policy_evaluate(
     console.print(f"Results, episodes.csv and plots in {out}")
 
 
+keys_app = typer.Typer(
+    help="Encrypted keystores of the oracle signer keys (addresses only are printed).",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("new")
+def keys_new(
+    directory: Annotated[Path, typer.Option("--dir", help="Keystore folder (created 0700).")],
+    password_file: Annotated[
+        Path | None,
+        typer.Option(help="File with the password (mode 600); default: $CCOMP_KEYSTORE_PASSWORD."),
+    ] = None,
+    import_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File holding an existing 0x-hex private key; default: a new key."),
+    ] = None,
+) -> None:
+    """Encrypt a new (or imported) signer key into <dir>/<address>.json; print the address."""
+    from offchain.errors import ConfigError
+    from offchain.oracle.keystore import create_keystore, read_password
+
+    try:
+        password = read_password(password_file)
+        private_key = None
+        if import_key_file is not None:
+            try:
+                private_key = import_key_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot read key file {import_key_file}: {exc.strerror}"
+                ) from exc
+        address = create_keystore(directory, password, private_key)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    typer.echo(address)
+
+
+@keys_app.command("list")
+def keys_list(
+    directory: Annotated[Path, typer.Option("--dir", help="Keystore folder.")],
+) -> None:
+    """Print the address of each keystore in the folder (nothing is decrypted)."""
+    from offchain.oracle.keystore import list_keystores
+
+    try:
+        addresses = list_keystores(directory)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    for address in addresses:
+        typer.echo(address)
+
+
 def main() -> None:
     """Entry point of ``python -m offchain``."""
     app()

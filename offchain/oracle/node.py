@@ -35,6 +35,7 @@ from offchain.data.holders import (
     write_dataset_manifest,
 )
 from offchain.errors import ConfigError, StageError
+from offchain.oracle.keystore import load_keystores, read_password
 from offchain.oracle.report import payments_plot, print_round, summary_table
 from offchain.oracle.signing import (
     RoundAllocation,
@@ -276,18 +277,25 @@ def _chain(settings: Settings) -> Iterator[tuple[str, list[str] | None]]:
 
 
 def _signer_keys(settings: Settings, dev_keys: list[str] | None) -> list[str]:
-    """The oracle signer keys: configured, or dev accounts 5, 6, 7 on a local anvil node.
+    """The oracle signer keys: from the keystores in ``keystore_dir``, configured, or dev
+    accounts 5, 6, 7 on a local anvil node.
 
     Raises:
-        ConfigError: no keys on a remote chain, or a threshold above the number of keys.
+        ConfigError: no keys on a remote chain, a keystore that cannot be opened, or a
+            threshold above the number of keys.
     """
-    if settings.oracle_keys:
+    if settings.keystore_dir is not None:
+        if settings.oracle_keys:
+            raise ConfigError("both keystore_dir and oracle_keys are set; give one")
+        password = read_password(settings.keystore_password_file)
+        keys = load_keystores(settings.keystore_dir, password)
+    elif settings.oracle_keys:
         keys = [k.get_secret_value() for k in settings.oracle_keys]
     elif dev_keys is not None:
         keys = dev_keys[5:8]
     else:
         raise ConfigError("oracle signer keys are required on a remote chain "
-                          "(set CCOMP_ORACLE_KEYS to a JSON list)")
+                          "(set CCOMP_KEYSTORE_DIR or CCOMP_ORACLE_KEYS)")
     if settings.oracle_threshold > len(keys):
         raise ConfigError(f"oracle_threshold {settings.oracle_threshold} exceeds the "
                           f"{len(keys)} signer keys")
