@@ -6,6 +6,9 @@ The operator endpoints, registration and chain-state views come with the service
 
 from __future__ import annotations
 
+import os
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -60,6 +63,87 @@ class HolderClaims(BaseModel):
     claims: list[Claimable]
 
 
+FileKey = tuple[str, int, int] | None
+"""``(path, st_mtime_ns, st_size)`` of an artifact, or None when it does not exist."""
+
+
+def _file_key(path: Path) -> FileKey:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+@dataclass(frozen=True)
+class _RoundIndex:
+    """What the proof endpoint needs of one round, parsed once per version of its artifacts.
+
+    Attributes:
+        merkle_root: ``allocation.json``'s root.
+        entries: For each address, its first holder entry in ``allocation.json``.
+        tree: The round's payout tree (None without ``tree.json``).
+        proofs: Proof of each payout index in ``tree``.
+        claimed: Payout indices with a successful claim in ``claims.json``.
+    """
+
+    merkle_root: str | None
+    entries: dict[str, dict]
+    tree: PayoutTree | None
+    proofs: dict[int, list[str]]
+    claimed: frozenset[int]
+
+    @classmethod
+    def load(cls, paths: RoundPaths, tree_exists: bool, claims_exist: bool) -> _RoundIndex:
+        allocation = read_json(paths.allocation)
+        entries: dict[str, dict] = {}
+        for holder in allocation["holders"]:
+            entries.setdefault(holder["address"], holder)
+        tree = PayoutTree.from_json(read_json(paths.tree)) if tree_exists else None
+        proofs = {index: tree.proof(index) for index, _, _ in tree.entries} if tree else {}
+        claims = read_json(paths.claims)["claims"] if claims_exist else []
+        return cls(
+            merkle_root=allocation["merkle_root"],
+            entries=entries,
+            tree=tree,
+            proofs=proofs,
+            claimed=frozenset(c["index"] for c in claims if c["ok"]),
+        )
+
+    def proof(self, index: int) -> list[str]:
+        if index in self.proofs:
+            return self.proofs[index]
+        if self.tree is None:  # as before the cache: a paid holder needs the round's tree
+            raise FileNotFoundError(f"no tree.json for payout index {index}")
+        return self.tree.proof(index)  # raises AllocationError for an index not in the tree
+
+
+class RoundCache:
+    """Parsed round artifacts, keyed by each file's ``(path, mtime_ns, size)``.
+
+    Artifacts are written atomically (a new file replaces the old one), so a changed key means a
+    new version: a new or rewritten round is picked up on the next request, and an unchanged one
+    costs three ``stat`` calls instead of parsing JSON and rebuilding its Merkle tree.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rounds: dict[Path, tuple[tuple[FileKey, ...], _RoundIndex]] = {}
+
+    def get(self, paths: RoundPaths) -> _RoundIndex:
+        key = (_file_key(paths.allocation), _file_key(paths.tree), _file_key(paths.claims))
+        cached = self._rounds.get(paths.dir)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._lock:  # one thread parses; the others wait for its result, not redo it
+            cached = self._rounds.get(paths.dir)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            index = _RoundIndex.load(paths, key[1] is not None, key[2] is not None)
+            self._rounds[paths.dir] = (key, index)
+        return index
+
+
 def _round_ids(run_dir: Path) -> list[int]:
     ids = []
     for child in run_dir.glob("round_*"):
@@ -95,7 +179,12 @@ def get_run_dir(request: Request) -> Path:
     return request.app.state.run_dir
 
 
+def get_round_cache(request: Request) -> RoundCache:
+    return request.app.state.round_cache
+
+
 RunDir = Annotated[Path, Depends(get_run_dir)]
+Rounds = Annotated[RoundCache, Depends(get_round_cache)]
 
 router = APIRouter()
 
@@ -131,30 +220,26 @@ def round_detail(round_id: int, run_dir: RunDir) -> RoundDetail:
 
 
 @router.get("/holders/{address}/claims", response_model=HolderClaims)
-def holder_claims(address: str, run_dir: RunDir) -> HolderClaims:
+def holder_claims(address: str, run_dir: RunDir, cache: Rounds) -> HolderClaims:
     """Everything a wallet needs to claim: per round, index, amount (wei) and Merkle proof."""
     if not is_address(address):
         raise HTTPException(status_code=422, detail=f"not an Ethereum address: {address!r}")
     account = to_checksum_address(address)
     found: list[Claimable] = []
     for round_id in _round_ids(run_dir):
-        paths = RoundPaths(run_dir, round_id)
-        allocation = read_json(paths.allocation)
-        entry = next((h for h in allocation["holders"] if h["address"] == account), None)
+        rnd = cache.get(RoundPaths(run_dir, round_id))
+        entry = rnd.entries.get(account)
         if entry is None or entry["amount_wei"] == 0:
             continue
-        tree = PayoutTree.from_json(read_json(paths.tree))
-        claims = read_json(paths.claims)["claims"] if paths.claims.exists() else []
-        claimed = any(c["index"] == entry["index"] and c["ok"] for c in claims)
         found.append(
             Claimable(
                 round_id=round_id,
                 index=entry["index"],
                 account=account,
                 amount_wei=str(entry["amount_wei"]),
-                proof=tree.proof(entry["index"]),
-                merkle_root=allocation["merkle_root"],
-                claimed=claimed,
+                proof=rnd.proof(entry["index"]),
+                merkle_root=rnd.merkle_root,
+                claimed=entry["index"] in rnd.claimed,
             )
         )
     return HolderClaims(
@@ -166,5 +251,6 @@ def create_app(run_dir: Path) -> FastAPI:
     """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts)."""
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
+    app.state.round_cache = RoundCache()
     app.include_router(router)
     return app

@@ -1,0 +1,420 @@
+"""Load the proof endpoint ``GET /holders/{address}/claims`` of a real uvicorn server.
+
+Usage::
+
+    .venv/bin/python bench/api_load.py [--rate 200] [--duration 20] [--rounds 3 --holders 1000]
+                                       [--run-dir runs/demo] [--json PATH]
+
+Without ``--run-dir`` it synthesises a run folder in a temporary directory: ``--rounds`` rounds of
+``--holders`` holders, each round an ``allocation.json`` and a ``tree.json`` written through the
+project's own code (:class:`offchain.allocation.PayoutTree` and the artifact layout of
+:class:`offchain.rounds.layout.RoundPaths`, the files the endpoint reads), about one holder in ten
+paid nothing, and round 1 marked claimed by a ``claims.json`` (no ML, no chain). It then starts
+``python -m uvicorn`` on 127.0.0.1 at a free port (one worker, no access log), waits for
+``/health``, and drives the endpoint **open-loop**: request ``i`` is due at ``t0 + i / rate``
+whatever happened to the earlier ones, at most ``--max-in-flight`` requests are outstanding on a
+pool of keep-alive connections, and a request's latency is measured from its due time, so a
+server that falls behind is charged for the queueing it causes (no coordinated omission).
+Requests still outstanding ``--grace`` seconds after the last due time are cancelled and counted
+as errors, so a run is bounded whatever the server does.
+
+Prints the target and achieved rate, requests, errors (non-200 or exceptions), latency p50, p90,
+p99 and max (ms) and the server's resident memory (current and peak); ``--json PATH`` writes the
+same figures. One request is sent before the run (its time is printed): the first request after
+start-up parses every round, a cost paid once per version of a round's files. The server is
+always stopped. Exits 1 on any error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from eth_utils import keccak, to_checksum_address
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from offchain.allocation import PayoutTree  # noqa: E402
+from offchain.rounds.layout import RoundPaths  # noqa: E402
+from offchain.utils import write_json  # noqa: E402
+
+HOST = "127.0.0.1"
+MAX_DURATION_S = 120.0
+RUN_DIR_ENV = "API_LOAD_RUN_DIR"
+
+
+# -- run folder ------------------------------------------------------------------------------
+
+
+def holder_address(seed: int, index: int) -> str:
+    """A deterministic checksummed address for holder ``index`` of synthetic run ``seed``."""
+    return to_checksum_address(keccak(f"api-load/{seed}/{index}".encode())[-20:])
+
+
+def build_run_dir(run_dir: Path, rounds: int = 3, holders: int = 1000, seed: int = 0) -> list[str]:
+    """Write ``rounds`` rounds of ``holders`` holders under ``run_dir``; return the addresses.
+
+    Each round gets the ``allocation.json`` and ``tree.json`` that the allocate stage writes
+    (same keys), with random amounts (about 10 % of the holders paid 0 wei, so not in the tree);
+    round 1 also gets a ``claims.json`` in which every even index claimed successfully.
+    """
+    if rounds < 1 or holders < 1:
+        raise ValueError("need at least one round and one holder")
+    rng = random.Random(seed)
+    addresses = [holder_address(seed, i) for i in range(holders)]
+    for round_id in range(1, rounds + 1):
+        paths = RoundPaths(run_dir, round_id)
+        amounts = [0 if rng.random() < 0.1 else rng.randrange(1, 10**21) for _ in addresses]
+        if not any(amounts):
+            amounts[0] = 1
+        entries = [(i, a, w) for i, (a, w) in enumerate(zip(addresses, amounts, strict=True)) if w]
+        tree = PayoutTree.build(entries)
+        write_json(paths.tree, tree.to_json())
+        write_json(
+            paths.allocation,
+            {
+                "round_id": round_id,
+                "budget_wei": sum(amounts),
+                "holder_cap_wei": None,
+                "total_wei": sum(amounts),
+                "merkle_root": tree.root,
+                "provenance": {},
+                "holders": [
+                    {
+                        "index": i,
+                        "name": f"holder_{i}",
+                        "address": address,
+                        "participating": amount > 0,
+                        "amount_wei": amount,
+                    }
+                    for i, (address, amount) in enumerate(zip(addresses, amounts, strict=True))
+                ],
+            },
+        )
+        if round_id == 1:
+            claims = [
+                {"index": i, "address": a, "amount_wei": w, "ok": i % 2 == 0} for i, a, w in entries
+            ]
+            write_json(paths.claims, {"round_id": round_id, "claims": claims})
+    return addresses
+
+
+# -- server ----------------------------------------------------------------------------------
+
+
+def app_from_env():  # noqa: ANN201 (uvicorn --factory target; FastAPI import kept lazy)
+    """The API over ``$API_LOAD_RUN_DIR`` (``uvicorn --factory bench.api_load:app_from_env``)."""
+    from offchain.api.app import create_app
+
+    return create_app(Path(os.environ[RUN_DIR_ENV]))
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def rss_kib(pid: int) -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (peak) of process ``pid`` in KiB (Linux; empty elsewhere)."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+@dataclass
+class Server:
+    base_url: str
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def serve(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[Server]:
+    """Run ``python -m uvicorn`` over ``run_dir`` on loopback; stop it on exit, whatever happens."""
+    port = free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "--factory", "bench.api_load:app_from_env",
+        "--host", HOST, "--port", str(port), "--workers", "1", "--no-access-log",
+        "--log-level", "warning",
+    ]  # fmt: skip
+    env = {**os.environ, RUN_DIR_ENV: str(Path(run_dir).resolve())}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    server = Server(f"http://{HOST}:{port}", process)
+    try:
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(server.base_url + "/health", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"uvicorn not healthy after {startup_timeout_s:.0f} s")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+# -- load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """Figures of one open-loop run (latencies in ms, from each request's due time)."""
+
+    target_rps: float
+    duration_s: float
+    requests: int
+    ok: int
+    errors: int
+    achieved_rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    server_rss_kib: dict[str, int] = field(default_factory=dict)
+    bodies: list[tuple[str, Any]] = field(default_factory=list, repr=False)
+
+    def figures(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "bodies"}
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile ``q`` in [0, 100] of ascending ``sorted_values`` (0 if empty)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))
+    return sorted_values[min(int(rank), len(sorted_values)) - 1]
+
+
+async def _drive(
+    base_url: str,
+    addresses: Sequence[str],
+    rate: float,
+    duration_s: float,
+    max_in_flight: int,
+    grace_s: float,
+    seed: int,
+    keep_bodies: bool,
+) -> LoadResult:
+    rng = random.Random(seed)
+    n = max(1, round(rate * duration_s))
+    targets = [rng.choice(addresses) for _ in range(n)]
+    latencies: list[float] = []
+    done_at: list[float] = []
+    errors: dict[str, int] = {}
+    bodies: list[tuple[str, Any]] = []
+    slots = asyncio.Semaphore(max_in_flight)
+    limits = httpx.Limits(max_connections=max_in_flight, max_keepalive_connections=max_in_flight)
+
+    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=10.0) as client:
+
+        async def one(address: str, due: float) -> None:
+            try:
+                async with slots:
+                    response = await client.get(f"/holders/{address}/claims")
+                now = time.perf_counter()
+                if response.status_code != 200:
+                    key = f"HTTP {response.status_code}"
+                    errors[key] = errors.get(key, 0) + 1
+                    return
+                latencies.append(1000 * (now - due))
+                done_at.append(now)
+                if keep_bodies:
+                    bodies.append((address, response.json()))
+            except httpx.HTTPError as exc:
+                errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+
+        t0 = time.perf_counter() + 0.05
+        tasks = []
+        for i, address in enumerate(targets):
+            due = t0 + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(address, due)))
+        last_due = t0 + (n - 1) / rate
+        _, pending = await asyncio.wait(
+            tasks, timeout=max(0.0, last_due + grace_s - time.perf_counter())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            errors["unfinished"] = len(pending)
+
+    latencies.sort()
+    elapsed = (max(done_at) if done_at else time.perf_counter()) - t0
+    ok = len(latencies)
+    return LoadResult(
+        target_rps=rate,
+        duration_s=duration_s,
+        requests=n,
+        ok=ok,
+        errors=n - ok,
+        achieved_rps=ok / elapsed if elapsed > 0 else 0.0,
+        p50_ms=percentile(latencies, 50),
+        p90_ms=percentile(latencies, 90),
+        p99_ms=percentile(latencies, 99),
+        max_ms=latencies[-1] if latencies else 0.0,
+        error_kinds=errors,
+        bodies=bodies,
+    )
+
+
+def drive(
+    base_url: str,
+    addresses: Sequence[str],
+    rate: float = 200.0,
+    duration_s: float = 20.0,
+    max_in_flight: int = 64,
+    grace_s: float = 5.0,
+    seed: int = 0,
+    keep_bodies: bool = False,
+) -> LoadResult:
+    """Open-loop GET ``/holders/{address}/claims`` on random ``addresses`` at ``rate`` per second.
+
+    Args:
+        base_url: The server, e.g. ``http://127.0.0.1:8000``.
+        addresses: Holders to draw from (uniformly, seeded by ``seed``).
+        rate: Target requests per second; request ``i`` is due at ``i / rate`` s.
+        duration_s: Length of the schedule, ``0 < duration_s ≤ 120``.
+        max_in_flight: Most requests outstanding (and pooled connections) at once.
+        grace_s: How long after the last due time outstanding requests may still finish.
+        keep_bodies: Keep ``(address, JSON body)`` of every 200 response in ``bodies``.
+    """
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise ValueError(f"duration must be in (0, {MAX_DURATION_S:.0f}] s, got {duration_s}")
+    if rate <= 0 or max_in_flight < 1:
+        raise ValueError("rate must be positive and max_in_flight at least 1")
+    return asyncio.run(
+        _drive(base_url, addresses, rate, duration_s, max_in_flight, grace_s, seed, keep_bodies)
+    )
+
+
+def report(result: LoadResult, setup: str) -> str:
+    rss = result.server_rss_kib
+    lines = [
+        "GET /holders/{address}/claims, open loop, uvicorn (1 worker, no access log) on loopback",
+        f"  run folder         {setup}",
+        f"  target rate        {result.target_rps:>9.1f} req/s for {result.duration_s:.0f} s",
+        f"  achieved rate      {result.achieved_rps:>9.1f} req/s",
+        f"  requests           {result.requests:>9}   ({result.ok} ok)",
+        f"  errors             {result.errors:>9}   {result.error_kinds or ''}",
+        f"  latency p50        {result.p50_ms:>9.2f} ms",
+        f"  latency p90        {result.p90_ms:>9.2f} ms",
+        f"  latency p99        {result.p99_ms:>9.2f} ms",
+        f"  latency max        {result.max_ms:>9.2f} ms",
+        f"  server RSS         {rss.get('VmRSS', 0) / 1024:>9.1f} MiB (peak "
+        f"{rss.get('VmHWM', 0) / 1024:.1f} MiB)",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="serve this run folder instead of a synthetic one",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="synthetic rounds, default 3")
+    parser.add_argument(
+        "--holders", type=int, default=1000, help="synthetic holders per round, default 1000"
+    )
+    parser.add_argument("--rate", type=float, default=200.0, help="target req/s, default 200")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=20.0,
+        help=f"seconds of load, default 20, at most {MAX_DURATION_S:.0f}",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=64,
+        help="outstanding requests (and connections) at most, default 64",
+    )
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=5.0,
+        help="seconds after the last due time before cancelling, default 5",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of holders and request order")
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="api_load_") as tmp:
+        if args.run_dir is not None:
+            run_dir = args.run_dir
+            addresses = sorted(
+                {
+                    h["address"]
+                    for p in run_dir.glob("round_*/allocation.json")
+                    for h in json.loads(p.read_text())["holders"]
+                }
+            )
+            setup = f"{run_dir} ({len(addresses)} addresses)"
+        else:
+            run_dir = Path(tmp)
+            start = time.perf_counter()
+            addresses = build_run_dir(run_dir, args.rounds, args.holders, args.seed)
+            setup = (
+                f"synthetic, {args.rounds} rounds x {args.holders} holders "
+                f"(built in {time.perf_counter() - start:.1f} s)"
+            )
+        with serve(run_dir) as server:
+            # warm-up: the first request parses every round once (figures in docs/api.md)
+            start = time.perf_counter()
+            httpx.get(f"{server.base_url}/holders/{addresses[0]}/claims", timeout=60.0)
+            setup += f"; first request {1000 * (time.perf_counter() - start):.0f} ms"
+            result = drive(
+                server.base_url,
+                addresses,
+                args.rate,
+                args.duration,
+                args.max_in_flight,
+                args.grace,
+                args.seed,
+            )
+            result.server_rss_kib = rss_kib(server.process.pid)
+    print(report(result, setup))
+    if args.json is not None:
+        args.json.write_text(json.dumps({"setup": setup, **result.figures()}, indent=2) + "\n")
+    return 1 if result.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
