@@ -1,7 +1,9 @@
 """Read-only HTTP API over a run folder: rounds, allocations and holders' Merkle proofs.
 
 Amounts are decimal strings of wei (JSON numbers lose precision above 2⁵³ in JavaScript).
-The operator endpoints, registration and chain-state views come with the service issue.
+Holder registration (``POST /holders``, ``GET /holders``) writes into a holders folder when
+:func:`create_app` is given one (domain logic in :mod:`offchain.api.registration`). The operator
+endpoints and chain-state views come with the service issue.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ from typing import Annotated
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from offchain.allocation import PayoutTree
+from offchain.api.registration import (
+    AlreadyRegistered,
+    InvalidRegistration,
+    Registration,
+    RegistrationError,
+    RegistrationLimits,
+    SignatureRejected,
+    UploadTooLarge,
+    list_registered,
+    register_holder,
+)
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 
@@ -247,10 +263,201 @@ def holder_claims(address: str, run_dir: RunDir, cache: Rounds) -> HolderClaims:
     )
 
 
-def create_app(run_dir: Path) -> FastAPI:
-    """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts)."""
+# ---------------------------------------------------------------------------------------------
+# Holder registration
+# ---------------------------------------------------------------------------------------------
+
+
+class RegisteredHolderOut(BaseModel):
+    address: str
+    name: str
+    reservation_price_wei: str
+    n_images: int
+
+
+class RegistrationOut(RegisteredHolderOut):
+    image_sha256: list[str]
+    images_root: str
+
+
+_REGISTRATION_FIELDS = frozenset(
+    {"address", "name", "reservation_price_wei", "signature", "issued_at", "replace"}
+)
+_MULTIPART_OVERHEAD = 64 * 1024
+"""Bytes of field values and part headers allowed on top of ``max_total_bytes``."""
+
+
+def get_holders_dir(request: Request) -> Path:
+    holders_dir = request.app.state.holders_dir
+    if holders_dir is None:
+        raise HTTPException(status_code=503, detail="registration disabled (no holders folder)")
+    return holders_dir
+
+
+def get_registration_limits(request: Request) -> RegistrationLimits:
+    return request.app.state.registration_limits
+
+
+HoldersDir = Annotated[Path, Depends(get_holders_dir)]
+Limits = Annotated[RegistrationLimits, Depends(get_registration_limits)]
+
+_STATUS: tuple[tuple[type[RegistrationError], int], ...] = (
+    (UploadTooLarge, 413),
+    (AlreadyRegistered, 409),
+    (SignatureRejected, 403),
+    (InvalidRegistration, 422),
+)
+
+
+def _http_error(exc: RegistrationError) -> HTTPException:
+    status = next((code for cls, code in _STATUS if isinstance(exc, cls)), 400)
+    return HTTPException(status_code=status, detail=str(exc))
+
+
+async def _read_form(request: Request, limits: RegistrationLimits) -> list[tuple[str, object]]:
+    """Parse the multipart body, counting its bytes as they arrive: past the limit → 413."""
+    content_type = request.headers.get("content-type", "")
+    multipart = content_type.startswith("multipart/form-data")
+    if not multipart and not content_type.startswith("application/x-www-form-urlencoded"):
+        raise HTTPException(status_code=415, detail="expected multipart/form-data")
+    limit = limits.max_total_bytes + _MULTIPART_OVERHEAD
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(
+            f"upload of {declared} bytes > max_total_bytes {limits.max_total_bytes}"
+        )
+
+    async def bounded() -> object:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise UploadTooLarge(
+                    f"upload exceeds max_total_bytes {limits.max_total_bytes} (stopped reading)"
+                )
+            yield chunk
+
+    parser: MultiPartParser | FormParser = (
+        MultiPartParser(
+            request.headers,
+            bounded(),  # type: ignore[arg-type]
+            max_files=limits.max_images,
+            max_fields=len(_REGISTRATION_FIELDS),
+        )
+        if multipart  # a form without files comes urlencoded (it then has no images)
+        else FormParser(request.headers, bounded())  # type: ignore[arg-type]
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        if str(exc).startswith("Too many files"):
+            raise InvalidRegistration(
+                f"too many images: more than max_images {limits.max_images}"
+            ) from exc
+        raise HTTPException(status_code=400, detail=f"malformed multipart body: {exc}") from exc
+    return list(form.multi_items())
+
+
+async def _read_upload(upload: UploadFile, limits: RegistrationLimits) -> bytes:
+    data = await upload.read(limits.max_image_bytes + 1)
+    if len(data) > limits.max_image_bytes:
+        raise UploadTooLarge(
+            f"image {upload.filename!r} is over max_image_bytes {limits.max_image_bytes}"
+        )
+    return data
+
+
+registration_router = APIRouter(tags=["registration"])
+
+
+@registration_router.post("/holders", status_code=201, response_model=RegistrationOut)
+async def register(request: Request, holders_dir: HoldersDir, limits: Limits) -> RegistrationOut:
+    """Register a holder: multipart fields ``address``, ``name``, ``reservation_price_wei``,
+    ``signature``, ``issued_at`` (optional ``replace=true``) and files ``images`` (see
+    docs/api.md, "Holder registration")."""
+    uploads: list[UploadFile] = []
+    try:
+        items = await _read_form(request, limits)
+        fields: dict[str, str] = {}
+        for key, value in items:
+            if isinstance(value, UploadFile):
+                if key not in ("images", "images[]"):
+                    raise InvalidRegistration(
+                        f"unexpected file field {key!r}; send files as images"
+                    )
+                uploads.append(value)
+            elif key not in _REGISTRATION_FIELDS:
+                raise InvalidRegistration(
+                    f"unknown field {key!r}; expected {sorted(_REGISTRATION_FIELDS)}"
+                )
+            else:
+                fields[key] = value  # type: ignore[assignment]
+        missing = sorted(_REGISTRATION_FIELDS - {"replace"} - set(fields))
+        if missing:
+            raise InvalidRegistration(f"missing fields {missing}")
+        images = [
+            (u.filename or f"images[{i}]", await _read_upload(u, limits))
+            for i, u in enumerate(uploads)
+        ]
+        registration = Registration(
+            address=fields["address"],
+            name=fields["name"],
+            reservation_price_wei=fields["reservation_price_wei"],
+            signature=fields["signature"],
+            issued_at=fields["issued_at"],
+        )
+        replace = fields.get("replace", "false").lower() in ("1", "true", "yes")
+        stored = await run_in_threadpool(
+            register_holder, holders_dir, registration, images, limits, allow_replace=replace
+        )
+    except RegistrationError as exc:
+        raise _http_error(exc) from exc
+    finally:
+        for upload in uploads:
+            await upload.close()
+    return RegistrationOut(
+        address=stored.address,
+        name=stored.name,
+        reservation_price_wei=str(stored.reservation_price_wei),
+        n_images=stored.n_images,
+        image_sha256=list(stored.image_sha256),
+        images_root=stored.images_root or "",
+    )
+
+
+@registration_router.get("/holders", response_model=list[RegisteredHolderOut])
+def registered_holders(holders_dir: HoldersDir) -> list[RegisteredHolderOut]:
+    """The holders in the holders folder: address, name, price (wei) and image count."""
+    return [
+        RegisteredHolderOut(
+            address=h.address,
+            name=h.name,
+            reservation_price_wei=str(h.reservation_price_wei),
+            n_images=h.n_images,
+        )
+        for h in list_registered(holders_dir)
+    ]
+
+
+def create_app(
+    run_dir: Path,
+    holders_dir: Path | None = None,
+    registration_limits: RegistrationLimits | None = None,
+) -> FastAPI:
+    """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts).
+
+    Args:
+        run_dir: the run folder whose rounds are served.
+        holders_dir: where ``POST /holders`` stores registrations (the layout
+            :func:`offchain.data.holders.load_holder_folders` reads); None: registration answers
+            503 "registration disabled".
+        registration_limits: size and count limits of a registration; None: the defaults.
+    """
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
     app.state.round_cache = RoundCache()
+    app.state.holders_dir = None if holders_dir is None else Path(holders_dir)
+    app.state.registration_limits = registration_limits or RegistrationLimits()
     app.include_router(router)
+    app.include_router(registration_router)
     return app

@@ -123,13 +123,18 @@ def serve(
     ),
     host: str = "127.0.0.1",
     port: int = 8000,
+    holders_dir: Annotated[
+        Path | None,
+        typer.Option(help="Folder where POST /holders stores registrations; unset: disabled."),
+    ] = None,
 ) -> None:
-    """Serve the rounds, allocations and holders' Merkle proofs over HTTP (read-only)."""
+    """Serve the rounds, allocations and holders' Merkle proofs over HTTP (and, with
+    --holders-dir, holder registration)."""
     import uvicorn
 
     from offchain.api.app import create_app
 
-    uvicorn.run(create_app(run_dir), host=host, port=port)
+    uvicorn.run(create_app(run_dir, holders_dir=holders_dir), host=host, port=port)
 
 
 @app.command()

@@ -1,0 +1,539 @@
+"""Holder registration: an address proves control by a signature and registers an image set.
+
+Domain logic only (no HTTP): :func:`register_holder` validates a registration request and its
+image files and stores them under a holders folder in exactly the layout
+:func:`offchain.data.holders.load_holder_folders` reads::
+
+    <holders_dir>/<name>/<sha256 of the file>.png | .jpg     the images, as uploaded
+    <holders_dir>/<name>/holder.json                         {"address", "reservation_price_wei"}
+
+Everything is written into a hidden temporary folder (``<holders_dir>/.tmp-…``, ignored by the
+loader) that is renamed into place at the end, so a refused or failed registration leaves the
+holders folder as it was.
+
+**Proof of control.** The holder signs, with EIP-191 ``personal_sign``
+(``eth_account.messages.encode_defunct(text=message)``), the text :func:`registration_message`
+builds — seven lines joined by ``\\n``, no trailing newline::
+
+    offchain holder registration v1
+    address: 0x<EIP-55 address>
+    name: <holder name>
+    reservation_price_wei: <decimal integer>
+    images: <number of images>
+    images_root: 0x<hex SHA-256 of the concatenated 32-byte SHA-256 digests of the image files,
+                 sorted ascending by hex>
+    issued_at: <unix seconds, decimal>
+
+(``images_root`` is on one line; it is wrapped here only for reading.) A file's hash is the
+SHA-256 of its bytes as uploaded (``sha256sum``). The signature binds the address, the name, the
+price and the exact image set, so it cannot be reused for another image set, holder or price; it
+is accepted only while ``issued_at`` lies in ``[now - signature_max_age_s, now +
+signature_max_skew_s]`` (10 minutes back, 1 minute ahead by default). The recovered signer is
+compared with the address case-insensitively.
+
+Order of checks (cheap ones first, so an unauthenticated request never makes the server decode
+images): fields, per-file and total sizes and count, signature, image type (magic bytes) and
+decoding with Pillow (``verify()`` then a full ``load()``), dimensions, then the uniqueness of
+the address and the name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from eth_utils import is_address, is_checksum_address, to_checksum_address
+from PIL import Image, UnidentifiedImageError
+
+from offchain.data.holders import HOLDER_JSON, IMAGE_EXTENSIONS, holder_address
+from offchain.errors import DataError
+
+try:  # advisory lock across processes (POSIX); the thread lock below covers one process
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+__all__ = [
+    "MESSAGE_HEADER",
+    "AlreadyRegistered",
+    "InvalidRegistration",
+    "RegisteredHolder",
+    "Registration",
+    "RegistrationError",
+    "RegistrationLimits",
+    "SignatureRejected",
+    "UploadTooLarge",
+    "images_root",
+    "list_registered",
+    "register_holder",
+    "registration_message",
+]
+
+MESSAGE_HEADER = "offchain holder registration v1"
+"""First line of the signed message (names the purpose and the format version)."""
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+"""Holder names: 1–64 characters, letters, digits, ``_ . -``, not starting with ``.`` or ``-``."""
+
+_MAGIC = {b"\x89PNG\r\n\x1a\n": ("PNG", ".png"), b"\xff\xd8\xff": ("JPEG", ".jpg")}
+_LOCK_FILE = ".registration.lock"
+
+
+# ---------------------------------------------------------------------------------------------
+# Errors
+# ---------------------------------------------------------------------------------------------
+
+
+class RegistrationError(DataError):
+    """A registration was refused; nothing was written."""
+
+
+class InvalidRegistration(RegistrationError):
+    """A field or an image is unusable (bad address, name, price, corrupt image, wrong size)."""
+
+
+class UploadTooLarge(RegistrationError):
+    """An image or the whole upload exceeds a byte limit."""
+
+
+class SignatureRejected(RegistrationError):
+    """The signature does not prove control of the address over this image set, or expired."""
+
+
+class AlreadyRegistered(RegistrationError):
+    """The address or the name is registered already (and replacing was not asked for)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits and inputs
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistrationLimits:
+    """Limits of one registration; each violation raises an error naming the file and the limit."""
+
+    max_images: int = 1000
+    """Most images per holder."""
+    min_images: int = 1
+    """Fewest images per holder."""
+    max_image_bytes: int = 2 * 1024 * 1024
+    """Largest image file in bytes (2 MiB)."""
+    max_total_bytes: int = 64 * 1024 * 1024
+    """Largest upload in bytes (64 MiB), all images together (the HTTP body: plus the fields)."""
+    min_side_px: int = 8
+    """Smallest image width and height in pixels."""
+    max_side_px: int = 4096
+    """Largest image width and height in pixels (checked from the header, before decoding)."""
+    signature_max_age_s: int = 600
+    """How long after ``issued_at`` a signature is accepted (10 minutes)."""
+    signature_max_skew_s: int = 60
+    """How far ``issued_at`` may lie in the future (clock skew)."""
+    max_price_wei: int = 2**256 - 1
+    """Largest reservation price (uint256)."""
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registration request as received (strings as sent; :func:`register_holder` checks them)."""
+
+    address: str
+    name: str
+    reservation_price_wei: str | int
+    signature: str
+    issued_at: str | int
+
+
+@dataclass(frozen=True)
+class RegisteredHolder:
+    """A holder as stored.
+
+    Attributes:
+        address: EIP-55 address.
+        name: folder name.
+        reservation_price_wei: price in wei.
+        n_images: image files in the folder.
+        image_sha256: hex SHA-256 of each image file, sorted (the stored file names' stems).
+        images_root: ``0x`` + :func:`images_root` of ``image_sha256``.
+    """
+
+    address: str
+    name: str
+    reservation_price_wei: int
+    n_images: int
+    image_sha256: tuple[str, ...] = ()
+    images_root: str | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Message
+# ---------------------------------------------------------------------------------------------
+
+
+def images_root(hashes: Sequence[str]) -> str:
+    """Hex SHA-256 of the concatenated 32-byte digests ``hashes`` (hex), sorted ascending."""
+    digest = hashlib.sha256()
+    for h in sorted(x.lower().removeprefix("0x") for x in hashes):
+        digest.update(bytes.fromhex(h))
+    return digest.hexdigest()
+
+
+def registration_message(
+    address: str, name: str, reservation_price_wei: int, hashes: Sequence[str], issued_at: int
+) -> str:
+    """The text a holder signs with ``personal_sign`` (format in the module docstring).
+
+    >>> registration_message("0x" + "ab" * 20, "alice", 5, ["00" * 32], 1700000000).splitlines()[1:]
+    ['address: 0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB', 'name: alice', \
+'reservation_price_wei: 5', 'images: 1', \
+'images_root: 0x66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925', \
+'issued_at: 1700000000']
+    """
+    return "\n".join(
+        [
+            MESSAGE_HEADER,
+            f"address: {to_checksum_address(address)}",
+            f"name: {name}",
+            f"reservation_price_wei: {int(reservation_price_wei)}",
+            f"images: {len(hashes)}",
+            f"images_root: 0x{images_root(hashes)}",
+            f"issued_at: {int(issued_at)}",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_address(raw: str) -> str:
+    if not isinstance(raw, str) or not is_address(raw):
+        raise InvalidRegistration(f"address {raw!r} is not a 20-byte hex Ethereum address")
+    body = raw[2:]
+    if body != body.lower() and body != body.upper() and not is_checksum_address(raw):
+        raise InvalidRegistration(
+            f"address {raw} has a wrong EIP-55 checksum (expected {to_checksum_address(raw)})"
+        )
+    return to_checksum_address(raw)
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise InvalidRegistration(
+            f"name {name!r} is not allowed: 1-64 characters of letters, digits, '_', '.', '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _check_int(field: str, raw: str | int, low: int, high: int) -> int:
+    if isinstance(raw, bool):
+        raise InvalidRegistration(f"{field} must be a decimal integer, got {raw!r}")
+    if isinstance(raw, str):
+        if not raw.isascii() or not raw.isdigit() or len(raw) > 80:
+            raise InvalidRegistration(f"{field} must be a decimal integer, got {raw!r}")
+        raw = int(raw)
+    if not isinstance(raw, int) or not low <= raw <= high:
+        raise InvalidRegistration(f"{field} must be an integer in [{low}, {high}], got {raw!r}")
+    return raw
+
+
+def _check_sizes(images: Sequence[tuple[str, bytes]], limits: RegistrationLimits) -> None:
+    if len(images) < limits.min_images:
+        raise InvalidRegistration(
+            f"no images: a holder needs at least {limits.min_images} (got {len(images)})"
+        )
+    if len(images) > limits.max_images:
+        raise InvalidRegistration(
+            f"too many images: {len(images)} > max_images {limits.max_images}"
+        )
+    total = 0
+    for filename, data in images:
+        if len(data) > limits.max_image_bytes:
+            raise UploadTooLarge(
+                f"image {filename!r} is {len(data)} bytes > max_image_bytes "
+                f"{limits.max_image_bytes}"
+            )
+        if not data:
+            raise InvalidRegistration(f"image {filename!r} is empty (0 bytes)")
+        total += len(data)
+    if total > limits.max_total_bytes:
+        raise UploadTooLarge(
+            f"images total {total} bytes > max_total_bytes {limits.max_total_bytes}"
+        )
+
+
+def _check_signature(message: str, signature: str, address: str) -> None:
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+    except (ValueError, AttributeError) as exc:
+        raise InvalidRegistration("signature must be 0x-prefixed hex of 65 bytes") from exc
+    if len(raw) != 65:
+        raise InvalidRegistration(f"signature must be 65 bytes (r ‖ s ‖ v), got {len(raw)}")
+    try:
+        signer = Account.recover_message(encode_defunct(text=message), signature=raw)
+    except Exception as exc:  # eth-keys raises several types for an invalid r, s or v
+        raise SignatureRejected(f"signature cannot be recovered ({exc})") from exc
+    if signer.lower() != address.lower():
+        raise SignatureRejected(
+            f"signature is by {signer}, not by {address}: it does not sign this registration "
+            "(address, name, price, image set and issued_at must match the signed message)"
+        )
+
+
+def _check_image(filename: str, data: bytes, limits: RegistrationLimits) -> str:
+    """The stored extension (``.png``/``.jpg``) of a valid image, else InvalidRegistration."""
+    kind = next(
+        ((fmt, ext) for magic, (fmt, ext) in _MAGIC.items() if data.startswith(magic)), None
+    )
+    if kind is None:
+        raise InvalidRegistration(
+            f"image {filename!r} is neither PNG nor JPEG (magic bytes {data[:8].hex()})"
+        )
+    fmt, ext = kind
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format != fmt:
+                raise InvalidRegistration(f"image {filename!r}: {img.format} data, not {fmt}")
+            width, height = img.size
+            if not (
+                limits.min_side_px <= width <= limits.max_side_px
+                and limits.min_side_px <= height <= limits.max_side_px
+            ):
+                raise InvalidRegistration(
+                    f"image {filename!r} is {width}x{height} px; each side must lie in "
+                    f"[min_side_px {limits.min_side_px}, max_side_px {limits.max_side_px}]"
+                )
+            img.verify()
+        with Image.open(io.BytesIO(data)) as img:  # verify() leaves the image unusable
+            img.load()
+            img.convert("L")
+    except InvalidRegistration:
+        raise
+    except (
+        OSError,
+        UnidentifiedImageError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombError,
+    ) as exc:
+        raise InvalidRegistration(f"image {filename!r} is corrupt or unreadable ({exc})") from exc
+    return ext
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage
+# ---------------------------------------------------------------------------------------------
+
+_thread_lock = threading.Lock()
+
+
+@contextmanager
+def _locked(holders_dir: Path) -> Iterator[None]:
+    """Serialise registrations in this process (thread lock) and across processes (flock)."""
+    with _thread_lock:
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
+        with open(holders_dir / _LOCK_FILE, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _folder_address(folder: Path) -> str:
+    """The address a holder folder pays (``holder.json``, else the demo address of its name)."""
+    path = folder / HOLDER_JSON
+    if path.exists():
+        try:
+            meta = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{path}: not valid JSON ({exc})") from exc
+        if isinstance(meta, dict) and isinstance(meta.get("address"), str):
+            if is_address(meta["address"]):
+                return to_checksum_address(meta["address"])
+    return holder_address(folder.name)
+
+
+def _holder_folders(holders_dir: Path) -> list[Path]:
+    return sorted(p for p in holders_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def list_registered(holders_dir: Path) -> list[RegisteredHolder]:
+    """The holders stored under ``holders_dir`` (address, name, price, image count), by name."""
+    holders_dir = Path(holders_dir)
+    if not holders_dir.is_dir():
+        return []
+    found = []
+    for folder in _holder_folders(holders_dir):
+        price = 0
+        path = folder / HOLDER_JSON
+        if path.exists():
+            try:
+                raw = json.loads(path.read_text()).get("reservation_price_wei", 0)
+                price = int(raw)
+            except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError):
+                price = 0
+        files = [
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        ]
+        found.append(
+            RegisteredHolder(
+                address=_folder_address(folder),
+                name=folder.name,
+                reservation_price_wei=price,
+                n_images=len(files),
+            )
+        )
+    return found
+
+
+def register_holder(
+    holders_dir: Path,
+    registration: Registration,
+    images: Sequence[tuple[str, bytes]],
+    limits: RegistrationLimits | None = None,
+    *,
+    allow_replace: bool = False,
+    now: float | None = None,
+) -> RegisteredHolder:
+    """Validate a registration and store its images atomically under ``holders_dir``.
+
+    Args:
+        holders_dir: folder of holder folders (created if missing).
+        registration: the request's fields.
+        images: ``(client file name, file bytes)`` of each image; the file name only labels
+            errors (files are stored as ``<sha256>.png|.jpg``).
+        limits: size, count, dimension and signature-age limits; None: the defaults.
+        allow_replace: replace this address's existing registration (its folder, possibly under
+            another name) instead of refusing. A name held by another address is always refused.
+        now: the current unix time (tests); None: ``time.time()``.
+
+    Returns:
+        The stored holder with its sorted file hashes and their root.
+
+    Raises:
+        InvalidRegistration: a bad field, a corrupt image, a wrong type or size in pixels, too
+            few or too many images, the same image twice, a malformed signature.
+        UploadTooLarge: an image over ``max_image_bytes`` or all over ``max_total_bytes``.
+        SignatureRejected: the signer is not the address, or ``issued_at`` is out of the window.
+        AlreadyRegistered: the address or the name is registered (and may not be replaced).
+    """
+    limits = limits or RegistrationLimits()
+    now = time.time() if now is None else now
+    holders_dir = Path(holders_dir)
+
+    address = _check_address(registration.address)
+    name = _check_name(registration.name)
+    price = _check_int(
+        "reservation_price_wei", registration.reservation_price_wei, 0, limits.max_price_wei
+    )
+    issued_at = _check_int("issued_at", registration.issued_at, 0, 2**63 - 1)
+    _check_sizes(images, limits)
+
+    hashes = [hashlib.sha256(data).hexdigest() for _, data in images]
+    seen: dict[str, str] = {}
+    for (filename, _), h in zip(images, hashes, strict=True):
+        if h in seen:
+            raise InvalidRegistration(
+                f"image {filename!r} is the same file as {seen[h]!r} (sha256 {h})"
+            )
+        seen[h] = filename
+
+    if issued_at < now - limits.signature_max_age_s:
+        raise SignatureRejected(
+            f"signature expired: issued_at {issued_at} is {int(now - issued_at)} s ago "
+            f"> signature_max_age_s {limits.signature_max_age_s}"
+        )
+    if issued_at > now + limits.signature_max_skew_s:
+        raise SignatureRejected(
+            f"issued_at {issued_at} is {int(issued_at - now)} s in the future "
+            f"> signature_max_skew_s {limits.signature_max_skew_s}"
+        )
+    message = registration_message(address, name, price, hashes, issued_at)
+    _check_signature(message, registration.signature, address)
+
+    extensions = [_check_image(filename, data, limits) for filename, data in images]
+
+    holders_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(holders_dir):
+        own: list[Path] = []
+        for folder in _holder_folders(holders_dir):
+            owner = _folder_address(folder)
+            if owner == address:
+                own.append(folder)
+            elif folder.name == name:
+                raise AlreadyRegistered(f"name {name!r} is registered by {owner}")
+        if own and not allow_replace:
+            raise AlreadyRegistered(
+                f"address {address} is registered as {own[0].name!r}; ask to replace it"
+            )
+
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-register-", dir=holders_dir))
+        try:
+            for data, h, ext in zip((d for _, d in images), hashes, extensions, strict=True):
+                (tmp / f"{h}{ext}").write_bytes(data)
+            (tmp / HOLDER_JSON).write_text(
+                json.dumps({"address": address, "reservation_price_wei": price}, indent=2) + "\n"
+            )
+            _sync_folder(tmp)
+            _move_into_place(tmp, holders_dir / name, own)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    sorted_hashes = tuple(sorted(hashes))
+    return RegisteredHolder(
+        address=address,
+        name=name,
+        reservation_price_wei=price,
+        n_images=len(images),
+        image_sha256=sorted_hashes,
+        images_root="0x" + images_root(sorted_hashes),
+    )
+
+
+def _sync_folder(folder: Path) -> None:
+    """fsync the files of ``folder`` so the rename publishes complete files."""
+    for path in folder.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _move_into_place(tmp: Path, target: Path, replaced: Sequence[Path]) -> None:
+    """Rename ``tmp`` to ``target``, first moving the ``replaced`` folders aside (restored on
+    failure, deleted on success)."""
+    aside: list[tuple[Path, Path]] = []
+    try:
+        for folder in replaced:
+            backup = folder.with_name(f".old-{folder.name}-{os.getpid()}-{time.time_ns()}")
+            folder.rename(backup)
+            aside.append((folder, backup))
+        tmp.rename(target)
+    except BaseException:
+        for folder, backup in reversed(aside):
+            backup.rename(folder)
+        raise
+    for _, backup in aside:
+        shutil.rmtree(backup, ignore_errors=True)
