@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     """Lifetime of a round's signatures (the signed ``deadline`` is signing time + this)."""
     rpc_url: str | None = None
     """JSON-RPC endpoint; None starts a local anvil node for the run."""
+    confirmations: int = Field(1, ge=1)
+    """Blocks that must include or follow a transaction's block before it counts as done (1: the
+    receipt is enough; keep 1 on an automining anvil node, where blocks come only with
+    transactions)."""
     oracle_keys: list[SecretStr] | None = None
     """Oracle signer private keys (JSON list in ``CCOMP_ORACLE_KEYS``); None on a local anvil
     node: its dev accounts 5, 6 and 7."""

@@ -14,6 +14,8 @@ seconds. Keys are ``0x``-hex private keys and are never logged.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,11 +34,18 @@ from eth_utils import (
 )
 from web3 import Web3
 from web3.contract.contract import ContractFunction
-from web3.exceptions import ContractLogicError, TimeExhausted, Web3Exception
+from web3.exceptions import (
+    ContractLogicError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3Exception,
+    Web3RPCError,
+)
 from web3.types import TxReceipt
 
 from offchain.chain.compiler import CompiledContract
 from offchain.chain.errors import ChainError, ContractRevert, TransactionFailed
+from offchain.chain.rpc import RetryingHTTPProvider, RetryPolicy, is_transient_error
 
 __all__ = [
     "ChainClient",
@@ -66,19 +75,48 @@ class _ErrorAbi:
 class ChainClient:
     """A JSON-RPC connection that deploys contracts and sends signed transactions.
 
+    Every request is retried on transient faults (connection drops, timeouts, HTTP 429/5xx)
+    with exponential backoff and jitter (:class:`~offchain.chain.rpc.RetryPolicy`); reverts and
+    validation errors are never retried. Sends are idempotent: see :meth:`send`.
+
     Args:
         rpc_url: The node's HTTP endpoint (``http://127.0.0.1:8545``).
-        timeout: Seconds to wait for a request or a transaction receipt.
+        timeout: Seconds to wait for one request, and for a transaction's receipt and
+            confirmations.
+        retry: Retry policy for transient faults (default :class:`RetryPolicy()`).
+        confirmations: Blocks that must include or follow a transaction's block before
+            :meth:`send` returns (1: the receipt's block is enough). On an automining dev chain
+            (anvil's default) no block comes without a transaction, so keep 1 there.
+        gas_margin: Factor applied to the node's gas estimate.
 
     Raises:
         ChainError: the node does not answer.
     """
 
-    def __init__(self, rpc_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        rpc_url: str,
+        *,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        confirmations: int = 1,
+        gas_margin: float = 1.2,
+    ) -> None:
+        if confirmations < 1:
+            raise ChainError(f"confirmations must be at least 1, got {confirmations}")
+        if gas_margin < 1.0:
+            raise ChainError(f"gas_margin must be at least 1.0, got {gas_margin}")
         self.rpc_url = rpc_url
         self.timeout = timeout
-        self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+        self.retry = retry or RetryPolicy()
+        self.confirmations = confirmations
+        self.gas_margin = gas_margin
+        self.w3 = Web3(
+            RetryingHTTPProvider(rpc_url, policy=self.retry, request_kwargs={"timeout": timeout})
+        )
         self._errors: dict[bytes, _ErrorAbi] = {}
+        self._nonces: dict[str, int] = {}  # sender → next nonce this client will use
+        self._nonce_lock = threading.Lock()
         with self._translate():
             self.chain_id: int = self.w3.eth.chain_id
 
@@ -181,57 +219,162 @@ class ChainClient:
     def send(self, fn: Any, sender_key: str, *, value_wei: int = 0) -> TxReceipt:
         """Sign and send ``fn`` (a bound contract function or constructor), wait for the receipt.
 
-        Gas is estimated first, so most reverts surface here, before anything is mined.
+        Gas is estimated first (times ``gas_margin``), so most reverts surface here, before
+        anything is mined. The nonce is the larger of the node's pending count and the next
+        one this client handed out for the sender. The transaction is signed once; a send whose
+        answer is lost is checked by hash and re-sent as the same bytes (see
+        :meth:`_broadcast`), so one call never produces two transactions.
 
         Returns:
-            The receipt (``status == 1``).
+            The receipt (``status == 1``), after ``confirmations`` blocks.
 
         Raises:
             ContractRevert: the call reverts with a decodable error (at estimation or mined).
             TransactionFailed: the mined transaction has ``status == 0`` with no decodable reason.
-            ChainError: node unreachable, receipt timeout.
+            ChainError: node unreachable after retries, nonce taken by another transaction,
+                receipt timeout.
         """
         sender = address_of(sender_key)
         with self._translate():
+            gas = fn.estimate_gas({"from": sender, "value": value_wei})
             tx = fn.build_transaction(
                 {
                     "from": sender,
                     "value": value_wei,
-                    "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
+                    "gas": self._with_margin(gas),
+                    "nonce": self._next_nonce(sender),
                     "chainId": self.chain_id,
                 }
             )
         return self._sign_and_wait(tx, sender_key)
 
     def send_eth(self, sender_key: str, to: str, amount_wei: int) -> TxReceipt:
-        """Transfer ``amount_wei`` of ether to ``to``."""
+        """Transfer ``amount_wei`` of ether to ``to`` (same guarantees as :meth:`send`)."""
         sender = address_of(sender_key)
         with self._translate():
             tx: dict[str, Any] = {
                 "from": sender,
                 "to": to_checksum_address(to),
                 "value": amount_wei,
-                "nonce": self.w3.eth.get_transaction_count(sender, "pending"),
                 "chainId": self.chain_id,
             }
-            tx["gas"] = self.w3.eth.estimate_gas(tx)
+            tx["gas"] = self._with_margin(self.w3.eth.estimate_gas(tx))  # type: ignore[arg-type]
             block = self.w3.eth.get_block("latest")
             base_fee = block.get("baseFeePerGas", 0)
             tx["maxPriorityFeePerGas"] = self.w3.eth.max_priority_fee
             tx["maxFeePerGas"] = 2 * base_fee + tx["maxPriorityFeePerGas"]
+            tx["nonce"] = self._next_nonce(sender)
         return self._sign_and_wait(tx, sender_key)
+
+    def _with_margin(self, gas: int) -> int:
+        return int(gas * self.gas_margin)
+
+    def _next_nonce(self, sender: str) -> int:
+        """Reserve the sender's next nonce: max(node's pending count, our next)."""
+        pending = int(self.w3.eth.get_transaction_count(sender, "pending"))  # type: ignore[arg-type]
+        with self._nonce_lock:
+            nonce = max(pending, self._nonces.get(sender, 0))
+            self._nonces[sender] = nonce + 1
+            return nonce
+
+    def _forget_nonce(self, sender: str) -> None:
+        """Drop the cached nonce so the next send re-syncs from the node."""
+        with self._nonce_lock:
+            self._nonces.pop(sender, None)
 
     def _sign_and_wait(self, tx: dict[str, Any], sender_key: str) -> TxReceipt:
         signed = Account.sign_transaction(tx, sender_key)
-        with self._translate():
-            tx_hash = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-        hex_hash = "0x" + bytes(tx_hash).hex()
-        with self._translate(hex_hash):
-            receipt = self.w3.eth.wait_for_transaction_receipt(
-                tx_hash, timeout=self.timeout, poll_latency=0.05
-            )
+        hex_hash = "0x" + bytes(signed.hash).hex()
+        try:
+            self._broadcast(signed.raw_transaction, hex_hash)
+        except Exception:
+            self._forget_nonce(tx["from"])
+            raise
+        receipt = self._wait_confirmed(hex_hash)
         if receipt["status"] != 1:
             raise self._explain_failure(tx, receipt, hex_hash)
+        return receipt
+
+    def _broadcast(self, raw: bytes, tx_hash: str) -> None:
+        """Send signed bytes until the node has them, never anything else.
+
+        ``tx_hash`` is computed locally from ``raw``. When a send fails ambiguously (dropped
+        connection, timeout, 5xx: the node may have accepted it) the hash is looked up; only if
+        the node does not know it are the same bytes sent again. Sending the same bytes twice is
+        harmless: the node answers "already known" or "nonce too low", and the lookup by hash
+        tells acceptance apart from a nonce taken by another transaction.
+        """
+        policy = self.retry
+        started = time.monotonic()
+        for attempt in range(policy.attempts):
+            try:
+                with self._translate(tx_hash):
+                    try:
+                        self.w3.eth.send_raw_transaction(raw)
+                    except Web3RPCError as exc:
+                        if _is_duplicate_send(exc) and self._is_known(tx_hash):
+                            log.info("send of %s: the node has it already (%s)", tx_hash, exc)
+                            return
+                        raise
+                return
+            except ChainError as exc:
+                cause = exc.__cause__
+                if cause is None or not is_transient_error(cause):
+                    raise
+                if self._is_known(tx_hash):
+                    log.info("send of %s lost its answer but the node has it", tx_hash)
+                    return
+                if not policy.backoff(attempt, started, f"send {tx_hash}", cause):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _is_known(self, tx_hash: str) -> bool:
+        """Whether the node knows transaction ``tx_hash`` (pending or mined)."""
+        with self._translate(tx_hash):
+            try:
+                self.w3.eth.get_transaction(tx_hash)  # type: ignore[arg-type]
+                return True
+            except TransactionNotFound:
+                pass
+            try:
+                self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                return True
+            except TransactionNotFound:
+                return False
+
+    def _wait_confirmed(self, tx_hash: str) -> TxReceipt:
+        """The receipt of ``tx_hash`` once ``confirmations`` blocks include or follow its block.
+
+        If the receipt's block is replaced meanwhile (a reorg), waits for the new receipt.
+        """
+        deadline = time.monotonic() + self.timeout
+        with self._translate(tx_hash):
+            receipt = self.w3.eth.wait_for_transaction_receipt(
+                tx_hash,  # type: ignore[arg-type]
+                timeout=self.timeout,
+                poll_latency=0.05,
+            )
+            while self.confirmations > 1:
+                target = int(receipt["blockNumber"]) + self.confirmations - 1
+                if int(self.w3.eth.block_number) >= target:
+                    try:
+                        latest = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+                    except TransactionNotFound:
+                        latest = None
+                    if latest is not None and latest["blockHash"] == receipt["blockHash"]:
+                        break
+                    receipt = self.w3.eth.wait_for_transaction_receipt(
+                        tx_hash,  # type: ignore[arg-type]
+                        timeout=max(deadline - time.monotonic(), 0.1),
+                        poll_latency=0.05,
+                    )
+                    continue
+                if time.monotonic() > deadline:
+                    raise ChainError(
+                        f"{tx_hash} has fewer than {self.confirmations} confirmations after "
+                        f"{self.timeout:g} s"
+                    )
+                time.sleep(0.05)
         return receipt
 
     def _explain_failure(self, tx: dict[str, Any], receipt: TxReceipt, tx_hash: str) -> ChainError:
@@ -287,6 +430,19 @@ class ChainClient:
         """Ether balance of ``address`` (wei)."""
         with self._translate():
             return int(self.w3.eth.get_balance(to_checksum_address(address)))
+
+
+_DUPLICATE_SEND_MESSAGES = (
+    "already known",
+    "known transaction",
+    "nonce too low",
+    "already imported",
+)
+
+
+def _is_duplicate_send(exc: Web3RPCError) -> bool:
+    """The node refused a raw send as a duplicate or an already-used nonce."""
+    return any(m in str(exc).lower() for m in _DUPLICATE_SEND_MESSAGES)
 
 
 def _tx_hash(receipt: TxReceipt) -> str:

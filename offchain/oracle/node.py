@@ -360,7 +360,7 @@ def run_campaign(
     compiled = compile_contracts(solc_path=settings.solc_path)
 
     with _chain(settings) as (rpc_url, dev_keys):
-        client = ChainClient(rpc_url)
+        client = ChainClient(rpc_url, confirmations=settings.confirmations)
         signer_keys = _signer_keys(settings, dev_keys)
         sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
         # On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
