@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from offchain.errors import OffchainError, StageError
+
+if TYPE_CHECKING:
+    from offchain.config import Settings
+    from offchain.oracle.operations import Deployment
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download weights
 
@@ -532,6 +538,247 @@ def keys_list(
         return
     for address in addresses:
         typer.echo(address)
+
+# -- campaign operations (offchain.oracle.operations) ---------------------------------------------
+
+RpcUrl = Annotated[
+    str | None, typer.Option(help="Chain RPC (or CCOMP_RPC_URL); default: the deployment's.")
+]
+DeploymentFile = Annotated[
+    Path | None,
+    typer.Option("--deployment", help="Deployment file; default <run-dir>/deployment.json."),
+]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="Env file of CCOMP_* settings (KEY=value lines).")
+]
+Dev = Annotated[
+    bool,
+    typer.Option("--dev", help="Missing keys: anvil's public dev accounts (local anvil only)."),
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+CampaignId = Annotated[
+    int | None, typer.Option(help="Campaign id; default: the deployment file's.")
+]
+
+
+def _op_settings(config: Path | None, **overrides: object) -> Settings:
+    """Settings from the environment, ``config`` (an env file) and the given flags."""
+    from pydantic import ValidationError
+
+    from offchain.config import Settings
+    from offchain.errors import ConfigError
+
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file {config} not found")
+    try:
+        if config is None:
+            return Settings(**values)  # type: ignore[arg-type]
+        return Settings(_env_file=config, **values)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _print_record(title: str, record: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(record, indent=2, default=str))
+        return
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in record.items():
+        if key != "rounds":
+            table.add_row(key, str(value))
+    console.print(table)
+
+
+def _campaign_id(deployment: Deployment, campaign_id: int | None) -> int:
+    from offchain.errors import ConfigError
+
+    if campaign_id is not None:
+        return campaign_id
+    if deployment.campaign_id is None:
+        raise ConfigError(
+            "no campaign in the deployment file; run create-campaign or pass --campaign-id"
+        )
+    return int(deployment.campaign_id)
+
+
+@app.command()
+def deploy(
+    rpc_url: RpcUrl = None,
+    token: Annotated[
+        str | None, typer.Option(help="Existing ERC-20 address; default: deploy a TestToken.")
+    ] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (deployment file).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    dev: Dev = False,
+    as_json: AsJson = False,
+) -> None:
+    """Deploy the CompensationPool (and a TestToken) and write the deployment file."""
+    from offchain.oracle import operations
+
+    try:
+        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+        result = operations.deploy(settings, token=token, dev=dev, path=deployment)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    record = result.to_json()
+    record["deployment_file"] = str(operations.deployment_path(settings, deployment))
+    _print_record("Deployment", record, as_json)
+
+
+@app.command("create-campaign")
+def create_campaign_(
+    rpc_url: RpcUrl = None,
+    rounds: Annotated[int | None, typer.Option(help="Rounds T.")] = None,
+    round_cap_wei: Annotated[int | None, typer.Option(help="Per-round cap (wei).")] = None,
+    holder_cap_wei: Annotated[int | None, typer.Option(help="Per-holder cap (wei).")] = None,
+    challenge_window_s: Annotated[int | None, typer.Option(help="Guardian's window (s).")] = None,
+    claim_window_s: Annotated[int | None, typer.Option(help="Claim window (s).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (deployment file).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    dev: Dev = False,
+    as_json: AsJson = False,
+) -> None:
+    """Create a campaign (signers, threshold, caps, windows from the settings) on the pool."""
+    from offchain.oracle import operations
+
+    try:
+        settings = _op_settings(
+            config, rpc_url=rpc_url, run_dir=run_dir, n_rounds=rounds,
+            round_cap_wei=round_cap_wei, holder_cap_wei=holder_cap_wei,
+            challenge_window_s=challenge_window_s, claim_window_s=claim_window_s,
+        )
+        loaded = operations.load_deployment(settings, deployment)
+        campaign_id = operations.create_campaign(settings, loaded, dev=dev, path=deployment)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record("Campaign", {"campaign_id": campaign_id, **loaded.campaign}, as_json)
+
+
+@app.command()
+def fund(
+    amount_wei: Annotated[int, typer.Argument(help="Amount in wei (smallest token unit).")],
+    campaign_id: CampaignId = None,
+    rpc_url: RpcUrl = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (deployment file).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    dev: Dev = False,
+    as_json: AsJson = False,
+) -> None:
+    """Fund a campaign from the sponsor (minting the shortfall on the local TestToken)."""
+    from offchain.oracle import operations
+
+    try:
+        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+        loaded = operations.load_deployment(settings, deployment)
+        cid = _campaign_id(loaded, campaign_id)
+        result = operations.fund(settings, loaded, cid, amount_wei, dev=dev)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record("Funded", dataclasses.asdict(result), as_json)
+
+
+@app.command()
+def status(
+    campaign_id: CampaignId = None,
+    rpc_url: RpcUrl = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (deployment file).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """A campaign's parameters, escrow and rounds (challengeable/pending/finalized/revoked)."""
+    from offchain.oracle import operations
+
+    try:
+        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+        loaded = operations.load_deployment(settings, deployment)
+        record = operations.status(settings, loaded, _campaign_id(loaded, campaign_id))
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record(f"Campaign {record['campaign_id']}", record, as_json)
+    if as_json:
+        return
+    table = Table(title="Rounds")
+    for column in ("round", "state", "total (wei)", "claimed (wei)", "finalizes at"):
+        table.add_column(column)
+    for r in record["rounds"]:
+        table.add_row(str(r["round_id"]), r["state"], str(r["total_wei"]),
+                      str(r["claimed_wei"]), str(r["finalizes_at"]))
+    console.print(table)
+
+
+@app.command()
+def claim(
+    campaign_id: CampaignId = None,
+    holder: Annotated[
+        str | None, typer.Option(help="Demo holder name (MNIST split): its derived key.")
+    ] = None,
+    key_file: Annotated[
+        Path | None, typer.Option(help="File holding the holder's private key (0x-hex).")
+    ] = None,
+    round_dir: Annotated[
+        list[Path] | None, typer.Option(help="Round folder(s); default: all of --run-dir.")
+    ] = None,
+    rpc_url: RpcUrl = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (rounds, deployment).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    as_json: AsJson = False,
+) -> None:
+    """Claim a holder's unclaimed payments of final rounds (proofs from the rounds' tree.json)."""
+    from offchain.data.holders import holder_private_key
+    from offchain.errors import ConfigError
+    from offchain.oracle import operations
+
+    try:
+        if (holder is None) == (key_file is None):
+            raise ConfigError("give the holder's key one way: --holder NAME or --key-file FILE")
+        if holder is not None:
+            key = holder_private_key(holder)
+        else:
+            key = key_file.read_text().strip()  # type: ignore[union-attr]
+        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+        loaded = operations.load_deployment(settings, deployment)
+        result = operations.claim(
+            settings, loaded, _campaign_id(loaded, campaign_id), key, round_dirs=round_dir
+        )
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record("Claim", dataclasses.asdict(result), as_json)
+
+
+@app.command()
+def reclaim(
+    campaign_id: CampaignId = None,
+    rpc_url: RpcUrl = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (deployment file).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    dev: Dev = False,
+    as_json: AsJson = False,
+) -> None:
+    """After the claim deadline: the sponsor takes back its share of what is unclaimed."""
+    from offchain.oracle import operations
+
+    try:
+        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+        loaded = operations.load_deployment(settings, deployment)
+        result = operations.reclaim(settings, loaded, _campaign_id(loaded, campaign_id), dev=dev)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record("Reclaimed", dataclasses.asdict(result), as_json)
 
 
 def main() -> None:

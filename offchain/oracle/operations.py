@@ -1,0 +1,402 @@
+"""Step-by-step campaign operations shared by the CLI (``python -m offchain deploy`` …) and
+``scripts/``: deploy, create a campaign, fund it, read its status, claim, reclaim.
+
+Each function takes the :class:`~offchain.config.Settings` (chain, keys, campaign parameters)
+and explicit arguments, and keeps the addresses in a deployment file (JSON, default
+``<run_dir>/deployment.json``) with the same keys :func:`offchain.oracle.node.run_campaign`
+writes, so a file from ``demo`` can be read by ``status``, ``claim`` and ``reclaim``.
+
+Unlike ``demo`` these commands never start a chain of their own: ``settings.rpc_url`` is
+required. Keys come from the settings (``CCOMP_SPONSOR_KEY``, ``CCOMP_ORACLE_KEYS`` or
+``CCOMP_KEYSTORE_DIR``); with ``dev=True`` the missing ones are anvil's well-known dev accounts
+(deployer 0, sponsor 2, signers 5–7, as in ``demo``), for a local anvil node only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from offchain.allocation import PayoutTree
+from offchain.chain import (
+    DEFAULT_MNEMONIC,
+    ChainClient,
+    TokenClient,
+    compile_contracts,
+    derive_private_keys,
+)
+from offchain.chain.pool import CampaignParams, LeafClaim, PoolClient, Reclaimed, RoundStatus
+from offchain.config import Settings
+from offchain.errors import ConfigError
+from offchain.oracle.node import _key, _signer_keys
+from offchain.rounds.layout import RoundPaths
+from offchain.utils import read_json, write_json
+
+__all__ = [
+    "ClaimResult",
+    "Deployment",
+    "FundResult",
+    "ReclaimResult",
+    "claim",
+    "create_campaign",
+    "deploy",
+    "deployment_path",
+    "fund",
+    "load_deployment",
+    "reclaim",
+    "status",
+]
+
+DEV_ACCOUNTS = 10
+"""Dev accounts derived from anvil's public mnemonic with ``dev=True``."""
+
+
+@dataclass
+class Deployment:
+    """What the deployment file records (addresses checksummed, money in wei).
+
+    ``test_token``: the token is the ``TestToken`` deployed here (open ``mint``), so ``fund``
+    may mint the sponsor's shortfall. The campaign fields are those of the latest campaign
+    created through this file (``None`` before ``create-campaign``).
+    """
+
+    rpc_url: str
+    chain_id: int
+    token: str
+    pool: str
+    test_token: bool = True
+    campaign_id: int | None = None
+    campaign: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        data = {k: v for k, v in asdict(self).items() if k != "campaign"}
+        return {**data, **self.campaign}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Deployment:
+        known = {"rpc_url", "chain_id", "token", "pool", "test_token", "campaign_id"}
+        return cls(
+            rpc_url=data["rpc_url"],
+            chain_id=int(data["chain_id"]),
+            token=data["token"],
+            pool=data["pool"],
+            test_token=bool(data.get("test_token", True)),
+            campaign_id=data.get("campaign_id"),
+            campaign={k: v for k, v in data.items() if k not in known},
+        )
+
+
+@dataclass(frozen=True)
+class FundResult:
+    campaign_id: int
+    sponsor: str
+    amount_wei: int
+    minted_wei: int
+    tx_hash: str
+    unallocated_wei: int
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    campaign_id: int
+    holder: str
+    rounds: list[int]
+    amount_wei: int
+    tx_hash: str | None
+    skipped: dict[int, str]
+    """Round id → why a leaf of this holder was not claimed (already claimed, not final …)."""
+
+
+@dataclass(frozen=True)
+class ReclaimResult:
+    campaign_id: int
+    sponsor: str
+    amount_wei: int
+    tx_hash: str
+
+
+def deployment_path(settings: Settings, path: Path | None = None) -> Path:
+    """The deployment file: ``path``, or ``<run_dir>/deployment.json``."""
+    return Path(path) if path is not None else Path(settings.run_dir) / "deployment.json"
+
+
+def load_deployment(settings: Settings, path: Path | None = None) -> Deployment:
+    """Read the deployment file.
+
+    Raises:
+        ConfigError: the file is missing.
+    """
+    file = deployment_path(settings, path)
+    if not file.exists():
+        raise ConfigError(f"no deployment file {file}; run `python -m offchain deploy` first")
+    return Deployment.from_json(read_json(file))
+
+
+def _rpc_url(settings: Settings) -> str:
+    if settings.rpc_url is None:
+        raise ConfigError("an RPC endpoint is required (--rpc-url or CCOMP_RPC_URL)")
+    return settings.rpc_url
+
+
+def _dev_keys(dev: bool) -> list[str] | None:
+    return derive_private_keys(DEFAULT_MNEMONIC, DEV_ACCOUNTS) if dev else None
+
+
+def _sponsor_key(settings: Settings, dev: bool) -> str:
+    return _key(settings.sponsor_key, _dev_keys(dev), 2, "sponsor")
+
+
+def _connect(settings: Settings, deployment: Deployment) -> tuple[ChainClient, PoolClient]:
+    """A client on ``settings.rpc_url`` (else the file's endpoint) and the deployed pool.
+
+    Raises:
+        ConfigError: the endpoint serves another chain than the deployment's.
+    """
+    client = ChainClient(
+        settings.rpc_url or deployment.rpc_url, confirmations=settings.confirmations
+    )
+    if client.chain_id != deployment.chain_id:
+        raise ConfigError(
+            f"the RPC serves chain {client.chain_id}, the deployment is on chain "
+            f"{deployment.chain_id}"
+        )
+    compiled = compile_contracts(solc_path=settings.solc_path)
+    pool = PoolClient(
+        client,
+        deployment.pool,
+        compiled["CompensationPool"].abi,
+        token_abi=compiled["TestToken"].abi,
+    )
+    return client, pool
+
+
+def deploy(
+    settings: Settings,
+    *,
+    token: str | None = None,
+    dev: bool = False,
+    path: Path | None = None,
+) -> Deployment:
+    """Deploy a ``CompensationPool`` (admin: the deployer) and, unless ``token`` names an
+    existing ERC-20, a ``TestToken``; write the deployment file.
+
+    The deployer is dev account 0 with ``dev``, else the sponsor key.
+    """
+    rpc_url = _rpc_url(settings)
+    dev_keys = _dev_keys(dev)
+    deployer_key = dev_keys[0] if dev_keys else _key(settings.sponsor_key, None, 2, "sponsor")
+    compiled = compile_contracts(solc_path=settings.solc_path)
+    client = ChainClient(rpc_url, confirmations=settings.confirmations)
+    token_address = token or client.deploy(compiled["TestToken"], sender_key=deployer_key)
+    pool = PoolClient.deploy(
+        client, compiled["CompensationPool"], deployer_key, token_abi=compiled["TestToken"].abi
+    )
+    deployment = Deployment(
+        rpc_url=rpc_url,
+        chain_id=client.chain_id,
+        token=TokenClient(client, token_address, []).address,
+        pool=pool.address,
+        test_token=token is None,
+    )
+    write_json(deployment_path(settings, path), deployment.to_json())
+    return deployment
+
+
+def create_campaign(
+    settings: Settings,
+    deployment: Deployment,
+    *,
+    dev: bool = False,
+    path: Path | None = None,
+) -> int:
+    """Create a campaign on the deployed pool with the settings' rounds, caps, signers,
+    threshold and windows (sender and admin: the sponsor; guardian: ``settings.guardian`` or
+    the sponsor); record it in the deployment file and return its id."""
+    dev_keys = _dev_keys(dev)
+    client, pool = _connect(settings, deployment)
+    signer_keys = _signer_keys(settings, dev_keys)
+    sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
+    sponsor = Account.from_key(sponsor_key).address
+    params = CampaignParams(
+        token=deployment.token,
+        guardian=settings.guardian or sponsor,
+        signers=tuple(Account.from_key(k).address for k in signer_keys),
+        threshold=settings.oracle_threshold,
+        num_rounds=settings.n_rounds,
+        round_cap_wei=settings.campaign_round_cap_wei,
+        holder_cap_wei=settings.campaign_holder_cap_wei,
+        challenge_window_s=settings.challenge_window_s,
+        claim_window_s=settings.claim_window_s,
+        posting_deadline=client.block_timestamp() + settings.posting_window_s,
+    )
+    campaign_id, _ = pool.create_campaign(sponsor_key, params)
+    info = pool.get_campaign(campaign_id)
+    deployment.campaign_id = campaign_id
+    deployment.campaign = {
+        "signers": list(params.signers),
+        "threshold": params.threshold,
+        "guardian": params.guardian,
+        "sponsor": sponsor,
+        "challenge_window_s": params.challenge_window_s,
+        "posting_deadline": params.posting_deadline,
+        "claim_deadline": info.claim_deadline,
+        "total_budget_wei": settings.total_budget_wei,
+        "round_cap_wei": params.round_cap_wei,
+        "holder_cap_wei": params.holder_cap_wei,
+    }
+    write_json(deployment_path(settings, path), deployment.to_json())
+    return campaign_id
+
+
+def fund(
+    settings: Settings,
+    deployment: Deployment,
+    campaign_id: int,
+    amount_wei: int,
+    *,
+    dev: bool = False,
+) -> FundResult:
+    """Fund the campaign with ``amount_wei`` from the sponsor (approve, then ``fund``); on the
+    test token deployed here, first mint whatever the sponsor's balance lacks."""
+    if amount_wei <= 0:
+        raise ConfigError(f"amount must be > 0 wei, got {amount_wei}")
+    _, pool = _connect(settings, deployment)
+    sponsor_key = _sponsor_key(settings, dev)
+    sponsor = Account.from_key(sponsor_key).address
+    token = pool.token(campaign_id)
+    minted = 0
+    if deployment.test_token and token.address == deployment.token:
+        minted = max(amount_wei - token.balance_of(sponsor), 0)
+        if minted:
+            token.mint(sponsor_key, sponsor, minted)
+    result = pool.fund(sponsor_key, campaign_id, amount_wei)
+    return FundResult(
+        campaign_id, sponsor, amount_wei, minted, result.tx_hash, pool.unallocated(campaign_id)
+    )
+
+
+def round_state(status: RoundStatus, finalizes_at: int, now: int) -> str:
+    """A posted round's state: ``challengeable`` (the guardian may still revoke it),
+    ``pending`` (its window is over; it finalizes with ``finalizeRound`` or its first claim),
+    ``finalized`` or ``revoked``."""
+    if status is RoundStatus.PENDING:
+        return "challengeable" if now < finalizes_at else "pending"
+    return status.name.lower()
+
+
+def status(settings: Settings, deployment: Deployment, campaign_id: int) -> dict[str, Any]:
+    """The campaign as the chain sees it now: parameters, escrow, signers and each posted
+    round with its state (see :func:`round_state`); money in wei, times in Unix seconds."""
+    client, pool = _connect(settings, deployment)
+    info = pool.get_campaign(campaign_id)
+    now = client.block_timestamp()
+    rounds = []
+    for round_id in range(1, info.next_round_id):
+        r = pool.get_round(campaign_id, round_id)
+        rounds.append(
+            {
+                "round_id": round_id,
+                "state": round_state(r.status, r.finalizes_at, now),
+                "merkle_root": r.merkle_root,
+                "total_wei": r.total_wei,
+                "claimed_wei": r.claimed_wei,
+                "finalizes_at": r.finalizes_at,
+            }
+        )
+    return {
+        "chain_id": client.chain_id,
+        "pool": pool.address,
+        "campaign_id": campaign_id,
+        "token": info.token,
+        "admin": info.admin,
+        "guardian": info.guardian,
+        "signers": pool.get_signers(campaign_id),
+        "threshold": info.threshold,
+        "signer_set_version": info.signer_set_version,
+        "num_rounds": info.num_rounds,
+        "round_cap_wei": info.round_cap_wei,
+        "holder_cap_wei": info.holder_cap_wei,
+        "challenge_window_s": info.challenge_window_s,
+        "now": now,
+        "posting_deadline": info.posting_deadline,
+        "claim_deadline": info.claim_deadline,
+        "total_funded_wei": info.total_funded_wei,
+        "total_allocated_wei": info.total_allocated_wei,
+        "unallocated_wei": info.unallocated_wei,
+        "settled": info.settled,
+        "rounds": rounds,
+    }
+
+
+def claim(
+    settings: Settings,
+    deployment: Deployment,
+    campaign_id: int,
+    holder_key: str,
+    *,
+    run_dir: Path | None = None,
+    round_dirs: list[Path] | None = None,
+) -> ClaimResult:
+    """Claim every unclaimed leaf of the holder (``holder_key``'s address) in one
+    ``claimRounds`` transaction sent by the holder, with the proofs from the rounds'
+    ``tree.json`` (``round_dirs``, else every ``round_NNN`` of ``run_dir`` or
+    ``settings.run_dir``). Rounds still challengeable, revoked or not on chain are skipped.
+    """
+    client, pool = _connect(settings, deployment)
+    holder = Account.from_key(holder_key).address
+    if round_dirs is None:
+        base = Path(run_dir or settings.run_dir)
+        round_dirs = sorted(p for p in base.glob("round_[0-9]*") if p.is_dir())
+    now = client.block_timestamp()
+    leaves: list[LeafClaim] = []
+    skipped: dict[int, str] = {}
+    for directory in round_dirs:
+        paths = RoundPaths(directory.parent, int(directory.name.removeprefix("round_")))
+        if not paths.tree.exists():
+            continue
+        tree = PayoutTree.from_json(read_json(paths.tree))
+        for index, address, amount in tree.entries:
+            if address.lower() != holder.lower() or amount == 0:
+                continue
+            r = pool.get_round(campaign_id, paths.round_id)
+            state = round_state(r.status, r.finalizes_at, now) if r.exists else "not posted"
+            if state not in ("pending", "finalized"):
+                skipped[paths.round_id] = state
+            elif r.merkle_root.lower() != tree.root.lower():
+                skipped[paths.round_id] = f"on-chain root {r.merkle_root} differs from tree.json"
+            elif pool.is_claimed(campaign_id, paths.round_id, index):
+                skipped[paths.round_id] = "already claimed"
+            else:
+                leaves.append(LeafClaim(paths.round_id, index, amount, tuple(tree.proof(index))))
+    tx_hash = None
+    if leaves:
+        tx_hash = pool.claim_rounds(holder_key, campaign_id, holder, leaves).tx_hash
+    return ClaimResult(
+        campaign_id,
+        holder,
+        [leaf.round_id for leaf in leaves],
+        sum(leaf.amount_wei for leaf in leaves),
+        tx_hash,
+        skipped,
+    )
+
+
+def reclaim(
+    settings: Settings,
+    deployment: Deployment,
+    campaign_id: int,
+    *,
+    dev: bool = False,
+) -> ReclaimResult:
+    """The sponsor takes back its pro-rata share of what was never claimed, after the claim
+    deadline (before it the pool reverts ``ClaimWindowOpen``, raised as
+    :class:`~offchain.chain.ContractRevert`)."""
+    _, pool = _connect(settings, deployment)
+    sponsor_key = _sponsor_key(settings, dev)
+    sponsor = Account.from_key(sponsor_key).address
+    result = pool.reclaim(sponsor_key, campaign_id)
+    amount = sum(e.amount_wei for e in result.only(Reclaimed))  # type: ignore[attr-defined]
+    return ReclaimResult(campaign_id, sponsor, amount, result.tx_hash)
