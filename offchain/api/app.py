@@ -15,13 +15,16 @@ from pathlib import Path
 from typing import Annotated
 
 from eth_utils import is_address, to_checksum_address
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Path as PathParam
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from offchain.allocation import PayoutTree
+from offchain.api.metrics import ApiMetrics, MetricsMiddleware
 from offchain.api.registration import (
     AlreadyRegistered,
     InvalidRegistration,
@@ -30,6 +33,7 @@ from offchain.api.registration import (
     RegistrationLimits,
     SignatureRejected,
     UploadTooLarge,
+    count_registered,
     list_registered,
     register_holder,
 )
@@ -163,7 +167,10 @@ class RoundCache:
 def _round_ids(run_dir: Path) -> list[int]:
     ids = []
     for child in run_dir.glob("round_*"):
-        paths = RoundPaths(run_dir, int(child.name.removeprefix("round_")))
+        suffix = child.name.removeprefix("round_")
+        if not (suffix.isascii() and suffix.isdigit()):  # e.g. a stray round_001.bak: skip it
+            continue
+        paths = RoundPaths(run_dir, int(suffix))
         if paths.allocation.exists():
             ids.append(paths.round_id)
     return sorted(ids)
@@ -210,6 +217,24 @@ def health(run_dir: RunDir) -> dict[str, object]:
     return {"status": "ok", "rounds": len(_round_ids(run_dir))}
 
 
+def get_metrics(request: Request) -> ApiMetrics:
+    return request.app.state.metrics
+
+
+Metrics = Annotated[ApiMetrics, Depends(get_metrics)]
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
+def metrics(m: Metrics) -> Response:
+    """Prometheus text format: ``api_requests_total`` and ``api_request_duration_seconds`` by
+    method, route template and status; gauges ``api_rounds_served``, ``api_registered_holders``."""
+    return Response(content=m.render(), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/rounds", response_model=list[RoundSummary])
 def rounds(run_dir: RunDir) -> list[RoundSummary]:
     return [_summary(RoundPaths(run_dir, r)) for r in _round_ids(run_dir)]
@@ -236,7 +261,11 @@ def round_detail(round_id: int, run_dir: RunDir) -> RoundDetail:
 
 
 @router.get("/holders/{address}/claims", response_model=HolderClaims)
-def holder_claims(address: str, run_dir: RunDir, cache: Rounds) -> HolderClaims:
+def holder_claims(
+    address: Annotated[str, PathParam(examples=["0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"])],
+    run_dir: RunDir,
+    cache: Rounds,
+) -> HolderClaims:
     """Everything a wallet needs to claim: per round, index, amount (wei) and Merkle proof."""
     if not is_address(address):
         raise HTTPException(status_code=422, detail=f"not an Ethereum address: {address!r}")
@@ -370,7 +399,46 @@ async def _read_upload(upload: UploadFile, limits: RegistrationLimits) -> bytes:
 registration_router = APIRouter(tags=["registration"])
 
 
-@registration_router.post("/holders", status_code=201, response_model=RegistrationOut)
+_REGISTRATION_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "address": {"type": "string", "description": "0x + 40 hex (EIP-55 or lower)"},
+                    "name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"},
+                    "reservation_price_wei": {"type": "string", "pattern": "^[0-9]{1,78}$"},
+                    "signature": {"type": "string", "description": "0x + 65 bytes hex"},
+                    "issued_at": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+                    "replace": {"type": "string", "enum": ["true", "false"]},
+                    "images": {
+                        "type": "array",
+                        "items": {"type": "string", "format": "binary"},
+                        "description": "PNG or JPEG files, one part per image",
+                    },
+                },
+                "required": [
+                    "address",
+                    "name",
+                    "reservation_price_wei",
+                    "signature",
+                    "issued_at",
+                    "images",
+                ],
+            }
+        }
+    },
+}
+"""``POST /holders``'s body in the OpenAPI schema (the handler parses the stream itself)."""
+
+
+@registration_router.post(
+    "/holders",
+    status_code=201,
+    response_model=RegistrationOut,
+    openapi_extra={"requestBody": _REGISTRATION_BODY},
+)
 async def register(request: Request, holders_dir: HoldersDir, limits: Limits) -> RegistrationOut:
     """Register a holder: multipart fields ``address``, ``name``, ``reservation_price_wei``,
     ``signature``, ``issued_at`` (optional ``replace=true``) and files ``images`` (see
@@ -458,6 +526,13 @@ def create_app(
     app.state.round_cache = RoundCache()
     app.state.holders_dir = None if holders_dir is None else Path(holders_dir)
     app.state.registration_limits = registration_limits or RegistrationLimits()
+    app.state.metrics = ApiMetrics(
+        rounds=lambda: len(_round_ids(app.state.run_dir)),
+        holders=lambda: (
+            None if app.state.holders_dir is None else count_registered(app.state.holders_dir)
+        ),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)
     app.include_router(registration_router)
     return app

@@ -76,6 +76,7 @@ __all__ = [
     "RegistrationLimits",
     "SignatureRejected",
     "UploadTooLarge",
+    "count_registered",
     "images_root",
     "list_registered",
     "register_holder",
@@ -373,6 +374,12 @@ def _folder_address(folder: Path) -> str:
 
 def _holder_folders(holders_dir: Path) -> list[Path]:
     return sorted(p for p in holders_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def count_registered(holders_dir: Path) -> int:
+    """The number of holder folders under ``holders_dir`` (one ``iterdir``, no file reads)."""
+    holders_dir = Path(holders_dir)
+    return len(_holder_folders(holders_dir)) if holders_dir.is_dir() else 0
 
 
 def list_registered(holders_dir: Path) -> list[RegisteredHolder]:
