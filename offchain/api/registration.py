@@ -56,9 +56,14 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address, is_checksum_address, to_checksum_address
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from offchain.data.holders import HOLDER_JSON, IMAGE_EXTENSIONS, holder_address
+from offchain.data.holders import (
+    HOLDER_JSON,
+    IMAGE_DECODE_ERRORS,
+    IMAGE_EXTENSIONS,
+    holder_address,
+)
 from offchain.errors import DataError
 
 try:  # advisory lock across processes (POSIX); the thread lock below covers one process
@@ -325,13 +330,7 @@ def _check_image(filename: str, data: bytes, limits: RegistrationLimits) -> str:
             img.convert("L")
     except InvalidRegistration:
         raise
-    except (
-        OSError,
-        UnidentifiedImageError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise InvalidRegistration(f"image {filename!r} is corrupt or unreadable ({exc})") from exc
     return ext
 

@@ -592,6 +592,21 @@ def _print_record(title: str, record: dict[str, object], as_json: bool) -> None:
     console.print(table)
 
 
+def _op_campaign(
+    config: Path | None,
+    rpc_url: str | None,
+    run_dir: Path | None,
+    deployment: Path | None,
+    campaign_id: int | None,
+) -> tuple[Settings, Deployment, int]:
+    """Settings, the loaded deployment file and the campaign id a campaign command acts on."""
+    from offchain.oracle import operations
+
+    settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+    loaded = operations.load_deployment(settings, deployment)
+    return settings, loaded, _campaign_id(loaded, campaign_id)
+
+
 def _campaign_id(deployment: Deployment, campaign_id: int | None) -> int:
     from offchain.errors import ConfigError
 
@@ -676,9 +691,7 @@ def fund(
     from offchain.oracle import operations
 
     try:
-        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
-        loaded = operations.load_deployment(settings, deployment)
-        cid = _campaign_id(loaded, campaign_id)
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
         result = operations.fund(settings, loaded, cid, amount_wei, dev=dev)
     except OffchainError as exc:
         _fail(exc)
@@ -699,9 +712,8 @@ def status(
     from offchain.oracle import operations
 
     try:
-        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
-        loaded = operations.load_deployment(settings, deployment)
-        record = operations.status(settings, loaded, _campaign_id(loaded, campaign_id))
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
+        record = operations.status(settings, loaded, cid)
     except OffchainError as exc:
         _fail(exc)
         return
@@ -747,11 +759,8 @@ def claim(
             key = holder_private_key(holder)
         else:
             key = key_file.read_text().strip()  # type: ignore[union-attr]
-        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
-        loaded = operations.load_deployment(settings, deployment)
-        result = operations.claim(
-            settings, loaded, _campaign_id(loaded, campaign_id), key, round_dirs=round_dir
-        )
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
+        result = operations.claim(settings, loaded, cid, key, round_dirs=round_dir)
     except OffchainError as exc:
         _fail(exc)
         return
@@ -772,9 +781,8 @@ def reclaim(
     from offchain.oracle import operations
 
     try:
-        settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
-        loaded = operations.load_deployment(settings, deployment)
-        result = operations.reclaim(settings, loaded, _campaign_id(loaded, campaign_id), dev=dev)
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
+        result = operations.reclaim(settings, loaded, cid, dev=dev)
     except OffchainError as exc:
         _fail(exc)
         return

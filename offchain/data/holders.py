@@ -486,19 +486,23 @@ def load_holder_folders(
     return holders
 
 
+IMAGE_DECODE_ERRORS = (
+    OSError,
+    UnidentifiedImageError,
+    SyntaxError,
+    ValueError,
+    Image.DecompressionBombError,
+)
+"""What Pillow raises for a corrupt, truncated or oversized image file."""
+
+
 def _read_image(path: Path, height: int, width: int) -> np.ndarray:
     """uint8 (height, width) grayscale pixels of the image at ``path``."""
     try:
         with Image.open(path) as img:
             img.load()
             gray = img.convert("L")
-    except (
-        OSError,
-        UnidentifiedImageError,
-        SyntaxError,
-        ValueError,
-        Image.DecompressionBombError,
-    ) as exc:
+    except IMAGE_DECODE_ERRORS as exc:
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
     if gray.size != (width, height):
         gray = gray.resize((width, height), Image.Resampling.BILINEAR)

@@ -310,6 +310,26 @@ def _key(secret, dev_keys: list[str] | None, dev_index: int, what: str) -> str:
     return dev_keys[dev_index]
 
 
+def campaign_params(
+    settings: Settings, client: ChainClient, token: str, sponsor: str, signer_keys: Sequence[str]
+) -> CampaignParams:
+    """The campaign the settings describe: rounds, caps, signers and threshold, windows; the
+    guardian is ``settings.guardian`` or the sponsor, the posting deadline counts from the
+    chain's latest block."""
+    return CampaignParams(
+        token=token,
+        guardian=settings.guardian or sponsor,
+        signers=tuple(Account.from_key(k).address for k in signer_keys),
+        threshold=settings.oracle_threshold,
+        num_rounds=settings.n_rounds,
+        round_cap_wei=settings.campaign_round_cap_wei,
+        holder_cap_wei=settings.campaign_holder_cap_wei,
+        challenge_window_s=settings.challenge_window_s,
+        claim_window_s=settings.claim_window_s,
+        posting_deadline=client.block_timestamp() + settings.posting_window_s,
+    )
+
+
 def run_campaign(
     settings: Settings,
     console: Console | None = None,
@@ -371,18 +391,7 @@ def run_campaign(
         pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
                                  token_abi=compiled["TestToken"].abi)
         pool_address = pool.address
-        params = CampaignParams(
-            token=token_address,
-            guardian=settings.guardian or sponsor,
-            signers=tuple(Account.from_key(k).address for k in signer_keys),
-            threshold=settings.oracle_threshold,
-            num_rounds=settings.n_rounds,
-            round_cap_wei=settings.campaign_round_cap_wei,
-            holder_cap_wei=settings.campaign_holder_cap_wei,
-            challenge_window_s=settings.challenge_window_s,
-            claim_window_s=settings.claim_window_s,
-            posting_deadline=client.block_timestamp() + settings.posting_window_s,
-        )
+        params = campaign_params(settings, client, token_address, sponsor, signer_keys)
         campaign_id, _ = pool.create_campaign(sponsor_key, params)
         campaign = pool.get_campaign(campaign_id)
         token.mint(deployer_key, sponsor, settings.total_budget_wei)

@@ -28,10 +28,10 @@ from offchain.chain import (
     compile_contracts,
     derive_private_keys,
 )
-from offchain.chain.pool import CampaignParams, LeafClaim, PoolClient, Reclaimed, RoundStatus
+from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
-from offchain.oracle.node import _key, _signer_keys
+from offchain.oracle.node import _key, _signer_keys, campaign_params
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json
 
@@ -220,18 +220,7 @@ def create_campaign(
     signer_keys = _signer_keys(settings, dev_keys)
     sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
     sponsor = Account.from_key(sponsor_key).address
-    params = CampaignParams(
-        token=deployment.token,
-        guardian=settings.guardian or sponsor,
-        signers=tuple(Account.from_key(k).address for k in signer_keys),
-        threshold=settings.oracle_threshold,
-        num_rounds=settings.n_rounds,
-        round_cap_wei=settings.campaign_round_cap_wei,
-        holder_cap_wei=settings.campaign_holder_cap_wei,
-        challenge_window_s=settings.challenge_window_s,
-        claim_window_s=settings.claim_window_s,
-        posting_deadline=client.block_timestamp() + settings.posting_window_s,
-    )
+    params = campaign_params(settings, client, deployment.token, sponsor, signer_keys)
     campaign_id, _ = pool.create_campaign(sponsor_key, params)
     info = pool.get_campaign(campaign_id)
     deployment.campaign_id = campaign_id
