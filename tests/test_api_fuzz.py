@@ -49,7 +49,9 @@ def _build(root: Path) -> tuple[FastAPI, Path]:
         {"address": "0x" + "33" * 20, "reservation_price_wei": 5},
     )
     limits = RegistrationLimits(max_images=4, max_image_bytes=64 * 1024, max_total_bytes=256 * 1024)
-    return create_app(run_dir, holders, limits), holders
+    images = root / "images"  # the only folder POST /holders/manifest may read
+    images.mkdir()
+    return create_app(run_dir, holders, limits, allowed_manifest_roots=[images]), holders
 
 
 # schemathesis collects one test per operation at import time, so the app (over a synthetic run

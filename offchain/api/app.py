@@ -1,8 +1,8 @@
 """Read-only HTTP API over a run folder: rounds, allocations and holders' Merkle proofs.
 
 Amounts are decimal strings of wei (JSON numbers lose precision above 2⁵³ in JavaScript).
-Holder registration (``POST /holders``, ``GET /holders``) writes into a holders folder when
-:func:`create_app` is given one (domain logic in :mod:`offchain.api.registration`). The operator
+Holder registration (``POST /holders``, ``POST /holders/manifest``, ``GET /holders``) writes
+into a holders folder when :func:`create_app` is given one (domain logic in :mod:`offchain.api.registration`). The operator
 endpoints and chain-state views come with the service issue.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +18,9 @@ from typing import Annotated
 from eth_utils import is_address, to_checksum_address
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
@@ -32,9 +34,11 @@ from offchain.api.registration import (
     RegistrationError,
     RegistrationLimits,
     SignatureRejected,
+    SourceNotAllowed,
     UploadTooLarge,
     count_registered,
     list_registered,
+    register_from_manifest,
     register_holder,
 )
 from offchain.rounds.layout import RoundPaths
@@ -334,6 +338,7 @@ _STATUS: tuple[tuple[type[RegistrationError], int], ...] = (
     (UploadTooLarge, 413),
     (AlreadyRegistered, 409),
     (SignatureRejected, 403),
+    (SourceNotAllowed, 403),
     (InvalidRegistration, 422),
 )
 
@@ -493,6 +498,107 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
     )
 
 
+class ManifestRegistrationIn(BaseModel):
+    """``POST /holders/manifest``'s JSON body: the signed fields of an upload, the images'
+    SHA-256 hashes and the server-side folder holding them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    address: str
+    name: str
+    reservation_price_wei: str
+    """Decimal string of wei."""
+    issued_at: int | str
+    """Unix seconds (the signed ``issued_at``)."""
+    signature: str
+    image_sha256: list[str]
+    """Hex SHA-256 of each image file (64 hex digits)."""
+    source_dir: str
+    """Absolute path, on the server's machine, inside an allowed root."""
+    replace: bool = False
+
+
+def get_manifest_roots(request: Request) -> tuple[Path, ...]:
+    roots = request.app.state.allowed_manifest_roots
+    if not roots:
+        raise HTTPException(
+            status_code=503, detail="registration from a manifest disabled (no allowed roots)"
+        )
+    return roots
+
+
+ManifestRoots = Annotated[tuple[Path, ...], Depends(get_manifest_roots)]
+
+
+async def _read_json_body(request: Request, limit: int) -> bytes:
+    """The request body, counted as it arrives: past ``limit`` bytes → 413."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise UploadTooLarge(f"body of {declared} bytes > {limit} bytes for a manifest")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise UploadTooLarge(f"body exceeds {limit} bytes for a manifest (stopped reading)")
+    return bytes(body)
+
+
+@registration_router.post(
+    "/holders/manifest",
+    status_code=201,
+    response_model=RegistrationOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": ManifestRegistrationIn.model_json_schema()}},
+        }
+    },
+)
+async def register_manifest(
+    request: Request, holders_dir: HoldersDir, roots: ManifestRoots, limits: Limits
+) -> RegistrationOut:
+    """Register a holder from files on the server: JSON body :class:`ManifestRegistrationIn`;
+    the folder's image files must be exactly the manifest set (see
+    :func:`offchain.api.registration.register_from_manifest`)."""
+    try:
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            raise HTTPException(status_code=415, detail="expected application/json")
+        body = await _read_json_body(request, 128 * limits.max_images + _MULTIPART_OVERHEAD)
+        try:
+            payload = ManifestRegistrationIn.model_validate_json(body)
+        except ValidationError as exc:
+            raise RequestValidationError(
+                exc.errors(include_url=False, include_input=False, include_context=False)
+            ) from exc
+        registration = Registration(
+            address=payload.address,
+            name=payload.name,
+            reservation_price_wei=payload.reservation_price_wei,
+            signature=payload.signature,
+            issued_at=payload.issued_at,
+        )
+        stored = await run_in_threadpool(
+            register_from_manifest,
+            holders_dir,
+            registration,
+            payload.image_sha256,
+            Path(payload.source_dir),
+            roots,
+            limits,
+            allow_replace=payload.replace,
+        )
+    except RegistrationError as exc:
+        raise _http_error(exc) from exc
+    return RegistrationOut(
+        address=stored.address,
+        name=stored.name,
+        reservation_price_wei=str(stored.reservation_price_wei),
+        n_images=stored.n_images,
+        image_sha256=list(stored.image_sha256),
+        images_root=stored.images_root or "",
+    )
+
+
 @registration_router.get("/holders", response_model=list[RegisteredHolderOut])
 def registered_holders(holders_dir: HoldersDir) -> list[RegisteredHolderOut]:
     """The holders in the holders folder: address, name, price (wei) and image count."""
@@ -511,6 +617,7 @@ def create_app(
     run_dir: Path,
     holders_dir: Path | None = None,
     registration_limits: RegistrationLimits | None = None,
+    allowed_manifest_roots: Sequence[Path] = (),
 ) -> FastAPI:
     """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts).
 
@@ -520,12 +627,15 @@ def create_app(
             :func:`offchain.data.holders.load_holder_folders` reads); None: registration answers
             503 "registration disabled".
         registration_limits: size and count limits of a registration; None: the defaults.
+        allowed_manifest_roots: folders of this machine that ``POST /holders/manifest`` may read
+            images from; empty: that route answers 503.
     """
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
     app.state.round_cache = RoundCache()
     app.state.holders_dir = None if holders_dir is None else Path(holders_dir)
     app.state.registration_limits = registration_limits or RegistrationLimits()
+    app.state.allowed_manifest_roots = tuple(Path(r) for r in allowed_manifest_roots)
     app.state.metrics = ApiMetrics(
         rounds=lambda: len(_round_ids(app.state.run_dir)),
         holders=lambda: (

@@ -35,6 +35,22 @@ Order of checks (cheap ones first, so an unauthenticated request never makes the
 images): fields, per-file and total sizes and count, signature, image type (magic bytes) and
 decoding with Pillow (``verify()`` then a full ``load()``), dimensions, then the uniqueness of
 the address and the name.
+
+**Registration from a manifest.** :func:`register_from_manifest` registers images that already
+lie on the server's machine: the request carries the list of the images' SHA-256 hashes (the
+manifest) and ``source_dir``, a local folder. The holder signs exactly the same v1 message, its
+``images_root`` computed from the manifest hashes. ``source_dir`` must be absolute and, after
+``Path.resolve()`` (``..`` and symbolic links followed), lie inside one of the operator's
+``allowed_roots`` (none configured: the route is off); each image file must resolve inside that
+same root too, so a link cannot pull in a file from elsewhere. The rule for the folder: its
+**image files** — regular files whose names end in ``.png``, ``.jpg`` or ``.jpeg`` (any case)
+and do not start with ``.`` — must be exactly the manifest set, by content hash (file names are
+free). A file whose hash is not in the manifest (an extra file; for a file named ``<sha256>.*``,
+a hash mismatch), a manifest hash no file has (a missing file), or two files with the same bytes
+are refused with an error naming the file or the hash. Other files and sub-folders are ignored.
+Order of checks: fields, the manifest (hash format, count, duplicates), signature, then the
+folder (location, listing, reads bounded by the size limits, the set comparison); from there the
+same image checks and the same atomic write as an upload.
 """
 
 from __future__ import annotations
@@ -80,10 +96,12 @@ __all__ = [
     "RegistrationError",
     "RegistrationLimits",
     "SignatureRejected",
+    "SourceNotAllowed",
     "UploadTooLarge",
     "count_registered",
     "images_root",
     "list_registered",
+    "register_from_manifest",
     "register_holder",
     "registration_message",
 ]
@@ -93,6 +111,9 @@ MESSAGE_HEADER = "offchain holder registration v1"
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Holder names: 1–64 characters, letters, digits, ``_ . -``, not starting with ``.`` or ``-``."""
+
+HEX_SHA256 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+"""A manifest entry: the hex SHA-256 of an image file (64 hex digits, optional ``0x``)."""
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": ("PNG", ".png"), b"\xff\xd8\xff": ("JPEG", ".jpg")}
 _LOCK_FILE = ".registration.lock"
@@ -121,6 +142,11 @@ class SignatureRejected(RegistrationError):
 
 class AlreadyRegistered(RegistrationError):
     """The address or the name is registered already (and replacing was not asked for)."""
+
+
+class SourceNotAllowed(RegistrationError):
+    """A manifest's ``source_dir`` (or a file in it) lies outside the allowed roots, or none is
+    configured."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,15 +284,17 @@ def _check_int(field: str, raw: str | int, low: int, high: int) -> int:
     return raw
 
 
+def _check_count(n: int, limits: RegistrationLimits) -> None:
+    if n < limits.min_images:
+        raise InvalidRegistration(
+            f"no images: a holder needs at least {limits.min_images} (got {n})"
+        )
+    if n > limits.max_images:
+        raise InvalidRegistration(f"too many images: {n} > max_images {limits.max_images}")
+
+
 def _check_sizes(images: Sequence[tuple[str, bytes]], limits: RegistrationLimits) -> None:
-    if len(images) < limits.min_images:
-        raise InvalidRegistration(
-            f"no images: a holder needs at least {limits.min_images} (got {len(images)})"
-        )
-    if len(images) > limits.max_images:
-        raise InvalidRegistration(
-            f"too many images: {len(images)} > max_images {limits.max_images}"
-        )
+    _check_count(len(images), limits)
     total = 0
     for filename, data in images:
         if len(data) > limits.max_image_bytes:
@@ -444,15 +472,7 @@ def register_holder(
         AlreadyRegistered: the address or the name is registered (and may not be replaced).
     """
     limits = limits or RegistrationLimits()
-    now = time.time() if now is None else now
-    holders_dir = Path(holders_dir)
-
-    address = _check_address(registration.address)
-    name = _check_name(registration.name)
-    price = _check_int(
-        "reservation_price_wei", registration.reservation_price_wei, 0, limits.max_price_wei
-    )
-    issued_at = _check_int("issued_at", registration.issued_at, 0, 2**63 - 1)
+    fields = _check_fields(registration, limits)
     _check_sizes(images, limits)
 
     hashes = [hashlib.sha256(data).hexdigest() for _, data in images]
@@ -464,6 +484,93 @@ def register_holder(
             )
         seen[h] = filename
 
+    _check_signed(fields, registration.signature, hashes, limits, now)
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, allow_replace)
+
+
+def register_from_manifest(
+    holders_dir: Path,
+    registration: Registration,
+    image_sha256: Sequence[str],
+    source_dir: Path,
+    allowed_roots: Sequence[Path],
+    limits: RegistrationLimits | None = None,
+    *,
+    allow_replace: bool = False,
+    now: float | None = None,
+) -> RegisteredHolder:
+    """Register the image files of a local folder named by a manifest of their hashes.
+
+    The signature covers the same v1 message as an upload, with ``images_root`` of
+    ``image_sha256``. The folder rule (its image files are exactly the manifest set) and the
+    order of checks are in the module docstring; the files then pass the same checks and the
+    same atomic write as :func:`register_holder`.
+
+    Args:
+        holders_dir: folder of holder folders (created if missing).
+        registration: the request's fields.
+        image_sha256: hex SHA-256 of each image file (64 hex digits, ``0x`` optional, any order).
+        source_dir: absolute path of the folder holding the images, on this machine.
+        allowed_roots: folders a ``source_dir`` may lie in (resolved here); empty: refused.
+        limits: size, count, dimension and signature-age limits; None: the defaults.
+        allow_replace: as for :func:`register_holder`.
+        now: the current unix time (tests); None: ``time.time()``.
+
+    Returns:
+        The stored holder with its sorted file hashes and their root.
+
+    Raises:
+        InvalidRegistration: as for :func:`register_holder`; also a malformed or repeated
+            manifest hash, a relative or missing ``source_dir``, a file not in the manifest, a
+            manifest hash without a file, two files with the same bytes.
+        UploadTooLarge: a file over ``max_image_bytes`` or all over ``max_total_bytes`` (the
+            reads stop at the limit).
+        SignatureRejected: the signer is not the address, or ``issued_at`` is out of the window.
+        SourceNotAllowed: no allowed root, or ``source_dir`` or one of its image files resolves
+            outside every allowed root.
+        AlreadyRegistered: the address or the name is registered (and may not be replaced).
+    """
+    limits = limits or RegistrationLimits()
+    fields = _check_fields(registration, limits)
+    hashes = _check_manifest(image_sha256, limits)
+    _check_signed(fields, registration.signature, hashes, limits, now)
+    folder, root = _check_source_dir(source_dir, allowed_roots)
+    images = _read_manifest_images(folder, root, hashes, limits)
+    _check_sizes(images, limits)  # enforced while reading already; the upload's checks, as is
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, allow_replace)
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """A registration's checked fields."""
+
+    address: str
+    name: str
+    price: int
+    issued_at: int
+
+
+def _check_fields(registration: Registration, limits: RegistrationLimits) -> _Fields:
+    return _Fields(
+        address=_check_address(registration.address),
+        name=_check_name(registration.name),
+        price=_check_int(
+            "reservation_price_wei", registration.reservation_price_wei, 0, limits.max_price_wei
+        ),
+        issued_at=_check_int("issued_at", registration.issued_at, 0, 2**63 - 1),
+    )
+
+
+def _check_signed(
+    fields: _Fields,
+    signature: str,
+    hashes: Sequence[str],
+    limits: RegistrationLimits,
+    now: float | None,
+) -> None:
+    """``issued_at`` within the window, then the signature over the message of ``hashes``."""
+    now = time.time() if now is None else now
+    address, name, price, issued_at = fields.address, fields.name, fields.price, fields.issued_at
     if issued_at < now - limits.signature_max_age_s:
         raise SignatureRejected(
             f"signature expired: issued_at {issued_at} is {int(now - issued_at)} s ago "
@@ -475,8 +582,140 @@ def register_holder(
             f"> signature_max_skew_s {limits.signature_max_skew_s}"
         )
     message = registration_message(address, name, price, hashes, issued_at)
-    _check_signature(message, registration.signature, address)
+    _check_signature(message, signature, address)
 
+
+def _check_manifest(image_sha256: Sequence[str], limits: RegistrationLimits) -> list[str]:
+    """The manifest's hashes as lowercase hex (no ``0x``): well formed, counted, distinct."""
+    if isinstance(image_sha256, str) or not isinstance(image_sha256, Sequence):
+        raise InvalidRegistration("image_sha256 must be a list of hex SHA-256 hashes")
+    _check_count(len(image_sha256), limits)
+    hashes: list[str] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(image_sha256):
+        if not isinstance(raw, str) or not HEX_SHA256.fullmatch(raw):
+            raise InvalidRegistration(
+                f"image_sha256[{i}] {raw!r} is not a hex SHA-256 (64 hex digits)"
+            )
+        h = raw.lower().removeprefix("0x")
+        if h in seen:
+            raise InvalidRegistration(f"image_sha256[{i}]: sha256 {h} is listed twice")
+        seen.add(h)
+        hashes.append(h)
+    return hashes
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _check_source_dir(source_dir: Path, allowed_roots: Sequence[Path]) -> tuple[Path, Path]:
+    """``(resolved source_dir, the allowed root holding it)``."""
+    if not allowed_roots:
+        raise SourceNotAllowed("registration from a manifest is disabled (no allowed roots)")
+    raw = Path(source_dir)
+    if not raw.is_absolute():
+        raise InvalidRegistration(f"source_dir {str(raw)!r} must be an absolute path")
+    try:
+        folder = raw.resolve()
+        roots = [Path(r).resolve() for r in allowed_roots]
+    except (OSError, RuntimeError) as exc:  # a symlink loop
+        raise InvalidRegistration(f"source_dir {str(raw)!r} cannot be resolved ({exc})") from exc
+    root = next((r for r in roots if _within(folder, r)), None)
+    if root is None:
+        raise SourceNotAllowed(
+            f"source_dir {str(raw)!r} (resolved: {str(folder)!r}) is not inside an allowed root"
+        )
+    if not folder.is_dir():
+        raise InvalidRegistration(f"source_dir {str(raw)!r} is not an existing folder")
+    return folder, root
+
+
+def _read_manifest_images(
+    folder: Path, root: Path, hashes: Sequence[str], limits: RegistrationLimits
+) -> list[tuple[str, bytes]]:
+    """The folder's image files as ``(file name, bytes)`` in manifest order, read within the
+    size limits, after checking that their hashes are exactly ``hashes``."""
+    try:
+        candidates = sorted(
+            p
+            for p in folder.iterdir()
+            if not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+    except OSError as exc:
+        raise InvalidRegistration(f"source_dir cannot be listed ({exc.strerror})") from exc
+    files: list[tuple[str, Path]] = []
+    for path in candidates:
+        target = path.resolve()
+        if not _within(target, root):
+            raise SourceNotAllowed(
+                f"file {path.name!r} links to {str(target)!r}, outside the allowed root"
+            )
+        if target.is_file():  # sub-folders (and FIFOs, devices) are not image files
+            files.append((path.name, target))
+    if len(files) > limits.max_images:
+        raise InvalidRegistration(
+            f"too many images: source_dir has {len(files)} image files > max_images "
+            f"{limits.max_images}"
+        )
+
+    wanted = set(hashes)
+    found: dict[str, tuple[str, bytes]] = {}
+    total = 0
+    for filename, target in files:
+        try:
+            with open(target, "rb") as handle:
+                data = handle.read(limits.max_image_bytes + 1)
+        except OSError as exc:
+            raise InvalidRegistration(f"file {filename!r} cannot be read ({exc.strerror})") from exc
+        if len(data) > limits.max_image_bytes:
+            raise UploadTooLarge(
+                f"image {filename!r} is over max_image_bytes {limits.max_image_bytes}"
+            )
+        total += len(data)
+        if total > limits.max_total_bytes:
+            raise UploadTooLarge(
+                f"images total over max_total_bytes {limits.max_total_bytes} (stopped reading "
+                f"at {filename!r})"
+            )
+        h = hashlib.sha256(data).hexdigest()
+        if h not in wanted:
+            stem = Path(filename).stem.lower()
+            if HEX_SHA256.fullmatch(stem) and stem in wanted:
+                raise InvalidRegistration(
+                    f"hash mismatch: file {filename!r} has sha256 {h}, not the {stem} it is "
+                    "named for"
+                )
+            raise InvalidRegistration(
+                f"file {filename!r} (sha256 {h}) is not in the manifest; the folder's image "
+                "files must be exactly the manifest set"
+            )
+        if h in found:
+            raise InvalidRegistration(
+                f"image {filename!r} is the same file as {found[h][0]!r} (sha256 {h})"
+            )
+        found[h] = (filename, data)
+    missing = [h for h in hashes if h not in found]
+    if missing:
+        raise InvalidRegistration(
+            f"{len(missing)} manifest image(s) missing from source_dir: no file has sha256 "
+            + ", ".join(missing[:5])
+            + (" …" if len(missing) > 5 else "")
+        )
+    return [found[h] for h in hashes]
+
+
+def _validate_and_store(
+    holders_dir: Path,
+    fields: _Fields,
+    images: Sequence[tuple[str, bytes]],
+    hashes: Sequence[str],
+    limits: RegistrationLimits,
+    allow_replace: bool,
+) -> RegisteredHolder:
+    """Decode-check the (authenticated) images, then write them atomically: the part of a
+    registration shared by uploads and manifests."""
+    address, name, price = fields.address, fields.name, fields.price
     extensions = [_check_image(filename, data, limits) for filename, data in images]
 
     holders_dir.mkdir(parents=True, exist_ok=True)
