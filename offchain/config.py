@@ -105,6 +105,15 @@ class Settings(BaseSettings):
     """File holding the keystore password (mode 600); None: ``CCOMP_KEYSTORE_PASSWORD``."""
     guardian: str | None = None
     """Guardian address (may revoke pending rounds); None: the sponsor."""
+    state_url: str | None = None
+    """Round-state database (SQLAlchemy URL, e.g. ``postgresql+psycopg://…``); None: SQLite at
+    ``<run_dir>/state.db`` (docs/state.md)."""
+    cosign_wait_s: float = Field(0.0, ge=0)
+    """Seconds the sign stage waits for co-signers' signatures (posted to the API) when the
+    local keys are fewer than the threshold; 0: fail at once, run the round again later."""
+    api_token: SecretStr | None = None
+    """Bearer token of the operator endpoints of ``serve`` (at least 32 characters, not a
+    placeholder); None: the operator endpoints are off."""
     solc_path: str | None = None
     """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
 

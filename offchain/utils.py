@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from offchain.faults import fault_point
+
 
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and (when installed) torch's generators with ``seed``."""
@@ -49,6 +51,7 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
         write(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        fault_point(f"write:{target.name}")
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +54,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+BroadcastHook = Callable[[str, int], None]
+"""Called with ``(tx_hash, nonce)`` of a signed transaction (see :meth:`ChainClient.send`)."""
 
 _ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")  # Error(string)
 _PANIC_SELECTOR = bytes.fromhex("4e487b71")  # Panic(uint256)
@@ -216,7 +219,15 @@ class ChainClient:
         log.info("deployed %s at %s", compiled.name, address)
         return to_checksum_address(address)
 
-    def send(self, fn: Any, sender_key: str, *, value_wei: int = 0) -> TxReceipt:
+    def send(
+        self,
+        fn: Any,
+        sender_key: str,
+        *,
+        value_wei: int = 0,
+        before_broadcast: BroadcastHook | None = None,
+        after_broadcast: BroadcastHook | None = None,
+    ) -> TxReceipt:
         """Sign and send ``fn`` (a bound contract function or constructor), wait for the receipt.
 
         Gas is estimated first (times ``gas_margin``), so most reverts surface here, before
@@ -224,6 +235,10 @@ class ChainClient:
         one this client handed out for the sender. The transaction is signed once; a send whose
         answer is lost is checked by hash and re-sent as the same bytes (see
         :meth:`_broadcast`), so one call never produces two transactions.
+
+        ``before_broadcast(tx_hash, nonce)`` runs once the transaction is signed, before any
+        byte reaches the node (a caller records the hash durably there: if it raises, nothing
+        is sent); ``after_broadcast(tx_hash, nonce)`` once the node has it, before the receipt.
 
         Returns:
             The receipt (``status == 1``), after ``confirmations`` blocks.
@@ -246,7 +261,7 @@ class ChainClient:
                     "chainId": self.chain_id,
                 }
             )
-        return self._sign_and_wait(tx, sender_key)
+        return self._sign_and_wait(tx, sender_key, before_broadcast, after_broadcast)
 
     def send_eth(self, sender_key: str, to: str, amount_wei: int) -> TxReceipt:
         """Transfer ``amount_wei`` of ether to ``to`` (same guarantees as :meth:`send`)."""
@@ -282,14 +297,24 @@ class ChainClient:
         with self._nonce_lock:
             self._nonces.pop(sender, None)
 
-    def _sign_and_wait(self, tx: dict[str, Any], sender_key: str) -> TxReceipt:
+    def _sign_and_wait(
+        self,
+        tx: dict[str, Any],
+        sender_key: str,
+        before_broadcast: BroadcastHook | None = None,
+        after_broadcast: BroadcastHook | None = None,
+    ) -> TxReceipt:
         signed = Account.sign_transaction(tx, sender_key)
         hex_hash = "0x" + bytes(signed.hash).hex()
         try:
+            if before_broadcast is not None:
+                before_broadcast(hex_hash, int(tx["nonce"]))
             self._broadcast(signed.raw_transaction, hex_hash)
         except Exception:
             self._forget_nonce(tx["from"])
             raise
+        if after_broadcast is not None:
+            after_broadcast(hex_hash, int(tx["nonce"]))
         receipt = self._wait_confirmed(hex_hash)
         if receipt["status"] != 1:
             raise self._explain_failure(tx, receipt, hex_hash)
@@ -341,6 +366,26 @@ class ChainClient:
                 return True
             except TransactionNotFound:
                 return False
+
+    def transaction_state(self, tx_hash: str) -> str:
+        """Where transaction ``tx_hash`` stands on the node: ``unknown`` (never received, or
+        dropped), ``pending`` (in the mempool), ``succeeded`` or ``reverted`` (mined)."""
+        with self._translate(tx_hash):
+            try:
+                receipt = self.w3.eth.get_transaction_receipt(tx_hash)  # type: ignore[arg-type]
+            except TransactionNotFound:
+                receipt = None
+        if receipt is not None:
+            return "succeeded" if receipt["status"] == 1 else "reverted"
+        return "pending" if self._is_known(tx_hash) else "unknown"
+
+    def wait_confirmed(self, tx_hash: str) -> TxReceipt:
+        """The receipt of ``tx_hash`` once it has ``confirmations`` blocks (any status).
+
+        Raises:
+            ChainError: no receipt within ``timeout`` seconds.
+        """
+        return self._wait_confirmed(tx_hash)
 
     def _wait_confirmed(self, tx_hash: str) -> TxReceipt:
         """The receipt of ``tx_hash`` once ``confirmations`` blocks include or follow its block.

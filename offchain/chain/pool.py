@@ -21,7 +21,14 @@ from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
-from offchain.chain.client import _ERC20_ABI, ChainClient, TokenClient, _bytes32, _to_bytes
+from offchain.chain.client import (
+    _ERC20_ABI,
+    BroadcastHook,
+    ChainClient,
+    TokenClient,
+    _bytes32,
+    _to_bytes,
+)
 from offchain.chain.compiler import CompiledContract
 from offchain.chain.errors import ChainError
 
@@ -365,8 +372,8 @@ class PoolClient:
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    def _send(self, fn: Any, sender_key: str, value_wei: int = 0) -> TxResult:
-        receipt = self.client.send(fn, sender_key, value_wei=value_wei)
+    def _send(self, fn: Any, sender_key: str, value_wei: int = 0, **hooks: Any) -> TxResult:
+        receipt = self.client.send(fn, sender_key, value_wei=value_wei, **hooks)
         return self._result(receipt)
 
     def _result(self, receipt: TxReceipt) -> TxResult:
@@ -481,14 +488,22 @@ class PoolClient:
     # -- rounds --------------------------------------------------------------------------------
 
     def post_round(
-        self, sender_key: str, allocation: RoundAllocation, signatures: Sequence[str | bytes]
+        self,
+        sender_key: str,
+        allocation: RoundAllocation,
+        signatures: Sequence[str | bytes],
+        *,
+        before_broadcast: BroadcastHook | None = None,
+        after_broadcast: BroadcastHook | None = None,
     ) -> TxResult:
         """``postRound``: relay a round with its signatures (ascending signer order, see
-        :func:`offchain.oracle.signing.order_signatures`). Anyone may relay."""
+        :func:`offchain.oracle.signing.order_signatures`). Anyone may relay. The hooks are
+        those of :meth:`ChainClient.send` (the node records the transaction before it is sent)."""
         fn = self.contract.functions.postRound(
             allocation.as_tuple(), [_to_bytes(s) for s in signatures]
         )
-        return self._send(fn, sender_key)
+        return self._send(fn, sender_key, before_broadcast=before_broadcast,
+                          after_broadcast=after_broadcast)
 
     def revoke_round(self, guardian_key: str, campaign_id: int, round_id: int) -> TxResult:
         """``revokeRound`` (guardian, latest pending round only)."""

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from offchain.cli.register import register_holder_cmd
 from offchain.errors import OffchainError, StageError
 
 if TYPE_CHECKING:
@@ -133,6 +134,13 @@ def serve(
         Path | None,
         typer.Option(help="Folder where POST /holders stores registrations; unset: disabled."),
     ] = None,
+    manifest_root: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--manifest-root",
+            help="Folder (repeatable) POST /holders/manifest may read images from; unset: off.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the rounds, allocations and holders' Merkle proofs over HTTP (and, with
     --holders-dir, holder registration)."""
@@ -140,7 +148,10 @@ def serve(
 
     from offchain.api.app import create_app
 
-    uvicorn.run(create_app(run_dir, holders_dir=holders_dir), host=host, port=port)
+    app_ = create_app(
+        run_dir, holders_dir=holders_dir, allowed_manifest_roots=manifest_root or ()
+    )
+    uvicorn.run(app_, host=host, port=port)
 
 
 @app.command()
@@ -787,6 +798,43 @@ def reclaim(
         _fail(exc)
         return
     _print_record("Reclaimed", dataclasses.asdict(result), as_json)
+
+
+@app.command("run-round")
+def run_round(
+    round_id: Annotated[
+        int | None, typer.Option("--round", help="Round to run; default: the next unfinished.")
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Stop after this stage (prepare … sign, submit, finalize, claim)."),
+    ] = None,
+    campaign_id: CampaignId = None,
+    rpc_url: RpcUrl = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run folder (rounds, state.db).")] = None,
+    deployment: DeploymentFile = None,
+    config: ConfigFile = None,
+    dev: Dev = False,
+    as_json: AsJson = False,
+) -> None:
+    """Run or resume one round of a deployed, funded campaign (train → … → post → claims).
+
+    Stages done before (recorded in the run's state database) are skipped; a posted round is
+    never posted twice. Exit code 1 with the reason when a stage cannot run (e.g. fewer than
+    k oracle signatures: co-signers POST theirs to the API, then run again)."""
+    from offchain.oracle import operations
+
+    try:
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
+        result = operations.run_round(settings, loaded, cid, round_id=round_id, until=until,
+                                      dev=dev, console=console)
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record(f"Round {result['round_id']}", result, as_json)
+
+
+app.command("register-holder")(register_holder_cmd)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ when that artifact exists; :func:`submit` also asks the chain before sending, so
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import time
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from eth_account import Account
@@ -35,43 +37,83 @@ from offchain.data.holders import (
     write_dataset_manifest,
 )
 from offchain.errors import ConfigError, StageError
+from offchain.faults import fault_point
 from offchain.oracle.keystore import load_keystores, read_password
 from offchain.oracle.report import payments_plot, print_round, summary_table
 from offchain.oracle.signing import (
     RoundAllocation,
+    SigningError,
     recover_round_signer,
     round_digest,
-    sign_round_k_of_n,
+    sign_round,
 )
 from offchain.policy import BudgetPolicy, make_policy
 from offchain.rounds import stages
 from offchain.rounds.layout import RoundPaths
 from offchain.rounds.participation import stays_next_round
-from offchain.utils import read_json, seed_everything, write_json
+from offchain.utils import read_json, seed_everything, sha256_file, write_json
 
-__all__ = ["CampaignResult", "await_finality", "claim_all", "run_campaign", "sign", "submit"]
+if TYPE_CHECKING:  # the state database (sqlalchemy) is imported when a run opens it
+    from offchain.state import RoundStore
+
+__all__ = [
+    "STAGES",
+    "AwaitingSignatures",
+    "CampaignResult",
+    "RoundLedger",
+    "RoundRunner",
+    "RoundStep",
+    "await_finality",
+    "claim_all",
+    "open_store",
+    "request_signatures",
+    "run_campaign",
+    "sign",
+    "submit",
+    "verified_signer",
+]
 
 logger = logging.getLogger(__name__)
 
+STAGES: tuple[str, ...] = (
+    "prepare", "train", "generate", "attribute", "copyright", "quality", "policy", "allocate",
+    "sign", "submit", "finalize", "claim",
+)
+"""Stable keys of a round's stages in pipeline order, as the state database records them
+(``quality`` only runs with an FID reference)."""
 
-def sign(
+
+class AwaitingSignatures(StageError):
+    """Fewer than k valid signatures of the round's digest are collected so far."""
+
+    def __init__(self, round_id: int, have: int, need: int, digest: str) -> None:
+        super().__init__(
+            f"round {round_id}: {have} of {need} oracle signatures of {digest}; co-signers "
+            f"sign the round's signing request (GET /rounds/{round_id}/signing-request) and "
+            f"POST /rounds/{round_id}/signatures, then run the round again"
+        )
+        self.round_id, self.have, self.need, self.digest = round_id, have, need, digest
+
+
+def request_signatures(
     paths: RoundPaths,
-    signer_keys: Sequence[str],
     chain_id: int,
     pool_address: str,
     campaign_id: int,
     signer_set_version: int,
     deadline: int,
 ) -> RoundPaths:
-    """Sign the round's allocation (EIP-712 ``RoundAllocation``) with every local signer key.
+    """Fix what the oracle signers sign: the round's EIP-712 ``RoundAllocation`` (EIP-712).
 
-    The signed struct binds the campaign, the round, the Merkle root and total, the provenance
+    The struct binds the campaign, the round, the Merkle root and total (wei), the provenance
     commitments of ``allocation.json`` and the signer-set version, valid until ``deadline``
-    (Unix seconds). Output: ``signature.json`` with the allocation, its digest, and the
-    signatures ordered by signer address (as ``postRound`` requires). Skipped when the round
-    pays nothing (no Merkle root).
+    (Unix seconds). Written once, so every signer, local or co-signing over the API, signs the
+    same digest.
+
+    Output: ``signing_request.json`` (chain id, verifying contract, allocation, digest).
+    Skipped when the round pays nothing (no Merkle root).
     """
-    if paths.signature.exists():
+    if paths.signing_request.exists():
         return paths
     allocation = read_json(paths.allocation)
     if allocation["merkle_root"] is None:
@@ -85,28 +127,99 @@ def sign(
         deadline=deadline,
         **allocation["provenance"],
     )
-    signatures = sign_round_k_of_n(signer_keys, chain_id, pool_address, signed)
-    signers = [recover_round_signer(sig, chain_id, pool_address, signed) for sig in signatures]
-    write_json(
-        paths.signature,
-        {
-            "chain_id": chain_id,
-            "verifying_contract": pool_address,
-            "allocation": signed.to_json(),
-            "digest": "0x" + round_digest(chain_id, pool_address, signed).hex(),
-            "signers": signers,
-            "signatures": signatures,
-        },
-    )
+    write_json(paths.signing_request, {
+        "chain_id": chain_id,
+        "verifying_contract": pool_address,
+        "allocation": signed.to_json(),
+        "digest": "0x" + round_digest(chain_id, pool_address, signed).hex(),
+    })
     return paths
 
 
-def submit(paths: RoundPaths, pool: PoolClient, sender_key: str) -> RoundPaths:
+def verified_signer(paths: RoundPaths, signature: str, signers: Sequence[str]) -> str:
+    """The signer of ``signature`` over the round's signing request, if it is one of ``signers``.
+
+    Raises:
+        StageError: the round has no signing request.
+        SigningError: the signature is malformed or from an address outside ``signers``.
+    """
+    if not paths.signing_request.exists():
+        raise StageError(f"round {paths.round_id} has nothing to sign (no signing request)")
+    request = read_json(paths.signing_request)
+    allocation = RoundAllocation.from_json(request["allocation"])
+    signer = recover_round_signer(signature, request["chain_id"],
+                                  request["verifying_contract"], allocation)
+    if signer.lower() not in {a.lower() for a in signers}:
+        raise SigningError(f"{signer} is not an oracle signer of this campaign")
+    return signer
+
+
+def sign(
+    paths: RoundPaths,
+    signer_keys: Sequence[str],
+    signers: Sequence[str],
+    threshold: int,
+    cosignatures: Mapping[str, str] | None = None,
+    on_signature: Callable[[str, str], None] | None = None,
+) -> RoundPaths:
+    """Collect k-of-n signatures of the signing request; write them once k are valid.
+
+    Each local key in ``signer_keys`` signs (RFC 6979: the same signature every time) and is
+    reported through ``on_signature(signer, signature)`` (the node stores it); ``cosignatures``
+    (signer → signature, e.g. posted over the API) are checked again here. Only signatures that
+    recover to one of ``signers`` count.
+
+    Output: ``signature.json`` with the allocation, its digest, the signers and their
+    signatures in ascending signer order (as ``postRound`` requires). Skipped when the round
+    pays nothing.
+
+    Raises:
+        AwaitingSignatures: fewer than ``threshold`` valid signatures (nothing is written).
+    """
+    if paths.signature.exists() or not paths.signing_request.exists():
+        return paths
+    request = read_json(paths.signing_request)
+    chain_id, pool_address = request["chain_id"], request["verifying_contract"]
+    allocation = RoundAllocation.from_json(request["allocation"])
+    by_signer: dict[str, str] = {}
+    for key in signer_keys:
+        signature = sign_round(key, chain_id, pool_address, allocation)
+        signer = verified_signer(paths, signature, signers)
+        by_signer[signer] = signature
+        if on_signature is not None:
+            on_signature(signer, signature)
+    for claimed, signature in (cosignatures or {}).items():
+        try:
+            signer = verified_signer(paths, signature, signers)
+        except SigningError as exc:
+            logger.warning("round %d: ignoring the signature of %s: %s", paths.round_id,
+                           claimed, exc)
+            continue
+        by_signer.setdefault(signer, signature)
+    if len(by_signer) < threshold:
+        raise AwaitingSignatures(paths.round_id, len(by_signer), threshold, request["digest"])
+    ordered = sorted(by_signer, key=lambda address: int(address, 16))
+    write_json(paths.signature, {
+        **request,
+        "signers": ordered,
+        "signatures": [by_signer[a] for a in ordered],
+    })
+    return paths
+
+
+def submit(
+    paths: RoundPaths,
+    pool: PoolClient,
+    sender_key: str,
+    on_signed: Callable[[str, int], None] | None = None,
+) -> RoundPaths:
     """Post the signed round on chain once.
 
     Before sending, the chain is asked for the campaign's next round id: if this round is
     already there (a crash after sending), its root is checked against ours and recorded
-    instead of sending.
+    instead of sending. ``on_signed(tx_hash, nonce)`` runs after the transaction is signed and
+    before it is broadcast (the node records it in the round-state database, which refuses a
+    second live transaction for the round). The contract itself accepts each round id once.
 
     Output: ``submission.json`` (transaction hash, gas and ``finalizes_at``, or
     ``already_posted``).
@@ -135,7 +248,14 @@ def submit(paths: RoundPaths, pool: PoolClient, sender_key: str) -> RoundPaths:
     if next_round < paths.round_id:
         raise StageError(f"campaign {campaign_id} expects round {next_round} before round "
                          f"{paths.round_id}")
-    result = pool.post_round(sender_key, allocation, signed["signatures"])
+
+    def before_broadcast(tx_hash: str, nonce: int) -> None:
+        if on_signed is not None:
+            on_signed(tx_hash, nonce)
+        fault_point("submit:recorded", paths.round_id)
+
+    result = pool.post_round(sender_key, allocation, signed["signatures"],
+                             before_broadcast=before_broadcast)
     posted = result.only(RoundPosted)
     write_json(paths.submission, {
         "campaign_id": campaign_id, "round_id": paths.round_id, "tx_hash": result.tx_hash,
@@ -276,13 +396,15 @@ def _chain(settings: Settings) -> Iterator[tuple[str, list[str] | None]]:
         yield node.rpc_url, list(node.private_keys)
 
 
-def _signer_keys(settings: Settings, dev_keys: list[str] | None) -> list[str]:
+def _signer_keys(
+    settings: Settings, dev_keys: list[str] | None, *, check_threshold: bool = True
+) -> list[str]:
     """The oracle signer keys: from the keystores in ``keystore_dir``, configured, or dev
     accounts 5, 6, 7 on a local anvil node.
 
     Raises:
-        ConfigError: no keys on a remote chain, a keystore that cannot be opened, or a
-            threshold above the number of keys.
+        ConfigError: no keys on a remote chain, a keystore that cannot be opened, or (with
+            ``check_threshold``: all signers are local) a threshold above the number of keys.
     """
     if settings.keystore_dir is not None:
         if settings.oracle_keys:
@@ -296,7 +418,7 @@ def _signer_keys(settings: Settings, dev_keys: list[str] | None) -> list[str]:
     else:
         raise ConfigError("oracle signer keys are required on a remote chain "
                           "(set CCOMP_KEYSTORE_DIR or CCOMP_ORACLE_KEYS)")
-    if settings.oracle_threshold > len(keys):
+    if check_threshold and settings.oracle_threshold > len(keys):
         raise ConfigError(f"oracle_threshold {settings.oracle_threshold} exceeds the "
                           f"{len(keys)} signer keys")
     return keys
@@ -330,6 +452,252 @@ def campaign_params(
     )
 
 
+def open_store(settings: Settings) -> RoundStore:
+    """The round-state database of the run, migrated to the newest schema.
+
+    ``settings.state_url``, or SQLite at ``<run_dir>/state.db`` (:mod:`offchain.state`).
+    """
+    from offchain.state import RoundStore, default_url, make_engine, upgrade
+
+    url = settings.state_url or default_url(settings.run_dir)
+    upgrade(url)
+    return RoundStore(make_engine(url))
+
+
+def artifact_sha256(path: Path) -> str:
+    """Hex SHA-256 of an artifact: a file's bytes, or for a folder the SHA-256 of its sorted
+    ``<relative path>\0<file SHA-256>\n`` lines (hidden temporaries excluded)."""
+    if path.is_file():
+        return sha256_file(path)
+    lines = [
+        f"{file.relative_to(path).as_posix()}\0{sha256_file(file)}\n"
+        for file in sorted(path.rglob("*"))
+        if file.is_file() and not any(part.startswith(".") for part in file.relative_to(path).parts)
+    ]
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class RoundStep:
+    """One stage of a round: its stable key (:data:`STAGES`), a display label, the work, and the
+    artifact whose SHA-256 the database records (None: nothing to hash)."""
+
+    key: str
+    label: str
+    run: Callable[[], object]
+    output: Path | None
+
+
+class RoundLedger:
+    """A round's record in the state database: each stage begun, finished or failed there.
+
+    A stage the database holds ``done`` is skipped (its artifact must still exist); one left
+    ``started`` by a killed process, or ``failed``, runs again, and the stage functions skip
+    whatever they already wrote (every artifact is written atomically).
+    """
+
+    def __init__(self, store: RoundStore, round_pk: int, round_id: int) -> None:
+        self.store, self.round_pk, self.round_id = store, round_pk, round_id
+
+    def run(self, step: RoundStep) -> bool:
+        """Run ``step`` unless it is done; True if it ran.
+
+        Raises:
+            StageError: the stage is done but its artifact is gone, or another live process is
+                running it; whatever the stage raises (the stage is then recorded ``failed``).
+        """
+        if not self.store.begin_stage(self.round_pk, step.key):
+            if step.output is not None and not step.output.exists() and step.key in _ALWAYS_OUTPUT:
+                raise StageError(
+                    f"round {self.round_id}: stage {step.key} is recorded done but {step.output} "
+                    "is missing; the run folder was changed by hand"
+                )
+            return False
+        fault_point(f"stage:{step.key}:begun", self.round_id)
+        try:
+            step.run()
+        except BaseException as exc:
+            self.store.fail_stage(self.round_pk, step.key, f"{type(exc).__name__}: {exc}")
+            raise
+        fault_point(f"stage:{step.key}:ran", self.round_id)
+        output = step.output if step.output is not None and step.output.exists() else None
+        self.store.finish_stage(self.round_pk, step.key,
+                                artifact_sha256(output) if output is not None else None)
+        return True
+
+
+_ALWAYS_OUTPUT = frozenset(
+    {"prepare", "train", "generate", "attribute", "copyright", "quality", "policy", "allocate"}
+)
+"""Stages whose artifact exists whenever they are done (sign, submit, … write none for a round
+that pays nothing)."""
+
+
+@dataclass
+class RoundRunner:
+    """Everything the rounds of one deployed campaign need; :meth:`run` runs one round.
+
+    Used by :func:`run_campaign` (round after round) and by ``python -m offchain run-round``
+    (:func:`offchain.oracle.operations.run_round`, one round per call).
+    """
+
+    settings: Settings
+    holders: list[Holder]
+    policy: BudgetPolicy
+    ml: stages.MLConfig
+    quality_reference: object | None
+    chain: _ChainStages
+    store: RoundStore
+    campaign_pk: int
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.settings.run_dir)
+
+    def participation(self, round_id: int) -> np.ndarray:
+        """Holders still in the campaign at ``round_id``: bool (N,), every holder in round 1,
+        then each round's decision to stay (:func:`stays_next_round`) over the earlier rounds.
+
+        Raises:
+            StageError: an earlier round has no allocation yet.
+        """
+        participating = np.ones(len(self.holders), dtype=bool)
+        prices = [h.reservation_price_wei for h in self.holders]
+        for earlier in range(1, round_id):
+            paths = RoundPaths(self.run_dir, earlier)
+            if not paths.allocation.exists():
+                raise StageError(f"round {earlier} is not allocated yet; run it before round "
+                                 f"{round_id}")
+            amounts = [int(h["amount_wei"]) for h in read_json(paths.allocation)["holders"]]
+            participating = stays_next_round(participating, amounts, prices,
+                                             read_json(paths.copyright)["loss"])
+        return participating
+
+    def steps(self, paths: RoundPaths, participating: np.ndarray, round_pk: int
+              ) -> list[RoundStep]:
+        """The round's stages in pipeline order (quality only with a reference)."""
+        ml, chain, settings = self.ml, self.chain, self.settings
+        quality = (
+            [RoundStep("quality", "quality (FID)",
+                       lambda: stages.assess_quality(paths, ml, self.quality_reference),
+                       paths.quality)]
+            if self.quality_reference is not None
+            else []
+        )
+        return [
+            RoundStep("prepare", "prepare",
+                      lambda: stages.prepare(paths, self.holders, participating), paths.manifest),
+            RoundStep("train", "train", lambda: stages.train(paths, ml), paths.checkpoint),
+            RoundStep("generate", "generate", lambda: stages.generate(paths, ml), paths.samples),
+            RoundStep("attribute", "attribute (TRAK)", lambda: stages.attribute(paths, ml),
+                      paths.contributions),
+            RoundStep("copyright", "copyright loss", lambda: stages.assess_copyright(paths, ml),
+                      paths.copyright),
+            *quality,
+            RoundStep("policy", "policy",
+                      lambda: stages.decide(paths, self.policy, settings.n_rounds,
+                                            settings.total_budget_wei,
+                                            caps=chain.payout_caps()),
+                      paths.decision),
+            RoundStep("allocate", "allocate + Merkle", lambda: stages.allocate(paths),
+                      paths.allocation),
+            RoundStep("sign", "sign (EIP-712, k-of-n)",
+                      lambda: chain.sign(paths, self.store, round_pk), paths.signature),
+            RoundStep("submit", "submit", lambda: chain.submit(paths, self.store, round_pk),
+                      paths.submission),
+            RoundStep("finalize", "challenge window",
+                      lambda: chain.finalize(paths, self.store, round_pk), paths.finality),
+            RoundStep("claim", "claims",
+                      lambda: claim_all(paths, chain.pool, chain.claim_keys, chain.relayer_key),
+                      paths.claims),
+        ]
+
+    def run(self, round_id: int, console: Console, participating: np.ndarray | None = None,
+            until: str | None = None) -> RoundPaths:
+        """Run (or resume) round ``round_id`` through every stage, or up to and including stage
+        ``until`` (a key of :data:`STAGES`, e.g. ``sign``); its paths.
+
+        Raises:
+            StageError: an earlier round is missing, a stage is running in another process,
+                too few oracle signatures (:class:`AwaitingSignatures`), a revoked round.
+        """
+        if until is not None and until not in STAGES:
+            raise ConfigError(f"unknown stage {until!r}; choose one of {', '.join(STAGES)}")
+        paths = RoundPaths(self.run_dir, round_id)
+        if participating is None:
+            participating = self.participation(round_id)
+        round_pk = self.store.ensure_round(self.campaign_pk, round_id)
+        ledger = RoundLedger(self.store, round_pk, round_id)
+        with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                      console=console, transient=False) as progress:
+            for step in self.steps(paths, participating, round_pk):
+                task = progress.add_task(f"round {round_id}: {step.label}", total=1)
+                ran = ledger.run(step)
+                progress.update(task, completed=1,
+                                description=f"round {round_id}: {step.label}"
+                                + ("" if ran else " (done before)"))
+                if step.key == until:
+                    break
+        return paths
+
+
+def load_run_inputs(
+    settings: Settings,
+) -> tuple[list[Holder], BudgetPolicy, stages.MLConfig, object | None]:
+    """Holders, policy, ML settings and FID reference of a run (the reference is prepared once
+    per run folder); writes or checks ``<run_dir>/holders.json``.
+
+    Raises:
+        ConfigError: the holders differ from those the run folder started with.
+    """
+    run_dir = Path(settings.run_dir)
+    seed_everything(settings.seed)
+    holders = load_holders(settings)
+    policy = make_policy(settings.policy, seed=settings.seed)
+    ml = stages.MLConfig(
+        image_size=settings.image_size, train_steps=settings.train_steps,
+        n_samples=settings.n_samples, proj_dim=settings.proj_dim,
+        trak_timesteps=settings.trak_timesteps, quality_samples=settings.quality_samples,
+        quality_classifier_epochs=settings.quality_classifier_epochs,
+        copyright_encoder=settings.copyright_encoder, trak_output=settings.trak_output,
+        trak_ensemble=settings.trak_ensemble, seed=settings.seed,
+    )
+    manifest = run_dir / "holders.json"
+    if manifest.exists():
+        known = read_json(manifest)["manifest_hash"]
+        current = write_dataset_manifest(holders, run_dir / ".holders.check.json")
+        (run_dir / ".holders.check.json").unlink()
+        if current["manifest_hash"] != known:
+            raise ConfigError(
+                f"the holders differ from those {run_dir} started with (holders.json); a "
+                "campaign keeps its holders: use a new run directory for new ones"
+            )
+    else:
+        write_dataset_manifest(holders, manifest)
+    quality_dataset = quality_reference_dataset(settings)
+    quality_reference = (
+        stages.prepare_quality_reference(run_dir, holders, quality_dataset, ml)
+        if quality_dataset
+        else None
+    )
+    return holders, policy, ml, quality_reference
+
+
+def holder_claim_keys(
+    settings: Settings, holders: Sequence[Holder], client: ChainClient, dev_chain: bool
+) -> dict[str, str]:
+    """Keys of the shipped demo holders (address → key), who claim for themselves; on a dev
+    chain each gets 1 ETH of gas money once. Own holders (``holders_dir``) are claimed for by
+    the relayer."""
+    claim_keys: dict[str, str] = {}
+    if settings.holders_dir is None:
+        for holder in holders:
+            claim_keys[holder.address] = holder_private_key(holder.name)
+            if dev_chain and client.eth_balance(holder.address) == 0:
+                client.set_eth_balance(holder.address, 10**18)
+    return claim_keys
+
+
 def run_campaign(
     settings: Settings,
     console: Console | None = None,
@@ -337,6 +705,9 @@ def run_campaign(
     on_round: Callable[[RoundPaths], None] | None = None,
 ) -> CampaignResult:
     """Run the whole main job: deploy, fund, T rounds, claims, summary.
+
+    Each round's stages are recorded in the run's state database (:func:`open_store`); a
+    round that stopped part-way resumes with ``python -m offchain run-round``.
 
     Args:
         settings: the run's settings (profile, budget in wei, policy, chain).
@@ -359,25 +730,9 @@ def run_campaign(
             f"{run_dir} holds a deployment on an earlier local chain; run with --fresh or "
             "choose another run directory"
         )
-    seed_everything(settings.seed)
-    holders = load_holders(settings)
-    policy = make_policy(settings.policy, seed=settings.seed)
-    ml = stages.MLConfig(
-        image_size=settings.image_size, train_steps=settings.train_steps,
-        n_samples=settings.n_samples, proj_dim=settings.proj_dim,
-        trak_timesteps=settings.trak_timesteps, quality_samples=settings.quality_samples,
-        quality_classifier_epochs=settings.quality_classifier_epochs,
-        copyright_encoder=settings.copyright_encoder, trak_output=settings.trak_output,
-        trak_ensemble=settings.trak_ensemble, seed=settings.seed,
-    )
-    write_dataset_manifest(holders, run_dir / "holders.json")
-    quality_dataset = quality_reference_dataset(settings)
-    quality_reference = (
-        stages.prepare_quality_reference(run_dir, holders, quality_dataset, ml)
-        if quality_dataset
-        else None
-    )
+    holders, policy, ml, quality_reference = load_run_inputs(settings)
     compiled = compile_contracts(solc_path=settings.solc_path)
+    store = open_store(settings)
 
     with _chain(settings) as (rpc_url, dev_keys):
         client = ChainClient(rpc_url, confirmations=settings.confirmations)
@@ -406,43 +761,37 @@ def run_campaign(
             "total_budget_wei": settings.total_budget_wei,
             "round_cap_wei": params.round_cap_wei, "holder_cap_wei": params.holder_cap_wei,
         })
-        claim_keys: dict[str, str] = {}
-        if settings.holders_dir is None:
-            for holder in holders:
-                claim_keys[holder.address] = holder_private_key(holder.name)
-                if dev_keys is not None:  # holders pay their own gas on the dev chain
-                    client.set_eth_balance(holder.address, 10**18)
+        claim_keys = holder_claim_keys(settings, holders, client, dev_keys is not None)
         console.print(
             f"[bold]Campaign[/bold]: {len(holders)} holders, {settings.n_rounds} rounds, budget "
             f"{settings.total_budget_wei / 10**18:,.0f} TST, policy {policy.name}, chain "
             f"{client.chain_id} at {rpc_url}, pool {pool_address} campaign {campaign_id} "
             f"({params.threshold}-of-{len(params.signers)} signers)"
         )
+        chain = _ChainStages(client, pool, campaign_id, signer_keys, sponsor_key, claim_keys,
+                             dev_keys is not None, settings.signature_ttl_s,
+                             signers=tuple(params.signers), threshold=params.threshold,
+                             cosign_wait_s=settings.cosign_wait_s)
+        runner = RoundRunner(
+            settings, holders, policy, ml, quality_reference, chain, store,
+            store.ensure_campaign(client.chain_id, pool_address, campaign_id, str(run_dir)),
+        )
 
         participating = np.ones(len(holders), dtype=bool)
         allocated = [0] * len(holders)
         rounds_run = 0
         for round_id in range(1, settings.n_rounds + 1):
-            paths = RoundPaths(run_dir, round_id)
             if not participating.any():
                 console.print(f"Round {round_id}: every holder has left; the campaign ends.")
                 break
-            chain = _ChainStages(client, pool, campaign_id, signer_keys, sponsor_key,
-                                 claim_keys, dev_keys is not None, settings.signature_ttl_s)
-            _run_steps(console, round_id, _round_steps(paths, holders, participating, ml,
-                                                        policy, settings, chain,
-                                                        quality_reference))
+            paths = runner.run(round_id, console, participating)
             print_round(console, paths)
             rounds_run += 1
             if on_round:
                 on_round(paths)
-            allocation = read_json(paths.allocation)
-            amounts = [int(h["amount_wei"]) for h in allocation["holders"]]
+            amounts = [int(h["amount_wei"]) for h in read_json(paths.allocation)["holders"]]
             allocated = [a + b for a, b in zip(allocated, amounts, strict=True)]
-            participating = stays_next_round(
-                participating, amounts, [h.reservation_price_wei for h in holders],
-                read_json(paths.copyright)["loss"],
-            )
+            participating = runner.participation(round_id + 1)
         balances = [token.balance_of(h.address) for h in holders]
         plot = payments_plot(run_dir, [r for r in range(1, settings.n_rounds + 1)
                                        if RoundPaths(run_dir, r).allocation.exists()])
@@ -463,7 +812,7 @@ def run_campaign(
 
 @dataclass(frozen=True)
 class _ChainStages:
-    """What the chain stages of a round need."""
+    """What the chain stages of a round need, and those stages with their database records."""
 
     client: ChainClient
     pool: PoolClient
@@ -473,59 +822,73 @@ class _ChainStages:
     claim_keys: Mapping[str, str]
     dev_chain: bool
     signature_ttl_s: int
+    signers: tuple[str, ...] = ()
+    threshold: int = 1
+    cosign_wait_s: float = 0.0
+    poll_s: float = 1.0
 
-    def sign(self, paths: RoundPaths) -> RoundPaths:
+    def sign(self, paths: RoundPaths, store: RoundStore, round_pk: int) -> RoundPaths:
+        """Fix the signing request, sign with the local keys, wait up to ``cosign_wait_s`` for
+        co-signatures (stored by the API) until k are valid."""
         version = self.pool.get_campaign(self.campaign_id).signer_set_version
         deadline = self.client.block_timestamp() + self.signature_ttl_s
-        return sign(paths, self.signer_keys, self.client.chain_id, self.pool.address,
-                    self.campaign_id, version, deadline)
+        request_signatures(paths, self.client.chain_id, self.pool.address, self.campaign_id,
+                           version, deadline)
+        if not paths.signing_request.exists():
+            return paths  # nothing to pay
+        digest = read_json(paths.signing_request)["digest"]
+        waited_until = time.monotonic() + self.cosign_wait_s
+        while True:
+            try:
+                return sign(
+                    paths, self.signer_keys, self.signers, self.threshold,
+                    cosignatures=store.signatures(round_pk, digest),
+                    on_signature=lambda signer, sig: store.add_signature(
+                        round_pk, signer, digest, sig),
+                )
+            except AwaitingSignatures:
+                if time.monotonic() >= waited_until:
+                    raise
+                time.sleep(self.poll_s)
+
+    def submit(self, paths: RoundPaths, store: RoundStore, round_pk: int) -> RoundPaths:
+        """:func:`submit` with the transaction recorded before it is sent; a transaction of an
+        earlier, killed attempt is looked up first (on chain: kept; unknown: marked failed)."""
+        from offchain.state import SubmissionStatus
+
+        live = store.live_submission(round_pk)
+        if (live is not None and live.status is SubmissionStatus.SENT
+                and not paths.submission.exists()):
+            state = self.client.transaction_state(live.tx_hash)
+            if state == "pending":
+                self.client.wait_confirmed(live.tx_hash)
+                state = self.client.transaction_state(live.tx_hash)
+            if state != "succeeded":
+                store.fail_submission(live.tx_hash, f"found {state} after a restart")
+        submit(paths, self.pool, self.relayer_key,
+               on_signed=lambda tx_hash, nonce: store.record_submission(round_pk, tx_hash,
+                                                                        nonce))
+        live = store.live_submission(round_pk)
+        if live is not None and live.status is SubmissionStatus.SENT:
+            store.confirm_submission(live.tx_hash, self.client.confirmations)
+        if paths.submission.exists():
+            store.set_round_status(round_pk, "challengeable")
+        return paths
+
+    def finalize(self, paths: RoundPaths, store: RoundStore, round_pk: int) -> RoundPaths:
+        """:func:`await_finality`, recording the round ``finalized`` (or ``revoked``)."""
+        try:
+            await_finality(paths, self.pool, self.relayer_key, dev_chain=self.dev_chain)
+        except StageError:
+            info = self.pool.get_round(self.campaign_id, paths.round_id)
+            if info.status is RoundStatus.REVOKED:
+                store.set_round_status(round_pk, "revoked")
+            raise
+        if paths.finality.exists():
+            store.set_round_status(round_pk, "finalized")
+        return paths
 
     def payout_caps(self) -> PayoutCaps:
         """The campaign's round and holder caps and its unallocated escrow, read now (wei)."""
         info = self.pool.get_campaign(self.campaign_id)
         return PayoutCaps(info.round_cap_wei, info.holder_cap_wei, info.unallocated_wei)
-
-
-def _round_steps(
-    paths: RoundPaths,
-    holders: Sequence[Holder],
-    participating: np.ndarray,
-    ml: stages.MLConfig,
-    policy: BudgetPolicy,
-    settings: Settings,
-    chain: _ChainStages,
-    quality_reference: object | None = None,
-) -> list[tuple[str, Callable[[], object]]]:
-    """The round's stages in order, as (name, thunk) pairs (quality only with a reference)."""
-    quality = (
-        [("quality (FID)", lambda: stages.assess_quality(paths, ml, quality_reference))]
-        if quality_reference is not None
-        else []
-    )
-    return [
-        ("prepare", lambda: stages.prepare(paths, holders, participating)),
-        ("train", lambda: stages.train(paths, ml)),
-        ("generate", lambda: stages.generate(paths, ml)),
-        ("attribute (TRAK)", lambda: stages.attribute(paths, ml)),
-        ("copyright loss", lambda: stages.assess_copyright(paths, ml)),
-        *quality,
-        ("policy", lambda: stages.decide(paths, policy, settings.n_rounds,
-                                         settings.total_budget_wei, caps=chain.payout_caps())),
-        ("allocate + Merkle", lambda: stages.allocate(paths)),
-        ("sign (EIP-712, k-of-n)", lambda: chain.sign(paths)),
-        ("submit", lambda: submit(paths, chain.pool, chain.relayer_key)),
-        ("challenge window", lambda: await_finality(paths, chain.pool, chain.relayer_key,
-                                                    dev_chain=chain.dev_chain)),
-        ("claims", lambda: claim_all(paths, chain.pool, chain.claim_keys, chain.relayer_key)),
-    ]
-
-
-def _run_steps(console: Console, round_id: int,
-               steps: Sequence[tuple[str, Callable[[], object]]]) -> None:
-    """Run a round's steps in order with a spinner line per step and its time."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=False) as progress:
-        for name, step in steps:
-            task = progress.add_task(f"round {round_id}: {name}", total=1)
-            step()
-            progress.update(task, completed=1)

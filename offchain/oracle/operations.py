@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_account import Account
+from rich.console import Console
 
 from offchain.allocation import PayoutTree
 from offchain.chain import (
@@ -31,9 +32,23 @@ from offchain.chain import (
 from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
-from offchain.oracle.node import _key, _signer_keys, campaign_params
+from offchain.oracle.node import (
+    STAGES,
+    RoundRunner,
+    _ChainStages,
+    _key,
+    _signer_keys,
+    campaign_params,
+    holder_claim_keys,
+    load_run_inputs,
+    open_store,
+)
+from offchain.oracle.report import print_round
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json
+
+if TYPE_CHECKING:
+    from offchain.state import RoundStore
 
 __all__ = [
     "ClaimResult",
@@ -47,6 +62,7 @@ __all__ = [
     "fund",
     "load_deployment",
     "reclaim",
+    "run_round",
     "status",
 ]
 
@@ -343,10 +359,14 @@ def claim(
     leaves: list[LeafClaim] = []
     skipped: dict[int, str] = {}
     for directory in round_dirs:
-        paths = RoundPaths(directory.parent, int(directory.name.removeprefix("round_")))
-        if not paths.tree.exists():
+        try:
+            paths = RoundPaths(directory.parent, int(directory.name.removeprefix("round_")))
+        except ValueError:
+            raise ConfigError(f"{directory} is not a round folder (round_NNN)") from None
+        tree_file = Path(directory) / paths.tree.name  # round_1 as well as round_001
+        if not tree_file.exists():
             continue
-        tree = PayoutTree.from_json(read_json(paths.tree))
+        tree = PayoutTree.from_json(read_json(tree_file))
         for index, address, amount in tree.entries:
             if address.lower() != holder.lower() or amount == 0:
                 continue
@@ -389,3 +409,105 @@ def reclaim(
     result = pool.reclaim(sponsor_key, campaign_id)
     amount = sum(e.amount_wei for e in result.only(Reclaimed))  # type: ignore[attr-defined]
     return ReclaimResult(campaign_id, sponsor, amount, result.tx_hash)
+
+
+def run_round(
+    settings: Settings,
+    deployment: Deployment,
+    campaign_id: int,
+    *,
+    round_id: int | None = None,
+    until: str | None = None,
+    dev: bool = False,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Run, or resume, one round of a deployed, funded campaign: train → … → claims.
+
+    The campaign's length and budget come from the chain (``numRounds``, the funded total),
+    the holders from the settings (they must be those the run folder started with), the
+    stages' progress from the run's state database (:func:`offchain.oracle.node.open_store`):
+    a round stopped part-way (a crash, ``kill -9``, missing co-signatures) resumes at the
+    first stage not done, and a posted round is never posted again.
+
+    Args:
+        round_id: the round to run; None: the first round whose claims are not done.
+        until: stop after this stage (a key of :data:`~offchain.oracle.node.STAGES`, e.g.
+            ``sign`` or ``submit``); None: run every stage.
+
+    Returns:
+        The round's id, status in the database, budget and Merkle root, and the stages' state.
+
+    Raises:
+        ConfigError: the campaign is unfunded, every round is done, or the holders changed.
+        StageError: an earlier round is not done, a stage runs in another process, fewer than
+            k oracle signatures (:class:`~offchain.oracle.node.AwaitingSignatures`).
+    """
+    from offchain.state import StageStatus
+
+    console = console or Console()
+    client, pool = _connect(settings, deployment)
+    info = pool.get_campaign(campaign_id)
+    if info.total_funded_wei == 0:
+        raise ConfigError(f"campaign {campaign_id} is not funded; run `fund` first")
+    settings = settings.model_copy(
+        update={"n_rounds": info.num_rounds, "total_budget_wei": info.total_funded_wei}
+    )
+    dev_keys = _dev_keys(dev)
+    signer_keys = _signer_keys(settings, dev_keys, check_threshold=False)
+    relayer_key = _sponsor_key(settings, dev)
+    holders, policy, ml, quality_reference = load_run_inputs(settings)
+    store = open_store(settings)
+    chain = _ChainStages(
+        client, pool, campaign_id, signer_keys, relayer_key,
+        holder_claim_keys(settings, holders, client, dev), dev, settings.signature_ttl_s,
+        signers=tuple(pool.get_signers(campaign_id)), threshold=info.threshold,
+        cosign_wait_s=settings.cosign_wait_s,
+    )
+    campaign_pk = store.ensure_campaign(
+        client.chain_id, pool.address, campaign_id, str(settings.run_dir)
+    )
+    runner = RoundRunner(settings, holders, policy, ml, quality_reference, chain, store,
+                         campaign_pk)
+    if round_id is None:
+        round_id = next(
+            (
+                r for r in range(1, info.num_rounds + 1)
+                if store.stage_status(store.ensure_round(campaign_pk, r), "claim")
+                is not StageStatus.DONE
+            ),
+            None,
+        )
+        if round_id is None:
+            raise ConfigError(f"all {info.num_rounds} rounds of campaign {campaign_id} are done")
+    elif not 1 <= round_id <= info.num_rounds:
+        raise ConfigError(f"round {round_id} is outside 1..{info.num_rounds}")
+    participating = runner.participation(round_id)
+    if not participating.any():
+        raise ConfigError(f"every holder has left campaign {campaign_id} before round {round_id}")
+    paths = runner.run(round_id, console, participating, until=until)
+    round_pk = store.ensure_round(campaign_pk, round_id)
+    if not paths.allocation.exists():
+        return {"campaign_id": campaign_id, "round_id": round_id,
+                "status": str(store.round_status(round_pk).value),
+                "stages": _stage_states(store, round_pk), "run_dir": str(settings.run_dir)}
+    print_round(console, paths)
+    allocation = read_json(paths.allocation)
+    submission = read_json(paths.submission) if paths.submission.exists() else {}
+    return {
+        "campaign_id": campaign_id,
+        "round_id": round_id,
+        "status": str(store.round_status(round_pk).value),
+        "budget_wei": int(allocation["budget_wei"]),
+        "merkle_root": allocation["merkle_root"],
+        "tx_hash": submission.get("tx_hash"),
+        "stages": _stage_states(store, round_pk),
+        "run_dir": str(settings.run_dir),
+    }
+
+
+def _stage_states(store: RoundStore, round_pk: int) -> dict[str, str | None]:
+    """Stage key → ``started``/``done``/``failed``, or None if never begun."""
+    return {
+        key: (record.status.value if (record := store.stage_run(round_pk, key)) else None)
+        for key in STAGES
+    }

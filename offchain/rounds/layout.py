@@ -15,7 +15,8 @@
     decision.json          policy name, round budget (wei), holder weights, payout caps applied
     allocation.json        per-holder amount_wei (sums to the budget), tree index, address
     tree.json              OpenZeppelin StandardMerkleTree dump of the payouts
-    signature.json         EIP-712 typed data, digest and oracle signature
+    signing_request.json   the EIP-712 RoundAllocation to sign and its digest (what co-signers sign)
+    signature.json         the signed allocation, its digest and the k-of-n oracle signatures
     submission.json        postRound transaction hash and block
     claims.json            each holder's claim transaction and balance check
 
@@ -93,6 +94,10 @@ class RoundPaths:
     @property
     def tree(self) -> Path:
         return self.dir / "tree.json"
+
+    @property
+    def signing_request(self) -> Path:
+        return self.dir / "signing_request.json"
 
     @property
     def signature(self) -> Path:

@@ -1,0 +1,41 @@
+"""Fault points: named places where a test can kill the process with SIGKILL (``kill -9``).
+
+The reliability suite (``tests/test_kill9.py``) starts the node with ``CCOMP_FAULT_KILL`` set to
+one point name, e.g. ``stage:train:begun`` or ``write:submission.json``, and checks that a
+restart completes the round exactly once. With the variable unset (always, outside tests)
+:func:`fault_point` is a dictionary lookup and nothing else.
+
+Points the node passes (``<key>`` is a stage key of :data:`offchain.oracle.node.STAGES`):
+
+- ``stage:<key>:begun``: the stage is recorded ``started``, its work has not begun;
+- ``stage:<key>:ran``: its work and artifact are done, the database does not know yet;
+- ``write:<file name>``: inside :func:`offchain.utils.atomic_write`, the temporary file is
+  complete and synced, the rename has not happened;
+- ``submit:recorded``: the ``postRound`` transaction is signed and recorded, not broadcast;
+- ``submit:broadcast``: it is broadcast, its receipt is not awaited yet.
+
+Points may carry a round: ``CCOMP_FAULT_KILL=2/stage:sign:ran`` fires only in round 2.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+__all__ = ["ENV", "fault_point"]
+
+ENV = "CCOMP_FAULT_KILL"
+"""The environment variable naming the point to die at."""
+
+
+def fault_point(name: str, round_id: int | None = None) -> None:
+    """SIGKILL this process if ``CCOMP_FAULT_KILL`` names this point (and round, if given)."""
+    wanted = os.environ.get(ENV)
+    if not wanted:
+        return
+    where, _, point = wanted.rpartition("/")
+    if point != name or (where and round_id is not None and where != str(round_id)):
+        return
+    if where and round_id is None:
+        return
+    os.kill(os.getpid(), signal.SIGKILL)
