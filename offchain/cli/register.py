@@ -29,13 +29,13 @@ from eth_account.messages import encode_defunct
 from rich.console import Console
 from rich.table import Table
 
+from offchain.data.holders import IMAGE_EXTENSIONS
 from offchain.errors import ConfigError, OffchainError
 
 __all__ = ["register_holder_cmd"]
 
 console = Console()
 
-_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 _CONTENT_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
@@ -55,7 +55,7 @@ def _image_files(folder: Path) -> list[Path]:
     files = sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in _IMAGE_EXTENSIONS
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     if not files:
         raise ConfigError(f"--images {folder} holds no .png/.jpg/.jpeg file")
