@@ -101,6 +101,35 @@ def test_api_serves_each_holders_proofs(campaign):
     assert client.get("/holders/0x1234/claims").status_code == 422
 
 
+def test_every_stage_of_every_round_is_recorded_done_in_the_state_database(campaign):
+    from offchain.oracle.node import STAGES
+    from offchain.state import RoundStore, StageStatus, default_url, make_engine
+
+    settings, result, _ = campaign
+    store = RoundStore(make_engine(default_url(result.run_dir)))
+    deployment = read_json(result.run_dir / "deployment.json")
+    campaign_pk = store.ensure_campaign(deployment["chain_id"], deployment["pool"],
+                                        deployment["campaign_id"], str(result.run_dir))
+    for round_id in range(1, result.rounds + 1):
+        round_pk = store.ensure_round(campaign_pk, round_id)
+        assert store.resume_point(round_pk, STAGES) is None
+        assert store.round_status(round_pk).value == "finalized"
+        assert store.live_submission(round_pk).tx_hash == read_json(
+            RoundPaths(result.run_dir, round_id).submission)["tx_hash"]
+        assert store.stage_run(round_pk, "train").status is StageStatus.DONE
+
+
+def test_a_new_local_chain_refuses_a_database_of_the_old_one(campaign, tmp_path):
+    from offchain.errors import ConfigError
+    from offchain.state import default_url
+
+    settings, result, _ = campaign
+    again = Settings.for_profile("tiny", run_dir=tmp_path / "again",
+                                 state_url=default_url(result.run_dir), quality_reference="none")
+    with pytest.raises(ConfigError, match="already has rounds of campaign 1"):
+        run_campaign(again, console=Console(file=io.StringIO()), fresh=True)
+
+
 def test_rerunning_the_stages_skips_work_already_done(campaign):
     from offchain.rounds import stages
 

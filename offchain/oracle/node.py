@@ -772,10 +772,17 @@ def run_campaign(
                              dev_keys is not None, settings.signature_ttl_s,
                              signers=tuple(params.signers), threshold=params.threshold,
                              cosign_wait_s=settings.cosign_wait_s)
-        runner = RoundRunner(
-            settings, holders, policy, ml, quality_reference, chain, store,
-            store.ensure_campaign(client.chain_id, pool_address, campaign_id, str(run_dir)),
-        )
+        campaign_pk = store.ensure_campaign(client.chain_id, pool_address, campaign_id,
+                                            str(run_dir))
+        if store.stage_status(store.ensure_round(campaign_pk, 1), "prepare") is not None:
+            # A new local chain reuses addresses and ids: the record is of an earlier chain.
+            raise ConfigError(
+                f"the state database already has rounds of campaign {campaign_id} of pool "
+                f"{pool_address} on chain {client.chain_id}, which was just created; use a "
+                "fresh database (CCOMP_STATE_URL) or run directory"
+            )
+        runner = RoundRunner(settings, holders, policy, ml, quality_reference, chain, store,
+                             campaign_pk)
 
         participating = np.ones(len(holders), dtype=bool)
         allocated = [0] * len(holders)
