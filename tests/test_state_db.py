@@ -1,9 +1,13 @@
-"""The state database: migrations, stage lifecycle, signatures, the never-submit-twice guard."""
+"""The state database: migrations, stage lifecycle, signatures, the never-submit-twice guard.
+
+Every test that takes ``url`` runs twice: on SQLite and on a real PostgreSQL 16 server started
+from the ``pgserver`` wheel (a fresh database per test, driver psycopg 3)."""
 
 from __future__ import annotations
 
-import importlib.util
 import multiprocessing as mp
+import uuid
+import warnings
 from datetime import timedelta
 
 import pytest
@@ -29,9 +33,26 @@ TX3 = "0x" + "03" * 32
 STAGES = ["prepare", "train", "generate", "sign", "submit"]
 
 
-@pytest.fixture
-def url(tmp_path):
-    return default_url(tmp_path / "run")
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """A PostgreSQL server for the session (pgserver: PostgreSQL binaries in a wheel)."""
+    pgserver = pytest.importorskip("pgserver")
+    pytest.importorskip("psycopg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset
+        server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="stop")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path):
+    if request.param == "sqlite":
+        return default_url(tmp_path / "run")
+    server = request.getfixturevalue("pg_server")
+    name = f"state_{uuid.uuid4().hex[:12]}"
+    server.psql(f"CREATE DATABASE {name};")
+    return server.get_uri(name).replace("postgresql://", "postgresql+psycopg://", 1)
 
 
 @pytest.fixture
@@ -83,6 +104,8 @@ def test_migration_matches_the_orm_models(engine):
 
 
 def test_sqlite_engine_turns_on_foreign_keys_and_wal(engine):
+    if engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas")
     with engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -264,11 +287,3 @@ def test_postgresql_url_is_passed_to_create_engine_lazily(monkeypatch):
     assert make_engine(url) == "engine"
     assert seen["url"].render_as_string(hide_password=False) == url
     assert seen["kwargs"] == {"pool_pre_ping": True}  # no SQLite connect_args
-
-
-@pytest.mark.skipif(
-    importlib.util.find_spec("psycopg2") is None, reason="no PostgreSQL driver (psycopg2) installed"
-)
-def test_postgresql_engine_builds_without_connecting():
-    engine = make_engine("postgresql://oracle@127.0.0.1:1/state")
-    assert engine.dialect.name == "postgresql"
