@@ -2,8 +2,8 @@
 
 Amounts are decimal strings of wei (JSON numbers lose precision above 2⁵³ in JavaScript).
 Holder registration (``POST /holders``, ``POST /holders/manifest``, ``GET /holders``) writes
-into a holders folder when :func:`create_app` is given one (domain logic in :mod:`offchain.api.registration`). The operator
-endpoints and chain-state views come with the service issue.
+into a holders folder when :func:`create_app` is given one (domain logic in :mod:`offchain.api.registration`). Campaign
+status, co-signing and the operator endpoints (bearer token) are in :mod:`offchain.api.operator`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 
 from offchain.allocation import PayoutTree
 from offchain.api.metrics import ApiMetrics, MetricsMiddleware
+from offchain.api.operator import OperatorConfig, configure, round_db_state, routers
 from offchain.api.registration import (
     AlreadyRegistered,
     InvalidRegistration,
@@ -64,8 +65,12 @@ class HolderPayment(BaseModel):
 
 
 class RoundDetail(RoundSummary):
+    round_status: str | None
+    """pending / submitted / challengeable / finalized / revoked from the state database; None
+    without a database (or a round it does not know)."""
+    provenance: dict[str, str] | None
+    """``checkpoint_hash``, ``dataset_root``, ``attribution_hash`` of ``allocation.json``."""
     policy: str
-    dataset_root: str
     signature: str | None
     signer: str | None
     holders: list[HolderPayment]
@@ -245,14 +250,17 @@ def rounds(run_dir: RunDir) -> list[RoundSummary]:
 
 
 @router.get("/rounds/{round_id}", response_model=RoundDetail)
-def round_detail(round_id: int, run_dir: RunDir) -> RoundDetail:
+def round_detail(round_id: int, run_dir: RunDir, request: Request) -> RoundDetail:
     if round_id not in _round_ids(run_dir):
         raise HTTPException(status_code=404, detail=f"unknown round {round_id}")
     paths = RoundPaths(run_dir, round_id)
     allocation = read_json(paths.allocation)
     signed = read_json(paths.signature) if paths.signature.exists() else {}
+    db = round_db_state(request, round_id)
     return RoundDetail(
         **_summary(paths).model_dump(),
+        round_status=db.status if db else None,
+        provenance=allocation.get("provenance"),
         policy=read_json(paths.decision)["policy"],
         dataset_root=read_json(paths.manifest)["dataset_root"],
         signature=signed.get("signature"),
@@ -618,6 +626,10 @@ def create_app(
     holders_dir: Path | None = None,
     registration_limits: RegistrationLimits | None = None,
     allowed_manifest_roots: Sequence[Path] = (),
+    *,
+    state_url: str | None = None,
+    deployment_file: Path | None = None,
+    operator: OperatorConfig | None = None,
 ) -> FastAPI:
     """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts).
 
@@ -629,6 +641,13 @@ def create_app(
         registration_limits: size and count limits of a registration; None: the defaults.
         allowed_manifest_roots: folders of this machine that ``POST /holders/manifest`` may read
             images from; empty: that route answers 503.
+        state_url: the round-state database (read only by GETs); None: ``<run_dir>/state.db``.
+        deployment_file: the campaign's deployment file; None: ``<run_dir>/deployment.json``.
+        operator: the operator endpoints' token and job flags; None (or no token): they
+            answer 503. The token is checked at start-up (:func:`offchain.api.operator.check_api_token`).
+
+    Raises:
+        ConfigError: a weak or placeholder API token.
     """
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
@@ -645,4 +664,7 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(router)
     app.include_router(registration_router)
+    configure(app.state, Path(run_dir), state_url, deployment_file, operator)
+    for extra in routers():
+        app.include_router(extra)
     return app

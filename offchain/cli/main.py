@@ -125,9 +125,10 @@ def holders(
 
 @app.command()
 def serve(
-    run_dir: Annotated[Path, typer.Option(help="Run folder whose rounds to serve.")] = Path(
-        "runs/demo"
-    ),
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run folder whose rounds to serve; default: the settings' run_dir."),
+    ] = None,
     host: str = "127.0.0.1",
     port: int = 8000,
     holders_dir: Annotated[
@@ -141,16 +142,49 @@ def serve(
             help="Folder (repeatable) POST /holders/manifest may read images from; unset: off.",
         ),
     ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="Env file of CCOMP_* settings (state_url, api_token …), passed on to jobs.",
+        ),
+    ] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option("--deployment", help="Deployment file; default <run-dir>/deployment.json."),
+    ] = None,
+    dev: Annotated[
+        bool,
+        typer.Option("--dev", help="Operator jobs use anvil's dev keys for missing keys."),
+    ] = False,
 ) -> None:
-    """Serve the rounds, allocations and holders' Merkle proofs over HTTP (and, with
-    --holders-dir, holder registration)."""
+    """Serve the rounds, allocations, campaigns and holders' Merkle proofs over HTTP (with
+    --holders-dir, holder registration; with CCOMP_API_TOKEN, the operator endpoints)."""
     import uvicorn
 
     from offchain.api.app import create_app
+    from offchain.api.operator import OperatorConfig
 
-    app_ = create_app(
-        run_dir, holders_dir=holders_dir, allowed_manifest_roots=manifest_root or ()
-    )
+    try:
+        settings = _op_settings(config, run_dir=run_dir)
+        served = Path(settings.run_dir)
+        operator = OperatorConfig(
+            token=settings.api_token,
+            config_file=config.resolve() if config is not None else None,
+            deployment_file=deployment.resolve() if deployment is not None else None,
+            dev=dev,
+        )
+        app_ = create_app(
+            served,
+            holders_dir=holders_dir,
+            allowed_manifest_roots=manifest_root or (),
+            state_url=settings.state_url,
+            deployment_file=deployment,
+            operator=operator,
+        )
+    except OffchainError as exc:
+        _fail(exc)
+        return
     uvicorn.run(app_, host=host, port=port)
 
 
