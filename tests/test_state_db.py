@@ -228,6 +228,23 @@ def test_submission_is_allowed_again_after_the_first_failed(store, round_pk):
         store.record_submission(round_pk, TX3, nonce=9)
 
 
+def test_a_failed_transaction_recorded_again_is_sent_again(store, round_pk):
+    # Killed between recording and broadcasting, the restart marks it failed, then signs the
+    # same postRound with the same nonce: the same hash, which does get mined this time.
+    store.record_submission(round_pk, TX1, nonce=7)
+    store.fail_submission(TX1, "unknown after a restart")
+    store.record_submission(round_pk, TX1, nonce=7)
+    live = store.live_submission(round_pk)
+    assert live.tx_hash == TX1 and live.status == SubmissionStatus.SENT and live.error is None
+    assert store.round_status(round_pk) == RoundStatus.SUBMITTED
+    with pytest.raises(StageError, match="submit it twice"):
+        store.record_submission(round_pk, TX2, nonce=8)
+    store.fail_submission(TX1)
+    store.record_submission(round_pk, TX2, nonce=8)
+    with pytest.raises(StageError, match="submit it twice"):  # TX1 cannot come back beside TX2
+        store.record_submission(round_pk, TX1, nonce=7)
+
+
 def test_database_index_refuses_a_second_live_submission(engine, round_pk):
     insert = sa.text(
         "INSERT INTO submissions (round_pk, tx_hash, nonce, status, confirmations, sent_at) "

@@ -254,8 +254,10 @@ def submit(
             on_signed(tx_hash, nonce)
         fault_point("submit:recorded", paths.round_id)
 
-    result = pool.post_round(sender_key, allocation, signed["signatures"],
-                             before_broadcast=before_broadcast)
+    result = pool.post_round(
+        sender_key, allocation, signed["signatures"], before_broadcast=before_broadcast,
+        after_broadcast=lambda _tx, _nonce: fault_point("submit:broadcast", paths.round_id),
+    )
     posted = result.only(RoundPosted)
     write_json(paths.submission, {
         "campaign_id": campaign_id, "round_id": paths.round_id, "tx_hash": result.tx_hash,

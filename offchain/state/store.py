@@ -457,7 +457,9 @@ class RoundStore:
         """Record a ``postRound`` transaction *before* broadcasting it; the round becomes ``submitted``.
 
         Recording the same ``tx_hash`` again for the same round is a no-op (a restart that
-        rebroadcasts the same signed transaction).
+        rebroadcasts the same signed transaction); if that transaction was marked ``failed``
+        (e.g. never broadcast before a crash, then signed again identically: same nonce, fees
+        and calldata give the same hash) it is ``sent`` again.
 
         Raises:
             StageError: the round already has a ``sent`` or ``confirmed`` submission (never
@@ -466,10 +468,12 @@ class RoundStore:
         tx = _hex(tx_hash, "transaction hash", 32)
 
         def work(session: Session) -> None:
-            same = session.scalar(select(Submission).where(Submission.tx_hash == tx))
-            if same is not None:
-                if same.round_pk != round_pk:
-                    raise StageError(f"transaction {tx} is recorded for round {same.round_pk}")
+            same = session.scalar(
+                select(Submission).where(Submission.tx_hash == tx).with_for_update()
+            )
+            if same is not None and same.round_pk != round_pk:
+                raise StageError(f"transaction {tx} is recorded for round {same.round_pk}")
+            if same is not None and same.status != SubmissionStatus.FAILED:
                 return
             live = session.scalar(
                 select(Submission).where(
@@ -481,16 +485,21 @@ class RoundStore:
                     f"round {round_pk} is already submitted in {live.tx_hash} ({live.status}); "
                     "refusing to submit it twice"
                 )
-            session.add(
-                Submission(
-                    round_pk=round_pk,
-                    tx_hash=tx,
-                    nonce=nonce,
-                    status=SubmissionStatus.SENT,
-                    confirmations=0,
-                    sent_at=_now(),
+            if same is not None:  # revived: the failed record's transaction is sent after all
+                same.status, same.error, same.nonce, same.sent_at = (
+                    SubmissionStatus.SENT, None, nonce, _now()
                 )
-            )
+            else:
+                session.add(
+                    Submission(
+                        round_pk=round_pk,
+                        tx_hash=tx,
+                        nonce=nonce,
+                        status=SubmissionStatus.SENT,
+                        confirmations=0,
+                        sent_at=_now(),
+                    )
+                )
             session.flush()
             round_row = self._round_row(session, round_pk)
             if round_row.status == RoundStatus.PENDING:
