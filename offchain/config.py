@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     oracle_keys: list[SecretStr] | None = None
     """Oracle signer private keys (JSON list in ``CCOMP_ORACLE_KEYS``); None on a local anvil
     node: its dev accounts 5, 6 and 7."""
+    oracle_signers: list[str] | None = None
+    """The campaign's oracle signer addresses (JSON list in ``CCOMP_ORACLE_SIGNERS``) when they
+    are not all this node's keys (k-of-n with co-signers on other machines); None: the
+    addresses of the local signer keys. Used when a campaign is created."""
     oracle_threshold: int = Field(2, ge=1)
     """Signatures k needed per round (k-of-n over ``oracle_keys``)."""
     sponsor_key: SecretStr | None = None
@@ -124,6 +128,20 @@ class Settings(BaseSettings):
 
         make_policy(value)  # raises ConfigError naming the choices
         return value
+
+    @field_validator("oracle_signers")
+    @classmethod
+    def _signer_addresses(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        from eth_utils import is_address, to_checksum_address
+
+        bad = [a for a in value if not is_address(a)]
+        if bad or not value:
+            raise ConfigError(f"oracle_signers must be a non-empty list of addresses, got {bad}")
+        if len({a.lower() for a in value}) != len(value):
+            raise ConfigError("oracle_signers lists an address twice")
+        return [to_checksum_address(a) for a in value]
 
     @model_validator(mode="after")
     def _caps(self) -> Settings:

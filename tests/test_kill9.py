@@ -18,14 +18,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,9 +36,8 @@ from offchain.config import Settings
 from offchain.faults import ENV as FAULT_ENV
 from offchain.oracle import operations
 from offchain.oracle.node import STAGES
+from tests.oracle_procs import ROOT, child_env, get, served, tiny_campaign
 
-ROOT = Path(__file__).resolve().parents[1]
-FUNDING_WEI = 1000 * 10**18
 RUN_TIMEOUT_S = 180
 
 WRITE_POINTS = {
@@ -112,11 +108,7 @@ class Node:
         return operations._connect(self.settings, self.deployment)[1]
 
     def env(self, point: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCOMP_")}
-        env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-        if point is not None:
-            env[FAULT_ENV] = point
-        return env
+        return child_env(**({FAULT_ENV: point} if point is not None else {}))
 
     def command(self, *extra: str) -> list[str]:
         return [
@@ -142,20 +134,6 @@ class Node:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, object]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-
-
 class ApiWatcher:
     """Polls the API in a thread while the node is killed and restarted; records every 5xx."""
 
@@ -168,7 +146,7 @@ class ApiWatcher:
 
     def check(self) -> None:
         for path in self.PATHS:
-            status, body = _get(self.base + path)
+            status, body = get(self.base + path)
             self.requests += 1
             if status >= 500:
                 self.errors.append((path, status, body))
@@ -194,73 +172,9 @@ class ApiWatcher:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     tmp = tmp_path_factory.mktemp("kill9")
     with AnvilNode(accounts=14) as anvil:
-        env_file = tmp / "ccomp.env"
-        env_file.write_text(
-            "\n".join(
-                [
-                    f"CCOMP_RPC_URL={anvil.rpc_url}",
-                    f"CCOMP_RUN_DIR={tmp / 'run'}",
-                    "CCOMP_N_HOLDERS=4",
-                    "CCOMP_HOLDER_SIZES=[6,8,10,12]",
-                    "CCOMP_N_ROUNDS=2",
-                    "CCOMP_N_SAMPLES=4",
-                    "CCOMP_TRAIN_STEPS=8",
-                    "CCOMP_PROJ_DIM=32",
-                    "CCOMP_TRAK_TIMESTEPS=2",
-                    "CCOMP_QUALITY_SAMPLES=8",
-                    "CCOMP_QUALITY_CLASSIFIER_EPOCHS=1",
-                    f"CCOMP_TOTAL_BUDGET_WEI={FUNDING_WEI}",
-                ]
-            )
-            + "\n"
-        )
-        settings = Settings(_env_file=env_file)
-        deployment = operations.deploy(settings, dev=True)
-        campaign_id = operations.create_campaign(settings, deployment, dev=True)
-        deployment = operations.load_deployment(settings)
-        operations.fund(settings, deployment, campaign_id, FUNDING_WEI, dev=True)
-
-        port = _free_port()
-        log = (tmp / "serve.log").open("w")
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "offchain",
-                "serve",
-                "--run-dir",
-                str(settings.run_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-            ],
-            cwd=ROOT,
-            env={**os.environ, "HF_HUB_OFFLINE": "1"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        api = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if _get(api + "/health")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                assert server.poll() is None, (tmp / "serve.log").read_text()
-                assert time.monotonic() < deadline, "the API did not start"
-                time.sleep(0.2)
+        env_file, settings, deployment, campaign_id = tiny_campaign(tmp, anvil.rpc_url)
+        with served(Path(settings.run_dir), tmp / "serve.log") as api:
             yield Node(tmp, anvil, env_file, settings, deployment, campaign_id, api)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-            log.close()
 
 
 # -- helpers: the database, read-only ----------------------------------------------------------
@@ -420,7 +334,7 @@ def _sweep(node: Node, points: list[str]) -> None:
     assert passed == []  # the points are in pipeline order: each one is reached and fires
     assert result["tx_hash"] is not None or result["stages"]["submit"] == "done"
 
-    status, detail = _get(node.api + "/rounds/1")
+    status, detail = get(node.api + "/rounds/1")
     assert status == 200, detail
     submission = json.loads((node.run_dir / "round_001" / "submission.json").read_text())
     assert detail["tx_hash"] == submission.get("tx_hash")
@@ -503,7 +417,7 @@ def test_kill9_from_outside_mid_stage_in_round_2(node: Node) -> None:
     print(f"killed mid-stage in round 2: {landed}")
     assert watcher.errors == []
     assert landed, "no kill landed while a stage was started"
-    status, detail = _get(node.api + "/rounds/2")
+    status, detail = get(node.api + "/rounds/2")
     assert status == 200, detail
     submission = json.loads((node.run_dir / "round_002" / "submission.json").read_text())
     assert detail["tx_hash"] == submission.get("tx_hash")

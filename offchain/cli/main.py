@@ -868,6 +868,47 @@ def run_round(
     _print_record(f"Round {result['round_id']}", result, as_json)
 
 
+@app.command()
+def cosign(
+    api: Annotated[str, typer.Option(help="The oracle API, e.g. http://oracle.example:8000.")],
+    round_id: Annotated[int, typer.Option("--round", help="Round to co-sign.")],
+    keystore: Annotated[
+        Path | None, typer.Option(help="Keystore file (or a folder with one) of the signer key.")
+    ] = None,
+    password_file: Annotated[
+        Path | None, typer.Option(help="Keystore password file; default $CCOMP_KEYSTORE_PASSWORD.")
+    ] = None,
+    dev_index: Annotated[
+        int | None, typer.Option(help="Sign with anvil dev account N (local demos only).")
+    ] = None,
+    deployment: Annotated[
+        Path | None,
+        typer.Option(help="Own deployment file: the request must name its chain, pool, campaign."),
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Co-sign a round's allocation (k-of-n): fetch its signing request from the oracle API,
+    check it, sign its EIP-712 digest locally and post the signature."""
+    from offchain.cli.register import _private_key
+    from offchain.errors import ConfigError
+    from offchain.oracle import operations
+    from offchain.utils import read_json
+
+    try:
+        if deployment is not None and not deployment.is_file():
+            raise ConfigError(f"deployment file {deployment} not found")
+        expected = read_json(deployment) if deployment is not None else {}
+        key = _private_key(keystore, password_file, dev_index)
+        result = operations.cosign(
+            api, round_id, key, chain_id=expected.get("chain_id"), pool=expected.get("pool"),
+            campaign_id=expected.get("campaign_id"),
+        )
+    except OffchainError as exc:
+        _fail(exc)
+        return
+    _print_record(f"Co-signed round {round_id}", result, as_json)
+
+
 app.command("register-holder")(register_holder_cmd)
 
 

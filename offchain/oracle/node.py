@@ -437,13 +437,22 @@ def _key(secret, dev_keys: list[str] | None, dev_index: int, what: str) -> str:
 def campaign_params(
     settings: Settings, client: ChainClient, token: str, sponsor: str, signer_keys: Sequence[str]
 ) -> CampaignParams:
-    """The campaign the settings describe: rounds, caps, signers and threshold, windows; the
-    guardian is ``settings.guardian`` or the sponsor, the posting deadline counts from the
-    chain's latest block."""
+    """The campaign the settings describe: rounds, caps, signers (``settings.oracle_signers``,
+    else the addresses of ``signer_keys``) and threshold, windows; the guardian is
+    ``settings.guardian`` or the sponsor, the posting deadline counts from the chain's latest
+    block.
+
+    Raises:
+        ConfigError: the threshold exceeds the number of signers.
+    """
+    signers = tuple(settings.oracle_signers or (Account.from_key(k).address for k in signer_keys))
+    if settings.oracle_threshold > len(signers):
+        raise ConfigError(f"oracle_threshold {settings.oracle_threshold} exceeds the "
+                          f"{len(signers)} signers")
     return CampaignParams(
         token=token,
         guardian=settings.guardian or sponsor,
-        signers=tuple(Account.from_key(k).address for k in signer_keys),
+        signers=signers,
         threshold=settings.oracle_threshold,
         num_rounds=settings.n_rounds,
         round_cap_wei=settings.campaign_round_cap_wei,
@@ -738,7 +747,8 @@ def run_campaign(
 
     with _chain(settings) as (rpc_url, dev_keys):
         client = ChainClient(rpc_url, confirmations=settings.confirmations)
-        signer_keys = _signer_keys(settings, dev_keys)
+        signer_keys = _signer_keys(settings, dev_keys,
+                                   check_threshold=settings.oracle_signers is None)
         sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
         # On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
         deployer_key = dev_keys[0] if dev_keys else sponsor_key

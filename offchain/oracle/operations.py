@@ -228,12 +228,13 @@ def create_campaign(
     dev: bool = False,
     path: Path | None = None,
 ) -> int:
-    """Create a campaign on the deployed pool with the settings' rounds, caps, signers,
-    threshold and windows (sender and admin: the sponsor; guardian: ``settings.guardian`` or
+    """Create a campaign on the deployed pool with the settings' rounds, caps, signers
+    (``oracle_signers``, else the signer keys' addresses), threshold and windows (sender and admin: the sponsor; guardian: ``settings.guardian`` or
     the sponsor); record it in the deployment file and return its id."""
     dev_keys = _dev_keys(dev)
     client, pool = _connect(settings, deployment)
-    signer_keys = _signer_keys(settings, dev_keys)
+    # With oracle_signers the sponsor names the signers and needs none of their keys.
+    signer_keys = [] if settings.oracle_signers else _signer_keys(settings, dev_keys)
     sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
     sponsor = Account.from_key(sponsor_key).address
     params = campaign_params(settings, client, deployment.token, sponsor, signer_keys)
@@ -511,3 +512,78 @@ def _stage_states(store: RoundStore, round_pk: int) -> dict[str, str | None]:
         key: (record.status.value if (record := store.stage_run(round_pk, key)) else None)
         for key in STAGES
     }
+
+
+def cosign(
+    api_url: str,
+    round_id: int,
+    signer_key: str,
+    *,
+    chain_id: int | None = None,
+    pool: str | None = None,
+    campaign_id: int | None = None,
+    timeout_s: float = 30.0,
+) -> dict[str, Any]:
+    """Co-sign a round over the oracle API (k-of-n signing from another operator's machine).
+
+    Fetches ``GET /rounds/{round_id}/signing-request``, checks it (the digest is recomputed
+    from the EIP-712 ``RoundAllocation``; round, and when given chain id, pool and campaign id
+    must be the expected ones), signs the digest locally and posts the signature to
+    ``POST /rounds/{round_id}/signatures``. The key never leaves this process.
+
+    Returns:
+        The server's answer (signer, digest, signatures collected and threshold) and the
+        allocation that was signed (Merkle root, total in wei, provenance, deadline).
+
+    Raises:
+        ConfigError: the API is unreachable or answers an error, or the request is not what
+            this signer expects (another chain, pool, campaign or round, a wrong digest).
+    """
+    import httpx
+
+    from offchain.oracle.signing import RoundAllocation, round_digest, sign_round
+
+    base = api_url.rstrip("/")
+    try:
+        response = httpx.get(f"{base}/rounds/{round_id}/signing-request", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {base}: {exc}") from exc
+    if not response.is_success:
+        raise ConfigError(f"{base} answered {response.status_code}: {_detail(response)}")
+    request = response.json()
+    allocation = RoundAllocation.from_json(request["allocation"])
+    digest = "0x" + round_digest(request["chain_id"], request["verifying_contract"],
+                                 allocation).hex()
+    expected = {
+        "round_id": (allocation.round_id, round_id),
+        "digest": (request["digest"].lower(), digest),
+        "chain_id": (request["chain_id"], chain_id),
+        "pool": (request["verifying_contract"].lower(), pool.lower() if pool else None),
+        "campaign_id": (allocation.campaign_id, campaign_id),
+    }
+    for what, (got, want) in expected.items():
+        if want is not None and got != want:
+            raise ConfigError(f"the signing request's {what} is {got}, expected {want}; "
+                              "refusing to sign")
+    signature = sign_round(signer_key, request["chain_id"], request["verifying_contract"],
+                           allocation)
+    try:
+        posted = httpx.post(f"{base}/rounds/{round_id}/signatures",
+                            json={"signature": signature}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise ConfigError(f"cannot reach {base}: {exc}") from exc
+    if not posted.is_success:
+        raise ConfigError(f"{base} refused the signature ({posted.status_code}): "
+                          f"{_detail(posted)}")
+    return {**posted.json(), "merkle_root": allocation.merkle_root,
+            "total_wei": allocation.total_wei, "deadline": allocation.deadline,
+            "checkpoint_hash": allocation.checkpoint_hash,
+            "dataset_root": allocation.dataset_root,
+            "attribution_hash": allocation.attribution_hash}
+
+
+def _detail(response: Any) -> str:
+    try:
+        return str(response.json().get("detail", response.text))
+    except (ValueError, AttributeError):
+        return response.text
