@@ -501,7 +501,6 @@ def _start_server(args: list[str], log: Path, env: dict[str, str]) -> tuple[subp
         time.sleep(0.2)
 
 
-@pytest.mark.slow  # ~110 s on 2 shared cores (compile, quality reference, training, chain)
 def test_real_server_runs_a_whole_round_through_the_operator_endpoint(tmp_path):
     """Deploy, create and fund a tiny campaign on anvil, then ``POST /operator/rounds/run``:
     the job trains, signs (2-of-3 dev keys), posts, finalizes and claims round 1; the campaign
