@@ -3,10 +3,7 @@ background ``run-round`` jobs), in-process and against a real ``python -m offcha
 
 from __future__ import annotations
 
-import os
 import secrets
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,12 +18,13 @@ from typer.testing import CliRunner
 from offchain.allocation import PayoutTree
 from offchain.api.app import create_app
 from offchain.api.operator import OperatorConfig, check_api_token
-from offchain.config import PROJECT_ROOT, Settings
+from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.oracle.node import AwaitingSignatures, open_store, request_signatures, sign
 from offchain.oracle.signing import RoundAllocation, recover_round_signer, sign_round
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json
+from tests.oracle_procs import served, tiny_campaign
 
 CHAIN_ID = 31337
 POOL = "0x" + "5f" * 20
@@ -410,10 +408,14 @@ def test_jobs_one_per_round_with_state_exit_code_and_output(tmp_path):
 # ------------------------------------------------------------------ a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _wait_job(base: str, job_id: str, auth: dict[str, str], timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = httpx.get(f"{base}/operator/jobs/{job_id}", headers=auth).json()
+        if job["state"] != "running":
+            return job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.25)
 
 
 def test_real_server_runs_an_operator_job(tmp_path):
@@ -424,81 +426,17 @@ def test_real_server_runs_an_operator_job(tmp_path):
     token = secrets.token_urlsafe(32)
     env_file = tmp_path / "node.env"
     env_file.write_text(f"CCOMP_API_TOKEN={token}\n")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CCOMP_")}
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        server = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "offchain",
-                "serve",
-                "--run-dir",
-                str(run_dir),
-                "--port",
-                str(port),
-                "--config",
-                str(env_file),
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert server.poll() is None, log.read_text()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-            auth = {"Authorization": f"Bearer {token}"}
-            assert httpx.post(f"{base}/operator/rounds/run").status_code == 401
-            started = httpx.post(f"{base}/operator/rounds/run", headers=auth, json={})
-            assert started.status_code == 202, started.text
-            job_id = started.json()["job_id"]
-            deadline = time.monotonic() + 120
-            while True:
-                job = httpx.get(f"{base}/operator/jobs/{job_id}", headers=auth).json()
-                if job["state"] != "running":
-                    break
-                assert time.monotonic() < deadline, job
-                time.sleep(0.25)
-            assert (job["state"], job["exit_code"]) == ("failed", 1), job
-            assert "no deployment file" in job["output_tail"]
-            assert job["args"][-2:] == ["--config", str(env_file.resolve())]
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with served(run_dir, log, "--config", str(env_file)) as base:
+        auth = {"Authorization": f"Bearer {token}"}
+        assert httpx.post(f"{base}/operator/rounds/run").status_code == 401
+        started = httpx.post(f"{base}/operator/rounds/run", headers=auth, json={})
+        assert started.status_code == 202, started.text
+        job = _wait_job(base, started.json()["job_id"], auth, 120)
+        assert (job["state"], job["exit_code"]) == ("failed", 1), job
+        assert "no deployment file" in job["output_tail"]
+        assert job["args"][-2:] == ["--config", str(env_file.resolve())]
     assert token not in log.read_text()
-
-
-def _start_server(args: list[str], log: Path, env: dict[str, str]) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "offchain", "serve", "--port", str(port), *args],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return server, base
-        except httpx.HTTPError:
-            pass
-        assert server.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
 
 
 def test_real_server_runs_a_whole_round_through_the_operator_endpoint(tmp_path):
@@ -506,55 +444,20 @@ def test_real_server_runs_a_whole_round_through_the_operator_endpoint(tmp_path):
     the job trains, signs (2-of-3 dev keys), posts, finalizes and claims round 1; the campaign
     view then shows it finalized with every stage done."""
     from offchain.chain import AnvilNode
-    from offchain.oracle import operations
 
-    funding = 1000 * 10**18
     token = secrets.token_urlsafe(32)
     with AnvilNode(accounts=14) as anvil:
-        env_file = tmp_path / "node.env"
-        run_dir = tmp_path / "run"
-        env_file.write_text(
-            "\n".join(
-                [
-                    f"CCOMP_RPC_URL={anvil.rpc_url}",
-                    f"CCOMP_RUN_DIR={run_dir}",
-                    "CCOMP_N_HOLDERS=4",
-                    "CCOMP_HOLDER_SIZES=[6,8,10,12]",
-                    "CCOMP_N_ROUNDS=2",
-                    "CCOMP_N_SAMPLES=4",
-                    "CCOMP_TRAIN_STEPS=8",
-                    "CCOMP_PROJ_DIM=32",
-                    "CCOMP_TRAK_TIMESTEPS=2",
-                    "CCOMP_QUALITY_SAMPLES=8",
-                    "CCOMP_QUALITY_CLASSIFIER_EPOCHS=1",
-                    f"CCOMP_TOTAL_BUDGET_WEI={funding}",
-                    f"CCOMP_API_TOKEN={token}",
-                ]
-            )
-            + "\n"
+        env_file, settings, _, campaign_id = tiny_campaign(
+            tmp_path, anvil.rpc_url, [f"CCOMP_API_TOKEN={token}"]
         )
-        settings = Settings(_env_file=env_file)
-        deployment = operations.deploy(settings, dev=True)
-        campaign_id = operations.create_campaign(settings, deployment, dev=True)
-        operations.fund(
-            settings, operations.load_deployment(settings), campaign_id, funding, dev=True
-        )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CCOMP_")}
         log = tmp_path / "server.log"
-        server, base = _start_server(["--config", str(env_file), "--dev"], log, env)
-        try:
+        with served(Path(settings.run_dir), log, "--config", str(env_file), "--dev") as base:
             auth = {"Authorization": f"Bearer {token}"}
             started = httpx.post(f"{base}/operator/rounds/run", headers=auth, json={"round_id": 1})
             assert started.status_code == 202, started.text
             job_id = started.json()["job_id"]
             assert httpx.post(f"{base}/operator/rounds/1/sign", headers=auth).status_code == 409
-            deadline = time.monotonic() + 300
-            while True:
-                job = httpx.get(f"{base}/operator/jobs/{job_id}", headers=auth).json()
-                if job["state"] != "running":
-                    break
-                assert time.monotonic() < deadline, job
-                time.sleep(0.5)
+            job = _wait_job(base, job_id, auth, 300)
             assert (job["state"], job["exit_code"]) == ("succeeded", 0), job["output_tail"]
             rounds = httpx.get(f"{base}/campaigns/{campaign_id}/rounds").json()
             assert rounds[0]["round_id"] == 1 and rounds[0]["status"] == "finalized", rounds
@@ -567,7 +470,4 @@ def test_real_server_runs_a_whole_round_through_the_operator_endpoint(tmp_path):
                 "dataset_root",
                 "attribution_hash",
             }
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
     assert token not in log.read_text()
