@@ -31,6 +31,7 @@ from offchain.api.operator import OperatorConfig, configure, round_db_state, rou
 from offchain.api.registration import (
     AlreadyRegistered,
     InvalidRegistration,
+    RegisteredHolder,
     Registration,
     RegistrationError,
     RegistrationLimits,
@@ -320,6 +321,18 @@ class RegistrationOut(RegisteredHolderOut):
     image_sha256: list[str]
     images_root: str
 
+    @classmethod
+    def of(cls, stored: RegisteredHolder) -> RegistrationOut:
+        """The answer to a registration that was stored."""
+        return cls(
+            address=stored.address,
+            name=stored.name,
+            reservation_price_wei=str(stored.reservation_price_wei),
+            n_images=stored.n_images,
+            image_sha256=list(stored.image_sha256),
+            images_root=stored.images_root or "",
+        )
+
 
 _REGISTRATION_FIELDS = frozenset(
     {"address", "name", "reservation_price_wei", "signature", "issued_at", "replace"}
@@ -496,14 +509,7 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
     finally:
         for upload in uploads:
             await upload.close()
-    return RegistrationOut(
-        address=stored.address,
-        name=stored.name,
-        reservation_price_wei=str(stored.reservation_price_wei),
-        n_images=stored.n_images,
-        image_sha256=list(stored.image_sha256),
-        images_root=stored.images_root or "",
-    )
+    return RegistrationOut.of(stored)
 
 
 class ManifestRegistrationIn(BaseModel):
@@ -597,14 +603,7 @@ async def register_manifest(
         )
     except RegistrationError as exc:
         raise _http_error(exc) from exc
-    return RegistrationOut(
-        address=stored.address,
-        name=stored.name,
-        reservation_price_wei=str(stored.reservation_price_wei),
-        n_images=stored.n_images,
-        image_sha256=list(stored.image_sha256),
-        images_root=stored.images_root or "",
-    )
+    return RegistrationOut.of(stored)
 
 
 @registration_router.get("/holders", response_model=list[RegisteredHolderOut])

@@ -48,6 +48,7 @@ __all__ = [
     "load_holder_folders",
     "mnist_holders",
     "training_set",
+    "dataset_manifest",
     "write_dataset_manifest",
 ]
 
@@ -588,8 +589,8 @@ def training_set(
     return images, holder_index
 
 
-def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, Any]:
-    """Write the holders' dataset manifest as JSON and return it.
+def dataset_manifest(holders: Sequence[Holder]) -> dict[str, Any]:
+    """The holders' dataset manifest (what :func:`write_dataset_manifest` writes).
 
     Layout::
 
@@ -605,7 +606,7 @@ def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, A
         DataError: no holders, or two holders with the same name.
     """
     if not holders:
-        raise DataError("cannot write a dataset manifest without holders")
+        raise DataError("cannot build a dataset manifest without holders")
     names = [h.name for h in holders]
     if len(set(names)) != len(names):
         raise DataError(f"holder names must be unique, got {names}")
@@ -621,6 +622,15 @@ def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, A
         for h in holders
     ]
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
-    manifest = {"holders": entries, "manifest_hash": hashlib.sha256(canonical.encode()).hexdigest()}
+    return {"holders": entries, "manifest_hash": hashlib.sha256(canonical.encode()).hexdigest()}
+
+
+def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, Any]:
+    """Write the holders' dataset manifest (:func:`dataset_manifest`) as JSON and return it.
+
+    Raises:
+        DataError: no holders, or two holders with the same name.
+    """
+    manifest = dataset_manifest(holders)
     write_json(path, manifest)
     return manifest

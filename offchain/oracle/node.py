@@ -31,6 +31,7 @@ from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundSt
 from offchain.config import Settings
 from offchain.data.holders import (
     Holder,
+    dataset_manifest,
     holder_private_key,
     load_holder_folders,
     mnist_holders,
@@ -676,9 +677,7 @@ def load_run_inputs(
     manifest = run_dir / "holders.json"
     if manifest.exists():
         known = read_json(manifest)["manifest_hash"]
-        current = write_dataset_manifest(holders, run_dir / ".holders.check.json")
-        (run_dir / ".holders.check.json").unlink()
-        if current["manifest_hash"] != known:
+        if dataset_manifest(holders)["manifest_hash"] != known:
             raise ConfigError(
                 f"the holders differ from those {run_dir} started with (holders.json); a "
                 "campaign keeps its holders: use a new run directory for new ones"
