@@ -22,8 +22,9 @@ fi
 # torch first and pinned: an unpinned torch requirement (traker's) would pull a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0"
 .venv/bin/python -m pip install --quiet -e ".[all]"
-# `npm ci` refuses this lock (npm records no entries for anvil's other-platform optional
-# binaries), so install from the lock with `npm install`.
-npm install --no-audit --no-fund --loglevel=error
+# Exactly the lock (which records anvil's optional binary of every platform, so no install
+# rewrites it and the tree stays clean); regenerate it with `npm install` after editing
+# package.json, from an empty node_modules and no lock.
+npm ci --no-audit --no-fund --loglevel=error
 echo "$stamp" > .setup-stamp
 echo "setup: done (.venv, node_modules)"
