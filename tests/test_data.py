@@ -359,3 +359,84 @@ def test_write_dataset_manifest_records_holders_and_a_stable_hash(
         write_dataset_manifest(changed, tmp_path / "m3.json")["manifest_hash"]
         != (manifest["manifest_hash"])
     )
+
+
+# --- Issue 13: duplicate addresses, 16-bit images, size limits ----------------------------------
+
+
+def test_load_holder_folders_refuses_two_holders_with_one_address(holder_root: Path) -> None:
+    (holder_root / "bob" / "holder.json").write_text(json.dumps({"address": ADDRESS.lower()}))
+    with pytest.raises(DataError, match=r"'alice' and 'bob' have the same payout address"):
+        load_holder_folders(holder_root)
+
+
+def test_dataset_manifest_refuses_two_holders_with_one_address(
+    demo_holders: list[Holder], tmp_path: Path
+) -> None:
+    twin = Holder("twin", demo_holders[0].address, 0, demo_holders[1].images)
+    with pytest.raises(DataError, match=r"'holder_0' and 'twin'"):
+        write_dataset_manifest([demo_holders[0], twin], tmp_path / "m.json")
+    assert not (tmp_path / "m.json").exists()
+
+
+def _png16(path: Path, pixels: np.ndarray, color_type: int) -> None:
+    """A 16-bit PNG written byte by byte (Pillow writes no 16-bit RGB): ``color_type`` 0 gray,
+    2 RGB, 4 gray+alpha, 6 RGBA; ``pixels`` uint16 (H, W[, C])."""
+    import zlib
+
+    height, width = pixels.shape[:2]
+    rows = b"".join(b"\x00" + pixels[y].astype(">u2").tobytes() for y in range(height))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _gradient16(size: int = 16) -> np.ndarray:
+    return np.linspace(0, 65535, size * size).round().astype(np.uint16).reshape(size, size)
+
+
+def test_load_holder_folders_scales_a_16_bit_grayscale_png_written_by_pillow(
+    tmp_path: Path,
+) -> None:
+    pixels = _gradient16()
+    path = tmp_path / "holders" / "alice" / "deep.png"
+    path.parent.mkdir(parents=True)
+    Image.fromarray(pixels).save(path)  # Pillow writes mode I;16 as a 16-bit PNG
+    assert Image.open(path).mode.startswith("I")
+    (loaded,) = load_holder_folders(tmp_path / "holders", image_size=16)
+    expected = ((pixels.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.images[0], expected)
+    assert loaded.images[0].mean() < 140  # not clipped to white (255) as convert("L") does
+
+
+@pytest.mark.parametrize(("color_type", "channels"), [(0, None), (2, 3), (4, 2), (6, 4)])
+def test_decode_grayscale_reads_every_16_bit_png_kind_as_mid_gray(
+    tmp_path: Path, color_type: int, channels: int | None
+) -> None:
+    from offchain.data.holders import decode_grayscale
+
+    shape = (10, 10) if channels is None else (10, 10, channels)
+    _png16(tmp_path / "x.png", np.full(shape, 32768, np.uint16), color_type)
+    with Image.open(tmp_path / "x.png") as img:
+        gray = np.asarray(decode_grayscale(img))
+    assert gray.dtype == np.uint8 and np.all(gray == 128)
+
+
+def test_load_holder_folders_refuses_images_the_registration_api_refuses(tmp_path: Path) -> None:
+    from offchain.api.registration import RegistrationLimits
+    from offchain.data.holders import MAX_IMAGE_SIDE_PX, MIN_IMAGE_SIDE_PX
+
+    assert (RegistrationLimits().min_side_px, RegistrationLimits().max_side_px) == (
+        MIN_IMAGE_SIDE_PX, MAX_IMAGE_SIDE_PX)
+    _write_png(tmp_path / "holders" / "alice" / "dot.png", size=(1, 1))
+    with pytest.raises(DataError, match=r"dot.png: image is 1x1 px; each side must lie in \[8, 4096\]"):
+        load_holder_folders(tmp_path / "holders")
+    (tmp_path / "holders" / "alice" / "dot.png").unlink()
+    _write_png(tmp_path / "holders" / "alice" / "wide.png", size=(MAX_IMAGE_SIDE_PX + 1, 8))
+    with pytest.raises(DataError, match="wide.png: image is 4097x8 px"):
+        load_holder_folders(tmp_path / "holders")

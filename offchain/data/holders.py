@@ -37,10 +37,15 @@ __all__ = [
     "HOLDER_DATASETS",
     "HOLDER_KEY_PREFIX",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_SIDE_PX",
+    "MIN_IMAGE_SIDE_PX",
     "Holder",
+    "check_image_size",
+    "check_unique_addresses",
     "dataset_holder_sizes",
     "dataset_holders",
     "default_holder_sizes",
+    "decode_grayscale",
     "dominant_classes",
     "holder_address",
     "holder_private_key",
@@ -68,6 +73,12 @@ HOLDER_KEY_PREFIX = b"holder:"
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg"})
 """Image files :func:`load_holder_folders` reads (case-insensitive)."""
+
+MIN_IMAGE_SIDE_PX = 8
+"""Smallest image width and height in pixels (the loader and the registration API)."""
+
+MAX_IMAGE_SIDE_PX = 4096
+"""Largest image width and height in pixels, checked from the header before decoding."""
 
 HOLDER_JSON = "holder.json"
 _HOLDER_JSON_KEYS = frozenset({"address", "reservation_price_wei"})
@@ -424,10 +435,12 @@ def load_holder_folders(
         root/<name>/*.png | *.jpg | *.jpeg     the holder's images (at least one)
         root/<name>/holder.json                optional: {"address": "0x…", "reservation_price_wei": 123}
 
-    Each image is converted to 8-bit grayscale (Pillow mode ``L``; an alpha channel is dropped)
-    and resized to ``image_size`` with Pillow's antialiased bilinear filter (the aspect ratio is
-    not kept). Files whose names start with ``.`` (``.DS_Store``) are not images and are ignored;
-    every other file must be a readable image or ``holder.json``. Holders are sorted by name.
+    Each image's sides must lie in [:data:`MIN_IMAGE_SIDE_PX`, :data:`MAX_IMAGE_SIDE_PX`] (as
+    the registration API requires); it is decoded to 8-bit grayscale by
+    :func:`decode_grayscale` (16-bit images scaled, an alpha channel dropped) and resized to
+    ``image_size`` with Pillow's antialiased bilinear filter (the aspect ratio is not kept). Files whose names start with ``.`` (``.DS_Store``) are not images and are ignored;
+    every other file must be a readable image or ``holder.json``. Holders are sorted by name;
+    no two may share a payout address (compared case-insensitively).
 
     In ``holder.json`` the address may be EIP-55 or all-lowercase (converted to EIP-55); a
     mixed-case address with a wrong checksum is an error. The price is a non-negative int in wei,
@@ -445,8 +458,9 @@ def load_holder_folders(
     Raises:
         DataError: naming the file or folder: missing root, no holder folders, a file directly in
             ``root``, a sub-sub-folder, an unsupported extension, an unreadable or corrupt image,
-            an empty holder folder, a bad ``holder.json`` (syntax, unknown key, bad address,
-            negative or non-integer price).
+            an image side outside the limits, an empty holder folder, a bad ``holder.json``
+            (syntax, unknown key, bad address, negative or non-integer price), or two holders
+            with one address (naming both).
     """
     root = Path(root)
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
@@ -484,7 +498,25 @@ def load_holder_folders(
             Holder(name=folder.name, address=address, reservation_price_wei=price, images=images)
         )
         logger.info("holder %s: %d images from %s", folder.name, len(images), folder)
+    check_unique_addresses(holders)
     return holders
+
+
+def check_unique_addresses(holders: Sequence[Holder]) -> None:
+    """Refuse two holders with one payout address (case-insensitive): the pool pays per leaf,
+    and one address would receive both holders' money under one key.
+
+    Raises:
+        DataError: naming both holders and the address.
+    """
+    seen: dict[str, str] = {}
+    for holder in holders:
+        first = seen.setdefault(holder.address.lower(), holder.name)
+        if first != holder.name:
+            raise DataError(
+                f"holders {first!r} and {holder.name!r} have the same payout address "
+                f"{holder.address}; each holder needs its own address"
+            )
 
 
 IMAGE_DECODE_ERRORS = (
@@ -497,12 +529,56 @@ IMAGE_DECODE_ERRORS = (
 """What Pillow raises for a corrupt, truncated or oversized image file."""
 
 
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I"})
+"""Pillow modes of one 16-bit channel (``I``: 32-bit ints, as older Pillows open 16-bit PNGs)."""
+
+
+def check_image_size(width: int, height: int) -> None:
+    """Refuse an image whose width or height (pixels) lies outside
+    [:data:`MIN_IMAGE_SIDE_PX`, :data:`MAX_IMAGE_SIDE_PX`].
+
+    Raises:
+        DataError: naming the size and the limits.
+    """
+    low, high = MIN_IMAGE_SIDE_PX, MAX_IMAGE_SIDE_PX
+    if not (low <= width <= high and low <= height <= high):
+        raise DataError(f"image is {width}x{height} px; each side must lie in [{low}, {high}]")
+
+
+def decode_grayscale(img: Image.Image) -> Image.Image:
+    """8-bit grayscale (mode ``L``) of an opened Pillow image, the one decoding of holders' images.
+
+    8-bit modes go through Pillow's ``convert("L")`` (alpha dropped). One 16-bit channel
+    (``I;16``, ``I;16B``, ``I`` with values in 0…65535), which ``convert`` would clip to 255
+    (white), is scaled: ``round(v · 255 / 65535)``. Pillow already reduces 16-bit RGB/RGBA PNGs
+    to 8 bits per channel.
+
+    Raises:
+        DataError: a mode with no 8-bit reading (floats, ``I`` values outside 0…65535).
+        Pillow's decoding errors (:data:`IMAGE_DECODE_ERRORS`) for a corrupt file.
+    """
+    img.load()
+    if img.mode not in _SIXTEEN_BIT_MODES:
+        if img.mode == "F":
+            raise DataError("image has floating-point pixels (mode F); save it as 8- or 16-bit")
+        return img.convert("L")
+    pixels = np.asarray(img).astype(np.int64)
+    if pixels.size and (pixels.min() < 0 or pixels.max() > 0xFFFF):
+        raise DataError(
+            f"image of mode {img.mode} has values outside 0…65535; save it as 8- or 16-bit"
+        )
+    scaled = (pixels * 255 + 0x7FFF) // 0xFFFF
+    return Image.fromarray(scaled.astype(np.uint8))
+
+
 def _read_image(path: Path, height: int, width: int) -> np.ndarray:
     """uint8 (height, width) grayscale pixels of the image at ``path``."""
     try:
         with Image.open(path) as img:
-            img.load()
-            gray = img.convert("L")
+            check_image_size(*img.size)
+            gray = decode_grayscale(img)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
     except IMAGE_DECODE_ERRORS as exc:
         raise DataError(f"{path}: unreadable or corrupt image ({exc})") from exc
     if gray.size != (width, height):
@@ -603,13 +679,14 @@ def dataset_manifest(holders: Sequence[Holder]) -> dict[str, Any]:
     of an address, price or image changes it.
 
     Raises:
-        DataError: no holders, or two holders with the same name.
+        DataError: no holders, or two holders with the same name or payout address.
     """
     if not holders:
         raise DataError("cannot build a dataset manifest without holders")
     names = [h.name for h in holders]
     if len(set(names)) != len(names):
         raise DataError(f"holder names must be unique, got {names}")
+    check_unique_addresses(holders)
     entries = [
         {
             "name": h.name,
@@ -629,7 +706,7 @@ def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, A
     """Write the holders' dataset manifest (:func:`dataset_manifest`) as JSON and return it.
 
     Raises:
-        DataError: no holders, or two holders with the same name.
+        DataError: no holders, or two holders with the same name or payout address.
     """
     manifest = dataset_manifest(holders)
     write_json(path, manifest)
