@@ -78,6 +78,9 @@ from offchain.data.holders import (
     HOLDER_JSON,
     IMAGE_DECODE_ERRORS,
     IMAGE_EXTENSIONS,
+    MAX_IMAGE_SIDE_PX,
+    MIN_IMAGE_SIDE_PX,
+    decode_grayscale,
     holder_address,
 )
 from offchain.errors import DataError
@@ -166,9 +169,9 @@ class RegistrationLimits:
     """Largest image file in bytes (2 MiB)."""
     max_total_bytes: int = 64 * 1024 * 1024
     """Largest upload in bytes (64 MiB), all images together (the HTTP body: plus the fields)."""
-    min_side_px: int = 8
+    min_side_px: int = MIN_IMAGE_SIDE_PX
     """Smallest image width and height in pixels."""
-    max_side_px: int = 4096
+    max_side_px: int = MAX_IMAGE_SIDE_PX
     """Largest image width and height in pixels (checked from the header, before decoding)."""
     signature_max_age_s: int = 600
     """How long after ``issued_at`` a signature is accepted (10 minutes)."""
@@ -354,10 +357,11 @@ def _check_image(filename: str, data: bytes, limits: RegistrationLimits) -> str:
                 )
             img.verify()
         with Image.open(io.BytesIO(data)) as img:  # verify() leaves the image unusable
-            img.load()
-            img.convert("L")
+            decode_grayscale(img)  # the loader's decoding: 16-bit scaled, not clipped
     except InvalidRegistration:
         raise
+    except DataError as exc:
+        raise InvalidRegistration(f"image {filename!r}: {exc}") from exc
     except IMAGE_DECODE_ERRORS as exc:
         raise InvalidRegistration(f"image {filename!r} is corrupt or unreadable ({exc})") from exc
     return ext
