@@ -328,7 +328,7 @@ def test_cosignature_errors(tmp_path):
     # a stranger, and a signer's signature over another allocation
     stranger = client.post("/rounds/1/signatures", json={"signature": _cosign(STRANGER, request)})
     assert stranger.status_code == 403
-    other = _cosign(KEYS[2], request, total_wei=request["allocation"]["total_wei"] + 1)
+    other = _cosign(KEYS[2], request, total_wei=str(int(request["allocation"]["total_wei"]) + 1))
     assert client.post("/rounds/1/signatures", json={"signature": other}).status_code == 403
     assert not (run_dir / "state.db").exists()  # nothing valid was posted
     # a signer's different signature of the same digest

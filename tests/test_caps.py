@@ -13,6 +13,7 @@ from offchain.allocation import (
     capped_budget,
     capped_split,
     largest_remainder,
+    parse_wei,
 )
 from offchain.errors import AllocationError, ConfigError
 from offchain.policy import CampaignState, HolderFeatures, PolicyDecision, apply_caps, make_policy
@@ -28,10 +29,10 @@ WEI = 10**18
 
 
 def test_payout_caps_validate_ints_and_holder_cap_at_most_round_cap():
-    assert PayoutCaps(10, 10, 0).to_json() == {
-        "round_cap_wei": 10,
-        "holder_cap_wei": 10,
-        "escrow_wei": 0,
+    assert PayoutCaps(10, 10, 0).to_json() == {  # decimal strings (issue 13, item 12)
+        "round_cap_wei": "10",
+        "holder_cap_wei": "10",
+        "escrow_wei": "0",
     }
     assert PayoutCaps.from_json(PayoutCaps(10, 3, 7).to_json()) == PayoutCaps(10, 3, 7)
     assert PayoutCaps(np.int64(5), 5, 5).round_cap_wei == 5
@@ -269,12 +270,13 @@ def test_stages_clip_the_round_and_split_under_the_holder_cap(tmp_path):
         decision = read_json(paths.decision)
         # the escrow the policy saw is what the budget has left, not the larger chain escrow
         remaining = total - 300 * WEI * (round_id - 1)
-        assert decision["caps"] == {**caps.to_json(), "escrow_wei": remaining}
-        assert decision["budget_wei"] == 300 * WEI  # B/T = 500, then 700, capped to 300
+        assert decision["caps"] == {**caps.to_json(), "escrow_wei": str(remaining)}
+        assert decision["budget_wei"] == str(300 * WEI)  # B/T = 500, then 700, capped to 300
         allocation = read_json(paths.allocation)
-        amounts = [h["amount_wei"] for h in allocation["holders"]]
-        assert allocation["holder_cap_wei"] == 100 * WEI
-        assert amounts[0] == 100 * WEI and sum(amounts) == allocation["total_wei"] == 300 * WEI
+        amounts = [parse_wei(h["amount_wei"]) for h in allocation["holders"]]
+        assert allocation["holder_cap_wei"] == str(100 * WEI)
+        assert amounts[0] == 100 * WEI
+        assert sum(amounts) == parse_wei(allocation["total_wei"]) == 300 * WEI
         assert max(amounts) <= 100 * WEI
         tree = PayoutTree.from_json(read_json(paths.tree))
         assert max(tree.entry(i)[2] for i in range(4)) == 100 * WEI
@@ -291,14 +293,14 @@ def test_stages_clip_any_policy_and_honour_a_tighter_chain_escrow(tmp_path):
     caps = PayoutCaps(round_cap_wei=500 * WEI, holder_cap_wei=200 * WEI, escrow_wei=150 * WEI)
     stages.decide(paths, Spendthrift(), 2, 1000 * WEI, caps=caps)
     decision = read_json(paths.decision)
-    assert decision["policy_budget_wei"] == 1000 * WEI
-    assert decision["budget_wei"] == 150 * WEI  # escrow, below 1 payee × 200
+    assert decision["policy_budget_wei"] == str(1000 * WEI)
+    assert decision["budget_wei"] == str(150 * WEI)  # escrow, below 1 payee × 200
     stages.allocate(paths)
     assert [h["amount_wei"] for h in read_json(paths.allocation)["holders"]] == [
-        150 * WEI,
-        0,
-        0,
-        0,
+        str(150 * WEI),
+        "0",
+        "0",
+        "0",
     ]
 
 
@@ -317,7 +319,9 @@ def test_allocate_reads_decisions_written_before_caps_were_recorded(tmp_path):
     stages.allocate(paths)
     allocation = read_json(paths.allocation)
     assert allocation["holder_cap_wei"] is None
-    assert [h["amount_wei"] for h in allocation["holders"]] == largest_remainder(500 * WEI, weights)
+    assert [parse_wei(h["amount_wei"]) for h in allocation["holders"]] == largest_remainder(
+        500 * WEI, weights
+    )
 
 
 def test_allocate_refuses_a_decision_above_what_the_holder_cap_allows(tmp_path):
@@ -399,9 +403,9 @@ def test_a_zero_budget_before_the_last_round_pays_one_wei_so_later_rounds_can_po
 
     first = _synthetic_round(tmp_path, 1, [0.25] * 4)
     stages.decide(first, Skip(), 2, 1000 * WEI)
-    assert read_json(first.decision)["budget_wei"] == 1  # the contract refuses a zero total
+    assert read_json(first.decision)["budget_wei"] == "1"  # the contract refuses a zero total
     stages.allocate(first)
-    assert [h["amount_wei"] for h in read_json(first.allocation)["holders"]] == [0, 0, 0, 1]
+    assert [h["amount_wei"] for h in read_json(first.allocation)["holders"]] == ["0", "0", "0", "1"]
     last = _synthetic_round(tmp_path, 2, [0.25] * 4)
     stages.decide(last, Skip(), 2, 1000 * WEI)
-    assert read_json(last.decision)["budget_wei"] == 0  # nothing follows the last round
+    assert read_json(last.decision)["budget_wei"] == "0"  # nothing follows the last round

@@ -61,9 +61,9 @@ def test_the_oracle_uses_the_trained_policy_through_make_policy(trained, tmp_pat
     stages.decide(paths, policy, 2, 1000 * WEI, caps=caps)
     stages.allocate(paths)
     decision = read_json(paths.decision)
-    amounts = [h["amount_wei"] for h in read_json(paths.allocation)["holders"]]
+    amounts = [int(h["amount_wei"]) for h in read_json(paths.allocation)["holders"]]
     assert decision["policy"] == "rl/rl"
-    assert sum(amounts) == decision["budget_wei"] <= 300 * WEI
+    assert sum(amounts) == int(decision["budget_wei"]) <= 300 * WEI
     assert max(amounts) <= 90 * WEI
 
 
@@ -88,9 +88,9 @@ def test_a_campaign_on_anvil_runs_on_the_trained_policy_within_tight_caps(traine
     for round_id in range(1, result.rounds + 1):
         paths = RoundPaths(result.run_dir, round_id)
         decision, allocation = read_json(paths.decision), read_json(paths.allocation)
-        amounts = [h["amount_wei"] for h in allocation["holders"]]
+        amounts = [int(h["amount_wei"]) for h in allocation["holders"]]
         assert decision["policy"] == "rl/rl"
-        assert sum(amounts) == decision["budget_wei"] <= 300 * WEI
+        assert sum(amounts) == int(decision["budget_wei"]) <= 300 * WEI
         assert max(amounts) <= 90 * WEI
     assert result.extras["unallocated_wei"] == settings.total_budget_wei - sum(result.allocated_wei)
 

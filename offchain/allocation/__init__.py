@@ -3,5 +3,16 @@
 from offchain.allocation.caps import PayoutCaps, capped_budget, capped_split
 from offchain.allocation.merkle import PayoutTree
 from offchain.allocation.rounding import largest_remainder
+from offchain.allocation.wei import WeiFormatError, parse_wei, wei_str, wei_str_or_none
 
-__all__ = ["PayoutCaps", "PayoutTree", "capped_budget", "capped_split", "largest_remainder"]
+__all__ = [
+    "PayoutCaps",
+    "PayoutTree",
+    "WeiFormatError",
+    "capped_budget",
+    "capped_split",
+    "largest_remainder",
+    "parse_wei",
+    "wei_str",
+    "wei_str_or_none",
+]

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from offchain.allocation.rounding import largest_remainder
+from offchain.allocation.wei import parse_wei, wei_str
 from offchain.errors import AllocationError
 
 __all__ = ["PayoutCaps", "capped_budget", "capped_split"]
@@ -63,18 +64,18 @@ class PayoutCaps:
                 f"holder_cap_wei {self.holder_cap_wei} exceeds round_cap_wei {self.round_cap_wei}"
             )
 
-    def to_json(self) -> dict[str, int]:
-        """The caps as a JSON object of ints (wei)."""
+    def to_json(self) -> dict[str, str]:
+        """The caps as a JSON object of decimal strings (wei; see :mod:`offchain.allocation.wei`)."""
         return {
-            "round_cap_wei": self.round_cap_wei,
-            "holder_cap_wei": self.holder_cap_wei,
-            "escrow_wei": self.escrow_wei,
+            name: wei_str(getattr(self, name), name)
+            for name in ("round_cap_wei", "holder_cap_wei", "escrow_wei")
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, int]) -> PayoutCaps:
-        """Inverse of :meth:`to_json`."""
-        return cls(int(data["round_cap_wei"]), int(data["holder_cap_wei"]), int(data["escrow_wei"]))
+    def from_json(cls, data: dict[str, str | int]) -> PayoutCaps:
+        """Inverse of :meth:`to_json` (strict decimal strings; legacy ints accepted)."""
+        return cls(*(parse_wei(data[name], name)
+                     for name in ("round_cap_wei", "holder_cap_wei", "escrow_wei")))
 
 
 def capped_budget(budget_wei: int, n_payable: int, caps: PayoutCaps) -> int:

@@ -27,6 +27,7 @@ from eth_abi import encode as abi_encode
 from eth_abi.exceptions import EncodingError
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 
+from offchain.allocation.wei import parse_wei
 from offchain.errors import AllocationError
 
 __all__ = ["LEAF_ENCODING", "PayoutTree", "leaf_hash", "verify_proof"]
@@ -198,7 +199,11 @@ class PayoutTree:
             )
         try:
             values = data["values"]
-            entries = [(int(v["value"][0]), str(v["value"][1]), int(v["value"][2])) for v in values]
+            entries = [
+                (parse_wei(v["value"][0], "index"), str(v["value"][1]),
+                 parse_wei(v["value"][2], "amount"))
+                for v in values
+            ]
             dumped_index = [int(v["treeIndex"]) for v in values]
             dumped_tree = [_to_bytes32(node) for node in data["tree"]]
         except (KeyError, IndexError, TypeError, ValueError) as exc:

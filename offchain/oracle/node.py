@@ -25,7 +25,7 @@ from eth_account import Account
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from offchain.allocation import PayoutCaps, PayoutTree
+from offchain.allocation import PayoutCaps, PayoutTree, parse_wei, wei_str
 from offchain.chain import AnvilNode, ChainClient, ContractRevert, TokenClient, compile_contracts
 from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundStatus
 from offchain.config import Settings
@@ -123,7 +123,7 @@ def request_signatures(
         campaign_id=campaign_id,
         round_id=paths.round_id,
         merkle_root=allocation["merkle_root"],
-        total_wei=int(allocation["total_wei"]),
+        total_wei=parse_wei(allocation["total_wei"], "total_wei"),
         signer_set_version=signer_set_version,
         deadline=deadline,
         **allocation["provenance"],
@@ -329,12 +329,12 @@ def claim_all(
     asset = pool.asset(campaign_id)  # fixed per campaign: one lookup for every balance below
     records = []
     for holder in allocation["holders"]:
-        amount = int(holder["amount_wei"])
+        amount = parse_wei(holder["amount_wei"], "amount_wei")
         if amount == 0:
             continue
         index, address = holder["index"], holder["address"]
         if pool.is_claimed(campaign_id, paths.round_id, index):
-            records.append({"index": index, "address": address, "amount_wei": amount,
+            records.append({"index": index, "address": address, "amount_wei": wei_str(amount),
                             "ok": True, "already_claimed": True})
             continue
         before = pool.asset_balance(asset, address)
@@ -343,9 +343,10 @@ def claim_all(
             amount, tree.proof(index),
         )
         received = pool.asset_balance(asset, address) - before
-        records.append({"index": index, "address": address, "amount_wei": amount,
+        records.append({"index": index, "address": address, "amount_wei": wei_str(amount),
                         "tx_hash": result.tx_hash, "gas_used": result.gas_used,
-                        "received_wei": received, "ok": received == amount})
+                        # a signed string: a fee-on-transfer token could leave less (or more)
+                        "received_wei": str(received), "ok": received == amount})
     write_json(paths.claims, {"campaign_id": campaign_id, "round_id": paths.round_id,
                               "claims": records})
     return paths
@@ -580,7 +581,8 @@ class RoundRunner:
             if not paths.allocation.exists():
                 raise StageError(f"round {earlier} is not allocated yet; run it before round "
                                  f"{round_id}")
-            amounts = [int(h["amount_wei"]) for h in read_json(paths.allocation)["holders"]]
+            amounts = [parse_wei(h["amount_wei"], "amount_wei")
+                       for h in read_json(paths.allocation)["holders"]]
             participating = stays_next_round(participating, amounts, prices,
                                              read_json(paths.copyright)["loss"])
         return participating
@@ -769,8 +771,9 @@ def run_campaign(
             "challenge_window_s": params.challenge_window_s,
             "posting_deadline": params.posting_deadline,
             "claim_deadline": campaign.claim_deadline,
-            "total_budget_wei": settings.total_budget_wei,
-            "round_cap_wei": params.round_cap_wei, "holder_cap_wei": params.holder_cap_wei,
+            "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
+            "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
+            "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
         })
         claim_keys = holder_claim_keys(settings, holders, client, dev_keys is not None)
         console.print(
@@ -807,7 +810,8 @@ def run_campaign(
             rounds_run += 1
             if on_round:
                 on_round(paths)
-            amounts = [int(h["amount_wei"]) for h in read_json(paths.allocation)["holders"]]
+            amounts = [parse_wei(h["amount_wei"], "amount_wei")
+                       for h in read_json(paths.allocation)["holders"]]
             allocated = [a + b for a, b in zip(allocated, amounts, strict=True)]
             participating = runner.participation(round_id + 1)
         balances = [token.balance_of(h.address) for h in holders]

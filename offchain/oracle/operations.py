@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from eth_account import Account
 from rich.console import Console
 
-from offchain.allocation import PayoutTree
+from offchain.allocation import PayoutTree, parse_wei, wei_str
 from offchain.chain import (
     DEFAULT_MNEMONIC,
     ChainClient,
@@ -249,9 +249,9 @@ def create_campaign(
         "challenge_window_s": params.challenge_window_s,
         "posting_deadline": params.posting_deadline,
         "claim_deadline": info.claim_deadline,
-        "total_budget_wei": settings.total_budget_wei,
-        "round_cap_wei": params.round_cap_wei,
-        "holder_cap_wei": params.holder_cap_wei,
+        "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
+        "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
+        "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
     }
     write_json(deployment_path(settings, path), deployment.to_json())
     return campaign_id
@@ -498,7 +498,7 @@ def run_round(
         "campaign_id": campaign_id,
         "round_id": round_id,
         "status": str(store.round_status(round_pk).value),
-        "budget_wei": int(allocation["budget_wei"]),
+        "budget_wei": parse_wei(allocation["budget_wei"], "budget_wei"),
         "merkle_root": allocation["merkle_root"],
         "tx_hash": submission.get("tx_hash"),
         "stages": _stage_states(store, round_pk),

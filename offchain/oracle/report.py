@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from offchain.allocation.wei import parse_wei
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import atomic_write, read_json
 
@@ -37,7 +38,8 @@ def round_table(paths: RoundPaths) -> Table:
     )
     table = Table(
         title=(
-            f"Round {paths.round_id}: budget {format_tokens(allocation['budget_wei'])} TST "
+            f"Round {paths.round_id}: budget "
+            f"{format_tokens(parse_wei(allocation['budget_wei'], 'budget_wei'))} TST "
             f"({decision['policy']}), root {str(allocation['merkle_root'])[:10]}…{quality}"
         )
     )
@@ -52,7 +54,7 @@ def round_table(paths: RoundPaths) -> Table:
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for i, holder in enumerate(manifest["holders"]):
-        amount = allocation["holders"][i]["amount_wei"]
+        amount = parse_wei(allocation["holders"][i]["amount_wei"], "amount_wei")
         claim = claimed.get(holder["index"])
         table.add_row(
             holder["name"],
@@ -106,7 +108,8 @@ def payments_plot(run_dir: Path, round_ids: Sequence[int], out: Path | None = No
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names) + 2), 4))
     for k, alloc in enumerate(allocations):
-        tokens = [h["amount_wei"] / WEI_PER_TOKEN for h in alloc["holders"]]
+        tokens = [parse_wei(h["amount_wei"], "amount_wei") / WEI_PER_TOKEN
+                  for h in alloc["holders"]]
         ax.bar(x + (k - (len(allocations) - 1) / 2) * width, tokens, width,
                label=f"round {alloc['round_id']}")
     ax.set_xticks(x, names, rotation=30, ha="right")

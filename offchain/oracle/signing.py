@@ -49,6 +49,7 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_address, keccak, to_checksum_address
 
+from offchain.allocation.wei import WeiFormatError, parse_wei, wei_str
 from offchain.errors import OffchainError
 
 __all__ = [
@@ -154,13 +155,31 @@ class RoundAllocation:
         return tuple(self.message()[name] for name, _, _ in _ROUND_FIELDS)
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-ready fields (Python names)."""
-        return asdict(self)
+        """JSON-ready fields (Python names); every uint256 is a decimal string (JavaScript's
+        ``JSON.parse`` rounds numbers above 2**53, see :mod:`offchain.allocation.wei`)."""
+        fields = asdict(self)
+        return {
+            attr: (fields[attr] if abi_type == "bytes32" else wei_str(fields[attr], attr))
+            for _, abi_type, attr in _ROUND_FIELDS
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RoundAllocation:
-        """Inverse of :meth:`to_json`."""
-        return cls(**{attr: data[attr] for _, _, attr in _ROUND_FIELDS})
+        """Inverse of :meth:`to_json`: uint256 fields parsed strictly from decimal strings (JSON
+        integers of signing requests written before are accepted too).
+
+        Raises:
+            SigningError: a field is missing or malformed (the message names it).
+        """
+        values: dict[str, Any] = {}
+        for _, abi_type, attr in _ROUND_FIELDS:
+            if attr not in data:
+                raise SigningError(f"the allocation has no {attr!r}")
+            try:
+                values[attr] = data[attr] if abi_type == "bytes32" else parse_wei(data[attr], attr)
+            except WeiFormatError as exc:
+                raise SigningError(str(exc)) from None
+        return cls(**values)
 
 
 def _domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:

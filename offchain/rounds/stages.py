@@ -18,7 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from offchain.allocation import PayoutCaps, PayoutTree, capped_split, largest_remainder
+from offchain.allocation import (
+    PayoutCaps,
+    PayoutTree,
+    capped_split,
+    largest_remainder,
+    parse_wei,
+    wei_str,
+    wei_str_or_none,
+)
 from offchain.data.holders import Holder, training_set
 from offchain.errors import StageError
 from offchain.policy import (
@@ -128,7 +136,7 @@ def prepare(
                 "index": i,
                 "name": holder.name,
                 "address": holder.address,
-                "reservation_price_wei": int(holder.reservation_price_wei),
+                "reservation_price_wei": wei_str(int(holder.reservation_price_wei)),
                 "n_images": holder.n_images,
                 "images_root": _hash_list(hashes),
                 "image_hashes": hashes,
@@ -374,7 +382,7 @@ def spent_before(paths: RoundPaths) -> int:
     previous = paths.previous()
     while previous is not None:
         _require(previous.decision, "decide (previous round's decision)")
-        spent += int(read_json(previous.decision)["budget_wei"])
+        spent += parse_wei(read_json(previous.decision)["budget_wei"], "budget_wei")
         previous = previous.previous()
     return spent
 
@@ -394,7 +402,7 @@ def decide(
     (:func:`offchain.policy.apply_caps`): the round total never exceeds the round cap or the
     escrow, nor the holder cap times the holders to be paid.
 
-    Output: ``decision.json`` with ``policy``, ``budget_wei`` (int, after the caps),
+    Output: ``decision.json`` with ``policy``, ``budget_wei`` (decimal string, after the caps),
     ``policy_budget_wei`` (what the policy returned), ``weights`` (per holder), ``caps`` (the
     caps applied, or null) and the state the policy saw.
 
@@ -440,14 +448,14 @@ def decide(
         {
             "round_id": paths.round_id,
             "policy": policy.name,
-            "budget_wei": int(decision.budget_wei),
-            "policy_budget_wei": int(proposed.budget_wei),
+            "budget_wei": wei_str(int(decision.budget_wei), "budget_wei"),
+            "policy_budget_wei": wei_str(int(proposed.budget_wei), "policy_budget_wei"),
             "weights": [float(w) for w in decision.weights],
             "caps": caps.to_json() if caps is not None else None,
             "state": {
                 "n_rounds": n_rounds,
-                "total_budget_wei": total_budget_wei,
-                "remaining_budget_wei": state.remaining_budget_wei,
+                "total_budget_wei": wei_str(total_budget_wei, "total_budget_wei"),
+                "remaining_budget_wei": wei_str(state.remaining_budget_wei, "remaining_budget_wei"),
                 "n_participants": state.n_participants,
             },
         },
@@ -476,9 +484,9 @@ def allocate(paths: RoundPaths) -> RoundPaths:
     _require(paths.decision, "allocate")
     decision = read_json(paths.decision)
     holders = read_json(paths.manifest)["holders"]
-    budget = int(decision["budget_wei"])
+    budget = parse_wei(decision["budget_wei"], "budget_wei")
     caps = decision.get("caps")  # absent in decisions written before caps were recorded
-    holder_cap = int(caps["holder_cap_wei"]) if caps else None
+    holder_cap = parse_wei(caps["holder_cap_wei"], "holder_cap_wei") if caps else None
     if not budget:
         amounts = [0] * len(holders)
     elif holder_cap is not None:
@@ -500,9 +508,9 @@ def allocate(paths: RoundPaths) -> RoundPaths:
         paths.allocation,
         {
             "round_id": paths.round_id,
-            "budget_wei": budget,
-            "holder_cap_wei": holder_cap,
-            "total_wei": sum(amounts),
+            "budget_wei": wei_str(budget, "budget_wei"),
+            "holder_cap_wei": wei_str_or_none(holder_cap, "holder_cap_wei"),
+            "total_wei": wei_str(sum(amounts), "total_wei"),
             "merkle_root": root,
             "provenance": provenance,
             "holders": [
@@ -511,7 +519,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
                     "name": h["name"],
                     "address": h["address"],
                     "participating": h["participating"],
-                    "amount_wei": amount,
+                    "amount_wei": wei_str(amount, "amount_wei"),
                 }
                 for h, amount in zip(holders, amounts, strict=True)
             ],
