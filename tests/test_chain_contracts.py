@@ -2,7 +2,8 @@
 
 Campaign creation, funding (ERC-20, fee-on-transfer, native ETH), k-of-n EIP-712 rounds, the
 challenge window (revoke / finalize), Merkle claims (single, batched, delegated to a recipient by
-EOA or EIP-1271 signature), expiry with pro-rata reclaims, pause and signer rotation.
+EOA or EIP-1271 signature), expiry with pro-rata reclaims, pause and delayed signer rotation
+(the review items of issue 13 are in ``test_pool_review.py``).
 
 Every test deploys a fresh pool on the session's anvil node (``tests.chain_fixtures``) and
 asserts exact values: balances, decoded events and decoded custom errors (name and arguments).
@@ -73,6 +74,13 @@ def evs(tx: TxResult) -> list[tuple]:
 
 
 
+def rotate(pool, chain, admin_key: str, campaign_id: int, signers, threshold: int) -> TxResult:
+    """Propose a signer set, wait out the rotation delay and install it (the execute tx)."""
+    pool.propose_signer_rotation(admin_key, campaign_id, signers, threshold)
+    chain.increase_time(pool.rotation_delay(campaign_id))
+    return pool.execute_signer_rotation(admin_key, campaign_id)
+
+
 def claim(c: Campaign, tree, round_id: int, index: int, sender: str | None = None) -> TxResult:
     """Claim leaf ``index`` of ``tree`` (round ``round_id``), submitted by the relayer."""
     _, account, amount = tree.entry(index)
@@ -135,11 +143,11 @@ def test_recipient_digest_equals_contract(deploy_pool, chain):
     pool = deploy_pool().pool
 
     @settings(max_examples=8, deadline=None, database=None)
-    @given(campaign_id=_U256, account=_ADDR, recipient=_ADDR, deadline=_U256)
-    def check(campaign_id, account, recipient, deadline):
-        assert pool.recipient_digest(campaign_id, account, recipient, deadline) == (
+    @given(campaign_id=_U256, account=_ADDR, recipient=_ADDR, nonce=_U256, deadline=_U256)
+    def check(campaign_id, account, recipient, nonce, deadline):
+        assert pool.recipient_digest(campaign_id, account, recipient, nonce, deadline) == (
             recipient_digest(chain.chain_id, pool.address, campaign_id, account, recipient,
-                             deadline))
+                             nonce, deadline))
 
     check()
 
@@ -209,7 +217,8 @@ def test_create_campaign_rejects_zero_or_duplicate_signer(deploy_pool, chain, ro
 def test_pool_constructor_rejects_zero_admin(chain, compiled, roles):
     from offchain.chain.pool import PoolClient
 
-    with reverts("InvalidSignerSet", 0, ZERO_ADDRESS):
+    # OpenZeppelin AccessControlDefaultAdminRules refuses a zero default admin.
+    with reverts("AccessControlInvalidDefaultAdmin", ZERO_ADDRESS):
         PoolClient.deploy(chain, compiled["CompensationPool"], roles.deployer, admin=ZERO_ADDRESS)
 
 
@@ -363,7 +372,14 @@ def test_unknown_campaign_everywhere(deploy_pool, chain, roles):
         pool.claim_rounds(roles.relayer, 9, holder, [leaf(tree, 1, 0)])
     for fn, key in ((f.reclaim(9), roles.sponsor_a), (f.revokeRound(9, 1), roles.guardian),
                     (f.finalizeRound(9, 1), roles.relayer),
-                    (f.rotateSigners(9, [holder], 1), roles.deployer)):
+                    (f.proposeSignerRotation(9, [holder], 1), roles.deployer),
+                    (f.executeSignerRotation(9), roles.relayer),
+                    (f.cancelSignerRotation(9), roles.guardian),
+                    (f.transferCampaignAdmin(9, holder), roles.deployer),
+                    (f.acceptCampaignAdmin(9), roles.deployer),
+                    (f.transferGuardian(9, holder), roles.guardian),
+                    (f.acceptGuardian(9), roles.guardian),
+                    (f.reclaimTo(9, holder), roles.sponsor_a)):
         with reverts("UnknownCampaign", 9):
             chain.send(fn, key)
 
@@ -554,13 +570,10 @@ def test_revoke_guards(deploy_pool, chain, roles):
     with reverts("NotGuardian", address_of(roles.deployer), address_of(roles.guardian)):
         pool.revoke_round(roles.deployer, cid, 1)  # the campaign admin is not the guardian
     c.post(2, tree)
-    with reverts("NotLatestRound", 1, 2):
-        pool.revoke_round(roles.guardian, cid, 1)
-    with reverts("NotLatestRound", 3, 2):
+    with reverts("WrongRoundStatus", cid, 3, RoundStatus.NONE):
         pool.revoke_round(roles.guardian, cid, 3)
-    # Revoke from the latest backwards.
     pool.revoke_round(roles.guardian, cid, 2)
-    with reverts("NotLatestRound", 2, 1):
+    with reverts("WrongRoundStatus", cid, 2, RoundStatus.REVOKED):
         pool.revoke_round(roles.guardian, cid, 2)
     finalizes_at = pool.get_round(cid, 1).finalizes_at
     chain.increase_time(finalizes_at - chain.block_timestamp())
@@ -669,7 +682,8 @@ def test_holder_cap_exceeded(deploy_pool, roles):
     d = deploy_pool()
     c, tree, _ = _one_round(d, roles, amounts=(30 * WEI + 1, 30 * WEI), holder_cap_wei=30 * WEI)
     c.wait_challenge_window()
-    with reverts("HolderCapExceeded", 30 * WEI + 1, 30 * WEI):
+    with reverts("HolderCapExceeded", c.campaign_id, 1, tree.entry(0)[1], 0, 30 * WEI + 1,
+                 30 * WEI):
         claim(c, tree, 1, 0)
     claim(c, tree, 1, 1)  # exactly the cap
     assert c.token.balance_of(tree.entry(1)[1]) == 30 * WEI
@@ -755,9 +769,10 @@ def test_claim_rounds_to_with_eoa_signature(deploy_pool, chain, roles):
     recipient = Account.create().address
     deadline = chain.block_timestamp() + HOUR
     sig = sign_recipient(holder_key, chain.chain_id, d.pool.address, c.campaign_id, recipient,
-                         deadline)
+                         0, deadline)
     tx = d.pool.claim_rounds_to(roles.relayer, c.campaign_id, holder, leaves, recipient,
                                 deadline, sig)
+    assert d.pool.recipient_nonce(holder) == 1  # used
     assert [e for e in evs(tx) if e[0] == "Claimed"] == [
         ("Claimed", c.campaign_id, 1, holder, 0, recipient, 11 * WEI),
         ("Claimed", c.campaign_id, 2, holder, 1, recipient, 22 * WEI)]
@@ -777,7 +792,8 @@ def test_claim_rounds_to_by_the_holder_itself_needs_no_signature(deploy_pool, ro
     assert [e[5] for e in evs(tx) if e[0] == "Claimed"] == [recipient, recipient]
     assert c.token.balance_of(recipient) == total
     assert c.token.balance_of(holder) == 0
-    with reverts("InvalidRecipientAuthorization", holder, ZERO_ADDRESS):
+    assert d.pool.recipient_nonce(holder) == 0  # no authorisation used
+    with reverts("InvalidRecipientAuthorization", holder, ZERO_ADDRESS, 0):
         d.pool.claim_rounds_to(holder_key, c.campaign_id, holder, leaves, ZERO_ADDRESS, 0, b"")
 
 
@@ -792,9 +808,9 @@ def test_claim_rounds_to_erc1271_wallet(deploy_pool, chain, compiled, roles):
     recipient = Account.create().address
     deadline = chain.block_timestamp() + HOUR
     digest = recipient_digest(chain.chain_id, d.pool.address, c.campaign_id, wallet, recipient,
-                              deadline)
+                              0, deadline)
     forged = Account.unsafe_sign_hash(digest, roles.stranger).signature
-    with reverts("InvalidRecipientAuthorization", wallet, recipient):
+    with reverts("InvalidRecipientAuthorization", wallet, recipient, 0):
         d.pool.claim_rounds_to(roles.relayer, c.campaign_id, wallet, leaves, recipient, deadline,
                                forged)
     sig = Account.unsafe_sign_hash(digest, owner_key).signature
@@ -816,10 +832,13 @@ def test_claim_rounds_to_rejects_bad_or_expired_authorisation(deploy_pool, chain
     leaves, _ = _three_leaves_for(c, roles, holder)
     recipient, other = Account.create().address, Account.create().address
     deadline = chain.block_timestamp() + HOUR
-    good = sign_recipient(holder_key, chain.chain_id, pool.address, cid, recipient, deadline)
+    good = sign_recipient(holder_key, chain.chain_id, pool.address, cid, recipient, 0, deadline)
     by_stranger = sign_recipient(roles.stranger, chain.chain_id, pool.address, cid, recipient,
-                                 deadline)
+                                 0, deadline)
+    next_nonce = sign_recipient(holder_key, chain.chain_id, pool.address, cid, recipient, 1,
+                                deadline)
     cases = [
+        (recipient, deadline, next_nonce),  # signed for a nonce not yet reached
         (recipient, deadline, by_stranger),  # signed by someone else
         (other, deadline, good),  # signed for another recipient
         (recipient, deadline + 1, good),  # signed for another deadline
@@ -827,12 +846,12 @@ def test_claim_rounds_to_rejects_bad_or_expired_authorisation(deploy_pool, chain
         (recipient, deadline, bytes.fromhex(good[2:])[:64]),  # truncated
     ]
     for to, dl, sig in cases:
-        with reverts("InvalidRecipientAuthorization", holder, to):
+        with reverts("InvalidRecipientAuthorization", holder, to, 0):
             pool.claim_rounds_to(roles.relayer, cid, holder, leaves, to, dl, sig)
-    with reverts("InvalidRecipientAuthorization", holder, ZERO_ADDRESS):
+    with reverts("InvalidRecipientAuthorization", holder, ZERO_ADDRESS, 0):
         pool.claim_rounds_to(roles.relayer, cid, holder, leaves, ZERO_ADDRESS, deadline, good)
     past = chain.block_timestamp() - 1
-    expired = sign_recipient(holder_key, chain.chain_id, pool.address, cid, recipient, past)
+    expired = sign_recipient(holder_key, chain.chain_id, pool.address, cid, recipient, 0, past)
     with reverts("SignatureExpired", past, now_arg(chain)):
         pool.claim_rounds_to(roles.relayer, cid, holder, leaves, recipient, past, expired)
     assert c.token.balance_of(recipient) == 0
@@ -857,7 +876,8 @@ def test_native_eth_campaign_claims(deploy_pool, chain, roles):
     pool.claim_rounds(roles.relayer, cid, h[1], [leaf(tree, 1, 1)])
     recipient = Account.create().address
     deadline = chain.block_timestamp() + HOUR
-    sig = sign_recipient(roles.holders[2], chain.chain_id, pool.address, cid, recipient, deadline)
+    sig = sign_recipient(roles.holders[2], chain.chain_id, pool.address, cid, recipient, 0,
+                         deadline)
     pool.claim_rounds_to(roles.relayer, cid, h[2], [leaf(tree, 1, 2)], recipient, deadline, sig)
     assert [chain.eth_balance(a) - b for a, b in zip(h[:3], before, strict=True)] == [
         3 * WEI, 2 * WEI + 1, 0]
@@ -935,7 +955,8 @@ def test_pro_rata_reclaim_and_conservation(deploy_pool, chain, roles, token):
     assert pool_before == total_funded - claimed
     before_a = c.balance_of(a) if token else None
     tx_a = pool.reclaim(roles.sponsor_a, cid)
-    assert evs(tx_a) == [("CampaignSettled", cid, unclaimed), ("Reclaimed", cid, a, share[a])]
+    assert evs(tx_a) == [("CampaignSettled", cid, unclaimed),
+                         ("Reclaimed", cid, a, a, share[a])]
     assert pool_holdings(c) == pool_before - share[a]
     if token:
         assert c.balance_of(a) - before_a == share[a]
@@ -944,7 +965,7 @@ def test_pro_rata_reclaim_and_conservation(deploy_pool, chain, roles, token):
     with reverts("NotASponsor", cid, address_of(roles.stranger)):
         pool.reclaim(roles.stranger, cid)
     tx_b = pool.reclaim(roles.sponsor_b, cid)
-    assert evs(tx_b) == [("Reclaimed", cid, b, share[b])]
+    assert evs(tx_b) == [("Reclaimed", cid, b, b, share[b])]
     assert len(pool.events("CampaignSettled", campaignId=cid)) == 1
     info = pool.get_campaign(cid)
     assert (info.settled, info.unclaimed_at_expiry_wei) == (True, unclaimed)
@@ -1007,13 +1028,14 @@ def test_pause_keeps_claims_finality_revocation_reclaim_and_rotation_open(deploy
     assert evs(pool.revoke_round(roles.guardian, cid, 2)) == [
         ("RoundRevoked", cid, 2, address_of(roles.guardian))]
     new_signers = [address_of(k) for k in roles.signers[1:]]
-    assert evs(pool.rotate_signers(roles.deployer, cid, new_signers, 2)) == [
+    assert evs(rotate(pool, chain, roles.deployer, cid, new_signers, 2)) == [
         ("SignerSetRotated", cid, 2, tuple(new_signers), 2)]
     c.wait_expiry()
     assert pool.paused()
     tx = pool.reclaim(roles.sponsor_a, cid)
-    assert evs(tx) == [("CampaignSettled", cid, 70 * WEI), ("Reclaimed", cid,
-                                                            address_of(roles.sponsor_a), 70 * WEI)]
+    sponsor = address_of(roles.sponsor_a)
+    assert evs(tx) == [("CampaignSettled", cid, 70 * WEI),
+                       ("Reclaimed", cid, sponsor, sponsor, 70 * WEI)]
     assert c.token.balance_of(address_of(roles.sponsor_a)) == 70 * WEI
     assert c.token.balance_of(pool.address) == 0
 
@@ -1033,18 +1055,18 @@ def test_pause_requires_pauser_role(deploy_pool, roles):
 # -- signer rotation -----------------------------------------------------------------------------
 
 
-def test_rotate_signers_only_by_campaign_admin(deploy_pool, roles):
+def test_rotate_signers_only_by_campaign_admin(deploy_pool, chain, roles):
     d = deploy_pool()
     c = d.campaign(creator_key=roles.sponsor_b)
     new = [address_of(roles.signers[2])]
     for key in (roles.stranger, roles.deployer, roles.guardian):  # pool admin is not enough
         with reverts("NotCampaignAdmin", address_of(key), address_of(roles.sponsor_b)):
-            d.pool.rotate_signers(key, c.campaign_id, new, 1)
-    d.pool.rotate_signers(roles.sponsor_b, c.campaign_id, new, 1)
+            d.pool.propose_signer_rotation(key, c.campaign_id, new, 1)
+    rotate(d.pool, chain, roles.sponsor_b, c.campaign_id, new, 1)
     assert d.pool.get_campaign(c.campaign_id).signer_set_version == 2
 
 
-def test_rotation_bumps_version_and_kills_old_signatures(deploy_pool, roles):
+def test_rotation_bumps_version_and_kills_old_signatures(deploy_pool, chain, roles):
     d = deploy_pool()
     s = roles.signers
     c = d.campaign(signers=s[:2], threshold=2)
@@ -1054,7 +1076,7 @@ def test_rotation_bumps_version_and_kills_old_signatures(deploy_pool, roles):
     old_allocation = c.allocation(1, tree)
     old_sigs = c.sign(old_allocation)
     new = [address_of(s[1]), address_of(s[2])]
-    tx = pool.rotate_signers(roles.deployer, cid, new, 1)
+    tx = rotate(pool, chain, roles.deployer, cid, new, 1)
     assert evs(tx) == [("SignerSetRotated", cid, 2, tuple(new), 1)]
     info = pool.get_campaign(cid)
     assert (info.signer_set_version, info.threshold) == (2, 1)
@@ -1070,13 +1092,15 @@ def test_rotation_bumps_version_and_kills_old_signatures(deploy_pool, roles):
     tx = pool.post_round(roles.relayer, allocation, c.sign(allocation, [s[2]]))
     assert ev(tx.events[0])[:3] == ("RoundPosted", cid, 1)
     assert tx.events[0].signer_set_version == 2
-    # Invalid rotations.
+    # Invalid rotations are refused when proposed.
     with reverts("InvalidSignerSet", 1, new[0]):
-        pool.rotate_signers(roles.deployer, cid, [new[0], new[0]], 1)
+        pool.propose_signer_rotation(roles.deployer, cid, [new[0], new[0]], 1)
     with reverts("InvalidCampaignParam", "threshold", 3):
-        pool.rotate_signers(roles.deployer, cid, new, 3)
+        pool.propose_signer_rotation(roles.deployer, cid, new, 3)
     with reverts("InvalidCampaignParam", "signers", 0):
-        pool.rotate_signers(roles.deployer, cid, [], 1)
+        pool.propose_signer_rotation(roles.deployer, cid, [], 1)
+    with reverts("InvalidSignerSet", 0, ZERO_ADDRESS):
+        pool.propose_signer_rotation(roles.deployer, cid, [ZERO_ADDRESS], 1)
     assert pool.get_campaign(cid).signer_set_version == 2
 
 

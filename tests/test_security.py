@@ -153,10 +153,14 @@ def test_replay_with_an_old_signer_set(deploy_pool, chain, roles):
     d = deploy_pool()
     c = funded_campaign(d, roles)
     tree = payout_tree(roles.holder_addresses[:2], [WEI, 2 * WEI])
-    allocation = c.allocation(1, tree)
+    # Signatures valid for a day: they outlive the rotation delay.
+    allocation = c.allocation(1, tree, deadline=chain.block_timestamp() + 86400)
     old = c.sign(allocation)
     # Rotate to the very same signer: only the version changes.
-    d.pool.rotate_signers(roles.deployer, c.campaign_id, [address_of(roles.signers[0])], 1)
+    d.pool.propose_signer_rotation(roles.deployer, c.campaign_id,
+                                   [address_of(roles.signers[0])], 1)
+    chain.increase_time(d.pool.rotation_delay(c.campaign_id))
+    d.pool.execute_signer_rotation(roles.relayer, c.campaign_id)
     with reverts("StaleSignerSet", 1, 2):
         d.pool.post_round(roles.relayer, allocation, old)
     relabelled = dataclasses.replace(allocation, signer_set_version=2)
@@ -280,16 +284,16 @@ def test_recipient_authorisation_replayed_on_another_campaign_or_pool(deploy_poo
     recipient = Account.create().address
     deadline = chain.block_timestamp() + HOUR
     for_a = sign_recipient(holder_key, chain.chain_id, d.pool.address, ca.campaign_id, recipient,
-                           deadline)
+                           0, deadline)
     for_other_pool = sign_recipient(holder_key, chain.chain_id, d2.pool.address, ca.campaign_id,
-                                    recipient, deadline)
+                                    recipient, 0, deadline)
     for_other_chain = sign_recipient(holder_key, chain.chain_id + 1, d.pool.address,
-                                     cb.campaign_id, recipient, deadline)
+                                     cb.campaign_id, recipient, 0, deadline)
     for sig in (for_a, for_other_pool, for_other_chain):
-        with reverts("InvalidRecipientAuthorization", holder, recipient):
+        with reverts("InvalidRecipientAuthorization", holder, recipient, 0):
             d.pool.claim_rounds_to(roles.relayer, cb.campaign_id, holder, [leaf(tree, 1, 0)],
                                    recipient, deadline, sig)
-    with reverts("InvalidRecipientAuthorization", holder, recipient):
+    with reverts("InvalidRecipientAuthorization", holder, recipient, 0):
         d.pool.claim_rounds_to(roles.relayer, ca.campaign_id, holder, [leaf(tree, 1, 0)],
                                recipient, deadline, for_other_pool)
     assert not d.pool.is_claimed(cb.campaign_id, 1, 0)

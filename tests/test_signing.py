@@ -176,12 +176,12 @@ def test_recipient_digest_matches_hand_encoding_and_signer():
     account = Account.from_key(DEV_KEYS[1]).address
     recipient = "0x" + "ab" * 20
     struct_hash = keccak(encode(
-        ["bytes32", "uint256", "address", "address", "uint256"],
-        [keccak(text=CLAIM_RECIPIENT_TYPE), 7, account, recipient, 99],
+        ["bytes32", "uint256", "address", "address", "uint256", "uint256"],
+        [keccak(text=CLAIM_RECIPIENT_TYPE), 7, account, recipient, 5, 99],
     ))
     expected = keccak(b"\x19\x01" + _domain_separator(31337, POOL) + struct_hash)
-    assert recipient_digest(31337, POOL, 7, account, recipient, 99) == expected
-    signature = sign_recipient(DEV_KEYS[1], 31337, POOL, 7, recipient, 99)
+    assert recipient_digest(31337, POOL, 7, account, recipient, 5, 99) == expected
+    signature = sign_recipient(DEV_KEYS[1], 31337, POOL, 7, recipient, 5, 99)
     assert len(bytes.fromhex(signature[2:])) == 65
 
 
@@ -190,5 +190,5 @@ def test_python_digests_equal_contract_digests_on_anvil(deploy_pool, chain):
     for a in (_allocation(), _allocation(campaign_id=2**200, total_wei=2**255, deadline=0)):
         assert pool.round_digest(a) == round_digest(chain.chain_id, pool.address, a)
     account, recipient = Account.from_key(DEV_KEYS[2]).address, "0x" + "cd" * 20
-    assert pool.recipient_digest(3, account, recipient, 12345) == recipient_digest(
-        chain.chain_id, pool.address, 3, account, recipient, 12345)
+    assert pool.recipient_digest(3, account, recipient, 2, 12345) == recipient_digest(
+        chain.chain_id, pool.address, 3, account, recipient, 2, 12345)

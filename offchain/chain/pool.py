@@ -38,21 +38,29 @@ if TYPE_CHECKING:  # the chain layer only needs the allocation's ABI tuple (duck
 __all__ = [
     "EVENT_TYPES",
     "ZERO_ADDRESS",
+    "CampaignAdminTransferStarted",
+    "CampaignAdminTransferred",
     "CampaignCreated",
     "CampaignInfo",
     "CampaignParams",
     "CampaignSettled",
     "Claimed",
     "Funded",
+    "GuardianTransferStarted",
+    "GuardianTransferred",
     "LeafClaim",
+    "PendingRotation",
     "PoolClient",
     "PoolEvent",
     "Reclaimed",
+    "RecipientAuthorizationsCancelled",
     "RoundFinalized",
     "RoundInfo",
     "RoundPosted",
     "RoundRevoked",
     "RoundStatus",
+    "SignerRotationCancelled",
+    "SignerRotationProposed",
     "SignerSetRotated",
     "TxResult",
 ]
@@ -81,7 +89,8 @@ class CampaignParams:
         threshold: Signatures needed per round (k).
         num_rounds: Number of rounds (≤ 1000).
         round_cap_wei: Largest round total (token units).
-        holder_cap_wei: Largest single payment (leaf) (token units).
+        holder_cap_wei: Most one account is paid from one round, all its leaves together
+            (token units).
         challenge_window_s: Seconds a round stays revocable.
         claim_window_s: Seconds claims stay open after the last possible round is final.
         posting_deadline: Unix time after which no funding or round is accepted.
@@ -168,6 +177,22 @@ class RoundInfo:
 
 
 @dataclass(frozen=True)
+class PendingRotation:
+    """``pendingSignerRotation``: a proposed signer set, installable from ``executable_at``
+    (Unix seconds; 0 when nothing is pending)."""
+
+    campaign_id: int
+    signers: tuple[str, ...]
+    threshold: int
+    executable_at: int
+
+    @property
+    def exists(self) -> bool:
+        """Whether a proposal is pending."""
+        return self.executable_at != 0
+
+
+@dataclass(frozen=True)
 class LeafClaim:
     """One leaf of a batch claim (``claimRounds``): its round, index, amount and proof."""
 
@@ -216,6 +241,61 @@ class SignerSetRotated(PoolEvent):
     version: int
     signers: tuple[str, ...]
     threshold: int
+
+
+@dataclass(frozen=True)
+class SignerRotationProposed(PoolEvent):
+    EVENT: ClassVar[str] = "SignerRotationProposed"
+    campaign_id: int
+    signers: tuple[str, ...]
+    threshold: int
+    executable_at: int
+
+
+@dataclass(frozen=True)
+class SignerRotationCancelled(PoolEvent):
+    EVENT: ClassVar[str] = "SignerRotationCancelled"
+    campaign_id: int
+    by: str
+
+
+@dataclass(frozen=True)
+class CampaignAdminTransferStarted(PoolEvent):
+    EVENT: ClassVar[str] = "CampaignAdminTransferStarted"
+    campaign_id: int
+    admin: str
+    pending_admin: str
+
+
+@dataclass(frozen=True)
+class CampaignAdminTransferred(PoolEvent):
+    EVENT: ClassVar[str] = "CampaignAdminTransferred"
+    campaign_id: int
+    previous_admin: str
+    new_admin: str
+
+
+@dataclass(frozen=True)
+class GuardianTransferStarted(PoolEvent):
+    EVENT: ClassVar[str] = "GuardianTransferStarted"
+    campaign_id: int
+    guardian: str
+    pending_guardian: str
+
+
+@dataclass(frozen=True)
+class GuardianTransferred(PoolEvent):
+    EVENT: ClassVar[str] = "GuardianTransferred"
+    campaign_id: int
+    previous_guardian: str
+    new_guardian: str
+
+
+@dataclass(frozen=True)
+class RecipientAuthorizationsCancelled(PoolEvent):
+    EVENT: ClassVar[str] = "RecipientAuthorizationsCancelled"
+    account: str
+    nonce: int
 
 
 @dataclass(frozen=True)
@@ -278,13 +358,16 @@ class Reclaimed(PoolEvent):
     EVENT: ClassVar[str] = "Reclaimed"
     campaign_id: int
     sponsor: str
+    recipient: str
     amount_wei: int
 
 
 EVENT_TYPES: dict[str, type[PoolEvent]] = {
     cls.EVENT: cls
-    for cls in (CampaignCreated, SignerSetRotated, Funded, RoundPosted, RoundRevoked,
-                RoundFinalized, Claimed, CampaignSettled, Reclaimed)
+    for cls in (CampaignCreated, SignerSetRotated, SignerRotationProposed, SignerRotationCancelled,
+                CampaignAdminTransferStarted, CampaignAdminTransferred, GuardianTransferStarted,
+                GuardianTransferred, RecipientAuthorizationsCancelled, Funded, RoundPosted,
+                RoundRevoked, RoundFinalized, Claimed, CampaignSettled, Reclaimed)
 }
 """Solidity event name → dataclass, for every pool event."""
 
@@ -453,14 +536,57 @@ class PoolClient:
             raise ChainError(f"createCampaign {result.tx_hash} emitted no CampaignCreated")
         return created[0].campaign_id, result
 
-    def rotate_signers(
+    def propose_signer_rotation(
         self, admin_key: str, campaign_id: int, signers: Sequence[str], threshold: int
     ) -> TxResult:
-        """``rotateSigners``: new signer set and threshold; the version is bumped."""
-        fn = self.contract.functions.rotateSigners(
+        """``proposeSignerRotation`` (campaign admin): a new signer set and threshold, installable
+        with :meth:`execute_signer_rotation` after :meth:`rotation_delay` seconds; the guardian
+        or the admin may :meth:`cancel_signer_rotation` it meanwhile."""
+        fn = self.contract.functions.proposeSignerRotation(
             campaign_id, [to_checksum_address(s) for s in signers], threshold
         )
         return self._send(fn, admin_key)
+
+    def execute_signer_rotation(self, sender_key: str, campaign_id: int) -> TxResult:
+        """``executeSignerRotation`` (anyone, once the delay has passed): installs the proposed
+        set and bumps the signer-set version (emits ``SignerSetRotated``)."""
+        return self._send(self.contract.functions.executeSignerRotation(campaign_id), sender_key)
+
+    def cancel_signer_rotation(self, sender_key: str, campaign_id: int) -> TxResult:
+        """``cancelSignerRotation`` (guardian or campaign admin)."""
+        return self._send(self.contract.functions.cancelSignerRotation(campaign_id), sender_key)
+
+    def transfer_campaign_admin(self, admin_key: str, campaign_id: int, new_admin: str
+                                ) -> TxResult:
+        """``transferCampaignAdmin``: offer the admin role (:data:`ZERO_ADDRESS` withdraws)."""
+        fn = self.contract.functions.transferCampaignAdmin(campaign_id,
+                                                           to_checksum_address(new_admin))
+        return self._send(fn, admin_key)
+
+    def accept_campaign_admin(self, new_admin_key: str, campaign_id: int) -> TxResult:
+        """``acceptCampaignAdmin``: the offered account takes the admin role."""
+        return self._send(self.contract.functions.acceptCampaignAdmin(campaign_id), new_admin_key)
+
+    def transfer_guardian(self, guardian_key: str, campaign_id: int, new_guardian: str
+                          ) -> TxResult:
+        """``transferGuardian`` (guardian only): offer the role (:data:`ZERO_ADDRESS` withdraws)."""
+        fn = self.contract.functions.transferGuardian(campaign_id,
+                                                      to_checksum_address(new_guardian))
+        return self._send(fn, guardian_key)
+
+    def accept_guardian(self, new_guardian_key: str, campaign_id: int) -> TxResult:
+        """``acceptGuardian``: the offered account becomes the guardian."""
+        return self._send(self.contract.functions.acceptGuardian(campaign_id), new_guardian_key)
+
+    def begin_default_admin_transfer(self, admin_key: str, new_admin: str) -> TxResult:
+        """``beginDefaultAdminTransfer``: offer the pool's DEFAULT_ADMIN_ROLE (accept after
+        ``defaultAdminDelay``)."""
+        fn = self.contract.functions.beginDefaultAdminTransfer(to_checksum_address(new_admin))
+        return self._send(fn, admin_key)
+
+    def accept_default_admin_transfer(self, new_admin_key: str) -> TxResult:
+        """``acceptDefaultAdminTransfer`` (the offered account, once the delay has passed)."""
+        return self._send(self.contract.functions.acceptDefaultAdminTransfer(), new_admin_key)
 
     def pause(self, pauser_key: str) -> TxResult:
         """``pause``: stops campaign creation, funding and posting."""
@@ -506,7 +632,7 @@ class PoolClient:
                           after_broadcast=after_broadcast)
 
     def revoke_round(self, guardian_key: str, campaign_id: int, round_id: int) -> TxResult:
-        """``revokeRound`` (guardian, latest pending round only)."""
+        """``revokeRound`` (guardian; any round still in its challenge window)."""
         return self._send(self.contract.functions.revokeRound(campaign_id, round_id),
                           guardian_key)
 
@@ -542,18 +668,29 @@ class PoolClient:
         recipient: str, deadline: int, signature: str | bytes = b"",
     ) -> TxResult:
         """``claimRoundsTo``: like :meth:`claim_rounds` but paid to ``recipient``, named by
-        ``account``'s EIP-712 ``ClaimRecipient`` signature (not needed when ``account`` sends)."""
+        ``account``'s EIP-712 ``ClaimRecipient`` signature over its current nonce
+        (:meth:`recipient_nonce`; used up by this call). Not needed when ``account`` sends."""
         fn = self.contract.functions.claimRoundsTo(
             campaign_id, to_checksum_address(account), [leaf.as_tuple() for leaf in leaves],
             to_checksum_address(recipient), deadline, _to_bytes(signature),
         )
         return self._send(fn, sender_key)
 
+    def cancel_recipient_authorizations(self, holder_key: str) -> TxResult:
+        """``cancelRecipientAuthorizations``: void every unused ``ClaimRecipient`` signature of
+        the sender (bumps its nonce)."""
+        return self._send(self.contract.functions.cancelRecipientAuthorizations(), holder_key)
+
     # -- expiry --------------------------------------------------------------------------------
 
     def reclaim(self, sponsor_key: str, campaign_id: int) -> TxResult:
         """``reclaim``: after the claim deadline, the sponsor's pro-rata share of what is unclaimed."""
         return self._send(self.contract.functions.reclaim(campaign_id), sponsor_key)
+
+    def reclaim_to(self, sponsor_key: str, campaign_id: int, recipient: str) -> TxResult:
+        """``reclaimTo``: like :meth:`reclaim`, paid to ``recipient``."""
+        fn = self.contract.functions.reclaimTo(campaign_id, to_checksum_address(recipient))
+        return self._send(fn, sponsor_key)
 
     # -- views ---------------------------------------------------------------------------------
 
@@ -612,6 +749,36 @@ class PoolClient:
         fn = self.contract.functions.hasReclaimed(campaign_id, to_checksum_address(sponsor))
         return bool(self._call(fn))
 
+    def paid_in_round(self, campaign_id: int, round_id: int, account: str) -> int:
+        """What ``account`` has been paid from the round (token units; at most ``holderCap``)."""
+        fn = self.contract.functions.paidInRound(campaign_id, round_id,
+                                                 to_checksum_address(account))
+        return int(self._call(fn))
+
+    def rotation_delay(self, campaign_id: int) -> int:
+        """Seconds between proposing and installing a signer set."""
+        return int(self._call(self.contract.functions.rotationDelay(campaign_id)))
+
+    def pending_signer_rotation(self, campaign_id: int) -> PendingRotation:
+        """The proposed signer set (``executable_at == 0``: none)."""
+        signers, threshold, executable_at = self._call(
+            self.contract.functions.pendingSignerRotation(campaign_id))
+        return PendingRotation(campaign_id, tuple(to_checksum_address(a) for a in signers),
+                               int(threshold), int(executable_at))
+
+    def pending_campaign_admin(self, campaign_id: int) -> str:
+        """The account offered the campaign's admin role (:data:`ZERO_ADDRESS`: none)."""
+        return to_checksum_address(
+            self._call(self.contract.functions.pendingCampaignAdmin(campaign_id)))
+
+    def pending_guardian(self, campaign_id: int) -> str:
+        """The account offered the campaign's guardian role (:data:`ZERO_ADDRESS`: none)."""
+        return to_checksum_address(self._call(self.contract.functions.pendingGuardian(campaign_id)))
+
+    def recipient_nonce(self, account: str) -> int:
+        """``nonces(account)``: the nonce ``account``'s next ``ClaimRecipient`` must carry."""
+        return int(self._call(self.contract.functions.nonces(to_checksum_address(account))))
+
     def paused(self) -> bool:
         """Whether funding and posting are paused."""
         return bool(self._call(self.contract.functions.paused()))
@@ -626,9 +793,10 @@ class PoolClient:
         """The contract's EIP-712 digest of ``allocation``."""
         return bytes(self._call(self.contract.functions.roundDigest(allocation.as_tuple())))
 
-    def recipient_digest(self, campaign_id: int, account: str, recipient: str,
+    def recipient_digest(self, campaign_id: int, account: str, recipient: str, nonce: int,
                          deadline: int) -> bytes:
         """The contract's EIP-712 digest of ``ClaimRecipient``."""
         fn = self.contract.functions.recipientDigest(
-            campaign_id, to_checksum_address(account), to_checksum_address(recipient), deadline)
+            campaign_id, to_checksum_address(account), to_checksum_address(recipient), nonce,
+            deadline)
         return bytes(self._call(fn))

@@ -14,7 +14,9 @@ equals the contract's ``roundDigest(allocation)``. ``postRound`` takes the signa
 ascending signer address (:func:`order_signatures`), which lets the contract reject duplicates.
 
 Holders may name another recipient for their claims by signing
-``ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)``.
+``ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 nonce,uint256 deadline)``
+with the account's current pool nonce (``nonces(account)``): each authorisation pays one batch,
+and ``cancelRecipientAuthorizations`` voids the unused ones.
 
 Signatures are 65 bytes ``r ‖ s ‖ v`` with ``v ∈ {27, 28}`` and low ``s`` (EIP-2), which
 OpenZeppelin's ``ECDSA`` requires. Uses eth-account only (no web3).
@@ -89,7 +91,8 @@ _ROUND_FIELDS: tuple[tuple[str, str, str], ...] = (
 ROUND_ALLOCATION_TYPE = "RoundAllocation(" + ",".join(f"{t} {n}" for n, t, _ in _ROUND_FIELDS) + ")"
 """The EIP-712 type string; ``keccak256`` of it is the contract's ``ROUND_ALLOCATION_TYPEHASH``."""
 CLAIM_RECIPIENT_TYPE = (
-    "ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)"
+    "ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 nonce,"
+    "uint256 deadline)"
 )
 """EIP-712 type string of a holder's recipient authorisation."""
 
@@ -298,9 +301,10 @@ def sign_round_k_of_n(
 
 def _recipient_typed(
     chain_id: int, verifying_contract: str, campaign_id: int, account: str, recipient: str,
-    deadline: int,
+    nonce: int, deadline: int,
 ) -> dict[str, Any]:
     _check_uint("campaign_id", campaign_id)
+    _check_uint("nonce", nonce)
     _check_uint("deadline", deadline)
     for label, addr in (("account", account), ("recipient", recipient)):
         if not isinstance(addr, str) or not is_address(addr):
@@ -312,6 +316,7 @@ def _recipient_typed(
                 {"name": "campaignId", "type": "uint256"},
                 {"name": "account", "type": "address"},
                 {"name": "recipient", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
                 {"name": "deadline", "type": "uint256"},
             ],
         },
@@ -321,6 +326,7 @@ def _recipient_typed(
             "campaignId": campaign_id,
             "account": to_checksum_address(account),
             "recipient": to_checksum_address(recipient),
+            "nonce": nonce,
             "deadline": deadline,
         },
     }
@@ -328,23 +334,25 @@ def _recipient_typed(
 
 def recipient_digest(
     chain_id: int, verifying_contract: str, campaign_id: int, account: str, recipient: str,
-    deadline: int,
+    nonce: int, deadline: int,
 ) -> bytes:
-    """EIP-712 digest of ``ClaimRecipient``; equals the contract's ``recipientDigest``."""
+    """EIP-712 digest of ``ClaimRecipient``; equals the contract's ``recipientDigest``
+    (``nonce``: the account's current ``nonces(account)`` on the pool)."""
     typed = _recipient_typed(chain_id, verifying_contract, campaign_id, account, recipient,
-                             deadline)
+                             nonce, deadline)
     return _digest(encode_typed_data(full_message=typed))
 
 
 def sign_recipient(
     private_key: str | bytes, chain_id: int, verifying_contract: str, campaign_id: int,
-    recipient: str, deadline: int,
+    recipient: str, nonce: int, deadline: int,
 ) -> str:
-    """The holder (owner of ``private_key``) names ``recipient`` for its claims in a campaign
-    until ``deadline`` (Unix seconds); returns the 65-byte signature as ``0x``-hex."""
+    """The holder (owner of ``private_key``) names ``recipient`` for one ``claimRoundsTo`` batch
+    in a campaign, with its current pool nonce ``nonce``, until ``deadline`` (Unix seconds);
+    returns the 65-byte signature as ``0x``-hex."""
     account = Account.from_key(private_key).address
     typed = _recipient_typed(chain_id, verifying_contract, campaign_id, account, recipient,
-                             deadline)
+                             nonce, deadline)
     return _sign(private_key, encode_typed_data(full_message=typed))
 
 
