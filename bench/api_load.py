@@ -91,9 +91,9 @@ def build_run_dir(run_dir: Path, rounds: int = 3, holders: int = 1000, seed: int
             paths.allocation,
             {
                 "round_id": round_id,
-                "budget_wei": sum(amounts),
+                "budget_wei": str(sum(amounts)),  # wei as decimal strings, as the node writes
                 "holder_cap_wei": None,
-                "total_wei": sum(amounts),
+                "total_wei": str(sum(amounts)),
                 "merkle_root": tree.root,
                 "provenance": {},
                 "holders": [
@@ -102,7 +102,7 @@ def build_run_dir(run_dir: Path, rounds: int = 3, holders: int = 1000, seed: int
                         "name": f"holder_{i}",
                         "address": address,
                         "participating": amount > 0,
-                        "amount_wei": amount,
+                        "amount_wei": str(amount),
                     }
                     for i, (address, amount) in enumerate(zip(addresses, amounts, strict=True))
                 ],
@@ -110,7 +110,8 @@ def build_run_dir(run_dir: Path, rounds: int = 3, holders: int = 1000, seed: int
         )
         if round_id == 1:
             claims = [
-                {"index": i, "address": a, "amount_wei": w, "ok": i % 2 == 0} for i, a, w in entries
+                {"index": i, "address": a, "amount_wei": str(w), "ok": i % 2 == 0}
+                for i, a, w in entries
             ]
             write_json(paths.claims, {"round_id": round_id, "claims": claims})
     return addresses

@@ -7,15 +7,19 @@ import pytest
 from fastapi.testclient import TestClient
 from rich.console import Console
 
+from offchain.allocation import parse_wei
 from offchain.api.app import create_app
 from offchain.config import Settings
 from offchain.oracle.node import run_campaign
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
+from tests.json_safety import js_parse, json_artifacts, unsafe_for_javascript
 
 WEI = 10**18
 ROUND_CAP_WEI = 400 * WEI  # below B/T = 500 tokens
 HOLDER_CAP_WEI = 101 * WEI  # ≈ the equal share of 400 among 4: binds for any unequal split
+KNOWN_UNSAFE = {"holders.json"}
+"""Artifacts not yet following the wei-as-string rule (see the xfail test below)."""
 
 
 @pytest.fixture(scope="module")
@@ -40,12 +44,14 @@ def test_each_round_allocation_sums_exactly_to_its_budget_and_every_claim_landed
     for round_id in range(1, result.rounds + 1):
         paths = RoundPaths(result.run_dir, round_id)
         allocation = read_json(paths.allocation)
-        amounts = [h["amount_wei"] for h in allocation["holders"]]
-        assert sum(amounts) == allocation["budget_wei"] == allocation["total_wei"]
-        assert all(isinstance(a, int) and a >= 0 for a in amounts)
+        # wei are decimal strings in the artifacts (issue 13, item 12)
+        assert all(isinstance(h["amount_wei"], str) for h in allocation["holders"])
+        amounts = [parse_wei(h["amount_wei"]) for h in allocation["holders"]]
+        assert sum(amounts) == parse_wei(allocation["budget_wei"])
+        assert sum(amounts) == parse_wei(allocation["total_wei"])
         claims = read_json(paths.claims)["claims"]
         assert {c["index"] for c in claims} == {
-            h["index"] for h in allocation["holders"] if h["amount_wei"] > 0
+            h["index"] for h in allocation["holders"] if parse_wei(h["amount_wei"]) > 0
         }
         assert all(c["ok"] and c["received_wei"] == c["amount_wei"] for c in claims)
         for name in ("manifest", "samples", "contributions", "copyright", "quality", "decision",
@@ -99,6 +105,41 @@ def test_api_serves_each_holders_proofs(campaign):
     assert body["address"] == address and body["claims"][0]["proof"]
     assert client.get("/rounds/99").status_code == 404
     assert client.get("/holders/0x1234/claims").status_code == 422
+
+
+def test_a_javascript_client_reads_every_artifact_and_response_exactly(campaign):
+    """Issue 13, item 12: no integer ≥ 2**53 and no wei field that is not a decimal string in
+    any JSON file the campaign wrote or any API response (``JSON.parse`` would round them)."""
+    _, result, _ = campaign
+    files = json_artifacts(result.run_dir)
+    assert any(p.name == "signature.json" for p in files) and len(files) > 10
+    problems = [
+        f"{p.relative_to(result.run_dir)}: {msg}"
+        for p, data in files.items()
+        if p.name not in KNOWN_UNSAFE
+        for msg in unsafe_for_javascript(data)
+    ]
+    assert problems == []
+    client = TestClient(create_app(result.run_dir))
+    urls = ["/health", "/rounds", "/campaigns", "/campaigns/1", "/campaigns/1/rounds"]
+    for round_id in range(1, result.rounds + 1):
+        urls += [f"/rounds/{round_id}", f"/rounds/{round_id}/signing-request"]
+        allocation = read_json(RoundPaths(result.run_dir, round_id).allocation)
+        urls += [f"/holders/{h['address']}/claims" for h in allocation["holders"]]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 200, (url, response.text)
+        assert unsafe_for_javascript(js_parse(response.text)) == [], url
+    detail = client.get("/rounds/1").json()  # item 14: the k-of-n signatures are served
+    assert len(detail["signatures"]) >= detail["threshold"] == 2
+
+
+@pytest.mark.xfail(strict=True, reason="holders.json (offchain/data/holders.py, the dataset "
+                   "manifest) still writes reservation prices as JSON integers: changing them "
+                   "changes manifest_hash, which resuming an existing run folder checks")
+def test_the_dataset_manifest_keeps_prices_exact_for_a_javascript_client(campaign):
+    _, result, _ = campaign
+    assert unsafe_for_javascript(read_json(result.run_dir / "holders.json")) == []
 
 
 def test_every_stage_of_every_round_is_recorded_done_in_the_state_database(campaign):
@@ -195,15 +236,15 @@ def test_capped_campaign_pays_every_round_within_the_on_chain_caps(capped_campai
         paths = RoundPaths(result.run_dir, round_id)
         allocation = read_json(paths.allocation)
         decision = read_json(paths.decision)
-        amounts = [h["amount_wei"] for h in allocation["holders"]]
+        amounts = [parse_wei(h["amount_wei"]) for h in allocation["holders"]]
         round_info, campaign = on_chain[round_id]
         assert (campaign.round_cap_wei, campaign.holder_cap_wei) == (ROUND_CAP_WEI, HOLDER_CAP_WEI)
-        assert decision["caps"]["round_cap_wei"] == ROUND_CAP_WEI
-        assert decision["caps"]["holder_cap_wei"] == HOLDER_CAP_WEI
+        assert decision["caps"]["round_cap_wei"] == str(ROUND_CAP_WEI)
+        assert decision["caps"]["holder_cap_wei"] == str(HOLDER_CAP_WEI)
         # accepted on chain with our root and total, final, and every leaf claimed
         assert "tx_hash" in read_json(paths.submission)
         assert round_info.merkle_root == allocation["merkle_root"]
-        assert round_info.total_wei == sum(amounts) == allocation["budget_wei"] > 0
+        assert round_info.total_wei == sum(amounts) == parse_wei(allocation["budget_wei"]) > 0
         assert round_info.holder_cap_wei == HOLDER_CAP_WEI
         assert round_info.remaining_wei == 0
         assert sum(amounts) <= ROUND_CAP_WEI
@@ -224,6 +265,6 @@ def test_capped_campaign_leaves_the_unspent_budget_in_escrow(capped_campaign):
     assert result.extras["unallocated_wei"] == settings.total_budget_wei - spent
     deployment = read_json(result.run_dir / "deployment.json")
     assert (deployment["round_cap_wei"], deployment["holder_cap_wei"]) == (
-        ROUND_CAP_WEI,
-        HOLDER_CAP_WEI,
+        str(ROUND_CAP_WEI),
+        str(HOLDER_CAP_WEI),
     )

@@ -13,9 +13,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from eth_utils import is_address, to_checksum_address
+from eth_utils import to_checksum_address
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
@@ -25,9 +25,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
-from offchain.allocation import PayoutTree
+from offchain.allocation import PayoutTree, parse_wei, wei_str
 from offchain.api.metrics import ApiMetrics, MetricsMiddleware
-from offchain.api.operator import OperatorConfig, configure, round_db_state, routers
+from offchain.api.operator import (
+    OperatorConfig,
+    configure,
+    load_deployment_file,
+    round_db_state,
+    routers,
+)
 from offchain.api.registration import (
     AlreadyRegistered,
     InvalidRegistration,
@@ -43,6 +49,8 @@ from offchain.api.registration import (
     register_from_manifest,
     register_holder,
 )
+from offchain.api.registration import _check_address as check_address
+from offchain.chain.claims_watch import ClaimedView, ClaimsWatch
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 
@@ -57,12 +65,25 @@ class RoundSummary(BaseModel):
     tx_hash: str | None
 
 
+ClaimedSource = Literal["chain", "node"]
+"""Where a ``claimed`` flag comes from: ``chain`` (the pool's ``Claimed`` events, whoever sent
+the claim; at most a few seconds old) or ``node`` (only the claims this node relayed, its
+``claims.json``: the API has no RPC, or the chain did not answer)."""
+
+
 class HolderPayment(BaseModel):
     index: int
     name: str
     address: str
     participating: bool
     amount_wei: str
+    claimed: bool | None
+    """None for a holder paid 0 wei (no leaf to claim)."""
+
+
+class RoundSignature(BaseModel):
+    signer: str
+    signature: str
 
 
 class RoundDetail(RoundSummary):
@@ -72,8 +93,13 @@ class RoundDetail(RoundSummary):
     provenance: dict[str, str] | None
     """``checkpoint_hash``, ``dataset_root``, ``attribution_hash`` of ``allocation.json``."""
     policy: str
-    signature: str | None
-    signer: str | None
+    digest: str | None
+    """The EIP-712 digest the oracle signers signed (``signature.json``), None before signing."""
+    signatures: list[RoundSignature]
+    """The k-of-n signatures ``postRound`` was sent with, ascending signer address."""
+    threshold: int | None
+    """Signatures the campaign requires (deployment file), None without one."""
+    claimed_source: ClaimedSource
     holders: list[HolderPayment]
 
 
@@ -85,11 +111,14 @@ class Claimable(BaseModel):
     proof: list[str]
     merkle_root: str
     claimed: bool
+    claimed_source: ClaimedSource
 
 
 class HolderClaims(BaseModel):
     address: str
     total_wei: str
+    """Sum of ``amount_wei`` over ``claims`` (claimed or not)."""
+    claimed_source: ClaimedSource
     claims: list[Claimable]
 
 
@@ -111,14 +140,16 @@ class _RoundIndex:
 
     Attributes:
         merkle_root: ``allocation.json``'s root.
-        entries: For each address, its first holder entry in ``allocation.json``.
+        entries: For each checksummed address, every payout ``(index, amount_wei)`` of it with
+            a positive amount in ``allocation.json``, in index order (two holders may share a
+            payout address: each has its own leaf).
         tree: The round's payout tree (None without ``tree.json``).
         proofs: Proof of each payout index in ``tree``.
         claimed: Payout indices with a successful claim in ``claims.json``.
     """
 
     merkle_root: str | None
-    entries: dict[str, dict]
+    entries: dict[str, tuple[tuple[int, int], ...]]
     tree: PayoutTree | None
     proofs: dict[int, list[str]]
     claimed: frozenset[int]
@@ -126,15 +157,18 @@ class _RoundIndex:
     @classmethod
     def load(cls, paths: RoundPaths, tree_exists: bool, claims_exist: bool) -> _RoundIndex:
         allocation = read_json(paths.allocation)
-        entries: dict[str, dict] = {}
+        entries: dict[str, list[tuple[int, int]]] = {}
         for holder in allocation["holders"]:
-            entries.setdefault(holder["address"], holder)
+            amount = parse_wei(holder["amount_wei"], "amount_wei")
+            if amount > 0:
+                account = to_checksum_address(holder["address"])
+                entries.setdefault(account, []).append((int(holder["index"]), amount))
         tree = PayoutTree.from_json(read_json(paths.tree)) if tree_exists else None
         proofs = {index: tree.proof(index) for index, _, _ in tree.entries} if tree else {}
         claims = read_json(paths.claims)["claims"] if claims_exist else []
         return cls(
             merkle_root=allocation["merkle_root"],
-            entries=entries,
+            entries={a: tuple(sorted(leaves)) for a, leaves in entries.items()},
             tree=tree,
             proofs=proofs,
             claimed=frozenset(c["index"] for c in claims if c["ok"]),
@@ -202,7 +236,7 @@ def _summary(paths: RoundPaths) -> RoundSummary:
     return RoundSummary(
         round_id=paths.round_id,
         status=_status(paths),
-        budget_wei=str(allocation["budget_wei"]),
+        budget_wei=wei_str(parse_wei(allocation["budget_wei"], "budget_wei"), "budget_wei"),
         merkle_root=allocation["merkle_root"],
         tx_hash=submission.get("tx_hash"),
     )
@@ -251,26 +285,57 @@ def rounds(run_dir: RunDir) -> list[RoundSummary]:
 
 
 @router.get("/rounds/{round_id}", response_model=RoundDetail)
-def round_detail(round_id: int, run_dir: RunDir, request: Request) -> RoundDetail:
+def round_detail(round_id: int, run_dir: RunDir, request: Request, cache: Rounds) -> RoundDetail:
+    """A round: budget, Merkle root, provenance, the k-of-n signatures and threshold, and each
+    holder's payment (wei) with whether it is claimed (see ``claimed_source``)."""
     if round_id not in _round_ids(run_dir):
         raise HTTPException(status_code=404, detail=f"unknown round {round_id}")
     paths = RoundPaths(run_dir, round_id)
     allocation = read_json(paths.allocation)
     signed = read_json(paths.signature) if paths.signature.exists() else {}
+    if "signatures" in signed:  # k-of-n: parallel lists, ascending signer
+        pairs = list(zip(signed.get("signers") or [], signed["signatures"], strict=False))
+    elif signed.get("signature"):  # single-signer rounds written before k-of-n
+        pairs = [(signed.get("signer") or "", signed["signature"])]
+    else:
+        pairs = []
+    deployment = load_deployment_file(request) or {}
     db = round_db_state(request, round_id)
+    rnd = cache.get(paths)
+    view = _chain_view(request)
+    holders = []
+    for h in allocation["holders"]:
+        amount = parse_wei(h["amount_wei"], "amount_wei")
+        index = int(h["index"])
+        holders.append(HolderPayment(
+            index=index, name=h["name"], address=h["address"], participating=h["participating"],
+            amount_wei=wei_str(amount, "amount_wei"),
+            claimed=None if amount == 0 else _is_claimed(view, rnd, round_id, index),
+        ))
     return RoundDetail(
         **_summary(paths).model_dump(),
         round_status=db.status if db else None,
         provenance=allocation.get("provenance"),
         policy=read_json(paths.decision)["policy"],
-        dataset_root=read_json(paths.manifest)["dataset_root"],
-        signature=signed.get("signature"),
-        signer=signed.get("signer"),
-        holders=[
-            HolderPayment(**{**h, "amount_wei": str(h["amount_wei"])})
-            for h in allocation["holders"]
-        ],
+        digest=signed.get("digest"),
+        signatures=[RoundSignature(signer=a, signature=sig) for a, sig in pairs],
+        threshold=deployment.get("threshold"),
+        claimed_source="chain" if view is not None else "node",
+        holders=holders,
     )
+
+
+def _chain_view(request: Request) -> ClaimedView | None:
+    """The chain's claimed leaves (a few seconds old at most), or None without an RPC or when
+    the chain does not answer."""
+    chain: ChainClaims | None = getattr(request.app.state, "chain_claims", None)
+    if chain is None:
+        return None
+    return chain.view(request.app.state.deployment_file)
+
+
+def _is_claimed(view: ClaimedView | None, rnd: _RoundIndex, round_id: int, index: int) -> bool:
+    return view.is_claimed(round_id, index) if view is not None else index in rnd.claimed
 
 
 @router.get("/holders/{address}/claims", response_model=HolderClaims)
@@ -278,31 +343,90 @@ def holder_claims(
     address: Annotated[str, PathParam(examples=["0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"])],
     run_dir: RunDir,
     cache: Rounds,
+    request: Request,
 ) -> HolderClaims:
-    """Everything a wallet needs to claim: per round, index, amount (wei) and Merkle proof."""
-    if not is_address(address):
-        raise HTTPException(status_code=422, detail=f"not an Ethereum address: {address!r}")
-    account = to_checksum_address(address)
+    """Everything a wallet needs to claim: per round and leaf of the address, index, amount
+    (wei, a decimal string) and Merkle proof. An address paid through several leaves of a round
+    (two holders sharing a payout address) gets one entry per leaf.
+
+    The address is all-lowercase or all-uppercase hex, or EIP-55 checksummed: a mixed-case
+    address with a wrong checksum is a 422, as at registration.
+    """
+    try:
+        account = check_address(address)
+    except InvalidRegistration as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from exc
+    view = _chain_view(request)
     found: list[Claimable] = []
     for round_id in _round_ids(run_dir):
         rnd = cache.get(RoundPaths(run_dir, round_id))
-        entry = rnd.entries.get(account)
-        if entry is None or entry["amount_wei"] == 0:
-            continue
-        found.append(
-            Claimable(
-                round_id=round_id,
-                index=entry["index"],
-                account=account,
-                amount_wei=str(entry["amount_wei"]),
-                proof=rnd.proof(entry["index"]),
-                merkle_root=rnd.merkle_root,
-                claimed=entry["index"] in rnd.claimed,
+        for index, amount in rnd.entries.get(account, ()):
+            found.append(
+                Claimable(
+                    round_id=round_id,
+                    index=index,
+                    account=account,
+                    amount_wei=wei_str(amount, "amount_wei"),
+                    proof=rnd.proof(index),
+                    merkle_root=rnd.merkle_root,
+                    claimed=_is_claimed(view, rnd, round_id, index),
+                    claimed_source="chain" if view is not None else "node",
+                )
             )
-        )
     return HolderClaims(
-        address=account, total_wei=str(sum(int(c.amount_wei) for c in found)), claims=found
+        address=account,
+        total_wei=wei_str(sum(int(c.amount_wei) for c in found), "total_wei"),
+        claimed_source="chain" if view is not None else "node",
+        claims=found,
     )
+
+
+class ChainClaims:
+    """The claims the chain knows of, for the deployment file's campaign.
+
+    A :class:`~offchain.chain.claims_watch.ClaimsWatch` of the deployment file's pool and
+    campaign, made on first use and again when the file names another pool or campaign.
+    Requests read its cached set (no chain call per request); it refreshes in the background
+    at most every ``refresh_s`` seconds.
+    """
+
+    def __init__(self, rpc_url: str, *, refresh_s: float = 2.0, max_age_s: float = 30.0,
+                 pool_abi: Sequence[dict] | None = None) -> None:
+        self.rpc_url = rpc_url
+        self.refresh_s = refresh_s
+        self.max_age_s = max_age_s
+        self.pool_abi = pool_abi
+        self._lock = threading.Lock()
+        self._file: FileKey = None
+        self._target: tuple[str, int] | None = None
+        self._watch: ClaimsWatch | None = None
+
+    def watch(self, deployment_file: Path) -> ClaimsWatch | None:
+        """The watch of the campaign ``deployment_file`` names (None: no campaign there)."""
+        key = _file_key(deployment_file)
+        if key == self._file:
+            return self._watch
+        with self._lock:
+            if key != self._file:
+                target = None
+                try:
+                    data = read_json(deployment_file) if key is not None else {}
+                    if data.get("pool") and data.get("campaign_id") is not None:
+                        target = (str(data["pool"]), int(data["campaign_id"]))
+                except (OSError, ValueError, TypeError, AttributeError):
+                    target = None
+                if target != self._target:
+                    self._watch = None if target is None else ClaimsWatch(
+                        self.rpc_url, target[0], target[1], pool_abi=self.pool_abi,
+                        refresh_s=self.refresh_s, max_age_s=self.max_age_s,
+                    )
+                    self._target = target
+                self._file = key
+        return self._watch
+
+    def view(self, deployment_file: Path) -> ClaimedView | None:
+        watch = self.watch(deployment_file)
+        return None if watch is None else watch.snapshot()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -629,6 +753,7 @@ def create_app(
     state_url: str | None = None,
     deployment_file: Path | None = None,
     operator: OperatorConfig | None = None,
+    chain_rpc_url: str | None = None,
 ) -> FastAPI:
     """The API over ``run_dir`` (a folder of ``round_NNN/`` artifacts).
 
@@ -644,6 +769,9 @@ def create_app(
         deployment_file: the campaign's deployment file; None: ``<run_dir>/deployment.json``.
         operator: the operator endpoints' token and job flags; None (or no token): they
             answer 503. The token is checked at start-up (:func:`offchain.api.operator.check_api_token`).
+        chain_rpc_url: the chain's RPC: ``claimed`` flags come from the pool's ``Claimed``
+            events of the deployment file's campaign (:class:`ChainClaims`); None: from the
+            node's own ``claims.json`` (responses say which, ``claimed_source``).
 
     Raises:
         ConfigError: a weak or placeholder API token.
@@ -651,6 +779,7 @@ def create_app(
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
     app.state.round_cache = RoundCache()
+    app.state.chain_claims = ChainClaims(chain_rpc_url) if chain_rpc_url else None
     app.state.holders_dir = None if holders_dir is None else Path(holders_dir)
     app.state.registration_limits = registration_limits or RegistrationLimits()
     app.state.allowed_manifest_roots = tuple(Path(r) for r in allowed_manifest_roots)
