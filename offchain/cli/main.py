@@ -181,6 +181,7 @@ def serve(
             state_url=settings.state_url,
             deployment_file=deployment,
             operator=operator,
+            chain_rpc_url=settings.rpc_url,  # claimed flags from the chain (CCOMP_RPC_URL)
         )
     except OffchainError as exc:
         _fail(exc)
