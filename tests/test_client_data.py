@@ -333,3 +333,17 @@ def test_a_claim_sent_without_the_node_reads_claimed_from_the_chain(
     pool.claim_rounds(holder_keys[1], campaign_id, holders[1],
                       [LeafClaim(1, 1, amounts[1], tuple(tree.proof(1)))])
     assert wait_claimed(holders[1])["claims"][0]["claimed"] is True
+
+
+def test_a_signing_request_written_with_integers_is_served_with_strings(big_round) -> None:
+    """A round signed before the rule: the endpoint still answers every uint256 as a string."""
+    run_dir, paths = big_round
+    request = read_json(paths.signing_request)
+    legacy = {k: (v if k in ("merkle_root", "checkpoint_hash", "dataset_root",
+                             "attribution_hash") else int(v))
+              for k, v in request["allocation"].items()}
+    write_json(paths.signing_request, {**request, "allocation": legacy})
+    served = TestClient(create_app(run_dir)).get("/rounds/1/signing-request")
+    assert served.status_code == 200
+    assert unsafe_for_javascript(js_parse(served.text)) == []
+    assert served.json() == request

@@ -481,8 +481,14 @@ def _signing_paths(run_dir: Path, round_id: int) -> RoundPaths:
 @cosign_router.get("/rounds/{round_id}/signing-request")
 def signing_request(round_id: int, run_dir: RunDir) -> dict[str, Any]:
     """What every oracle signer signs: chain id, verifying contract, the ``RoundAllocation``
-    (EIP-712) and its digest."""
-    return read_json(_signing_paths(run_dir, round_id).signing_request)
+    (EIP-712; every uint256 a decimal string, also for a file written before that rule) and
+    its digest."""
+    request = read_json(_signing_paths(run_dir, round_id).signing_request)
+    try:
+        allocation = RoundAllocation.from_json(request["allocation"])
+    except SigningError as exc:  # a corrupt file: say so rather than serve it
+        raise HTTPException(status_code=500, detail=f"round {round_id}: {exc}") from exc
+    return {**request, "allocation": allocation.to_json()}
 
 
 @cosign_router.post(
