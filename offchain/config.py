@@ -7,19 +7,46 @@ One settings class, built by :func:`get_settings` and overridable in tests. Two 
 
 from __future__ import annotations
 
+import difflib
+import io
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offchain.errors import ConfigError
 
-__all__ = ["PROJECT_ROOT", "Settings", "get_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "OTHER_ENV_VARS",
+    "PROJECT_ROOT",
+    "Settings",
+    "check_env_file",
+    "get_settings",
+    "one_line",
+    "settings_from",
+]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEI_PER_TOKEN = 10**18
+MAX_UINT256 = 2**256 - 1
+"""Largest amount (wei) the contracts can hold."""
+ENV_PREFIX = "CCOMP_"
+
+OTHER_ENV_VARS: dict[str, str] = {
+    "CCOMP_FAULT_KILL": "fault point of the kill -9 suite (offchain.faults)",
+    "CCOMP_NODE_MODULES": "node_modules folder of solcjs and anvil (offchain.chain)",
+    "CCOMP_KEYSTORE_PASSWORD": "keystore password (offchain.oracle.keystore)",
+    "CCOMP_INVARIANT_CONTRACTS": "contracts folder of tests/test_invariants.py",
+    "CCOMP_INVARIANT_RANDOM": "random search of tests/test_invariants.py",
+    "CCOMP_INVARIANT_SEQUENCES": "sequences of tests/test_invariants.py",
+    "CCOMP_INVARIANT_STEPS": "steps per sequence of tests/test_invariants.py",
+}
+"""``CCOMP_*`` variables that are not settings: read from ``os.environ`` where they are used.
+Any other ``CCOMP_*`` variable that is not a setting is refused (a typo must not be ignored)."""
 
 
 class Settings(BaseSettings):
@@ -28,7 +55,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CCOMP_", extra="forbid")
 
     profile: Literal["demo", "tiny"] = "demo"
-    """Size preset: ``demo`` for the README job, ``tiny`` for tests."""
+    """Size preset: ``demo`` for the README job, ``tiny`` for tests. Its sizes apply to every
+    setting not given explicitly (flag, environment, config file), however the settings are
+    built (``CCOMP_PROFILE=tiny`` alone is enough)."""
     run_dir: Path = Path("runs/demo")
     """Where round artifacts are written (``round_NNN/`` per round)."""
     holders_dir: Path | None = None
@@ -39,12 +68,12 @@ class Settings(BaseSettings):
     """Images per MNIST holder; None: the profile's default unequal sizes."""
     n_rounds: int = Field(3, ge=1)
     """Rounds T of the campaign."""
-    total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0)
+    total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0, le=MAX_UINT256)
     """Campaign budget B in wei of the ERC-20 (18 decimals): 1500 tokens by default."""
-    round_cap_wei: int | None = Field(None, gt=0)
+    round_cap_wei: int | None = Field(None, gt=0, le=MAX_UINT256)
     """The campaign's on-chain per-round cap ``roundCap`` in wei (largest round total); None:
     the budget B. Rounds are clipped to it (docs/contracts.md, "Caps by construction")."""
-    holder_cap_wei: int | None = Field(None, gt=0)
+    holder_cap_wei: int | None = Field(None, gt=0, le=MAX_UINT256)
     """The on-chain per-holder cap ``holderCap`` in wei (largest payment to one holder in one
     round, ≤ the round cap); None: the round cap. Payments above it go to the other holders."""
     policy: str = "linear/weighted"
@@ -121,6 +150,18 @@ class Settings(BaseSettings):
     solc_path: str | None = None
     """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _environment_and_profile(cls, data: Any) -> Any:
+        """Refuse unknown ``CCOMP_*`` environment variables; fill in the profile's presets."""
+        check_environment(os.environ)
+        if not isinstance(data, dict):
+            return data
+        profile = data.get("profile", "demo")
+        if profile not in _PROFILES:
+            raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILES)}")
+        return {**_PROFILES[profile], **data}
+
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
@@ -174,13 +215,15 @@ class Settings(BaseSettings):
         )
 
     @classmethod
-    def for_profile(cls, profile: str, **overrides: object) -> Settings:
-        """Settings of ``profile`` with ``overrides`` applied (explicit values win)."""
-        if profile not in _PROFILES:
-            raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILES)}")
-        values: dict[str, object] = {**_PROFILES[profile], "profile": profile}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+    def for_profile(cls, profile: str | None, **overrides: object) -> Settings:
+        """Settings of ``profile`` (None: ``CCOMP_PROFILE`` or ``demo``) with ``overrides``
+        applied; None overrides are left out (explicit values win over the profile).
+
+        Raises:
+            ConfigError: an unknown profile, setting or value (one line, naming them).
+        """
+        values = {k: v for k, v in {"profile": profile, **overrides}.items() if v is not None}
+        return settings_from(None, **values)
 
 
 _PROFILES: dict[str, dict[str, object]] = {
@@ -199,6 +242,84 @@ _PROFILES: dict[str, dict[str, object]] = {
         "total_budget_wei": 1000 * WEI_PER_TOKEN,
     },
 }
+
+
+def _setting_names() -> set[str]:
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def _unknown_setting(name: str, where: str) -> ConfigError:
+    known = sorted(_setting_names())
+    close = difflib.get_close_matches(name.upper(), known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else "; see offchain/config.py"
+    return ConfigError(f"unknown setting {name} in {where}{hint}")
+
+
+def check_environment(environ: dict[str, str] | os._Environ[str]) -> None:
+    """Refuse ``CCOMP_*`` variables (any case) that are neither settings nor
+    :data:`OTHER_ENV_VARS`.
+
+    Raises:
+        ConfigError: naming the first unknown variable (and the closest setting).
+    """
+    allowed = _setting_names() | set(OTHER_ENV_VARS)
+    for name in sorted(environ):
+        if name.upper().startswith(ENV_PREFIX) and name.upper() not in allowed:
+            raise _unknown_setting(name, "the environment")
+
+
+def check_env_file(path: Path) -> None:
+    """Check a ``--config`` env file before it is loaded: every line is blank, a ``#`` comment
+    or ``KEY=VALUE`` (``export`` and quoted, also multi-line, values allowed), and every key is
+    a setting (``CCOMP_<FIELD>``).
+
+    Raises:
+        ConfigError: the file is missing or unreadable, a line is not ``KEY=VALUE`` (naming its
+            number), or a key is not a setting.
+    """
+    from dotenv.parser import parse_stream
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    known = _setting_names()
+    for binding in parse_stream(io.StringIO(text)):
+        original = binding.original.string
+        line = binding.original.line + len(original) - len(original.lstrip("\n"))
+        if binding.error or (binding.key is not None and binding.value is None):
+            raise ConfigError(f"config file {path} line {line}: not KEY=VALUE "
+                              f"({original.strip()[:60]!r})")
+        if binding.key is not None and binding.key.upper() not in known:
+            raise _unknown_setting(binding.key, f"config file {path} line {line}")
+
+
+def one_line(exc: ValidationError) -> str:
+    """A pydantic validation error as one line: ``field: message; …`` (no input values)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def settings_from(config: Path | None = None, **values: object) -> Settings:
+    """Settings from ``values`` (flags; None is left out), the environment and, when given,
+    the env file ``config`` (checked by :func:`check_env_file`), in that order of precedence.
+
+    Raises:
+        ConfigError: one line naming the bad setting, line, variable or value.
+    """
+    given = {k: v for k, v in values.items() if v is not None}
+    if config is not None:
+        check_env_file(config)
+    try:
+        if config is None:
+            return Settings(**given)  # type: ignore[arg-type]
+        return Settings(_env_file=config, **given)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {one_line(exc)}") from None
 
 
 @lru_cache(maxsize=1)

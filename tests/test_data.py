@@ -429,14 +429,13 @@ def test_decode_grayscale_reads_every_16_bit_png_kind_as_mid_gray(
 
 def test_load_holder_folders_refuses_images_the_registration_api_refuses(tmp_path: Path) -> None:
     from offchain.api.registration import RegistrationLimits
-    from offchain.data.holders import MAX_IMAGE_SIDE_PX, MIN_IMAGE_SIDE_PX
 
-    assert (RegistrationLimits().min_side_px, RegistrationLimits().max_side_px) == (
-        MIN_IMAGE_SIDE_PX, MAX_IMAGE_SIDE_PX)
     _write_png(tmp_path / "holders" / "alice" / "dot.png", size=(1, 1))
     with pytest.raises(DataError, match=r"dot.png: image is 1x1 px; each side must lie in \[8, 4096\]"):
         load_holder_folders(tmp_path / "holders")
     (tmp_path / "holders" / "alice" / "dot.png").unlink()
-    _write_png(tmp_path / "holders" / "alice" / "wide.png", size=(MAX_IMAGE_SIDE_PX + 1, 8))
+    _write_png(tmp_path / "holders" / "alice" / "wide.png", size=(4097, 8))
     with pytest.raises(DataError, match="wide.png: image is 4097x8 px"):
         load_holder_folders(tmp_path / "holders")
+    limits = RegistrationLimits()
+    assert (limits.min_side_px, limits.max_side_px) == (8, 4096)  # the API's limits are these

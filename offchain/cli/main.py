@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from offchain.cli.register import register_holder_cmd
@@ -28,6 +29,19 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+err_console = Console(stderr=True)
+"""Errors and, with ``--json``, progress: stdout then carries only the JSON document."""
+
+EXIT_NOTHING_TO_CLAIM = 3
+"""Exit code of ``claim`` when the key has nothing to claim (0: claimed, 1: an error)."""
+
+
+@app.callback()
+def _entry() -> None:
+    """Runs before every command: keep the recursion limit at CPython's default."""
+    from offchain.jsonsafe import pin_recursion_limit
+
+    pin_recursion_limit()
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -38,15 +52,24 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _fail(exc: OffchainError) -> None:
-    console.print(f"[bold red]error:[/bold red] {exc}")
+    """Print ``error: <message>`` as one line on stderr and exit with code 1."""
+    message = " ".join(str(exc).split())
+    err_console.print(f"[bold red]error:[/bold red] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=1)
 
 
 @app.command()
 def demo(
-    profile: Annotated[str, typer.Option(help="Size preset: demo or tiny.")] = "demo",
-    run_dir: Annotated[Path | None, typer.Option(help="Artifacts folder.")] = None,
-    fresh: Annotated[bool, typer.Option(help="Start from an empty run folder.")] = True,
+    profile: Annotated[
+        str | None, typer.Option(help="Size preset: demo or tiny; default $CCOMP_PROFILE or demo.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option(help="Artifacts folder; default runs/<profile>.")
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option(help="Empty the run folder first (only one marked as a run folder)."),
+    ] = True,
     rounds: Annotated[int | None, typer.Option(help="Rounds T.")] = None,
     policy: Annotated[str | None, typer.Option(help="Budget policy <upper>/<lower>.")] = None,
     holders_dir: Annotated[
@@ -56,7 +79,10 @@ def demo(
     seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Deploy, fund, run every round (train → TRAK → copyright → policy → pay) and claim."""
+    """Deploy, fund, run every round (train → TRAK → copyright → policy → pay) and claim.
+
+    Every input is checked before the run folder is touched; --fresh deletes only a folder
+    marked as a run folder (.ccomp-run) or an older run folder holding nothing else."""
     _setup_logging(verbose)
     from offchain.config import Settings
     from offchain.oracle.node import run_campaign
@@ -64,13 +90,15 @@ def demo(
     try:
         settings = Settings.for_profile(
             profile,
-            run_dir=run_dir or Path("runs") / profile,
+            run_dir=run_dir,
             n_rounds=rounds,
             policy=policy,
             holders_dir=holders_dir,
             rpc_url=rpc_url,
             seed=seed,
         )
+        if "run_dir" not in settings.model_fields_set:
+            settings = settings.model_copy(update={"run_dir": Path("runs") / settings.profile})
         result = run_campaign(settings, console=console, fresh=fresh)
     except OffchainError as exc:
         _fail(exc)
@@ -103,7 +131,9 @@ def compile_(
 @app.command()
 def holders(
     holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
-    profile: Annotated[str, typer.Option(help="Size preset for the MNIST split.")] = "demo",
+    profile: Annotated[
+        str | None, typer.Option(help="Size preset of the MNIST split; default $CCOMP_PROFILE.")
+    ] = None,
 ) -> None:
     """List the holders a campaign would register (address, images, reservation price)."""
     from offchain.config import Settings
@@ -206,7 +236,9 @@ def lds(
     methods: Annotated[
         str, typer.Option(help="Comma list: dtrak,loss,random,pixel,count.")
     ] = "dtrak,loss,random,pixel,count",
-    profile: Annotated[str, typer.Option(help="Holder split preset (MNIST).")] = "demo",
+    profile: Annotated[
+        str | None, typer.Option(help="Holder split preset (MNIST); default $CCOMP_PROFILE or demo.")
+    ] = None,
     holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of models, subsets and noise.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
@@ -256,7 +288,9 @@ def policy_calibrate(
     ] = None,
     campaigns: Annotated[int, typer.Option(help="Independent campaigns C of the sweep.")] = 4,
     rounds: Annotated[int, typer.Option(help="Rounds T per campaign.")] = 3,
-    profile: Annotated[str, typer.Option(help="Size preset: demo or tiny.")] = "demo",
+    profile: Annotated[
+        str | None, typer.Option(help="Size preset: demo or tiny; default $CCOMP_PROFILE or demo.")
+    ] = None,
     from_runs: Annotated[
         list[Path] | None,
         typer.Option(help="Fit these run folders instead of measuring (repeatable)."),
@@ -608,21 +642,15 @@ CampaignId = Annotated[
 
 
 def _op_settings(config: Path | None, **overrides: object) -> Settings:
-    """Settings from the environment, ``config`` (an env file) and the given flags."""
-    from pydantic import ValidationError
+    """Settings from the given flags, the environment and ``config`` (an env file, checked
+    line by line), in that order of precedence.
 
-    from offchain.config import Settings
-    from offchain.errors import ConfigError
+    Raises:
+        ConfigError: one line naming the bad line, setting or value.
+    """
+    from offchain.config import settings_from
 
-    values = {k: v for k, v in overrides.items() if v is not None}
-    if config is not None and not config.is_file():
-        raise ConfigError(f"config file {config} not found")
-    try:
-        if config is None:
-            return Settings(**values)  # type: ignore[arg-type]
-        return Settings(_env_file=config, **values)  # type: ignore[call-arg]
-    except ValidationError as exc:
-        raise ConfigError(str(exc)) from None
+    return settings_from(config, **overrides)
 
 
 def _print_record(title: str, record: dict[str, object], as_json: bool) -> None:
@@ -644,11 +672,12 @@ def _op_campaign(
     run_dir: Path | None,
     deployment: Path | None,
     campaign_id: int | None,
+    **overrides: object,
 ) -> tuple[Settings, Deployment, int]:
     """Settings, the loaded deployment file and the campaign id a campaign command acts on."""
     from offchain.oracle import operations
 
-    settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
+    settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir, **overrides)
     loaded = operations.load_deployment(settings, deployment)
     return settings, loaded, _campaign_id(loaded, campaign_id)
 
@@ -657,7 +686,7 @@ def _campaign_id(deployment: Deployment, campaign_id: int | None) -> int:
     from offchain.errors import ConfigError
 
     if campaign_id is not None:
-        return campaign_id
+        return _uint256("--campaign-id", campaign_id, low=0)
     if deployment.campaign_id is None:
         raise ConfigError(
             "no campaign in the deployment file; run create-campaign or pass --campaign-id"
@@ -722,6 +751,17 @@ def create_campaign_(
     _print_record("Campaign", {"campaign_id": campaign_id, **loaded.campaign}, as_json)
 
 
+def _uint256(what: str, value: int, *, low: int) -> int:
+    """``value`` if ``low ≤ value ≤ 2²⁵⁶ − 1`` (what the contracts take), else ConfigError."""
+    from offchain.config import MAX_UINT256
+    from offchain.errors import ConfigError
+
+    if not low <= value <= MAX_UINT256:
+        shown = str(value) if len(str(value)) <= 90 else f"{str(value)[:20]}… ({len(str(value))} digits)"
+        raise ConfigError(f"{what} {shown} is outside {low} … 2**256-1 (uint256)")
+    return value
+
+
 @app.command()
 def fund(
     amount_wei: Annotated[int, typer.Argument(help="Amount in wei (smallest token unit).")],
@@ -737,6 +777,7 @@ def fund(
     from offchain.oracle import operations
 
     try:
+        _uint256("amount", amount_wei, low=1)
         settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
         result = operations.fund(settings, loaded, cid, amount_wei, dev=dev)
     except OffchainError as exc:
@@ -793,7 +834,9 @@ def claim(
     config: ConfigFile = None,
     as_json: AsJson = False,
 ) -> None:
-    """Claim a holder's unclaimed payments of final rounds (proofs from the rounds' tree.json)."""
+    """Claim a holder's unclaimed payments of final rounds (proofs from the rounds' tree.json).
+
+    Exit codes: 0 claimed, 1 error, 3 nothing to claim (the reason per round on stderr)."""
     from offchain.data.holders import holder_private_key
     from offchain.errors import ConfigError
     from offchain.oracle import operations
@@ -804,13 +847,54 @@ def claim(
         if holder is not None:
             key = holder_private_key(holder)
         else:
-            key = key_file.read_text().strip()  # type: ignore[union-attr]
+            key = _read_key_file(key_file)  # type: ignore[arg-type]
         settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
         result = operations.claim(settings, loaded, cid, key, round_dirs=round_dir)
     except OffchainError as exc:
         _fail(exc)
         return
     _print_record("Claim", dataclasses.asdict(result), as_json)
+    if not result.rounds:
+        reasons = "; ".join(f"round {r}: {why}" for r, why in sorted(result.skipped.items()))
+        err_console.print(
+            f"nothing to claim for {result.holder} in campaign {cid}"
+            + (f" ({escape(reasons)})" if reasons else ": no payment to this address"),
+            soft_wrap=True,
+        )
+        raise typer.Exit(code=EXIT_NOTHING_TO_CLAIM)
+
+
+def _read_key_file(path: Path) -> str:
+    """The 0x-hex secp256k1 private key in ``path`` (surrounding whitespace ignored).
+
+    Raises:
+        ConfigError: the file is missing, a folder, unreadable, or does not hold a valid
+            32-byte hex key (the message never shows the file's content).
+    """
+    from eth_keys import keys
+    from eth_keys.exceptions import ValidationError as KeyRangeError
+
+    from offchain.errors import ConfigError
+
+    if path.is_dir():
+        raise ConfigError(f"key file {path} is a folder, not a file")
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"key file {path} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc}") from None
+    digits = text.removeprefix("0x").removeprefix("0X")
+    try:
+        if len(digits) != 64:
+            raise ValueError
+        keys.PrivateKey(bytes.fromhex(digits))
+    except (ValueError, TypeError, KeyRangeError):
+        raise ConfigError(
+            f"key file {path} does not hold a private key (64 hex digits, optionally 0x-prefixed, "
+            "in the secp256k1 range)"
+        ) from None
+    return "0x" + digits.lower()
 
 
 @app.command()
@@ -849,6 +933,10 @@ def run_round(
     run_dir: Annotated[Path | None, typer.Option(help="Run folder (rounds, state.db).")] = None,
     deployment: DeploymentFile = None,
     config: ConfigFile = None,
+    profile: Annotated[
+        str | None,
+        typer.Option(help="Size preset: demo or tiny; default $CCOMP_PROFILE or demo."),
+    ] = None,
     dev: Dev = False,
     as_json: AsJson = False,
 ) -> None:
@@ -856,13 +944,15 @@ def run_round(
 
     Stages done before (recorded in the run's state database) are skipped; a posted round is
     never posted twice. Exit code 1 with the reason when a stage cannot run (e.g. fewer than
-    k oracle signatures: co-signers POST theirs to the API, then run again)."""
+    k oracle signatures: co-signers POST theirs to the API, then run again). With --json,
+    stdout holds only the JSON result; progress goes to stderr."""
     from offchain.oracle import operations
 
     try:
-        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id)
+        settings, loaded, cid = _op_campaign(config, rpc_url, run_dir, deployment, campaign_id,
+                                             profile=profile)
         result = operations.run_round(settings, loaded, cid, round_id=round_id, until=until,
-                                      dev=dev, console=console)
+                                      dev=dev, console=err_console if as_json else console)
     except OffchainError as exc:
         _fail(exc)
         return
@@ -893,16 +983,17 @@ def cosign(
     from offchain.cli.register import _private_key
     from offchain.errors import ConfigError
     from offchain.oracle import operations
-    from offchain.utils import read_json
 
     try:
         if deployment is not None and not deployment.is_file():
             raise ConfigError(f"deployment file {deployment} not found")
-        expected = read_json(deployment) if deployment is not None else {}
+        expected = operations.read_deployment(deployment) if deployment is not None else None
         key = _private_key(keystore, password_file, dev_index)
         result = operations.cosign(
-            api, round_id, key, chain_id=expected.get("chain_id"), pool=expected.get("pool"),
-            campaign_id=expected.get("campaign_id"),
+            api, round_id, key,
+            chain_id=expected.chain_id if expected else None,
+            pool=expected.pool if expected else None,
+            campaign_id=expected.campaign_id if expected else None,
         )
     except OffchainError as exc:
         _fail(exc)

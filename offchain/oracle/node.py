@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -64,9 +65,12 @@ __all__ = [
     "RoundLedger",
     "RoundRunner",
     "RoundStep",
+    "RUN_MARKER",
     "await_finality",
     "claim_all",
+    "is_run_folder",
     "open_store",
+    "prepare_run_dir",
     "request_signatures",
     "run_campaign",
     "sign",
@@ -428,6 +432,14 @@ def _signer_keys(
     return keys
 
 
+def _check_keys(settings: Settings) -> None:
+    """Fail early if the oracle or sponsor keys cannot be had (remote chain without keys, a
+    keystore that does not open); on a local anvil node its dev accounts stand in."""
+    dev_placeholders = None if settings.rpc_url is not None else [""] * 10
+    _signer_keys(settings, dev_placeholders, check_threshold=settings.oracle_signers is None)
+    _key(settings.sponsor_key, dev_placeholders, 2, "sponsor")
+
+
 def _key(secret, dev_keys: list[str] | None, dev_index: int, what: str) -> str:
     if secret is not None:
         return secret.get_secret_value()
@@ -655,18 +667,71 @@ class RoundRunner:
         return paths
 
 
+RUN_MARKER = ".ccomp-run"
+"""File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
+only such folders (and older run folders, see :func:`is_run_folder`)."""
+
+_RUN_ENTRY = re.compile(
+    r"(deployment\.json|holders\.json|payments\.png|quality_reference|round_\d+"
+    r"|state\.db(-wal|-shm|-journal)?|\..+\.tmp)"
+)
+"""Top-level entries a run writes (``.<name>.*.tmp``: an atomic write cut short by a crash)."""
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder a run of this project created: it holds :data:`RUN_MARKER`,
+    or (a run folder of a version before the marker) it holds ``deployment.json`` or
+    ``holders.json`` and nothing but entries a run writes (``round_NNN/``, ``state.db``,
+    ``payments.png``, ``quality_reference/``). Any other file makes it not a run folder."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if (path / RUN_MARKER).is_file():
+        return True
+    names = [entry.name for entry in path.iterdir()]
+    return bool({"deployment.json", "holders.json"} & set(names)) and all(
+        _RUN_ENTRY.fullmatch(name) for name in names
+    )
+
+
+def prepare_run_dir(run_dir: Path, fresh: bool) -> None:
+    """Make ``run_dir`` a marked run folder; with ``fresh``, empty it first.
+
+    A missing or empty folder is created and marked; a run folder (:func:`is_run_folder`) is
+    deleted first with ``fresh``, else kept (and marked). Call it only after every input is
+    validated, so that a refusal loses nothing.
+
+    Raises:
+        ConfigError: ``run_dir`` is a file or a symbolic link, or a non-empty folder that is not
+            a run folder (nothing is deleted: choose another folder or empty it yourself).
+    """
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise ConfigError(f"run folder {run_dir} is a file or a symbolic link; choose a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not is_run_folder(run_dir):
+            raise ConfigError(
+                f"{run_dir} is not empty and is not a run folder (no {RUN_MARKER} marker); "
+                "nothing was deleted: choose another --run-dir or empty it yourself"
+            )
+        if fresh:
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text("created by python -m offchain (a run folder)\n")
+
+
 def load_run_inputs(
-    settings: Settings,
+    settings: Settings, holders: list[Holder] | None = None
 ) -> tuple[list[Holder], BudgetPolicy, stages.MLConfig, object | None]:
-    """Holders, policy, ML settings and FID reference of a run (the reference is prepared once
-    per run folder); writes or checks ``<run_dir>/holders.json``.
+    """Holders (``holders``, else :func:`load_holders`), policy, ML settings and FID reference
+    of a run (the reference is prepared once per run folder); writes or checks
+    ``<run_dir>/holders.json``.
 
     Raises:
         ConfigError: the holders differ from those the run folder started with.
+        DataError: the holders cannot be loaded.
     """
     run_dir = Path(settings.run_dir)
     seed_everything(settings.seed)
-    holders = load_holders(settings)
+    holders = holders if holders is not None else load_holders(settings)
     policy = make_policy(settings.policy, seed=settings.seed)
     ml = stages.MLConfig(
         image_size=settings.image_size, train_steps=settings.train_steps,
@@ -724,26 +789,30 @@ def run_campaign(
     Args:
         settings: the run's settings (profile, budget in wei, policy, chain).
         console: where tables and progress go (a quiet console in tests).
-        fresh: remove ``settings.run_dir`` first. A run on a new local chain must start fresh:
-            its chain artifacts (signatures, submissions) belong to the old chain.
+        fresh: empty ``settings.run_dir`` first, after every input (holders, keys, contracts)
+            is validated, and only if it is a run folder (:func:`prepare_run_dir`). A run on a
+            new local chain must start fresh: its chain artifacts (signatures, submissions)
+            belong to the old chain.
         on_round: called with each finished round's paths.
 
     Raises:
-        ConfigError: the run directory holds chain artifacts of another chain, or keys are
-            missing on a remote chain.
+        ConfigError: the run directory holds chain artifacts of another chain, is not a run
+            folder, or keys are missing on a remote chain.
+        DataError: the holders cannot be loaded (two with one address, a bad image …).
     """
     console = console or Console()
     started = time.perf_counter()
     run_dir = Path(settings.run_dir)
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
+    holders = load_holders(settings)  # every input is checked before the folder is touched
+    _check_keys(settings)
+    compiled = compile_contracts(solc_path=settings.solc_path)
+    prepare_run_dir(run_dir, fresh)
     if (run_dir / "deployment.json").exists() and settings.rpc_url is None:
         raise ConfigError(
             f"{run_dir} holds a deployment on an earlier local chain; run with --fresh or "
             "choose another run directory"
         )
-    holders, policy, ml, quality_reference = load_run_inputs(settings)
-    compiled = compile_contracts(solc_path=settings.solc_path)
+    holders, policy, ml, quality_reference = load_run_inputs(settings, holders)
     store = open_store(settings)
 
     with _chain(settings) as (rpc_url, dev_keys):

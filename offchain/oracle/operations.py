@@ -32,6 +32,7 @@ from offchain.chain import (
 from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
+from offchain.jsonsafe import UnsafeJSON, loads_bounded
 from offchain.oracle.node import (
     STAGES,
     RoundRunner,
@@ -61,6 +62,7 @@ __all__ = [
     "deployment_path",
     "fund",
     "load_deployment",
+    "read_deployment",
     "reclaim",
     "run_round",
     "status",
@@ -140,15 +142,54 @@ def deployment_path(settings: Settings, path: Path | None = None) -> Path:
 
 
 def load_deployment(settings: Settings, path: Path | None = None) -> Deployment:
-    """Read the deployment file.
+    """Read the deployment file (``path``, else ``<run_dir>/deployment.json``).
 
     Raises:
-        ConfigError: the file is missing.
+        ConfigError: the file is missing or corrupt (see :func:`read_deployment`).
     """
     file = deployment_path(settings, path)
     if not file.exists():
         raise ConfigError(f"no deployment file {file}; run `python -m offchain deploy` first")
-    return Deployment.from_json(read_json(file))
+    return read_deployment(file)
+
+
+_DEPLOYMENT_FIELDS = {"rpc_url": str, "chain_id": int, "token": str, "pool": str}
+
+
+def read_deployment(file: Path) -> Deployment:
+    """Read and check a deployment file: a JSON object with ``rpc_url`` (str), ``chain_id``
+    (int), ``token`` and ``pool`` (addresses), optional ``campaign_id`` (int or null).
+
+    Raises:
+        ConfigError: one line naming the file and what is wrong (unreadable, not JSON, not an
+            object, a missing or mistyped field).
+    """
+    from eth_utils import is_address
+
+    try:
+        data = loads_bounded(Path(file).read_bytes(), max_bytes=1 << 20,
+                             what=f"deployment file {file}")
+    except OSError as exc:
+        raise ConfigError(f"cannot read deployment file {file}: {exc.strerror}") from None
+    except UnsafeJSON as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"deployment file {file} is not a JSON object")
+    missing = sorted(set(_DEPLOYMENT_FIELDS) - set(data))
+    if missing:
+        raise ConfigError(f"deployment file {file} lacks {', '.join(missing)}")
+    for key, kind in _DEPLOYMENT_FIELDS.items():
+        if not isinstance(data[key], kind) or isinstance(data[key], bool):
+            raise ConfigError(f"deployment file {file}: {key} must be a {kind.__name__}")
+    for key in ("token", "pool"):
+        if not is_address(data[key]):
+            raise ConfigError(f"deployment file {file}: {key} {data[key]!r} is not an address")
+    campaign_id = data.get("campaign_id")
+    if campaign_id is not None and (
+        isinstance(campaign_id, bool) or not isinstance(campaign_id, int)
+    ):
+        raise ConfigError(f"deployment file {file}: campaign_id must be an int or null")
+    return Deployment.from_json(data)
 
 
 def _rpc_url(settings: Settings) -> str:
@@ -506,6 +547,10 @@ def run_round(
     }
 
 
+MAX_SIGNING_REQUEST_BYTES = 64 * 1024
+"""Largest signing request (or answer) ``cosign`` parses from an API; real ones are < 2 KiB."""
+
+
 def _stage_states(store: RoundStore, round_pk: int) -> dict[str, str | None]:
     """Stage key → ``started``/``done``/``failed``, or None if never begun."""
     return {
@@ -550,10 +595,17 @@ def cosign(
         raise ConfigError(f"cannot reach {base}: {exc}") from exc
     if not response.is_success:
         raise ConfigError(f"{base} answered {response.status_code}: {_detail(response)}")
-    request = response.json()
-    allocation = RoundAllocation.from_json(request["allocation"])
-    digest = "0x" + round_digest(request["chain_id"], request["verifying_contract"],
-                                 allocation).hex()
+    try:
+        request = loads_bounded(response.content, max_bytes=MAX_SIGNING_REQUEST_BYTES,
+                                what=f"the signing request from {base}")
+        allocation = RoundAllocation.from_json(request["allocation"])
+        digest = "0x" + round_digest(request["chain_id"], request["verifying_contract"],
+                                     allocation).hex()
+    except UnsafeJSON as exc:
+        raise ConfigError(str(exc)) from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ConfigError(f"the signing request from {base} is malformed "
+                          f"({type(exc).__name__}: {exc}); refusing to sign") from None
     expected = {
         "round_id": (allocation.round_id, round_id),
         "digest": (request["digest"].lower(), digest),
@@ -575,7 +627,14 @@ def cosign(
     if not posted.is_success:
         raise ConfigError(f"{base} refused the signature ({posted.status_code}): "
                           f"{_detail(posted)}")
-    return {**posted.json(), "merkle_root": allocation.merkle_root,
+    try:
+        answer = loads_bounded(posted.content, max_bytes=MAX_SIGNING_REQUEST_BYTES,
+                               what=f"the answer of {base}")
+    except UnsafeJSON as exc:
+        raise ConfigError(f"signature posted, but {exc}") from None
+    if not isinstance(answer, dict):
+        raise ConfigError(f"signature posted, but {base} answered {type(answer).__name__}")
+    return {**answer, "merkle_root": allocation.merkle_root,
             "total_wei": allocation.total_wei, "deadline": allocation.deadline,
             "checkpoint_hash": allocation.checkpoint_hash,
             "dataset_root": allocation.dataset_root,
@@ -583,7 +642,9 @@ def cosign(
 
 
 def _detail(response: Any) -> str:
+    """The ``detail`` of an error answer (bounded parse), else its first 200 characters."""
     try:
-        return str(response.json().get("detail", response.text))
-    except (ValueError, AttributeError):
-        return response.text
+        body = loads_bounded(response.content, max_bytes=MAX_SIGNING_REQUEST_BYTES)
+        return str(body.get("detail", response.text))[:500]
+    except (UnsafeJSON, AttributeError):
+        return response.text[:200]
