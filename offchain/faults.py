@@ -12,7 +12,10 @@ Points the node passes (``<key>`` is a stage key of :data:`offchain.oracle.node.
 - ``write:<file name>``: inside :func:`offchain.utils.atomic_write`, the temporary file is
   complete and synced, the rename has not happened;
 - ``submit:recorded``: the ``postRound`` transaction is signed and recorded, not broadcast;
-- ``submit:broadcast``: it is broadcast, its receipt is not awaited yet.
+- ``submit:broadcast``: it is broadcast, its receipt is not awaited yet;
+- ``register:aside``: a replacing holder registration has moved the old folder(s) aside, the new
+  one is not renamed into place yet (:mod:`offchain.api.registration`);
+- ``register:published``: the new folder is in place, the old one(s) not yet removed.
 
 Points may carry a round: ``CCOMP_FAULT_KILL=2/stage:sign:ran`` fires only in round 2.
 """

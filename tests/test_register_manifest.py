@@ -268,7 +268,9 @@ def test_cli_uploads_and_sends_manifests_to_the_api(env, server, tmp_path):
     assert result.exit_code == 1 and "409" in flat(result) and "registered as" in flat(result)
     assert listing(holders) == before
 
-    # a manifest with --replace: the server reads the folder itself
+    # a manifest with --replace: the server reads the folder itself; its issued_at (seconds)
+    # must be newer than the stored registration's, so start the next second
+    time.sleep(1.01 - time.time() % 1)
     result = CliRunner().invoke(
         cli, [*args, "--name", "carol3", "--dev-index", "4", "--manifest", "--replace"]
     )

@@ -26,16 +26,20 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import FormParser, MultiPartException, MultiPartParser
 
 from offchain.allocation import PayoutTree, parse_wei, wei_str
+from offchain.api.guard import DEFAULT_BODY_LIMIT, BodyGuardMiddleware, BodyRule
 from offchain.api.metrics import ApiMetrics, MetricsMiddleware
 from offchain.api.operator import (
+    OPERATOR_PREFIX,
     OperatorConfig,
     configure,
     load_deployment_file,
+    operator_refusal,
     round_db_state,
     routers,
 )
 from offchain.api.registration import (
     AlreadyRegistered,
+    DemoKeyRefused,
     InvalidRegistration,
     RegisteredHolder,
     Registration,
@@ -46,11 +50,14 @@ from offchain.api.registration import (
     UploadTooLarge,
     count_registered,
     list_registered,
+    recover_holders_dir,
     register_from_manifest,
     register_holder,
 )
 from offchain.api.registration import _check_address as check_address
 from offchain.chain.claims_watch import ClaimedView, ClaimsWatch
+from offchain.errors import ConfigError, DataError
+from offchain.jsonsafe import pin_recursion_limit
 from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 
@@ -435,13 +442,17 @@ class ChainClaims:
 
 
 class RegisteredHolderOut(BaseModel):
+    """A holder in the public listing; its reservation price stays private (not listed)."""
+
     address: str
     name: str
-    reservation_price_wei: str
     n_images: int
 
 
 class RegistrationOut(RegisteredHolderOut):
+    """The answer to the holder's own registration (which states its price)."""
+
+    reservation_price_wei: str
     image_sha256: list[str]
     images_root: str
 
@@ -483,6 +494,7 @@ _STATUS: tuple[tuple[type[RegistrationError], int], ...] = (
     (UploadTooLarge, 413),
     (AlreadyRegistered, 409),
     (SignatureRejected, 403),
+    (DemoKeyRefused, 403),
     (SourceNotAllowed, 403),
     (InvalidRegistration, 422),
 )
@@ -494,37 +506,21 @@ def _http_error(exc: RegistrationError) -> HTTPException:
 
 
 async def _read_form(request: Request, limits: RegistrationLimits) -> list[tuple[str, object]]:
-    """Parse the multipart body, counting its bytes as they arrive: past the limit → 413."""
+    """Parse the multipart body as it arrives (:class:`BodyGuardMiddleware` counts it: past
+    :func:`_body_rule`'s limit → 413)."""
     content_type = request.headers.get("content-type", "")
     multipart = content_type.startswith("multipart/form-data")
     if not multipart and not content_type.startswith("application/x-www-form-urlencoded"):
         raise HTTPException(status_code=415, detail="expected multipart/form-data")
-    limit = limits.max_total_bytes + _MULTIPART_OVERHEAD
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadTooLarge(
-            f"upload of {declared} bytes > max_total_bytes {limits.max_total_bytes}"
-        )
-
-    async def bounded() -> object:
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise UploadTooLarge(
-                    f"upload exceeds max_total_bytes {limits.max_total_bytes} (stopped reading)"
-                )
-            yield chunk
-
     parser: MultiPartParser | FormParser = (
         MultiPartParser(
             request.headers,
-            bounded(),  # type: ignore[arg-type]
+            request.stream(),
             max_files=limits.max_images,
             max_fields=len(_REGISTRATION_FIELDS),
         )
         if multipart  # a form without files comes urlencoded (it then has no images)
-        else FormParser(request.headers, bounded())  # type: ignore[arg-type]
+        else FormParser(request.headers, request.stream())
     )
     try:
         form = await parser.parse()
@@ -668,19 +664,6 @@ def get_manifest_roots(request: Request) -> tuple[Path, ...]:
 ManifestRoots = Annotated[tuple[Path, ...], Depends(get_manifest_roots)]
 
 
-async def _read_json_body(request: Request, limit: int) -> bytes:
-    """The request body, counted as it arrives: past ``limit`` bytes → 413."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise UploadTooLarge(f"body of {declared} bytes > {limit} bytes for a manifest")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise UploadTooLarge(f"body exceeds {limit} bytes for a manifest (stopped reading)")
-    return bytes(body)
-
-
 @registration_router.post(
     "/holders/manifest",
     status_code=201,
@@ -701,7 +684,7 @@ async def register_manifest(
     try:
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise HTTPException(status_code=415, detail="expected application/json")
-        body = await _read_json_body(request, 128 * limits.max_images + _MULTIPART_OVERHEAD)
+        body = await request.body()  # bounded and depth-checked by BodyGuardMiddleware
         try:
             payload = ManifestRegistrationIn.model_validate_json(body)
         except ValidationError as exc:
@@ -732,16 +715,66 @@ async def register_manifest(
 
 @registration_router.get("/holders", response_model=list[RegisteredHolderOut])
 def registered_holders(holders_dir: HoldersDir) -> list[RegisteredHolderOut]:
-    """The holders in the holders folder: address, name, price (wei) and image count."""
+    """The holders in the holders folder: address, name and image count. Reservation prices
+    stay private (only the registration's own answer states its price); a folder with an
+    unreadable ``holder.json`` is skipped (logged)."""
     return [
-        RegisteredHolderOut(
-            address=h.address,
-            name=h.name,
-            reservation_price_wei=str(h.reservation_price_wei),
-            n_images=h.n_images,
-        )
+        RegisteredHolderOut(address=h.address, name=h.name, n_images=h.n_images)
         for h in list_registered(holders_dir)
     ]
+
+
+def _body_rule(scope: dict) -> BodyRule:
+    """The body limit of a request: a registration upload streams up to ``max_total_bytes``
+    plus the fields, a manifest holds up to ``max_images`` hashes, the rest 64 KiB."""
+    if scope["method"] == "POST" and scope["path"] in ("/holders", "/holders/manifest"):
+        limits: RegistrationLimits = scope["app"].state.registration_limits
+        if scope["path"] == "/holders":
+            return BodyRule(
+                limits.max_total_bytes + _MULTIPART_OVERHEAD,
+                f"max_total_bytes {limits.max_total_bytes} (+{_MULTIPART_OVERHEAD} bytes of "
+                "fields)",
+                stream=True,
+            )
+        limit = 128 * limits.max_images + _MULTIPART_OVERHEAD
+        return BodyRule(limit, f"{limit} bytes for a manifest of max_images {limits.max_images}")
+    return BodyRule(DEFAULT_BODY_LIMIT, f"{DEFAULT_BODY_LIMIT} bytes for {scope['path']}")
+
+
+def _authenticate(scope: dict) -> HTTPException | None:
+    """The operator routes' bearer-token refusal, checked before their bodies are read."""
+    path: str = scope["path"]
+    if path != OPERATOR_PREFIX and not path.startswith(OPERATOR_PREFIX + "/"):
+        return None
+    headers = dict(scope.get("headers", ()))
+    authorization = headers.get(b"authorization", b"").decode("latin-1") or None
+    return operator_refusal(scope["app"].state.operator, authorization)
+
+
+def _prepare_holders_dir(holders_dir: Path) -> None:
+    """Start-up check of the holders folder and :func:`recover_holders_dir`.
+
+    Raises:
+        ConfigError: it exists and is not a folder, or recovery fails (named in the message).
+    """
+    if holders_dir.exists() and not holders_dir.is_dir():
+        raise ConfigError(f"--holders-dir {holders_dir} exists and is not a folder")
+    try:
+        recover_holders_dir(holders_dir)
+    except (OSError, DataError) as exc:
+        raise ConfigError(f"--holders-dir {holders_dir}: recovery failed ({exc})") from exc
+
+
+def _check_roots(roots: Sequence[Path]) -> tuple[Path, ...]:
+    """The manifest roots as given, after checking each resolves (ConfigError otherwise)."""
+    for root in roots:
+        try:
+            Path(root).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:  # a NUL byte, a symlink loop
+            raise ConfigError(
+                f"--manifest-root {str(root)!r} is not a usable path ({exc})"
+            ) from exc
+    return tuple(Path(r) for r in roots)
 
 
 def create_app(
@@ -773,9 +806,18 @@ def create_app(
             events of the deployment file's campaign (:class:`ChainClaims`); None: from the
             node's own ``claims.json`` (responses say which, ``claimed_source``).
 
+    Every request body is bounded and JSON nesting is checked before any parse; operator
+    requests are authenticated before their bodies are read (:class:`BodyGuardMiddleware`).
+    The recursion limit is pinned to CPython's default (py_ecc raises it at import).
+
     Raises:
-        ConfigError: a weak or placeholder API token.
+        ConfigError: a weak or placeholder API token; ``holders_dir`` not a folder or its
+            crash recovery failing (:func:`recover_holders_dir`); an unusable manifest root.
     """
+    pin_recursion_limit()
+    if holders_dir is not None:
+        _prepare_holders_dir(Path(holders_dir))
+    allowed_manifest_roots = _check_roots(allowed_manifest_roots)
     app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
     app.state.run_dir = Path(run_dir)
     app.state.round_cache = RoundCache()
@@ -789,7 +831,8 @@ def create_app(
             None if app.state.holders_dir is None else count_registered(app.state.holders_dir)
         ),
     )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyGuardMiddleware, rule_for=_body_rule, authenticate=_authenticate)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts refusals
     app.include_router(router)
     app.include_router(registration_router)
     configure(app.state, Path(run_dir), state_url, deployment_file, operator)

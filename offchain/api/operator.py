@@ -45,11 +45,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_TOKEN_CHARS",
+    "OPERATOR_PREFIX",
     "JobManager",
     "OperatorConfig",
     "StateView",
     "check_api_token",
     "cosign_router",
+    "operator_refusal",
     "operator_router",
     "status_router",
 ]
@@ -689,23 +691,44 @@ def _job_out(job: Job) -> JobOut:
 _bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <CCOMP_API_TOKEN>")
 
 
-def require_operator(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> JobManager:
-    """The job manager, for a request with the right bearer token: 503 without a configured
-    token, 401 for a missing or wrong one (compared in constant time)."""
-    config: OperatorConfig | None = request.app.state.operator
+OPERATOR_PREFIX = "/operator"
+"""Path prefix of the routes behind the bearer token."""
+
+
+def operator_refusal(
+    config: OperatorConfig | None, authorization: str | None
+) -> HTTPException | None:
+    """Why a request with this ``Authorization`` header may not use the operator routes, or
+    None: 503 without a configured token, 401 for a missing or wrong ``Bearer`` token (compared
+    in constant time). Needs no body, so the API checks it before reading one
+    (:class:`offchain.api.guard.BodyGuardMiddleware`)."""
     if config is None or config.token is None:
-        raise HTTPException(status_code=503, detail="operator endpoints disabled (no API token)")
+        return HTTPException(status_code=503, detail="operator endpoints disabled (no API token)")
+    scheme, _, given = (authorization or "").strip().partition(" ")
     expected = config.token.get_secret_value().encode()
-    given = (credentials.credentials if credentials else "").encode()
-    if credentials is None or not hmac.compare_digest(given, expected):
-        raise HTTPException(
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+        return HTTPException(
             status_code=401,
             detail="missing or wrong bearer token",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    return None
+
+
+def require_operator(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> JobManager:
+    """The job manager, for a request with the right bearer token (:func:`operator_refusal`).
+
+    ``credentials`` only declares the scheme in the OpenAPI schema; the header is checked here.
+
+    Raises:
+        HTTPException: 503 without a configured token, 401 for a missing or wrong one.
+    """
+    refusal = operator_refusal(request.app.state.operator, request.headers.get("authorization"))
+    if refusal is not None:
+        raise refusal
     return request.app.state.jobs
 
 
@@ -719,7 +742,7 @@ class RunRoundIn(BaseModel):
     """The round to run; None: the next unfinished one."""
 
 
-operator_router = APIRouter(prefix="/operator", tags=["operator"])
+operator_router = APIRouter(prefix=OPERATOR_PREFIX, tags=["operator"])
 
 
 def _accepted(job: Job) -> JobOut:

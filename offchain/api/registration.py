@@ -13,28 +13,47 @@ holders folder as it was.
 
 **Proof of control.** The holder signs, with EIP-191 ``personal_sign``
 (``eth_account.messages.encode_defunct(text=message)``), the text :func:`registration_message`
-builds — seven lines joined by ``\\n``, no trailing newline::
+builds — eight lines joined by ``\\n``, no trailing newline::
 
-    offchain holder registration v1
+    offchain holder registration v2
     address: 0x<EIP-55 address>
     name: <holder name>
     reservation_price_wei: <decimal integer>
     images: <number of images>
     images_root: 0x<hex SHA-256 of the concatenated 32-byte SHA-256 digests of the image files,
                  sorted ascending by hex>
+    replace: <true | false>
     issued_at: <unix seconds, decimal>
 
 (``images_root`` is on one line; it is wrapped here only for reading.) A file's hash is the
 SHA-256 of its bytes as uploaded (``sha256sum``). The signature binds the address, the name, the
-price and the exact image set, so it cannot be reused for another image set, holder or price; it
-is accepted only while ``issued_at`` lies in ``[now - signature_max_age_s, now +
-signature_max_skew_s]`` (10 minutes back, 1 minute ahead by default). The recovered signer is
-compared with the address case-insensitively.
+price, the exact image set and whether it replaces the address's registration, so it cannot be
+reused for another image set, holder or price, nor turned into a replacement; it is accepted
+only while ``issued_at`` lies in ``[now - signature_max_age_s, now + signature_max_skew_s]`` (10
+minutes back, 1 minute ahead by default), and only if ``issued_at`` is strictly newer than the
+``issued_at`` stored with the address's current registration (``<name>/.registration.json``), so
+an earlier signed registration cannot roll a holder back. The recovered signer is compared with
+the address case-insensitively.
+
+**Demo keys never authorise changes.** A holder folder without an address in ``holder.json``
+(the demo's and ``demo --holders-dir``'s folders) is paid to
+:func:`offchain.data.holders.holder_address` of its name, whose key anyone can derive. A
+registration signed by such a demo-derived address (of its own name or of any existing folder)
+is refused (:class:`DemoKeyRefused`), and so is one that targets a folder without an address
+(:class:`AlreadyRegistered`). A folder whose ``holder.json`` is unreadable is skipped with a
+warning in listings and refuses registrations under its name.
 
 Order of checks (cheap ones first, so an unauthenticated request never makes the server decode
-images): fields, per-file and total sizes and count, signature, image type (magic bytes) and
-decoding with Pillow (``verify()`` then a full ``load()``), dimensions, then the uniqueness of
-the address and the name.
+images): fields, per-file and total sizes and count, signature, the demo key of the name, image
+type (magic bytes), dimensions and the total pixel budget from the headers of all images, then
+decoding with Pillow (``verify()`` then a full decode), then, under the registration lock, the
+uniqueness of the address and the name, demo-keyed folders and the freshness of ``issued_at``.
+
+**Crash safety.** A replacement records its plan in ``.replace-journal.json``, moves the
+address's old folders aside (``.old-<name>-…``) and renames the new one into place;
+:func:`recover_holders_dir` (run by the API at start-up and before each registration, under the
+registration lock) completes or rolls back an interrupted replacement from that journal, so a
+crash never leaves a holder missing.
 
 **Registration from a manifest.** :func:`register_from_manifest` registers images that already
 lie on the server's machine: the request carries the list of the images' SHA-256 hashes (the
@@ -55,9 +74,11 @@ same image checks and the same atomic write as an upload.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -72,7 +93,7 @@ from pathlib import Path
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_utils import is_address, is_checksum_address, to_checksum_address
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from offchain.data.holders import (
     HOLDER_JSON,
@@ -84,6 +105,9 @@ from offchain.data.holders import (
     holder_address,
 )
 from offchain.errors import DataError
+from offchain.faults import fault_point
+from offchain.jsonsafe import UnsafeJSON, loads_bounded
+from offchain.utils import write_json
 
 try:  # advisory lock across processes (POSIX); the thread lock below covers one process
     import fcntl
@@ -93,6 +117,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = [
     "MESSAGE_HEADER",
     "AlreadyRegistered",
+    "DemoKeyRefused",
     "InvalidRegistration",
     "RegisteredHolder",
     "Registration",
@@ -100,17 +125,22 @@ __all__ = [
     "RegistrationLimits",
     "SignatureRejected",
     "SourceNotAllowed",
+    "StaleRegistration",
     "UploadTooLarge",
     "count_registered",
     "images_root",
     "list_registered",
+    "recover_holders_dir",
     "register_from_manifest",
     "register_holder",
     "registration_message",
 ]
 
-MESSAGE_HEADER = "offchain holder registration v1"
-"""First line of the signed message (names the purpose and the format version)."""
+logger = logging.getLogger(__name__)
+
+MESSAGE_HEADER = "offchain holder registration v2"
+"""First line of the signed message (names the purpose and the format version; v2 added the
+``replace`` line, so a v1 signature is refused)."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 """Holder names: 1–64 characters, letters, digits, ``_ . -``, not starting with ``.`` or ``-``."""
@@ -120,6 +150,17 @@ HEX_SHA256 = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 _MAGIC = {b"\x89PNG\r\n\x1a\n": ("PNG", ".png"), b"\xff\xd8\xff": ("JPEG", ".jpg")}
 _LOCK_FILE = ".registration.lock"
+RECORD_FILE = ".registration.json"
+"""Inside a holder folder: ``{"address", "issued_at", "signature"}`` of the registration that
+wrote it (hidden from the loader); written first, it also marks the service's own
+``.tmp-register-*`` folders."""
+_JOURNAL = ".replace-journal.json"
+_MAX_META_BYTES = 64 * 1024
+"""Largest ``holder.json`` read (ours are < 200 bytes)."""
+_demo_address = functools.lru_cache(maxsize=4096)(holder_address)
+""":func:`holder_address`, cached (≈ 2 ms each: an elliptic-curve multiplication)."""
+_TMP_PREFIX = ".tmp-register-"
+_OLD_PREFIX = ".old-"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,7 +185,17 @@ class SignatureRejected(RegistrationError):
 
 
 class AlreadyRegistered(RegistrationError):
-    """The address or the name is registered already (and replacing was not asked for)."""
+    """The address or the name is registered already (and replacing was not asked for), or the
+    name's folder may not be changed through the service (no address, unreadable holder.json)."""
+
+
+class StaleRegistration(AlreadyRegistered):
+    """``issued_at`` is not newer than that of the address's stored registration (a replay)."""
+
+
+class DemoKeyRefused(RegistrationError):
+    """The address is a demo-derived one (:func:`offchain.data.holders.holder_address`): anyone
+    can compute its key, so it never authorises a change."""
 
 
 class SourceNotAllowed(RegistrationError):
@@ -173,6 +224,10 @@ class RegistrationLimits:
     """Smallest image width and height in pixels."""
     max_side_px: int = MAX_IMAGE_SIDE_PX
     """Largest image width and height in pixels (checked from the header, before decoding)."""
+    max_total_pixels: int = 64 * 1024 * 1024
+    """Most pixels (width × height, summed over the images) one registration may decode
+    (67,108,864 ≈ 1,000 images of 256 × 256); checked from the headers of all images before any
+    is decoded."""
     signature_max_age_s: int = 600
     """How long after ``issued_at`` a signature is accepted (10 minutes)."""
     signature_max_skew_s: int = 60
@@ -227,15 +282,26 @@ def images_root(hashes: Sequence[str]) -> str:
 
 
 def registration_message(
-    address: str, name: str, reservation_price_wei: int, hashes: Sequence[str], issued_at: int
+    address: str,
+    name: str,
+    reservation_price_wei: int,
+    hashes: Sequence[str],
+    issued_at: int,
+    *,
+    replace: bool,
 ) -> str:
     """The text a holder signs with ``personal_sign`` (format in the module docstring).
 
-    >>> registration_message("0x" + "ab" * 20, "alice", 5, ["00" * 32], 1700000000).splitlines()[1:]
+    ``replace``: whether the registration replaces the address's current one (signed, so a
+    first registration cannot be re-sent as a replacement).
+
+    >>> registration_message(
+    ...     "0x" + "ab" * 20, "alice", 5, ["00" * 32], 1700000000, replace=False
+    ... ).splitlines()[1:]
     ['address: 0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB', 'name: alice', \
 'reservation_price_wei: 5', 'images: 1', \
 'images_root: 0x66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925', \
-'issued_at: 1700000000']
+'replace: false', 'issued_at: 1700000000']
     """
     return "\n".join(
         [
@@ -245,6 +311,7 @@ def registration_message(
             f"reservation_price_wei: {int(reservation_price_wei)}",
             f"images: {len(hashes)}",
             f"images_root: 0x{images_root(hashes)}",
+            f"replace: {'true' if replace else 'false'}",
             f"issued_at: {int(issued_at)}",
         ]
     )
@@ -328,12 +395,27 @@ def _check_signature(message: str, signature: str, address: str) -> None:
     if signer.lower() != address.lower():
         raise SignatureRejected(
             f"signature is by {signer}, not by {address}: it does not sign this registration "
-            "(address, name, price, image set and issued_at must match the signed message)"
+            "(address, name, price, image set, replace and issued_at must match the signed "
+            "message, format v2)"
         )
 
 
-def _check_image(filename: str, data: bytes, limits: RegistrationLimits) -> str:
-    """The stored extension (``.png``/``.jpg``) of a valid image, else InvalidRegistration."""
+_STREAM_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def _decode_error(filename: str, exc: Exception) -> InvalidRegistration:
+    """InvalidRegistration naming the file (never Pillow's ``<_io.BytesIO object at …>``)."""
+    if isinstance(exc, UnidentifiedImageError):
+        reason = "Pillow cannot identify the image data"
+    else:
+        reason = _STREAM_REPR.sub(repr(filename), str(exc)) or type(exc).__name__
+    return InvalidRegistration(f"image {filename!r} is corrupt or unreadable ({reason})")
+
+
+def _image_header(filename: str, data: bytes, limits: RegistrationLimits) -> tuple[str, int]:
+    """``(stored extension .png/.jpg, width × height)`` from the image's magic bytes and header
+    (nothing decoded), else InvalidRegistration (not PNG/JPEG, unreadable header, a side out of
+    ``[min_side_px, max_side_px]``)."""
     kind = next(
         ((fmt, ext) for magic, (fmt, ext) in _MAGIC.items() if data.startswith(magic)), None
     )
@@ -343,28 +425,57 @@ def _check_image(filename: str, data: bytes, limits: RegistrationLimits) -> str:
         )
     fmt, ext = kind
     try:
+        with Image.open(io.BytesIO(data)) as img:  # lazy: reads the header only
+            found, (width, height) = img.format, img.size
+    except IMAGE_DECODE_ERRORS as exc:
+        raise _decode_error(filename, exc) from exc
+    if found != fmt:
+        raise InvalidRegistration(f"image {filename!r}: {found} data, not {fmt}")
+    if not (
+        limits.min_side_px <= width <= limits.max_side_px
+        and limits.min_side_px <= height <= limits.max_side_px
+    ):
+        raise InvalidRegistration(
+            f"image {filename!r} is {width}x{height} px; each side must lie in "
+            f"[min_side_px {limits.min_side_px}, max_side_px {limits.max_side_px}]"
+        )
+    return ext, width * height
+
+
+def _check_headers(images: Sequence[tuple[str, bytes]], limits: RegistrationLimits) -> list[str]:
+    """The stored extension of each image, after checking every header and the total pixel
+    budget (before anything is decoded).
+
+    Raises:
+        InvalidRegistration: as :func:`_image_header`.
+        UploadTooLarge: the images hold more than ``max_total_pixels`` pixels in all.
+    """
+    extensions, total = [], 0
+    for filename, data in images:
+        ext, pixels = _image_header(filename, data, limits)
+        extensions.append(ext)
+        total += pixels
+        if total > limits.max_total_pixels:
+            raise UploadTooLarge(
+                f"images decode to more than max_total_pixels {limits.max_total_pixels} pixels "
+                f"(width x height summed; passed at image {filename!r}); send fewer or smaller "
+                "images"
+            )
+    return extensions
+
+
+def _check_decodes(filename: str, data: bytes) -> None:
+    """Decode the image fully (Pillow ``verify()``, then the loader's decoding), else
+    InvalidRegistration naming the file."""
+    try:
         with Image.open(io.BytesIO(data)) as img:
-            if img.format != fmt:
-                raise InvalidRegistration(f"image {filename!r}: {img.format} data, not {fmt}")
-            width, height = img.size
-            if not (
-                limits.min_side_px <= width <= limits.max_side_px
-                and limits.min_side_px <= height <= limits.max_side_px
-            ):
-                raise InvalidRegistration(
-                    f"image {filename!r} is {width}x{height} px; each side must lie in "
-                    f"[min_side_px {limits.min_side_px}, max_side_px {limits.max_side_px}]"
-                )
             img.verify()
         with Image.open(io.BytesIO(data)) as img:  # verify() leaves the image unusable
             decode_grayscale(img)  # the loader's decoding: 16-bit scaled, not clipped
-    except InvalidRegistration:
-        raise
     except DataError as exc:
         raise InvalidRegistration(f"image {filename!r}: {exc}") from exc
     except IMAGE_DECODE_ERRORS as exc:
-        raise InvalidRegistration(f"image {filename!r} is corrupt or unreadable ({exc})") from exc
-    return ext
+        raise _decode_error(filename, exc) from exc
 
 
 # ---------------------------------------------------------------------------------------------
@@ -389,18 +500,70 @@ def _locked(holders_dir: Path) -> Iterator[None]:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _folder_address(folder: Path) -> str:
-    """The address a holder folder pays (``holder.json``, else the demo address of its name)."""
+class UnreadableHolder(DataError):
+    """A holder folder's ``holder.json`` is not a JSON object with a valid address and price."""
+
+
+def _read_meta(folder: Path) -> dict | None:
+    """``folder/holder.json`` as a dict (None when there is none).
+
+    Raises:
+        UnreadableHolder: unreadable, not JSON, not an object, a bad address or price.
+    """
     path = folder / HOLDER_JSON
-    if path.exists():
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: not valid JSON ({exc})") from exc
-        if isinstance(meta, dict) and isinstance(meta.get("address"), str):
-            if is_address(meta["address"]):
-                return to_checksum_address(meta["address"])
-    return holder_address(folder.name)
+    if not path.is_file():
+        if path.exists() or path.is_symlink():
+            raise UnreadableHolder(f"holder folder {folder.name!r}: {HOLDER_JSON} is not a file")
+        return None
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(_MAX_META_BYTES + 1)
+    except OSError as exc:
+        raise UnreadableHolder(
+            f"holder folder {folder.name!r}: {HOLDER_JSON} cannot be read ({exc.strerror})"
+        ) from exc
+    try:
+        meta = loads_bounded(raw, max_bytes=_MAX_META_BYTES, what=HOLDER_JSON)
+    except UnsafeJSON as exc:  # names the file and why: not valid JSON, too large, too deep
+        raise UnreadableHolder(f"holder folder {folder.name!r}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise UnreadableHolder(f"holder folder {folder.name!r}: {HOLDER_JSON} is not an object")
+    address = meta.get("address")
+    if address is not None and not (isinstance(address, str) and is_address(address)):
+        raise UnreadableHolder(
+            f"holder folder {folder.name!r}: {HOLDER_JSON} address {address!r} is not an address"
+        )
+    price = meta.get("reservation_price_wei", 0)
+    if isinstance(price, str) and price.isascii() and price.isdigit():
+        price = int(price)
+    if isinstance(price, bool) or not isinstance(price, int) or price < 0:
+        raise UnreadableHolder(
+            f"holder folder {folder.name!r}: {HOLDER_JSON} reservation_price_wei {price!r} is "
+            "not a non-negative integer"
+        )
+    return {**meta, "reservation_price_wei": price}
+
+
+def _folder_owner(folder: Path) -> str | None:
+    """The EIP-55 address in ``holder.json``; None for a folder without one (a demo/CLI folder,
+    paid to the demo-derived address of its name, whose key anyone can compute).
+
+    Raises:
+        UnreadableHolder: as :func:`_read_meta`.
+    """
+    meta = _read_meta(folder)
+    if meta is None or meta.get("address") is None:
+        return None
+    return to_checksum_address(meta["address"])
+
+
+def _stored_issued_at(folder: Path) -> int:
+    """``issued_at`` of the registration that wrote ``folder`` (0 if it has no record)."""
+    try:
+        value = json.loads((folder / RECORD_FILE).read_text()).get("issued_at", 0)
+    except (OSError, ValueError, AttributeError):
+        return 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _holder_folders(holders_dir: Path) -> list[Path]:
@@ -414,20 +577,23 @@ def count_registered(holders_dir: Path) -> int:
 
 
 def list_registered(holders_dir: Path) -> list[RegisteredHolder]:
-    """The holders stored under ``holders_dir`` (address, name, price, image count), by name."""
+    """The holders stored under ``holders_dir`` (address, name, price, image count), by name.
+
+    A folder without an address in ``holder.json`` is listed with the demo address of its name
+    (what the loader pays); a folder whose ``holder.json`` is unreadable is skipped with a
+    logged warning, so it does not hide the others.
+    """
     holders_dir = Path(holders_dir)
     if not holders_dir.is_dir():
         return []
     found = []
     for folder in _holder_folders(holders_dir):
-        price = 0
-        path = folder / HOLDER_JSON
-        if path.exists():
-            try:
-                raw = json.loads(path.read_text()).get("reservation_price_wei", 0)
-                price = int(raw)
-            except (OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError):
-                price = 0
+        try:
+            meta = _read_meta(folder) or {}
+        except UnreadableHolder as exc:
+            logger.warning("skipping holder folder %s: %s", folder, exc)
+            continue
+        owner = meta.get("address")
         files = [
             p
             for p in folder.iterdir()
@@ -435,9 +601,9 @@ def list_registered(holders_dir: Path) -> list[RegisteredHolder]:
         ]
         found.append(
             RegisteredHolder(
-                address=_folder_address(folder),
+                address=to_checksum_address(owner) if owner else _demo_address(folder.name),
                 name=folder.name,
-                reservation_price_wei=price,
+                reservation_price_wei=meta.get("reservation_price_wei", 0),
                 n_images=len(files),
             )
         )
@@ -471,12 +637,18 @@ def register_holder(
     Raises:
         InvalidRegistration: a bad field, a corrupt image, a wrong type or size in pixels, too
             few or too many images, the same image twice, a malformed signature.
-        UploadTooLarge: an image over ``max_image_bytes`` or all over ``max_total_bytes``.
-        SignatureRejected: the signer is not the address, or ``issued_at`` is out of the window.
-        AlreadyRegistered: the address or the name is registered (and may not be replaced).
+        UploadTooLarge: an image over ``max_image_bytes``, all over ``max_total_bytes``, or
+            their headers over ``max_total_pixels``.
+        SignatureRejected: the signer is not the address (the signed message includes
+            ``allow_replace``), or ``issued_at`` is out of the window.
+        DemoKeyRefused: the address is the demo-derived address of the name or of an existing
+            folder.
+        AlreadyRegistered: the address or the name is registered (and may not be replaced), or
+            the name's folder has no address or an unreadable ``holder.json``.
+        StaleRegistration: ``issued_at`` is not newer than the address's stored registration.
     """
     limits = limits or RegistrationLimits()
-    fields = _check_fields(registration, limits)
+    fields = _check_fields(registration, limits, allow_replace)
     _check_sizes(images, limits)
 
     hashes = [hashlib.sha256(data).hexdigest() for _, data in images]
@@ -488,8 +660,8 @@ def register_holder(
             )
         seen[h] = filename
 
-    _check_signed(fields, registration.signature, hashes, limits, now)
-    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, allow_replace)
+    _check_signed(fields, hashes, limits, now)
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits)
 
 
 def register_from_manifest(
@@ -505,7 +677,7 @@ def register_from_manifest(
 ) -> RegisteredHolder:
     """Register the image files of a local folder named by a manifest of their hashes.
 
-    The signature covers the same v1 message as an upload, with ``images_root`` of
+    The signature covers the same v2 message as an upload, with ``images_root`` of
     ``image_sha256``. The folder rule (its image files are exactly the manifest set) and the
     order of checks are in the module docstring; the files then pass the same checks and the
     same atomic write as :func:`register_holder`.
@@ -529,32 +701,34 @@ def register_from_manifest(
             manifest hash without a file, two files with the same bytes.
         UploadTooLarge: a file over ``max_image_bytes`` or all over ``max_total_bytes`` (the
             reads stop at the limit).
-        SignatureRejected: the signer is not the address, or ``issued_at`` is out of the window.
+        SignatureRejected, DemoKeyRefused, AlreadyRegistered, StaleRegistration: as for
+            :func:`register_holder`.
         SourceNotAllowed: no allowed root, or ``source_dir`` or one of its image files resolves
             outside every allowed root.
-        AlreadyRegistered: the address or the name is registered (and may not be replaced).
     """
     limits = limits or RegistrationLimits()
-    fields = _check_fields(registration, limits)
+    fields = _check_fields(registration, limits, allow_replace)
     hashes = _check_manifest(image_sha256, limits)
-    _check_signed(fields, registration.signature, hashes, limits, now)
+    _check_signed(fields, hashes, limits, now)
     folder, root = _check_source_dir(source_dir, allowed_roots)
     images = _read_manifest_images(folder, root, hashes, limits)
     _check_sizes(images, limits)  # enforced while reading already; the upload's checks, as is
-    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, allow_replace)
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits)
 
 
 @dataclass(frozen=True)
 class _Fields:
-    """A registration's checked fields."""
+    """A registration's checked fields (``signature`` as sent, checked by :func:`_check_signed`)."""
 
     address: str
     name: str
     price: int
     issued_at: int
+    signature: str
+    replace: bool
 
 
-def _check_fields(registration: Registration, limits: RegistrationLimits) -> _Fields:
+def _check_fields(registration: Registration, limits: RegistrationLimits, replace: bool) -> _Fields:
     return _Fields(
         address=_check_address(registration.address),
         name=_check_name(registration.name),
@@ -562,17 +736,16 @@ def _check_fields(registration: Registration, limits: RegistrationLimits) -> _Fi
             "reservation_price_wei", registration.reservation_price_wei, 0, limits.max_price_wei
         ),
         issued_at=_check_int("issued_at", registration.issued_at, 0, 2**63 - 1),
+        signature=registration.signature,
+        replace=bool(replace),
     )
 
 
 def _check_signed(
-    fields: _Fields,
-    signature: str,
-    hashes: Sequence[str],
-    limits: RegistrationLimits,
-    now: float | None,
+    fields: _Fields, hashes: Sequence[str], limits: RegistrationLimits, now: float | None
 ) -> None:
-    """``issued_at`` within the window, then the signature over the message of ``hashes``."""
+    """``issued_at`` within the window, the signature over the v2 message of ``hashes``, then
+    the address not a demo-derived one of the name."""
     now = time.time() if now is None else now
     address, name, price, issued_at = fields.address, fields.name, fields.price, fields.issued_at
     if issued_at < now - limits.signature_max_age_s:
@@ -585,8 +758,18 @@ def _check_signed(
             f"issued_at {issued_at} is {int(issued_at - now)} s in the future "
             f"> signature_max_skew_s {limits.signature_max_skew_s}"
         )
-    message = registration_message(address, name, price, hashes, issued_at)
-    _check_signature(message, signature, address)
+    message = registration_message(address, name, price, hashes, issued_at, replace=fields.replace)
+    _check_signature(message, fields.signature, address)
+    if address == _demo_address(name):
+        raise DemoKeyRefused(_demo_key_text(address, name))
+
+
+def _demo_key_text(address: str, name: str) -> str:
+    return (
+        f"address {address} is the demo-derived address of holder name {name!r} (its key is "
+        "keccak256('holder:' + name), which anyone can compute); demo keys cannot register or "
+        "change holders through the service"
+    )
 
 
 def _check_manifest(image_sha256: Sequence[str], limits: RegistrationLimits) -> list[str]:
@@ -617,13 +800,15 @@ def _check_source_dir(source_dir: Path, allowed_roots: Sequence[Path]) -> tuple[
     """``(resolved source_dir, the allowed root holding it)``."""
     if not allowed_roots:
         raise SourceNotAllowed("registration from a manifest is disabled (no allowed roots)")
+    if "\x00" in str(source_dir):
+        raise InvalidRegistration("source_dir contains a NUL byte; it must be a folder path")
     raw = Path(source_dir)
     if not raw.is_absolute():
         raise InvalidRegistration(f"source_dir {str(raw)!r} must be an absolute path")
     try:
         folder = raw.resolve()
         roots = [Path(r).resolve() for r in allowed_roots]
-    except (OSError, RuntimeError) as exc:  # a symlink loop
+    except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop
         raise InvalidRegistration(f"source_dir {str(raw)!r} cannot be resolved ({exc})") from exc
     root = next((r for r in roots if _within(folder, r)), None)
     if root is None:
@@ -715,49 +900,93 @@ def _validate_and_store(
     images: Sequence[tuple[str, bytes]],
     hashes: Sequence[str],
     limits: RegistrationLimits,
-    allow_replace: bool,
 ) -> RegisteredHolder:
-    """Decode-check the (authenticated) images, then write them atomically: the part of a
-    registration shared by uploads and manifests."""
-    address, name, price = fields.address, fields.name, fields.price
-    extensions = [_check_image(filename, data, limits) for filename, data in images]
+    """Check the (authenticated) images' headers and pixel budget, decode them, then write them
+    atomically: the part of a registration shared by uploads and manifests."""
+    extensions = _check_headers(images, limits)
+    for filename, data in images:
+        _check_decodes(filename, data)
 
     holders_dir.mkdir(parents=True, exist_ok=True)
     with _locked(holders_dir):
-        own: list[Path] = []
-        for folder in _holder_folders(holders_dir):
-            owner = _folder_address(folder)
-            if owner == address:
-                own.append(folder)
-            elif folder.name == name:
-                raise AlreadyRegistered(f"name {name!r} is registered by {owner}")
-        if own and not allow_replace:
-            raise AlreadyRegistered(
-                f"address {address} is registered as {own[0].name!r}; ask to replace it"
-            )
-
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-register-", dir=holders_dir))
+        _recover(holders_dir)
+        own = _owned_folders(holders_dir, fields)
+        tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=holders_dir))
         try:
+            record = {"address": fields.address, "issued_at": fields.issued_at}
+            (tmp / RECORD_FILE).write_text(  # first: marks the folder as the service's own
+                json.dumps({**record, "signature": fields.signature}, indent=2) + "\n"
+            )
             for data, h, ext in zip((d for _, d in images), hashes, extensions, strict=True):
                 (tmp / f"{h}{ext}").write_bytes(data)
-            (tmp / HOLDER_JSON).write_text(
-                json.dumps({"address": address, "reservation_price_wei": price}, indent=2) + "\n"
-            )
+            meta = {"address": fields.address, "reservation_price_wei": fields.price}
+            (tmp / HOLDER_JSON).write_text(json.dumps(meta, indent=2) + "\n")
             _sync_folder(tmp)
-            _move_into_place(tmp, holders_dir / name, own)
+            _move_into_place(tmp, holders_dir / fields.name, own)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
     sorted_hashes = tuple(sorted(hashes))
     return RegisteredHolder(
-        address=address,
-        name=name,
-        reservation_price_wei=price,
+        address=fields.address,
+        name=fields.name,
+        reservation_price_wei=fields.price,
         n_images=len(images),
         image_sha256=sorted_hashes,
         images_root="0x" + images_root(sorted_hashes),
     )
+
+
+def _owned_folders(holders_dir: Path, fields: _Fields) -> list[Path]:
+    """The folders ``fields.address`` owns (to be replaced), after checking that the name is
+    free or its own, that no folder makes the address a demo key, and that the registration is
+    newer than the stored one. Call under the registration lock.
+
+    Raises:
+        AlreadyRegistered: the address is registered and ``replace`` is false; the name belongs
+            to another address, has no address (a demo folder) or an unreadable holder.json.
+        DemoKeyRefused: the address is the demo-derived address of an existing folder.
+        StaleRegistration: ``issued_at`` is not newer than the address's stored registration.
+    """
+    address, name = fields.address, fields.name
+    own: list[Path] = []
+    for folder in _holder_folders(holders_dir):
+        try:
+            owner = _folder_owner(folder)
+        except UnreadableHolder as exc:
+            if folder.name == name:
+                raise AlreadyRegistered(
+                    f"{exc}; the operator must repair or remove that folder before {name!r} "
+                    "can be registered"
+                ) from exc
+            logger.warning("skipping holder folder %s: %s", folder, exc)
+            continue
+        if owner is None:
+            if folder.name == name:
+                raise AlreadyRegistered(
+                    f"holder folder {name!r} has no address in {HOLDER_JSON}: it is a demo/CLI "
+                    f"folder paid to the demo-derived address {_demo_address(name)}, whose key "
+                    "anyone can compute, so it cannot be changed through the service"
+                )
+            if _demo_address(folder.name) == address:
+                raise DemoKeyRefused(_demo_key_text(address, folder.name))
+        elif owner == address:
+            own.append(folder)
+        elif folder.name == name:
+            raise AlreadyRegistered(f"name {name!r} is registered by {owner}")
+    if own and not fields.replace:
+        raise AlreadyRegistered(
+            f"address {address} is registered as {own[0].name!r}; ask to replace it"
+        )
+    newest = max((_stored_issued_at(folder) for folder in own), default=None)
+    if newest is not None and fields.issued_at <= newest:
+        raise StaleRegistration(
+            f"issued_at {fields.issued_at} is not newer than issued_at {newest} of {address}'s "
+            "stored registration: an earlier signed registration cannot replace a later one; "
+            "sign a new one"
+        )
+    return own
 
 
 def _sync_folder(folder: Path) -> None:
@@ -771,18 +1000,165 @@ def _sync_folder(folder: Path) -> None:
 
 
 def _move_into_place(tmp: Path, target: Path, replaced: Sequence[Path]) -> None:
-    """Rename ``tmp`` to ``target``, first moving the ``replaced`` folders aside (restored on
-    failure, deleted on success)."""
-    aside: list[tuple[Path, Path]] = []
+    """Rename ``tmp`` to ``target``, first moving the ``replaced`` folders aside (restored on an
+    exception, deleted on success). The plan is written to the journal before the first rename,
+    so that :func:`recover_holders_dir` can undo or finish it after a crash."""
+    holders_dir = target.parent
+    stamp = f"{os.getpid()}-{time.time_ns()}"
+    aside = [(f, f.with_name(f"{_OLD_PREFIX}{f.name}-{stamp}")) for f in replaced]
+    journal = holders_dir / _JOURNAL
+    if aside:
+        plan = {
+            "tmp": tmp.name,
+            "target": target.name,
+            "aside": [[f.name, b.name] for f, b in aside],
+        }
+        write_json(journal, plan)
+    moved: list[tuple[Path, Path]] = []
     try:
-        for folder in replaced:
-            backup = folder.with_name(f".old-{folder.name}-{os.getpid()}-{time.time_ns()}")
+        for folder, backup in aside:
             folder.rename(backup)
-            aside.append((folder, backup))
+            moved.append((folder, backup))
+        if aside:
+            fault_point("register:aside")
         tmp.rename(target)
     except BaseException:
-        for folder, backup in reversed(aside):
+        for folder, backup in reversed(moved):
             backup.rename(folder)
+        journal.unlink(missing_ok=True)
         raise
+    if aside:
+        fault_point("register:published")
     for _, backup in aside:
         shutil.rmtree(backup, ignore_errors=True)
+    journal.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery after a crash
+# ---------------------------------------------------------------------------------------------
+
+
+def recover_holders_dir(holders_dir: Path) -> list[str]:
+    """Undo or finish a replacement interrupted by a crash, and remove the service's leftover
+    temporary folders, under the registration lock.
+
+    * ``.replace-journal.json`` present: if its ``.tmp-register-*`` folder still exists, the new
+      registration was never published: the ``.old-*`` folders it names are renamed back (when
+      their name is free) and the temporary folder is removed; otherwise the new one is live and
+      the ``.old-*`` folders it names are removed. Then the journal is removed.
+    * ``.tmp-register-*`` folders holding the service's marker (``.registration.json``), or
+      empty, are removed; others are left alone.
+    * An ``.old-<name>-<pid>-<ns>`` folder no journal names (left by an older version) is renamed
+      back to ``<name>`` if that name is free and no live folder has its address; otherwise it
+      is left with a warning.
+
+    Returns:
+        One line per action (each also logged as a warning); empty when nothing was left over.
+
+    Raises:
+        DataError: an unreadable or malformed journal (repair by hand).
+        OSError: the folder cannot be listed, or a rename or removal fails.
+    """
+    holders_dir = Path(holders_dir)
+    if not holders_dir.is_dir():
+        return []
+    with _locked(holders_dir):
+        return _recover(holders_dir)
+
+
+def _recover(holders_dir: Path) -> list[str]:
+    """:func:`recover_holders_dir`'s work; the caller holds the lock."""
+    done: list[str] = []
+    journal = holders_dir / _JOURNAL
+    if journal.exists():
+        done += _replay_journal(holders_dir, journal)
+    for path in sorted(holders_dir.iterdir()):
+        if path.is_symlink() or not path.is_dir():
+            continue
+        if path.name.startswith(_TMP_PREFIX):
+            if (path / RECORD_FILE).is_file():
+                shutil.rmtree(path)
+                done.append(f"removed the unfinished registration folder {path.name}")
+            elif not any(path.iterdir()):
+                path.rmdir()
+                done.append(f"removed the empty registration folder {path.name}")
+        elif path.name.startswith(_OLD_PREFIX):
+            done += _restore_orphan(holders_dir, path)
+    for line in done:
+        logger.warning("holders folder %s: %s", holders_dir, line)
+    return done
+
+
+def _journal_plan(journal: Path) -> tuple[str, list[tuple[str, str]]]:
+    """``(temporary folder name, [(holder name, backup name)])`` of a journal, names checked."""
+    try:
+        plan = json.loads(journal.read_text())
+        tmp_name = plan["tmp"]
+        aside = [(str(a), str(b)) for a, b in plan["aside"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(
+            f"{journal}: unreadable replacement journal ({exc}); repair by hand"
+        ) from exc
+    names = [tmp_name, *(a for a, _ in aside), *(b for _, b in aside)]
+    if not (
+        isinstance(tmp_name, str)
+        and tmp_name.startswith(_TMP_PREFIX)
+        and all(NAME_PATTERN.fullmatch(a) and b.startswith(_OLD_PREFIX) for a, b in aside)
+        and all("/" not in n and n not in (".", "..") for n in names)
+    ):
+        raise DataError(f"{journal}: replacement journal names unexpected folders; repair by hand")
+    return tmp_name, aside
+
+
+def _replay_journal(holders_dir: Path, journal: Path) -> list[str]:
+    tmp_name, aside = _journal_plan(journal)
+    done: list[str] = []
+    tmp = holders_dir / tmp_name
+    if tmp.is_dir():  # the new registration was never published: undo
+        for name, backup in aside:
+            if (holders_dir / backup).is_dir() and not (holders_dir / name).exists():
+                (holders_dir / backup).rename(holders_dir / name)
+                done.append(f"restored holder {name!r} (its replacement was interrupted)")
+        shutil.rmtree(tmp)
+        done.append(f"removed the unpublished registration folder {tmp_name}")
+    else:  # published: finish
+        for _, backup in aside:
+            if (holders_dir / backup).is_dir():
+                shutil.rmtree(holders_dir / backup)
+                done.append(f"removed {backup}, replaced by a completed registration")
+    journal.unlink()
+    return done
+
+
+def _restore_orphan(holders_dir: Path, backup: Path) -> list[str]:
+    """Rename an ``.old-<name>-<pid>-<ns>`` folder no journal names back, when safe."""
+    name, _, stamp = backup.name.removeprefix(_OLD_PREFIX).rpartition("-")
+    name, _, pid = name.rpartition("-")
+    if not (NAME_PATTERN.fullmatch(name) and pid.isdigit() and stamp.isdigit()):
+        return []
+    try:
+        owner = _folder_owner(backup)
+    except UnreadableHolder as exc:
+        logger.warning("holders folder %s: left %s alone: %s", holders_dir, backup.name, exc)
+        return []
+    live = (holders_dir / name).exists() or (
+        owner is not None and any(_owner_or_none(f) == owner for f in _holder_folders(holders_dir))
+    )
+    if live:
+        logger.warning(
+            "holders folder %s: left %s alone (holder %r or its address is live)",
+            holders_dir,
+            backup.name,
+            name,
+        )
+        return []
+    backup.rename(holders_dir / name)
+    return [f"restored holder {name!r} from {backup.name} (a replacement was interrupted)"]
+
+
+def _owner_or_none(folder: Path) -> str | None:
+    try:
+        return _folder_owner(folder)
+    except UnreadableHolder:
+        return None

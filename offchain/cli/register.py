@@ -1,8 +1,9 @@
 """``offchain register-holder``: sign a holder registration for a local image folder and send it.
 
 The command hashes the folder's image files (names ending ``.png``, ``.jpg``, ``.jpeg``, not
-starting with ``.``), signs the v1 registration message
-(:func:`offchain.api.registration.registration_message`) with the holder's key and registers:
+starting with ``.``), signs the v2 registration message
+(:func:`offchain.api.registration.registration_message`, which covers ``--replace``) with the
+holder's key and registers:
 
 * ``--api URL``: ``POST URL/holders`` with the files (multipart upload), or with ``--manifest``
   ``POST URL/holders/manifest`` with the hashes and the folder's absolute path (the server reads
@@ -99,12 +100,15 @@ def _private_key(keystore: Path | None, password_file: Path | None, dev_index: i
 
 
 def _signed_fields(
-    key: str, name: str, price_wei: int, hashes: list[str], issued_at: int
+    key: str, name: str, price_wei: int, hashes: list[str], issued_at: int, replace: bool
 ) -> dict[str, str]:
+    """The registration's form fields, signed (the message covers ``replace``)."""
     from offchain.api.registration import registration_message
 
     account = Account.from_key(key)
-    message = registration_message(account.address, name, price_wei, hashes, issued_at)
+    message = registration_message(
+        account.address, name, price_wei, hashes, issued_at, replace=replace
+    )
     signature = account.sign_message(encode_defunct(text=message)).signature.hex()
     return {
         "address": account.address,
@@ -193,7 +197,7 @@ def register_holder_cmd(
         key = _private_key(keystore, password_file, dev_index)
         data = [(p.name, p.read_bytes()) for p in files]
         hashes = [hashlib.sha256(b).hexdigest() for _, b in data]
-        fields = _signed_fields(key, name, price_wei, hashes, int(time.time()))
+        fields = _signed_fields(key, name, price_wei, hashes, int(time.time()), replace)
         if api is not None:
             result = _post(api, fields, files, manifest, replace)
         else:
