@@ -347,3 +347,23 @@ def test_a_signing_request_written_with_integers_is_served_with_strings(big_roun
     assert served.status_code == 200
     assert unsafe_for_javascript(js_parse(served.text)) == []
     assert served.json() == request
+
+
+def test_the_claims_watch_reads_the_compiled_contracts_claimed_event(compiled) -> None:
+    """The API reads ``Claimed`` logs with a built-in ABI entry (no compiler needed)."""
+    from offchain.chain.claims_watch import CLAIMED_EVENT_ABI
+
+    (entry,) = [e for e in compiled["CompensationPool"].abi
+                if e.get("type") == "event" and e.get("name") == "Claimed"]
+    assert entry == CLAIMED_EVENT_ABI
+
+
+def test_an_unreachable_rpc_falls_back_to_the_nodes_claims_without_blocking(big_round) -> None:
+    run_dir, _ = big_round
+    client = TestClient(create_app(run_dir, chain_rpc_url="http://127.0.0.1:1"))
+    started = time.monotonic()
+    for _ in range(3):
+        body = client.get(f"/holders/{ADDRESSES[0]}/claims").json()
+        assert body["claimed_source"] == "node" and body["claims"][0]["claimed"] is False
+    assert client.get("/rounds/1").json()["claimed_source"] == "node"
+    assert time.monotonic() - started < 10  # the chain is read in the background, never inline

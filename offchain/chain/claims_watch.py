@@ -25,9 +25,25 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ClaimedView", "ClaimsWatch"]
+__all__ = ["CLAIMED_EVENT_ABI", "ClaimedView", "ClaimsWatch"]
 
 logger = logging.getLogger(__name__)
+
+CLAIMED_EVENT_ABI: dict[str, Any] = {
+    "type": "event",
+    "name": "Claimed",
+    "anonymous": False,
+    "inputs": [
+        {"name": "campaignId", "type": "uint256", "indexed": True, "internalType": "uint256"},
+        {"name": "roundId", "type": "uint256", "indexed": True, "internalType": "uint256"},
+        {"name": "account", "type": "address", "indexed": True, "internalType": "address"},
+        {"name": "index", "type": "uint256", "indexed": False, "internalType": "uint256"},
+        {"name": "recipient", "type": "address", "indexed": False, "internalType": "address"},
+        {"name": "amount", "type": "uint256", "indexed": False, "internalType": "uint256"},
+    ],
+}
+"""``CompensationPool``'s ``Claimed`` event, so the API reads claims without compiling the
+contract (``tests/test_client_data.py`` keeps it equal to the compiled ABI's)."""
 
 
 @dataclass(frozen=True)
@@ -49,8 +65,8 @@ class ClaimsWatch:
         rpc_url: The chain's JSON-RPC endpoint.
         pool_address: The ``CompensationPool``.
         campaign_id: The campaign whose leaves are watched.
-        pool_abi: The pool's ABI; None: the compiled contract's (:func:`compile_contracts`,
-            cached on disk).
+        pool_abi: The pool's ABI (only its ``Claimed`` event is used); None:
+            :data:`CLAIMED_EVENT_ABI`.
         refresh_s: A view older than this starts a refresh (in the background).
         max_age_s: A view older than this is not served (:meth:`snapshot` returns None).
         from_block: First block to read (the pool's deployment block, when known).
@@ -158,9 +174,5 @@ class ClaimsWatch:
         from offchain.chain.client import ChainClient
         from offchain.chain.pool import PoolClient
 
-        abi = self._pool_abi
-        if abi is None:
-            from offchain.chain.compiler import compile_contracts
-
-            abi = compile_contracts()["CompensationPool"].abi
+        abi = self._pool_abi if self._pool_abi is not None else [CLAIMED_EVENT_ABI]
         return PoolClient(ChainClient(self.rpc_url, timeout=5.0), self.pool_address, abi)
