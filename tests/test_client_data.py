@@ -367,3 +367,14 @@ def test_an_unreachable_rpc_falls_back_to_the_nodes_claims_without_blocking(big_
         assert body["claimed_source"] == "node" and body["claims"][0]["claimed"] is False
     assert client.get("/rounds/1").json()["claimed_source"] == "node"
     assert time.monotonic() - started < 10  # the chain is read in the background, never inline
+
+
+def test_an_rpc_of_another_chain_is_not_read_as_nothing_claimed(anvil, big_round) -> None:
+    """The deployment file says chain 1; the RPC (anvil) is 31337: no chain view is served."""
+    run_dir, _ = big_round
+    _deployment(run_dir, chain_id=1)
+    client = TestClient(create_app(run_dir, chain_rpc_url=anvil.rpc_url))
+    chain_claims = client.app.state.chain_claims
+    watch = chain_claims.watch(run_dir / "deployment.json")
+    assert watch.wait_synced() is None and "chain 31337" in watch.last_error
+    assert client.get(f"/holders/{ADDRESSES[0]}/claims").json()["claimed_source"] == "node"

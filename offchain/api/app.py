@@ -405,7 +405,7 @@ class ChainClaims:
         self.pool_abi = pool_abi
         self._lock = threading.Lock()
         self._file: FileKey = None
-        self._target: tuple[str, int] | None = None
+        self._target: tuple[str, int, int | None] | None = None
         self._watch: ClaimsWatch | None = None
 
     def watch(self, deployment_file: Path) -> ClaimsWatch | None:
@@ -419,13 +419,15 @@ class ChainClaims:
                 try:
                     data = read_json(deployment_file) if key is not None else {}
                     if data.get("pool") and data.get("campaign_id") is not None:
-                        target = (str(data["pool"]), int(data["campaign_id"]))
+                        chain_id = data.get("chain_id")
+                        target = (str(data["pool"]), int(data["campaign_id"]),
+                                  None if chain_id is None else int(chain_id))
                 except (OSError, ValueError, TypeError, AttributeError):
                     target = None
                 if target != self._target:
                     self._watch = None if target is None else ClaimsWatch(
                         self.rpc_url, target[0], target[1], pool_abi=self.pool_abi,
-                        refresh_s=self.refresh_s, max_age_s=self.max_age_s,
+                        refresh_s=self.refresh_s, max_age_s=self.max_age_s, chain_id=target[2],
                     )
                     self._target = target
                 self._file = key

@@ -70,6 +70,8 @@ class ClaimsWatch:
         refresh_s: A view older than this starts a refresh (in the background).
         max_age_s: A view older than this is not served (:meth:`snapshot` returns None).
         from_block: First block to read (the pool's deployment block, when known).
+        chain_id: The chain the pool is on (the deployment file's); an RPC of another chain is
+            an error (no view is served) rather than a view of an empty pool.
         chunk_blocks: Most blocks asked for in one ``eth_getLogs``.
         connect: Builds the pool client (tests inject faults); default: a
             :class:`~offchain.chain.client.ChainClient` with a short timeout.
@@ -87,6 +89,7 @@ class ClaimsWatch:
         from_block: int = 0,
         chunk_blocks: int = 5_000,
         connect: Callable[[], Any] | None = None,
+        chain_id: int | None = None,
     ) -> None:
         if refresh_s <= 0 or max_age_s < refresh_s:
             raise ValueError("need 0 < refresh_s <= max_age_s")
@@ -96,6 +99,7 @@ class ClaimsWatch:
         self.refresh_s = refresh_s
         self.max_age_s = max_age_s
         self.chunk_blocks = max(1, int(chunk_blocks))
+        self.chain_id = chain_id
         self._pool_abi = list(pool_abi) if pool_abi is not None else None
         self._connect = connect or self._default_connect
         self._pool: Any = None
@@ -154,6 +158,9 @@ class ClaimsWatch:
         self._started_at = time.monotonic()
         try:
             pool = self._pool or self._connect()
+            if self.chain_id is not None and int(pool.client.chain_id) != self.chain_id:
+                raise ValueError(f"the RPC is chain {pool.client.chain_id}, the pool is on "
+                                 f"chain {self.chain_id}")
             self._pool = pool
             head = int(pool.client.w3.eth.block_number)
             cursor = self._cursor
