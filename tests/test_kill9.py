@@ -208,7 +208,7 @@ def _finish(node: Node, *extra: str) -> dict:
     """A plain run (no fault point) that must complete the round."""
     done = node.run_round(*extra)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    result = json.loads(done.stdout[done.stdout.rindex("\n{") :])
+    result = json.loads(done.stdout)  # with --json, stdout holds the JSON document only
     assert result["status"] == "finalized", result
     assert set(result["stages"].values()) == {"done"}, result["stages"]
     return result
