@@ -1,9 +1,11 @@
 """Property-based invariants of ``CompensationPool`` on a real anvil node (hypothesis stateful).
 
 A :class:`PoolMachine` (hypothesis ``RuleBasedStateMachine``) runs random sequences of fund /
-post / revoke / finalize / claim (single, batch, batch-to-recipient) / reclaim / rotate / pause /
-unpause / time jumps, sent by random actors (sponsors, relayer, guardians, admins, a stranger,
-holders), on one pool holding three campaigns: two share one ERC-20 (``TestToken``), the third
+post (including into revoked gaps) / revoke (any pending round) / finalize / claim (single, batch,
+batch-to-recipient with single-use nonced authorisations) / cancel authorisations / reclaim and
+reclaimTo / propose, execute and cancel signer rotations / pause / unpause / time jumps, sent by
+random actors (sponsors, relayer, guardians, admins, a stranger, holders), on one pool holding
+three campaigns: two share one ERC-20 (``TestToken``), the third
 pays native ETH. A Python model mirrors the contract: for every action it predicts the exact
 outcome (success, or the name of the custom error the contract must revert with, in the order the
 contract checks), and the machine fails on any disagreement in either direction. One hypothesis
@@ -25,7 +27,9 @@ After every step one batched JSON-RPC request reads the chain and checks:
 - ``getCampaign`` (totals, allocation, next round id, signer-set version, threshold, settlement)
   and ``getRound`` (root, total, remaining, caps, times, status) equal the model; a campaign's
   allocation equals the totals of its live rounds and never exceeds its funding, and what its
-  rounds report paid (Σ total − remaining) equals what the model paid from them;
+  rounds report paid (Σ total − remaining) equals what the model paid from them; no round at or
+  above the next round id is live; every holder's recipient nonce equals the model's;
+- per account and round: what the model paid (``paidInRound``) never exceeds the holder cap;
 - from the events of every mined receipt, independently of the model: a leaf
   ``(campaign, round, index)`` is paid at most once, never before the round's ``finalizesAt`` nor
   at/after the campaign's ``claimDeadline``; no reclaim before ``claimDeadline``; a revoked
@@ -96,11 +100,14 @@ GAS = hex(3_000_000)
 
 # Campaign configs: (token, creator, guardian, signer indices, threshold, rounds, round cap,
 # holder cap, challenge window, claim window, posting window from the setup block).
+# Posting windows exceed the contract's MIN_ROTATION_DELAY (3,600 s), so a rotation proposed
+# early can be executed while rounds are still posted.
 CAMPAIGNS = {
-    1: (TOKEN, "deployer", "guardian1", (0, 1, 2), 2, 3, 120, 50, 60, 120, 420),
-    2: (TOKEN, "admin2", "guardian2", (0,), 1, 1, 100, 40, 30, 90, 300),
-    3: (ETH, "deployer", "guardian1", (1, 2, 3), 2, 3, 120, 50, 45, 100, 360),
+    1: (TOKEN, "deployer", "guardian1", (0, 1, 2), 2, 3, 120, 50, 60, 120, 4020),
+    2: (TOKEN, "admin2", "guardian2", (0,), 1, 1, 100, 40, 30, 90, 3900),
+    3: (ETH, "deployer", "guardian1", (1, 2, 3), 2, 3, 120, 50, 45, 100, 3960),
 }
+MIN_ROTATION_DELAY = 3600
 UNKNOWN_CAMPAIGN = 4
 PREFUND = {1: {"sponsorA": 150, "sponsorB": 90}, 2: {"sponsorA": 100, "sponsorB": 20},
            3: {"sponsorA": 120, "sponsorB": 60}}
@@ -135,11 +142,12 @@ SIGNER_SETS: tuple[tuple[int, ...], ...] = (
 """Signer sets a rotation may propose (``()``, ``(1, 1)`` and one with address zero are
 invalid)."""
 POST_MODES = ("ok", "ok", "few", "all", "outsider", "ok", "stale", "replay", "expired", "ok",
-              "desc", "dup", "garbage", "replay", "ok", "ok")
-"""``replay`` re-relays a revoked allocation with its original signatures (``ok`` when the next
-round id was not revoked)."""
+              "desc", "dup", "garbage", "replay", "ok", "gap")
+"""``replay`` re-relays a revoked allocation with its original signatures (``ok`` when the
+targeted round id was not revoked); ``gap`` targets a revoked round id below the next one (the
+next id when there is none)."""
 CLAIM_MODES = ("single", "rounds", "to_sig", "to_badsig", "single", "to_expired", "to_zero",
-               "to_self", "rounds", "single")
+               "to_self", "rounds", "single", "to_stale", "to_sig")
 FUND_AMOUNTS = (60, 25, 1, 0, 7, 100)
 # Strategies draw the productive choice first (hypothesis favours and shrinks towards it).
 
@@ -162,7 +170,12 @@ SEL = {name: _sel(sig) for name, sig in {
     "claimRoundsTo": "claimRoundsTo(uint256,address,(uint256,uint256,uint256,bytes32[])[],"
                      "address,uint256,bytes)",
     "reclaim": "reclaim(uint256)",
-    "rotateSigners": "rotateSigners(uint256,address[],uint256)",
+    "reclaimTo": "reclaimTo(uint256,address)",
+    "proposeSignerRotation": "proposeSignerRotation(uint256,address[],uint256)",
+    "executeSignerRotation": "executeSignerRotation(uint256)",
+    "cancelSignerRotation": "cancelSignerRotation(uint256)",
+    "cancelRecipientAuthorizations": "cancelRecipientAuthorizations()",
+    "nonces": "nonces(address)",
     "pause": "pause()",
     "unpause": "unpause()",
     "getCampaign": "getCampaign(uint256)",
@@ -176,7 +189,7 @@ TOPIC = {name: "0x" + keccak(text=sig).hex() for name, sig in {
                    "uint256)",
     "RoundRevoked": "RoundRevoked(uint256,uint256,address)",
     "Claimed": "Claimed(uint256,uint256,address,uint256,address,uint256)",
-    "Reclaimed": "Reclaimed(uint256,address,uint256)",
+    "Reclaimed": "Reclaimed(uint256,address,address,uint256)",
 }.items()}
 TOPIC_NAME = {v: k for k, v in TOPIC.items()}
 
@@ -187,7 +200,8 @@ _ROUND_TYPEHASH = keccak(
          "bytes32 checkpointHash,bytes32 datasetRoot,bytes32 attributionHash,"
          "uint256 signerSetVersion,uint256 deadline)")
 _RECIPIENT_TYPEHASH = keccak(
-    text="ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 deadline)")
+    text="ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 nonce,"
+         "uint256 deadline)")
 
 
 def _u(x: int) -> bytes:
@@ -215,17 +229,19 @@ class Stats:
     ok: Counter = field(default_factory=Counter)
     reverted: Counter = field(default_factory=Counter)
     reverted_by_kind: Counter = field(default_factory=Counter)
+    cases: Counter = field(default_factory=Counter)  # accepted actions of note, by case
 
     def reset(self) -> None:
         self.sequences = self.steps = 0
         self.ok.clear()
+        self.cases.clear()
         self.reverted.clear()
         self.reverted_by_kind.clear()
 
     @property
     def payouts(self) -> int:
         """Successful claims and reclaims (single and batch)."""
-        return sum(self.ok[k] for k in ("claim", "claim_batch", "reclaim"))
+        return sum(self.ok[k] for k in ("claim", "claim_batch", "reclaim", "reclaim_to"))
 
 
 STATS = Stats()
@@ -276,6 +292,12 @@ class CampaignM:
     rounds: dict[int, RoundM] = field(default_factory=dict)
     bits: dict[int, set[int]] = field(default_factory=dict)  # claimed leaf indices per round id
     revoked_roots: set[tuple[int, bytes]] = field(default_factory=set)  # (round id, root)
+    paid_to: dict[tuple[int, str], int] = field(default_factory=dict)  # (round, holder) -> paid
+    pending_rotation: tuple[tuple[int, ...], int, int] | None = None  # signers, k, executableAt
+
+    @property
+    def rotation_delay(self) -> int:
+        return max(self.challenge, MIN_ROTATION_DELAY)
 
     @property
     def balance(self) -> int:
@@ -285,6 +307,10 @@ class CampaignM:
     def live_rounds(self) -> list[int]:
         return [r for r in range(1, self.next_round) if self.rounds[r].status in (PENDING,
                                                                                    FINALIZED)]
+
+    def gaps(self) -> list[int]:
+        """Revoked round ids below the next one (a later round stands above each)."""
+        return [r for r in range(1, self.next_round) if self.rounds[r].status == REVOKED]
 
 
 @dataclass
@@ -302,6 +328,7 @@ class Model:
     ev_finalizes: dict[tuple[int, int], int]
     ev_roots: dict[tuple[int, int], str] = field(default_factory=dict)
     ev_revoked: set[tuple[int, int, str]] = field(default_factory=set)
+    nonces: dict[str, int] = field(default_factory=lambda: dict.fromkeys(HOLDERS, 0))
 
 
 class Expect(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -458,9 +485,9 @@ class Env:
         assert mine == round_digest(self.chain_id, self.pool_addr, alloc)
         assert mine == self.pool.round_digest(alloc)
         h0, relayer = self.addr["H0"], self.addr["relayer"]
-        mine = self.recipient_digest(2, h0, relayer, FAR)
-        assert mine == recipient_digest(self.chain_id, self.pool_addr, 2, h0, relayer, FAR)
-        assert mine == self.pool.recipient_digest(2, h0, relayer, FAR)
+        mine = self.recipient_digest(2, h0, relayer, 3, FAR)
+        assert mine == recipient_digest(self.chain_id, self.pool_addr, 2, h0, relayer, 3, FAR)
+        assert mine == self.pool.recipient_digest(2, h0, relayer, 3, FAR)
 
     def _build_view_batch(self) -> None:
         calls: list[dict[str, Any]] = []
@@ -478,6 +505,8 @@ class Env:
             call(self.pool_addr, SEL["getCampaign"] + _u(cid), ("campaign", cid))
             for r in range(1, c.num_rounds + 1):
                 call(self.pool_addr, SEL["getRound"] + _u(cid) + _u(r), ("round", cid, r))
+        for holder in HOLDERS:
+            call(self.pool_addr, SEL["nonces"] + _a(self.addr[holder]), ("nonce", holder))
         for actor, address in self.addr.items():
             call(self.token_addr, SEL["balanceOf"] + _a(address), ("bal", TOKEN, actor))
             plan.append(("bal", ETH, actor))
@@ -537,8 +566,9 @@ class Env:
                         + PROVENANCE[1] + PROVENANCE[2] + _u(version) + _u(deadline))
         return keccak(b"\x19\x01" + self.domain + struct)
 
-    def recipient_digest(self, cid: int, account: str, recipient: str, deadline: int) -> bytes:
-        struct = keccak(_RECIPIENT_TYPEHASH + _u(cid) + _a(account) + _a(recipient)
+    def recipient_digest(self, cid: int, account: str, recipient: str, nonce: int,
+                         deadline: int) -> bytes:
+        struct = keccak(_RECIPIENT_TYPEHASH + _u(cid) + _a(account) + _a(recipient) + _u(nonce)
                         + _u(deadline))
         return keccak(b"\x19\x01" + self.domain + struct)
 
@@ -582,8 +612,8 @@ of a range does not inflate the rare branches; 0 (where shrinking goes) stays pr
 
 
 ACTION_WEIGHTS = {
-    "claim": 22, "advance_time": 16, "fund": 8, "reclaim": 8, "finalize": 6, "revoke": 6,
-    "rotate": 6, "pause_toggle": 4, "post": 14,
+    "claim": 22, "advance_time": 16, "fund": 8, "reclaim": 8, "finalize": 6, "revoke": 7,
+    "rotate": 8, "pause_toggle": 4, "post": 14, "cancel_authorizations": 2, "outrun": 3,
 }
 """How often each action is drawn (relative). One hypothesis rule draws the action and then its
 arguments: hypothesis's own choice among many rules (sorted by arity, thinned per example by
@@ -691,7 +721,7 @@ class PoolMachine(RuleBasedStateMachine):
                 m.ev_paid[c.token] += amount
             elif name == "Reclaimed":
                 assert t >= c.claim_deadline, f"reclaim at {t} before {c.claim_deadline}"
-                m.ev_paid[c.token] += _words(log["data"], 1)[0]
+                m.ev_paid[c.token] += _words(log["data"], 2)[1]
 
     def _pick_campaign(self, pick: int, prefer: Any = None, share: int = 60) -> int:
         """A campaign id: for ``pick < share`` one where ``prefer(campaign, t)`` holds (if any),
@@ -767,18 +797,25 @@ class PoolMachine(RuleBasedStateMachine):
             and c.total_funded - c.total_allocated >= 50)
         c0 = self.m.campaigns.get(cid)
         next_round = c0.next_round if c0 else 1
-        revoked = c0.rounds.get(next_round) if c0 else None
+        gaps = c0.gaps() if c0 else []
+        target = next_round
+        if gaps and (mode == "gap" or (subset // 2) % 2 == 0):
+            target = gaps[subset % len(gaps)]  # fill a revoked round below the next id
+            delta = 0
+        if mode == "gap":
+            mode = "ok"
+        revoked = c0.rounds.get(target) if c0 else None
         if revoked is None or revoked.status != REVOKED:
             if mode == "replay":
                 mode = "ok"
         elif subset % 2 == 0:
             mode = "replay"  # half the posts after a revocation try the replay
-        if mode == "replay":  # re-relay the revoked allocation of the next round id, verbatim
+        if mode == "replay":  # re-relay the revoked allocation of that round id, verbatim
             alloc = revoked.alloc
             delta = 0
         tree, total = ALLOCS[alloc]
         root = env.trees[tree].root_bytes if tree is not None else bytes(32)
-        rid = max(next_round + delta, 0)
+        rid = max(target + delta, 0)
         version = c0.version if c0 else 1
         deadline = FAR
         signers: list[int] = []  # signer indices, or -2 for a garbage signature
@@ -826,7 +863,10 @@ class PoolMachine(RuleBasedStateMachine):
                 raise Expect("PostingClosed")
             if t > deadline:
                 raise Expect("SignatureExpired")
-            if rid != c.next_round:
+            existing = c.rounds.get(rid)
+            into_gap = (rid < c.next_round and existing is not None
+                        and existing.status == REVOKED)
+            if rid != c.next_round and not into_gap:
                 raise Expect("UnexpectedRoundId")
             if rid > c.num_rounds:
                 raise Expect("TooManyRounds")
@@ -861,29 +901,41 @@ class PoolMachine(RuleBasedStateMachine):
                 c.rounds[rid] = RoundM(alloc, tree, root, total, total, c.holder_cap, t,
                                        t + c.challenge, PENDING, version, tuple(signers))
                 c.total_allocated += total
-                c.next_round = rid + 1
+                if into_gap:
+                    STATS.cases["post into a revoked gap"] += 1
+                else:
+                    c.next_round = rid + 1
             return commit
 
         self._act("post", who, data, plan)
 
-    @action(cpick=PICK, who=PICK, delta=st.sampled_from((0, 0, -1, 1, 0, 0)))
-    def revoke(self, cpick: int, who: int, delta: int) -> None:
+    @action(cpick=PICK, who=PICK, delta=st.sampled_from((0, 0, -1, 1, 0, 0)), pick=PICK)
+    def revoke(self, cpick: int, who: int, delta: int, pick: int) -> None:
+        """``revokeRound`` of any round: usually one still in its window (the latest or an
+        earlier one, which leaves a gap), sometimes one next to the latest, final, revoked or
+        never posted; by the guardian or, sometimes, someone else."""
         cid = self._pick_campaign(cpick, lambda c, t: any(
-            c.rounds[r].status == PENDING and t <= c.rounds[r].finalizes_at
+            c.rounds[r].status == PENDING and t < c.rounds[r].finalizes_at
             for r in c.live_rounds()))
         c0 = self.m.campaigns.get(cid)
         guardian = c0.guardian if c0 else "guardian1"
         others = ("guardian2" if guardian == "guardian1" else "guardian1", "stranger", "deployer")
         sender = guardian if who < 70 else others[who % 3]
         latest = (c0.next_round if c0 else 1) - 1
-        rid = max(latest + delta, 0)
+        t1 = self.m.now + 1
+        open_rounds = [r for r in (c0.live_rounds() if c0 else [])
+                       if c0.rounds[r].status == PENDING and t1 < c0.rounds[r].finalizes_at]
+        if len(open_rounds) >= 2 and pick < 35:  # below the latest: leaves a gap
+            rid = open_rounds[:-1][pick % (len(open_rounds) - 1)]
+        elif open_rounds and pick < 60:
+            rid = open_rounds[pick % len(open_rounds)]
+        else:
+            rid = max(latest + delta, 0)
 
         def plan(t: int):
             c = self._camp(cid)
             if sender != c.guardian:
                 raise Expect("NotGuardian")
-            if rid != c.next_round - 1:
-                raise Expect("NotLatestRound")
             r = c.rounds.get(rid)
             if r is None or r.status != PENDING:
                 raise Expect("WrongRoundStatus")
@@ -895,10 +947,27 @@ class PoolMachine(RuleBasedStateMachine):
                 r.remaining = 0
                 c.revoked_roots.add((rid, r.root))
                 c.total_allocated -= r.total
-                c.next_round = rid
+                if rid != c.next_round - 1:
+                    STATS.cases["revoke below the latest round"] += 1
+                else:
+                    nxt = rid
+                    while nxt > 1 and c.rounds[nxt - 1].status == REVOKED:
+                        nxt -= 1
+                    c.next_round = nxt
             return commit
 
         self._act("revoke", sender, SEL["revokeRound"] + _u(cid) + _u(rid), plan)
+
+    @action(cpick=PICK, alloc=st.sampled_from((0, 1)), subset=PICK)
+    def outrun(self, cpick: int, alloc: int, subset: int) -> None:
+        """The race of review item 17: a stranger relays the next round (signed by the current
+        signers) while an earlier one is in its challenge window, the guardian revokes the
+        earliest round still open, and the relayer posts another allocation into the gap (the
+        node's re-post path); three actions, each predicted and checked."""
+        self.post(cpick=cpick, alloc=alloc, delta=0, mode="ok", subset=subset, who="stranger")
+        self.revoke(cpick=cpick, who=0, delta=0, pick=0)
+        self.post(cpick=cpick, alloc=1 - alloc, delta=0, mode="gap", subset=subset | 1,
+                  who="relayer")
 
     @action(cpick=PICK, pick=PICK, who=st.sampled_from(ACTORS))
     def finalize(self, cpick: int, pick: int, who: str) -> None:
@@ -925,7 +994,8 @@ class PoolMachine(RuleBasedStateMachine):
         """``_useLeaf`` on a simulation overlay ``sim[rid] = [status, remaining, bits]``."""
         r = c.rounds.get(rid)
         if rid not in sim:
-            sim[rid] = ([r.status, r.remaining] if r else [NONE, 0]) + [set(c.bits.get(rid, ()))]
+            sim[rid] = (([r.status, r.remaining] if r else [NONE, 0])
+                        + [set(c.bits.get(rid, ())), {}])
         s = sim[rid]
         if s[0] != FINALIZED:
             if s[0] != PENDING:
@@ -938,18 +1008,22 @@ class PoolMachine(RuleBasedStateMachine):
         entry = self.env.trees[tree].entries[index] if r.tree == tree else None
         if entry is None or entry != (index, self.env.addr[account], amount):
             raise Expect("InvalidProof")
-        if amount > r.holder_cap:
+        already = s[3].get(account, c.paid_to.get((rid, account), 0))
+        if already + amount > r.holder_cap:  # per account per round, all its leaves together
             raise Expect("HolderCapExceeded")
         if amount > s[1]:
             raise Expect("RoundOverClaimed")
         s[1] -= amount
         s[2].add(index)
+        s[3][account] = already + amount
 
     def _commit_sim(self, c: CampaignM, sim: dict[int, list[Any]], paid: int, to: str) -> None:
-        for rid, (status, remaining, bits) in sim.items():
+        for rid, (status, remaining, bits, paid_to) in sim.items():
             r = c.rounds[rid]
             r.status, r.remaining = status, remaining
             c.bits[rid] = bits
+            for account, total in paid_to.items():
+                c.paid_to[(rid, account)] = total
         c.claimed_total += paid
         self._pay(c.token, to, paid)
 
@@ -991,7 +1065,8 @@ class PoolMachine(RuleBasedStateMachine):
         """A claim: ``single`` (``claim``, one leaf: ``specs[0]`` picks round and leaf),
         ``rounds`` (``claimRounds``: up to three leaves of ``holder``, one per spec) or
         ``to_*`` (``claimRoundsTo``: paid to ``recip``, by the holder itself or relayed with the
-        holder's signature, a wrong signer's, an expired one, or to address zero)."""
+        holder's signature over its current nonce, a wrong signer's, one over a used or future
+        nonce, an expired one, or to address zero)."""
         env = self.env
         cid = self._pick_campaign(cpick, _claimable, share=80)
         if mode == "single":
@@ -1029,9 +1104,12 @@ class PoolMachine(RuleBasedStateMachine):
             if mode == "to_expired":
                 deadline = EXPIRED
             signer = holder if mode != "to_badsig" else HOLDERS[(HOLDERS.index(holder) + 1) % 4]
+            nonce = self.m.nonces[holder]
+            if mode == "to_stale":  # the nonce of an authorisation already used or cancelled
+                nonce = nonce - 1 if nonce > 0 else nonce + 1
             if mode != "to_self":
-                sig = env.sign(env.recipient_digest(cid, account, recipient_addr, deadline),
-                               env.key[signer])
+                sig = env.sign(env.recipient_digest(cid, account, recipient_addr, nonce,
+                                                    deadline), env.key[signer])
             data = SEL["claimRoundsTo"] + abi_encode(
                 ["uint256", "address", leaf_t, "address", "uint256", "bytes"],
                 [cid, account, encoded, recipient_addr, deadline, sig])
@@ -1047,7 +1125,7 @@ class PoolMachine(RuleBasedStateMachine):
                 if sender != holder:
                     if t > deadline:
                         raise Expect("SignatureExpired")
-                    if mode == "to_badsig":
+                    if mode in ("to_badsig", "to_stale"):
                         raise Expect("InvalidRecipientAuthorization")
             if not leaves:
                 raise Expect("EmptyClaim")
@@ -1057,15 +1135,22 @@ class PoolMachine(RuleBasedStateMachine):
                 self._use_leaf(c, sim, rid, env.trees[tree].entries[pos][0], holder, amount,
                                tree, t)
                 paid += amount
-            return lambda: self._commit_sim(c, sim, paid, recipient)
+            uses_nonce = mode != "rounds" and sender != holder
+
+            def commit() -> None:
+                self._commit_sim(c, sim, paid, recipient)
+                if uses_nonce:  # a relayed authorisation is used up
+                    self.m.nonces[holder] += 1
+            return commit
 
         self._act(kind, sender, data, plan)
 
-    @action(cpick=PICK, who=PICK, wait=PICK)
-    def reclaim(self, cpick: int, who: int, wait: int) -> None:
-        """``reclaim`` by a sponsor (or not); when no campaign has expired yet, ``wait < 25``
-        first moves the clock so that the call runs exactly at the campaign's claim deadline
-        (an ``advance_time`` step)."""
+    @action(cpick=PICK, who=PICK, wait=PICK, to=PICK)
+    def reclaim(self, cpick: int, who: int, wait: int, to: int) -> None:
+        """``reclaim`` by a sponsor (or not), or ``reclaimTo`` (``to >= 50``) naming another
+        actor or, rarely, address zero; when no campaign has expired yet, ``wait < 25`` first
+        moves the clock so that the call runs exactly at the campaign's claim deadline (an
+        ``advance_time`` step)."""
         cid = self._pick_campaign(cpick, lambda c, t: t >= c.claim_deadline)
         callers = ("sponsorA", "sponsorB", "sponsorA", "sponsorB", "stranger", "H0", "deployer")
         sender = callers[who % len(callers)]
@@ -1090,22 +1175,53 @@ class PoolMachine(RuleBasedStateMachine):
                 amount = funded * c.unclaimed_at_expiry // c.total_funded
                 c.reclaimed.add(sender)
                 c.reclaimed_total += amount
-                self._pay(c.token, sender, amount)
+                self._pay(c.token, payee or sender, amount)
             return commit
 
-        self._act("reclaim", sender, SEL["reclaim"] + _u(cid), plan)
+        if to < 50:
+            payee = None
+            self._act("reclaim", sender, SEL["reclaim"] + _u(cid), plan)
+            return
+        payee = None if to >= 95 else ACTORS[to % len(ACTORS)]
 
-    @action(cpick=PICK, who=PICK, set_id=st.integers(0, len(SIGNER_SETS) - 1),
+        def plan_to(t: int):
+            if payee is None:
+                raise Expect("ZeroReclaimRecipient")
+            return plan(t)
+
+        recipient_addr = ZERO_ADDRESS if payee is None else self.env.addr[payee]
+        self._act("reclaim_to", sender, SEL["reclaimTo"] + _u(cid) + _a(recipient_addr),
+                  plan_to)
+
+    @action(op=PICK, cpick=PICK, who=PICK, set_id=st.integers(0, len(SIGNER_SETS) - 1),
             thr=st.sampled_from((2, 1, 0, 3, 2)))
-    def rotate(self, cpick: int, who: int, set_id: int, thr: int) -> None:
-        cid = self._pick_campaign(cpick)
+    def rotate(self, op: int, cpick: int, who: int, set_id: int, thr: int) -> None:
+        """Signer rotation in two steps: ``proposeSignerRotation`` by the admin (or someone
+        else), ``executeSignerRotation`` by anyone once the delay has passed (when the clock is
+        short of it, ``op`` sometimes first jumps to exactly ``executableAt``), or
+        ``cancelSignerRotation`` by the guardian, the admin or a stranger."""
+        cid = self._pick_campaign(cpick, (lambda c, t: c.pending_rotation is not None)
+                                  if op < 50 else None)
+        c0 = self.m.campaigns.get(cid)
+        if op < 40:
+            if c0 is not None and c0.pending_rotation is not None:
+                executable_at = c0.pending_rotation[2]
+                if (who // 3) % 2 == 0 and self.m.now + 1 < executable_at:
+                    self._warp_to(executable_at - 1)
+            self._execute_rotation(cid)
+        elif op < 50:
+            self._cancel_rotation(cid, who)
+        else:
+            self._propose_rotation(cid, who, set_id, thr)
+
+    def _propose_rotation(self, cid: int, who: int, set_id: int, thr: int) -> None:
         c0 = self.m.campaigns.get(cid)
         admin = c0.admin if c0 else "deployer"
         sender = admin if who < 75 else ("stranger", "guardian1", "admin2", "deployer")[who % 4]
         new = SIGNER_SETS[set_id]
         addrs = [ZERO_ADDRESS if s == ZERO_SIGNER else SIGNER_ADDRS[s] for s in new]
-        data = SEL["rotateSigners"] + abi_encode(["uint256", "address[]", "uint256"],
-                                                 [cid, addrs, thr])
+        data = SEL["proposeSignerRotation"] + abi_encode(["uint256", "address[]", "uint256"],
+                                                         [cid, addrs, thr])
 
         def plan(t: int):
             c = self._camp(cid)
@@ -1119,12 +1235,58 @@ class PoolMachine(RuleBasedStateMachine):
                 raise Expect("InvalidSignerSet")
 
             def commit() -> None:
+                c.pending_rotation = (new, thr, t + c.rotation_delay)
+            return commit
+
+        self._act("rotate_propose", sender, data, plan)
+
+    def _execute_rotation(self, cid: int) -> None:
+        def plan(t: int):
+            c = self._camp(cid)
+            if c.pending_rotation is None:
+                raise Expect("NoPendingRotation")
+            new, thr, executable_at = c.pending_rotation
+            if t < executable_at:
+                raise Expect("RotationNotReady")
+
+            def commit() -> None:
                 c.version += 1
                 c.signers = new
                 c.threshold = thr
+                c.pending_rotation = None
             return commit
 
-        self._act("rotate", sender, data, plan)
+        self._act("rotate_execute", "relayer", SEL["executeSignerRotation"] + _u(cid), plan)
+
+    def _cancel_rotation(self, cid: int, who: int) -> None:
+        c0 = self.m.campaigns.get(cid)
+        roles = (c0.guardian, c0.admin) if c0 else ("guardian1", "deployer")
+        sender = roles[who % 2] if who < 80 else "stranger"
+
+        def plan(t: int):
+            c = self._camp(cid)
+            if sender not in (c.guardian, c.admin):
+                raise Expect("NotAdminOrGuardian")
+            if c.pending_rotation is None:
+                raise Expect("NoPendingRotation")
+
+            def commit() -> None:
+                c.pending_rotation = None
+            return commit
+
+        self._act("rotate_cancel", sender, SEL["cancelSignerRotation"] + _u(cid), plan)
+
+    @action(holder=st.sampled_from(HOLDERS + ("stranger",)))
+    def cancel_authorizations(self, holder: str) -> None:
+        """``cancelRecipientAuthorizations``: the sender's nonce moves on (anyone may call)."""
+
+        def plan(t: int):
+            def commit() -> None:
+                if holder in self.m.nonces:
+                    self.m.nonces[holder] += 1
+            return commit
+
+        self._act("cancel_authorizations", holder, SEL["cancelRecipientAuthorizations"], plan)
 
     @action(op=PICK, who=PICK)
     def pause_toggle(self, op: int, who: int) -> None:
@@ -1165,6 +1327,8 @@ class PoolMachine(RuleBasedStateMachine):
             boundary = ahead[x % len(ahead)] if ahead else None
         elif kind == 5:
             boundary = c.posting_deadline
+        elif kind == 8 and c.pending_rotation is not None:
+            boundary = c.pending_rotation[2]
         elif kind in (6, 7):
             boundary = c.claim_deadline
         if boundary is not None:
@@ -1203,6 +1367,9 @@ class PoolMachine(RuleBasedStateMachine):
             tag = what[0]
             if tag == "paused":
                 assert bool(int(result, 16)) == m.paused, "paused()"
+            elif tag == "nonce":
+                assert int(result, 16) == m.nonces[what[1]], (
+                    f"nonces({what[1]}) {int(result, 16)} != model {m.nonces[what[1]]}")
             elif tag == "bal":
                 asset, actor = what[1], what[2]
                 value = int(result, 16)
@@ -1235,11 +1402,17 @@ class PoolMachine(RuleBasedStateMachine):
                 assert w == want_w, f"getRound({what[1]}, {what[2]}) {w} != model {want_w}"
                 if w[6] in (PENDING, FINALIZED):
                     paid_by_rounds[c.cid] += w[1] - w[2]
+                    assert what[2] < c.next_round, (
+                        f"round {what[2]} of campaign {c.cid} is live at/above the next id "
+                        f"{c.next_round}")
 
         for asset in (TOKEN, ETH):
             camps = [c for c in m.campaigns.values() if c.token == asset]
             for c in camps:
                 assert c.balance >= 0, f"campaign {c.cid} model balance {c.balance} < 0"
+                for (rid, holder), paid in c.paid_to.items():
+                    assert paid <= c.rounds[rid].holder_cap, (
+                        f"{holder} paid {paid} from round {rid} of {c.cid}, above the cap")
                 live_total = sum(c.rounds[r].total for r in c.live_rounds())
                 assert c.total_allocated == live_total <= c.total_funded, (
                     f"campaign {c.cid}: allocated {c.total_allocated}, live rounds {live_total}, "

@@ -211,3 +211,24 @@ def test_a_recorded_but_never_sent_post_is_failed_and_posted_once(
     submit(paths, pool, roles.relayer)
     assert read_json(paths.submission)["already_posted"] is True
     assert chain.w3.eth.get_transaction_count(Account.from_key(roles.relayer).address) == nonce
+
+
+def test_submit_fills_a_round_the_guardian_revoked_below_the_latest(tmp_path, deploy_pool, roles):
+    """The guardian may revoke round 1 after round 2 is posted; the node's re-signed round 1
+    goes into that gap (the next round id stays 3) instead of being refused as a root clash."""
+    deployment = deploy_pool()
+    campaign = deployment.campaign()
+    campaign.fund(roles.sponsor_a, 100 * WEI)
+    pool, cid = campaign.pool, campaign.campaign_id
+    campaign.post(1, payout_tree(SIGNERS[:1], [40 * WEI]))
+    campaign.post(2, payout_tree(SIGNERS[1:2], [WEI]))
+    pool.revoke_round(roles.guardian, cid, 1)
+    paths = _allocated_round(tmp_path)
+    allocation = campaign.allocation(1, payout_tree(SIGNERS[:2], [5 * WEI, 5 * WEI]))
+    write_json(paths.signature, {"allocation": allocation.to_json(),
+                                 "signatures": campaign.sign(allocation)})
+    submit(paths, pool, roles.relayer)
+    on_chain = pool.get_round(cid, 1)
+    assert on_chain.merkle_root == allocation.merkle_root and on_chain.total_wei == 10 * WEI
+    assert pool.next_round_id(cid) == 3
+    assert "tx_hash" in read_json(paths.submission)

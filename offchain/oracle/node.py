@@ -239,8 +239,12 @@ def submit(
     allocation = RoundAllocation.from_json(signed["allocation"])
     campaign_id = allocation.campaign_id
     next_round = pool.next_round_id(campaign_id)
-    if next_round > paths.round_id:
-        on_chain = pool.get_round(campaign_id, paths.round_id)
+    on_chain = (pool.get_round(campaign_id, paths.round_id)
+                if next_round > paths.round_id else None)
+    if on_chain is not None and on_chain.status is RoundStatus.REVOKED:
+        # The guardian revoked this round while later rounds stand: a gap the pool lets us fill.
+        on_chain = None
+    if on_chain is not None:
         if on_chain.merkle_root.lower() != allocation.merkle_root.lower():
             raise StageError(
                 f"round {paths.round_id} of campaign {campaign_id} is on chain with root "
