@@ -30,6 +30,7 @@ from offchain.cli.main import EXIT_NOTHING_TO_CLAIM, app
 from offchain.config import PROJECT_ROOT
 from offchain.oracle.node import RUN_MARKER, is_run_folder, prepare_run_dir
 from tests.chain_fixtures import anvil  # noqa: F401  (session fixture)
+from tests.json_safety import unsafe_for_javascript
 
 WEI = 10**18
 DEV_KEYS = derive_private_keys(DEFAULT_MNEMONIC, 10)
@@ -312,7 +313,9 @@ def funded(anvil: AnvilNode, tmp_path_factory: pytest.TempPathFactory) -> list[s
                  ["fund", str(50 * WEI), "--dev"], ["status"]):
         result = invoke(*args, *common, "--json")
         assert result.exit_code == 0, result.output
-        json.loads(result.stdout)  # nothing but the document on stdout
+        record = json.loads(result.stdout)  # nothing but the document on stdout
+        assert unsafe_for_javascript(record) == [], args  # wei as decimal strings (item 12)
+    assert record["total_funded_wei"] == str(50 * WEI)
     return common
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import shutil
 import struct
@@ -17,11 +18,13 @@ from offchain.data.holders import (
     DEFAULT_HOLDER_SIZES,
     Holder,
     dataset_holder_sizes,
+    dataset_manifest,
     dataset_holders,
     dominant_classes,
     holder_address,
     holder_private_key,
     load_holder_folders,
+    manifest_hashes,
     mnist_holders,
     write_dataset_manifest,
 )
@@ -351,7 +354,7 @@ def test_write_dataset_manifest_records_holders_and_a_stable_hash(
     first = manifest["holders"][0]
     assert first["name"] == "holder_0"
     assert first["n_images"] == len(first["image_hashes"]) == DEFAULT_HOLDER_SIZES[0]
-    assert isinstance(first["reservation_price_wei"], int)
+    assert first["reservation_price_wei"] == str(demo_holders[0].reservation_price_wei)
     again = write_dataset_manifest(mnist_holders(), tmp_path / "m2.json")
     assert again["manifest_hash"] == manifest["manifest_hash"]
     changed = mnist_holders(reservation_prices_wei=[1] * 8)
@@ -359,6 +362,23 @@ def test_write_dataset_manifest_records_holders_and_a_stable_hash(
         write_dataset_manifest(changed, tmp_path / "m3.json")["manifest_hash"]
         != (manifest["manifest_hash"])
     )
+
+
+def test_manifest_prices_are_decimal_strings_and_older_integer_hashes_still_match(
+    tmp_path: Path, demo_holders: list[Holder]
+) -> None:
+    """Issue 13, item 12: holders.json keeps wei exact for a JavaScript client; a run folder
+    written before the rule (integer prices, their hash) still resumes."""
+    manifest = dataset_manifest(demo_holders)
+    prices = [h["reservation_price_wei"] for h in manifest["holders"]]
+    assert all(isinstance(p, str) and p.isdigit() for p in prices)
+    canonical = json.dumps(manifest["holders"], sort_keys=True, separators=(",", ":"))
+    assert manifest["manifest_hash"] == hashlib.sha256(canonical.encode()).hexdigest()
+    legacy = [{**h, "reservation_price_wei": int(h["reservation_price_wei"])}
+              for h in manifest["holders"]]
+    legacy_hash = hashlib.sha256(
+        json.dumps(legacy, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    assert manifest_hashes(demo_holders) == {manifest["manifest_hash"], legacy_hash}
 
 
 # --- Issue 13: duplicate addresses, 16-bit images, size limits ----------------------------------

@@ -18,8 +18,6 @@ from tests.json_safety import js_parse, json_artifacts, unsafe_for_javascript
 WEI = 10**18
 ROUND_CAP_WEI = 400 * WEI  # below B/T = 500 tokens
 HOLDER_CAP_WEI = 101 * WEI  # ≈ the equal share of 400 among 4: binds for any unequal split
-KNOWN_UNSAFE = {"holders.json"}
-"""Artifacts not yet following the wei-as-string rule (see the xfail test below)."""
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +114,6 @@ def test_a_javascript_client_reads_every_artifact_and_response_exactly(campaign)
     problems = [
         f"{p.relative_to(result.run_dir)}: {msg}"
         for p, data in files.items()
-        if p.name not in KNOWN_UNSAFE
         for msg in unsafe_for_javascript(data)
     ]
     assert problems == []
@@ -134,9 +131,6 @@ def test_a_javascript_client_reads_every_artifact_and_response_exactly(campaign)
     assert len(detail["signatures"]) >= detail["threshold"] == 2
 
 
-@pytest.mark.xfail(strict=True, reason="holders.json (offchain/data/holders.py, the dataset "
-                   "manifest) still writes reservation prices as JSON integers: changing them "
-                   "changes manifest_hash, which resuming an existing run folder checks")
 def test_the_dataset_manifest_keeps_prices_exact_for_a_javascript_client(campaign):
     _, result, _ = campaign
     assert unsafe_for_javascript(read_json(result.run_dir / "holders.json")) == []

@@ -4,6 +4,7 @@ input is a clear 4xx that leaves the holders folder unchanged."""
 from __future__ import annotations
 
 import hashlib
+import json
 import io
 import time
 
@@ -88,6 +89,8 @@ def test_valid_registration_is_read_back_by_the_loader_with_identical_hashes(cli
     assert body["image_sha256"] == sorted(hashlib.sha256(b).hexdigest() for b in images)
     assert body["images_root"].startswith("0x") and len(body["images_root"]) == 66
 
+    stored = json.loads((holders / "alice" / "holder.json").read_text())
+    assert stored["reservation_price_wei"] == str(10**18)  # issue 13, item 12: exact in JS
     (holder,) = load_holder_folders(holders, image_size=28)
     assert holder.name == "alice" and holder.address == ALICE.address
     assert holder.reservation_price_wei == 10**18

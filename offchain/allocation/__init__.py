@@ -3,7 +3,7 @@
 from offchain.allocation.caps import PayoutCaps, capped_budget, capped_split
 from offchain.allocation.merkle import PayoutTree
 from offchain.allocation.rounding import largest_remainder
-from offchain.allocation.wei import WeiFormatError, parse_wei, wei_str, wei_str_or_none
+from offchain.allocation.wei import WeiFormatError, js_safe, parse_wei, wei_str, wei_str_or_none
 
 __all__ = [
     "PayoutCaps",
@@ -11,6 +11,7 @@ __all__ = [
     "WeiFormatError",
     "capped_budget",
     "capped_split",
+    "js_safe",
     "largest_remainder",
     "parse_wei",
     "wei_str",

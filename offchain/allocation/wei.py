@@ -18,7 +18,15 @@ from typing import Any
 
 from offchain.errors import AllocationError
 
-__all__ = ["JS_SAFE_INT", "UINT256_MAX", "WeiFormatError", "parse_wei", "wei_str", "wei_str_or_none"]
+__all__ = [
+    "JS_SAFE_INT",
+    "UINT256_MAX",
+    "WeiFormatError",
+    "js_safe",
+    "parse_wei",
+    "wei_str",
+    "wei_str_or_none",
+]
 
 UINT256_MAX = 2**256 - 1
 JS_SAFE_INT = 2**53
@@ -84,3 +92,26 @@ def parse_wei(value: Any, field: str = "amount", *, legacy_int: bool = True) -> 
     if not 0 <= parsed <= UINT256_MAX:
         raise WeiFormatError(f"{field}: {parsed} is outside [0, 2**256)")
     return parsed
+
+
+def js_safe(value: Any) -> Any:
+    """``value`` (a JSON-able tree of dicts, lists and scalars) with the rule applied: the int of
+    every ``*_wei`` key and every int with ``|n| ≥ 2**53`` becomes a decimal string; everything
+    else is returned as it is. For records assembled from Python ints (the CLI's ``--json``
+    output) rather than field by field."""
+    if isinstance(value, dict):
+        return {
+            key: str(item)
+            if isinstance(key, str) and key.endswith("_wei") and _is_int(item)
+            else js_safe(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [js_safe(item) for item in value]
+    if _is_int(value) and abs(value) >= JS_SAFE_INT:
+        return str(value)
+    return value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -919,7 +919,7 @@ def _validate_and_store(
             )
             for data, h, ext in zip((d for _, d in images), hashes, extensions, strict=True):
                 (tmp / f"{h}{ext}").write_bytes(data)
-            meta = {"address": fields.address, "reservation_price_wei": fields.price}
+            meta = {"address": fields.address, "reservation_price_wei": str(fields.price)}
             (tmp / HOLDER_JSON).write_text(json.dumps(meta, indent=2) + "\n")
             _sync_folder(tmp)
             _move_into_place(tmp, holders_dir / fields.name, own)

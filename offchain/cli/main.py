@@ -654,8 +654,10 @@ def _op_settings(config: Path | None, **overrides: object) -> Settings:
 
 
 def _print_record(title: str, record: dict[str, object], as_json: bool) -> None:
-    if as_json:
-        typer.echo(json.dumps(record, indent=2, default=str))
+    if as_json:  # wei amounts as decimal strings, exact for a JavaScript client (issue 13)
+        from offchain.allocation.wei import js_safe
+
+        typer.echo(json.dumps(js_safe(record), indent=2, default=str))
         return
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold")

@@ -670,13 +670,15 @@ def dataset_manifest(holders: Sequence[Holder]) -> dict[str, Any]:
 
     Layout::
 
-        {"holders": [{"name", "address", "reservation_price_wei" (int, wei),
+        {"holders": [{"name", "address", "reservation_price_wei" (decimal string, wei),
                       "n_images", "image_shape": [H, W], "image_hashes": [hex, …]}, …],
          "manifest_hash": hex}
 
     ``manifest_hash`` is the SHA-256 of the ``holders`` list serialised as compact JSON with
     sorted keys (``json.dumps(holders, sort_keys=True, separators=(",", ":"))``), so any change
-    of an address, price or image changes it.
+    of an address, price or image changes it. Prices are decimal strings (a JavaScript client
+    reads them exactly and can recompute the hash); run folders written before that rule carry
+    the hash over integer prices, :func:`manifest_hashes` gives both for the resume check.
 
     Raises:
         DataError: no holders, or two holders with the same name or payout address.
@@ -687,19 +689,38 @@ def dataset_manifest(holders: Sequence[Holder]) -> dict[str, Any]:
     if len(set(names)) != len(names):
         raise DataError(f"holder names must be unique, got {names}")
     check_unique_addresses(holders)
-    entries = [
+    entries = _manifest_entries(holders, price=str)
+    return {"holders": entries, "manifest_hash": _entries_hash(entries)}
+
+
+def manifest_hashes(holders: Sequence[Holder]) -> frozenset[str]:
+    """Every ``manifest_hash`` these holders may carry in a run folder: the current one (prices
+    as decimal strings) and the one of folders written before that rule (prices as integers).
+
+    Raises:
+        DataError: as :func:`dataset_manifest`.
+    """
+    legacy = _entries_hash(_manifest_entries(holders, price=int))
+    return frozenset({dataset_manifest(holders)["manifest_hash"], legacy})
+
+
+def _manifest_entries(holders: Sequence[Holder], price: Callable[[int], Any]) -> list[dict[str, Any]]:
+    return [
         {
             "name": h.name,
             "address": h.address,
-            "reservation_price_wei": int(h.reservation_price_wei),
+            "reservation_price_wei": price(int(h.reservation_price_wei)),
             "n_images": h.n_images,
             "image_shape": [int(s) for s in h.images.shape[1:]],
             "image_hashes": list(h.image_hashes),
         }
         for h in holders
     ]
+
+
+def _entries_hash(entries: list[dict[str, Any]]) -> str:
     canonical = json.dumps(entries, sort_keys=True, separators=(",", ":"))
-    return {"holders": entries, "manifest_hash": hashlib.sha256(canonical.encode()).hexdigest()}
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def write_dataset_manifest(holders: Sequence[Holder], path: Path) -> dict[str, Any]:

@@ -32,9 +32,9 @@ from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundSt
 from offchain.config import Settings
 from offchain.data.holders import (
     Holder,
-    dataset_manifest,
     holder_private_key,
     load_holder_folders,
+    manifest_hashes,
     mnist_holders,
     write_dataset_manifest,
 )
@@ -748,7 +748,7 @@ def load_run_inputs(
     manifest = run_dir / "holders.json"
     if manifest.exists():
         known = read_json(manifest)["manifest_hash"]
-        if dataset_manifest(holders)["manifest_hash"] != known:
+        if known not in manifest_hashes(holders):
             raise ConfigError(
                 f"the holders differ from those {run_dir} started with (holders.json); a "
                 "campaign keeps its holders: use a new run directory for new ones"
