@@ -4,8 +4,8 @@ input is a clear 4xx that leaves the holders folder unchanged."""
 from __future__ import annotations
 
 import hashlib
-import json
 import io
+import json
 import time
 
 import numpy as np
