@@ -7,6 +7,7 @@ like the chain tests)::
     .venv/bin/python bench/gas.py                      # trees of 2, 16, 1k, 100k and 1M leaves
     .venv/bin/python bench/gas.py --max-leaves 100000  # quick run: skip the 1M tree
     .venv/bin/python bench/gas.py --markdown runs/gas.md   # also write the tables as Markdown
+    .venv/bin/python bench/gas.py --settle-rounds 0        # skip the 1,000-round settlement
 
 What it does, on a fresh local anvil (:class:`offchain.chain.AnvilNode`, default hardfork) with
 every contract under ``contracts/`` compiled by :func:`offchain.chain.compile_contracts`:
@@ -37,6 +38,12 @@ every contract under ``contracts/`` compiled by :func:`offchain.chain.compile_co
 5. Traces the single claims (``debug_traceTransaction``) and splits their gas into intrinsic,
    calldata, SLOAD, SSTORE, KECCAK256, LOG, transient storage (reentrancy guard), the token call
    and the rest, to show where our extra gas goes.
+6. The functions of the independent review (issue 13, items 17–23) on their own campaign:
+   revoking below the latest round and the latest one, posting into the gap, the two-step
+   signer rotation (propose, cancel, execute), the two-step admin and guardian handovers, a
+   relayed ``claimRoundsTo`` with a nonced authorisation, ``cancelRecipientAuthorizations``,
+   ``reclaimTo``, and the first ``reclaim`` of a campaign with ``--settle-rounds`` posted rounds
+   (default 1,000 = ``MAX_ROUNDS``, the bound of the settlement loop).
 
 The target is ours/reference ≤ 1.10 per depth for each claim case.
 """
@@ -76,7 +83,11 @@ from offchain.chain.pool import (  # noqa: E402
     PoolClient,
     TxResult,
 )
-from offchain.oracle.signing import RoundAllocation, sign_round_k_of_n  # noqa: E402
+from offchain.oracle.signing import (  # noqa: E402
+    RoundAllocation,
+    sign_recipient,
+    sign_round_k_of_n,
+)
 
 SIZES = (2, 16, 1_000, 100_000, 1_000_000)
 TARGET = 1.10
@@ -379,10 +390,11 @@ class Bench:
             token.mint(self.keys.deployer, address_of(sponsor), amount)
         return self.pool.fund(sponsor, campaign_id, amount)  # approve (ERC-20) is not counted
 
-    def post(self, campaign_id: int, round_id: int, tree: PayoutTree, k: int) -> TxResult:
+    def post(self, campaign_id: int, round_id: int, tree: PayoutTree, k: int, *,
+             version: int = 1) -> TxResult:
         allocation = RoundAllocation(
             campaign_id=campaign_id, round_id=round_id, merkle_root=tree.root,
-            total_wei=tree.total_wei, signer_set_version=1,
+            total_wei=tree.total_wei, signer_set_version=version,
             deadline=self.chain.block_timestamp() + HOUR, **PROVENANCE)
         signatures = sign_round_k_of_n(self.keys.signers[:k], self.chain.chain_id,
                                        self.pool.address, allocation)
@@ -498,16 +510,87 @@ class Bench:
             fn = distributor.functions.claim(pick[i], accounts[i], amounts[i], proof)
             res.ref[case] = self.meter.of_receipt(self.chain.send(fn, self.keys.relayer))
 
-    def reclaim_all(self) -> None:
-        """After every claim deadline: the first reclaim settles, the second is sponsor B's."""
-        deadline = max(self.pool.get_campaign(cid).claim_deadline
-                       for _, cid in self.campaigns_to_reclaim)
+    def review_ops(self, settle_rounds: int) -> dict[str, Gas]:
+        """The functions added or changed by the review (issue 13, items 17–23), each once on a
+        campaign of its own (ERC-20, 1 of 5 signers); reclaims are measured by
+        :meth:`reclaim_all`."""
+        m, k, pool = self.meter, self.keys, self.pool
+        ops: dict[str, Gas] = {}
+        token = self.token()
+        cid, _ = self.create(token.address, 1, 5, WEI)
+        self.fund(token, k.sponsor_a, cid, 10 * WEI)
+        self.fund(token, k.sponsor_b, cid, WEI)
+        holder = address_of(k.sponsor_b)  # a holder with gas of its own
+        rng = random.Random(17)
+        other = to_checksum_address(rng.randbytes(20))
+        tree = PayoutTree.build([(0, holder, WEI // 2), (1, other, WEI // 4)])
+        refill = PayoutTree.build([(0, holder, WEI // 4), (1, other, WEI // 8)])
+        for r in (1, 2, 3):
+            self.post(cid, r, tree, 1)
+        ops["revokeRound: below the latest (leaves a gap)"] = m.of(
+            pool.revoke_round(k.guardian, cid, 1))
+        ops["revokeRound: the latest"] = m.of(pool.revoke_round(k.guardian, cid, 3))
+        ops["postRound k=1 into a revoked gap"] = m.of(self.post(cid, 1, refill, 1))
+        self.chain.increase_time(HOUR + 1)
+        deadline = self.chain.block_timestamp() + HOUR
+        signature = sign_recipient(k.sponsor_b, self.chain.chain_id, pool.address, cid,
+                                   address_of(k.relayer), 0, deadline)
+        ops["claimRoundsTo: relayed, EOA authorisation, 1 leaf"] = m.of(pool.claim_rounds_to(
+            k.relayer, cid, holder, [self.leaf(tree, 2, 0)], address_of(k.relayer), deadline,
+            signature))
+        ops["cancelRecipientAuthorizations"] = m.of(
+            pool.cancel_recipient_authorizations(k.sponsor_b))
+        signers = [address_of(s) for s in k.signers]
+        ops["proposeSignerRotation (5 signers)"] = m.of(
+            pool.propose_signer_rotation(k.deployer, cid, signers, 3))
+        ops["cancelSignerRotation (guardian)"] = m.of(pool.cancel_signer_rotation(k.guardian, cid))
+        pool.propose_signer_rotation(k.deployer, cid, signers, 3)
+        self.chain.increase_time(pool.rotation_delay(cid))
+        ops["executeSignerRotation (5 signers)"] = m.of(
+            pool.execute_signer_rotation(k.relayer, cid))
+        ops["transferCampaignAdmin"] = m.of(
+            pool.transfer_campaign_admin(k.deployer, cid, address_of(k.sponsor_a)))
+        ops["acceptCampaignAdmin"] = m.of(pool.accept_campaign_admin(k.sponsor_a, cid))
+        ops["transferGuardian"] = m.of(
+            pool.transfer_guardian(k.guardian, cid, address_of(k.relayer)))
+        ops["acceptGuardian"] = m.of(pool.accept_guardian(k.relayer, cid))
+        self.review_campaign = cid
+        self.settle_campaign = None
+        if settle_rounds:
+            cid_s, _ = self.create(token.address, 1, settle_rounds, WEI)
+            self.fund(token, k.sponsor_a, cid_s, WEI)
+            one = PayoutTree.build([(0, holder, 1)])
+            for r in range(1, settle_rounds + 1):
+                self.post(cid_s, r, one, 1)
+            self.settle_campaign = (cid_s, settle_rounds)
+        return ops
+
+    def reclaim_all(self, review: dict[str, Gas] | None = None) -> None:
+        """After every claim deadline: the first reclaim settles, the second is sponsor B's;
+        with ``review``, also ``reclaimTo`` and the settlement of the many-round campaign."""
+        cids = [cid for _, cid in self.campaigns_to_reclaim]
+        if review is not None:
+            cids.append(self.review_campaign)
+            if self.settle_campaign:
+                cids.append(self.settle_campaign[0])
+        deadline = max(self.pool.get_campaign(cid).claim_deadline for cid in cids)
         self.chain.increase_time(max(deadline - self.chain.block_timestamp(), 0) + 1)
         for res, cid in self.campaigns_to_reclaim:
             res.ops[f"reclaim: first (settles {ROUNDS} rounds)"] = self.meter.of(
                 self.pool.reclaim(self.keys.sponsor_a, cid))
             res.ops["reclaim: 2nd sponsor"] = self.meter.of(
                 self.pool.reclaim(self.keys.sponsor_b, cid))
+        if review is None:
+            return
+        cold = address_of(self.keys.deployer)
+        review["reclaim: first (settles 3 rounds, 1 revoked gap refilled)"] = self.meter.of(
+            self.pool.reclaim(self.keys.sponsor_a, self.review_campaign))
+        review["reclaimTo: 2nd sponsor, to another address"] = self.meter.of(
+            self.pool.reclaim_to(self.keys.sponsor_b, self.review_campaign, cold))
+        if self.settle_campaign:
+            cid_s, n = self.settle_campaign
+            review[f"reclaim: first (settles {n:,} rounds)"] = self.meter.of(
+                self.pool.reclaim(self.keys.sponsor_a, cid_s))
 
 
 def pick_leaves(trees: Sequence[PayoutTree]) -> list[tuple[int, int]]:
@@ -546,8 +629,8 @@ def verdict(ratio: float) -> str:
     return f"PASS (≤ {TARGET:.2f})" if ratio <= TARGET else f"FAIL (+{(ratio - 1) * 100:.1f}%)"
 
 
-def tables(results: list[SizeResult], stats: list[TreeStats], first_campaign: Gas
-           ) -> list[Report]:
+def tables(results: list[SizeResult], stats: list[TreeStats], first_campaign: Gas,
+           review: dict[str, Gas] | None = None) -> list[Report]:
     out = []
     t = Report("Python: building and proving PayoutTree (OpenZeppelin StandardMerkleTree)",
                ["leaves", "proof length", "build", "all proofs", "per proof", "verify (sample)",
@@ -639,6 +722,20 @@ def tables(results: list[SizeResult], stats: list[TreeStats], first_campaign: Ga
                   "gas drop to the next top-level step (CALL includes the whole ERC-20 transfer "
                   "in the token contract; KECCAK256 covers leaf, proof and mapping-slot hashing).")
         out.append(t)
+    if review:
+        t = Report("Functions of the independent review (issue 13, items 17–23)",
+                   ["operation", "gas used", "execution"])
+        for op, gas in review.items():
+            t.add(op, fmt_gas(gas.used), fmt_gas(gas.execution))
+        t.note = ("One ERC-20 campaign (1 of 5 signers, 5 rounds, challenge window 1 h): rounds "
+                  "1–3 posted, 1 revoked (a gap below round 2), 3 revoked (the latest), 1 posted "
+                  "again with another root; a relayed claimRoundsTo of one leaf with the holder's "
+                  "nonce-0 authorisation; a rotation to all 5 signers (k = 3) proposed, cancelled "
+                  "by the guardian, proposed again and executed after the delay; admin and "
+                  "guardian handed over. After the claim deadline: the first reclaim (settles its "
+                  "3 rounds), reclaimTo by the second sponsor, and the first reclaim of a campaign "
+                  "whose every round (1 wei each) was posted: the settlement loop's bound.")
+        out.append(t)
     return out
 
 
@@ -666,6 +763,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="largest tree size to include (default: 1,000,000)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="also write the tables as Markdown to this file")
+    parser.add_argument("--settle-rounds", type=int, default=1000,
+                        help="rounds posted before the measured settlement (default 1,000 = "
+                             "MAX_ROUNDS; 0 skips it)")
     args = parser.parse_args(argv)
     sizes = [n for n in SIZES if n <= args.max_leaves]
     if not sizes:
@@ -704,7 +804,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in sizes:
             console.print(f"[bold]measuring gas with the {n:,}-leaf tree…[/bold]")
             results.append(bench.run_size(n, trees[n]))
-        bench.reclaim_all()
+        console.print(f"[bold]measuring the review's functions ({args.settle_rounds:,} rounds "
+                      "for the settlement)…[/bold]")
+        review = bench.review_ops(args.settle_rounds)
+        bench.reclaim_all(review)
         first_campaign = bench.first_campaign
         floor_hits = bench.meter.floor_hits
     elapsed = time.perf_counter() - t_start
@@ -726,7 +829,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env.add("EIP-7623 calldata floor binding", f"{floor_hits} transactions")
     env.add("wall time", f"{elapsed:.0f} s")
 
-    reports = [env, *tables(results, stats, first_campaign)]
+    reports = [env, *tables(results, stats, first_campaign, review)]
     for report in reports:
         report.show()
     if args.markdown:

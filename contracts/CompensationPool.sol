@@ -845,7 +845,7 @@ contract CompensationPool is EIP712, AccessControlDefaultAdminRules, Pausable, R
      * @notice From `claimDeadline` on, pays the caller its pro-rata share of campaign `campaignId`'s
      * unclaimed funds, once: `fundedBy · unclaimedAtExpiry / totalFunded`, rounded down.
      * @dev The first reclaim settles the campaign: it sums what each round paid, one loop over the
-     * posted rounds (at most {MAX_ROUNDS}; measured 4.6 M gas for 1,000 rounds, see docs/gas.md),
+     * posted rounds (at most {MAX_ROUNDS}; measured 4.8 M gas for 1,000 rounds, see docs/gas.md),
      * paid once per campaign instead of a running total written by every claim. Claims, funding
      * and rounds have stopped by then, so every sponsor's share comes from the same numbers
      * whatever the order. Rounding leaves at most one unit per sponsor (dust).
