@@ -26,8 +26,8 @@ from offchain.chain.pool import (
     ZERO_ADDRESS,
     CampaignAdminTransferred,
     GuardianTransferred,
-    Reclaimed,
     RecipientAuthorizationsCancelled,
+    Reclaimed,
     RoundStatus,
     SignerRotationCancelled,
     SignerRotationProposed,
@@ -149,7 +149,7 @@ def test_settlement_skips_gaps_and_reclaims_exactly_what_was_not_paid(deploy_poo
 def test_admin_alone_cannot_install_a_signer_set_at_once(deploy_pool, chain, roles):
     d = deploy_pool()
     c = d.campaign(signers=roles.signers, threshold=2)
-    cid, pool, h = c.campaign_id, d.pool, roles.holder_addresses
+    cid, pool = c.campaign_id, d.pool
     c.fund(roles.sponsor_a, 1_000 * WEI)
     admin = address_of(roles.deployer)
     assert pool.rotation_delay(cid) == HOUR
