@@ -1,5 +1,6 @@
 """CompensationPool under brownie (anvil): campaign, funding, k-of-n signed rounds, challenge
-window, Merkle claims, pro-rata reclaim after expiry. Run with `brownie test` (repository root).
+window (any pending round revocable), Merkle claims, pro-rata reclaim after expiry (also to
+another address). Run with `brownie test` (repository root).
 """
 
 import brownie
@@ -209,6 +210,26 @@ def test_guardian_revokes_pending_round(
     assert bytes(pool.getRound(cid, 1)["merkleRoot"]) == fixed.root
 
 
+def test_guardian_revokes_a_round_below_the_latest(
+    pool, guardian, relayer, signers, round_one, allocation
+):
+    """A later round posted in front of the revoke does not save round 1; its id becomes a gap
+    that may be posted again (issue 13, item 17)."""
+    cid, tree, _alloc, _tx = round_one
+    front = allocation(cid, 2, MerkleTree([(0, relayer.address, 1)]))
+    pool.postRound(front.as_tuple(), sign_round(pool, front, signers.keys[:2]), {"from": relayer})
+    pool.revokeRound(cid, 1, {"from": guardian})
+    assert pool.getRound(cid, 1)["status"] == REVOKED
+    assert pool.getRound(cid, 2)["status"] == PENDING
+    assert pool.getCampaign(cid)["nextRoundId"] == 3
+    assert pool.unallocated(cid) == 200 * UNIT - 1
+    fixed = MerkleTree([(0, tree.leaves[0][1], tree.leaves[0][2])])
+    again = allocation(cid, 1, fixed)
+    pool.postRound(again.as_tuple(), sign_round(pool, again, signers.keys[:2]), {"from": relayer})
+    assert pool.getRound(cid, 1)["status"] == PENDING
+    assert pool.getCampaign(cid)["nextRoundId"] == 3
+
+
 def test_reclaim_after_expiry_is_pro_rata(
     pool, token, sponsors, holders, relayer, chain, round_one
 ):
@@ -236,6 +257,20 @@ def test_reclaim_after_expiry_is_pro_rata(
     assert token.balanceOf(pool) == 0
     with reverts_with("AlreadyReclaimed"):
         pool.reclaim(cid, {"from": sponsors[0]})
+
+
+def test_reclaim_to_pays_the_named_recipient(pool, token, sponsors, relayer, chain, round_one):
+    """`reclaimTo` pays the sponsor's share to another address (issue 13, item 21)."""
+    cid, _tree, _alloc, _tx = round_one
+    chain.sleep(pool.getCampaign(cid)["claimDeadline"] - chain.time() + 1)
+    chain.mine()
+    before, sponsor_before = token.balanceOf(relayer), token.balanceOf(sponsors[1])
+    tx = pool.reclaimTo(cid, relayer, {"from": sponsors[1]})
+    assert tx.events["Reclaimed"]["recipient"] == relayer
+    assert token.balanceOf(relayer) - before == 200 * UNIT * 80 // 200  # nothing was claimed
+    assert token.balanceOf(sponsors[1]) == sponsor_before
+    with reverts_with("AlreadyReclaimed"):
+        pool.reclaim(cid, {"from": sponsors[1]})
 
 
 def test_native_eth_campaign(
