@@ -32,7 +32,7 @@ from offchain.chain import (
     compile_contracts,
 )
 from offchain.chain.pool import PoolClient, RoundPosted
-from offchain.cli.main import app
+from offchain.cli.main import EXIT_NOTHING_TO_CLAIM, app
 from offchain.config import Settings
 from offchain.data.holders import mnist_holders
 from offchain.errors import ConfigError
@@ -189,13 +189,13 @@ def test_cli_claim_with_key_file(posted: PostedRound, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert record["holder"] == p.holders[1] and record["rounds"] == [1]
-    assert record["amount_wei"] == AMOUNTS[1] and record["tx_hash"].startswith("0x")
+    assert record["amount_wei"] == str(AMOUNTS[1]) and record["tx_hash"].startswith("0x")
     assert p.balance(p.holders[1]) == AMOUNTS[1]
 
     result = runner.invoke(app, ["claim", "--key-file", str(key_file), *common])
-    assert result.exit_code == 0, result.output
-    record = json.loads(result.output)
-    assert record["amount_wei"] == 0 and record["tx_hash"] is None
+    assert result.exit_code == EXIT_NOTHING_TO_CLAIM, result.output  # nothing left: says so
+    record = json.loads(result.stdout)
+    assert record["amount_wei"] == "0" and record["tx_hash"] is None
     assert record["skipped"] == {"1": "already claimed"}
     assert p.balance(p.holders[1]) == AMOUNTS[1]
 

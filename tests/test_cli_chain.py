@@ -63,7 +63,7 @@ def test_cli_deploy_status_and_reclaim_error(anvil: AnvilNode, tmp_path: Path) -
     result = runner.invoke(app, ["status", *common, "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
-    assert record["unallocated_wei"] == 5 * WEI and record["num_rounds"] == 3
+    assert record["unallocated_wei"] == str(5 * WEI) and record["num_rounds"] == 3
     assert record["rounds"] == []
     result = runner.invoke(app, ["reclaim", *common, "--dev"])
     assert result.exit_code == 1
