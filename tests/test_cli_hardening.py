@@ -297,7 +297,7 @@ def test_claim_with_nothing_to_claim_says_so_and_exits_3(anvil: AnvilNode, tmp_p
     result = invoke("claim", *common, "--key-file", str(key_file),
                     "--run-dir", str(tmp_path / "run"), "--json")
     assert result.exit_code == EXIT_NOTHING_TO_CLAIM, result.output
-    assert json.loads(result.stdout)["amount_wei"] == 0
+    assert json.loads(result.stdout)["amount_wei"] == "0"
     assert "nothing to claim for 0x" in result.stderr
 
 
