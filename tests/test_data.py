@@ -337,6 +337,22 @@ def test_load_holder_folders_raises_on_a_negative_price(holder_root: Path) -> No
         load_holder_folders(holder_root)
 
 
+@pytest.mark.parametrize("price", ["²", "1.5", "-1", " 7", 1.5])
+def test_load_holder_folders_refuses_a_price_that_is_not_decimal_wei(
+    holder_root: Path, price: object
+) -> None:
+    (holder_root / "bob" / "holder.json").write_text(json.dumps({"reservation_price_wei": price}))
+    with pytest.raises(DataError, match="reservation_price_wei must be an integer"):
+        load_holder_folders(holder_root)
+
+
+def test_load_holder_folders_reads_a_price_written_as_a_decimal_string(holder_root: Path) -> None:
+    (holder_root / "bob" / "holder.json").write_text(
+        json.dumps({"reservation_price_wei": "208873506586492146964"}))
+    bob = next(h for h in load_holder_folders(holder_root) if h.name == "bob")
+    assert bob.reservation_price_wei == 208873506586492146964
+
+
 def test_load_holder_folders_raises_on_an_unsupported_file(holder_root: Path) -> None:
     (holder_root / "alice" / "notes.txt").write_text("hi")
     with pytest.raises(DataError, match="notes.txt"):

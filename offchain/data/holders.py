@@ -621,7 +621,7 @@ def _read_holder_json(folder: Path, default_price_wei: int) -> tuple[str, int]:
         logger.warning("%s: no address given; using the DEMO-ONLY address %s", folder, address)
 
     price = meta.get("reservation_price_wei", default_price_wei)
-    if isinstance(price, str) and price.isdigit():
+    if isinstance(price, str) and price.isascii() and price.isdigit():  # "²".isdigit() too
         price = int(price)
     if isinstance(price, bool) or not isinstance(price, int):
         raise DataError(f"{path}: reservation_price_wei must be an integer (wei), got {price!r}")
