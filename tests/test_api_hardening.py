@@ -396,3 +396,11 @@ def test_decode_errors_name_the_file_and_listings_keep_prices_private(client):
     assert "reservation_price_wei" not in listed and listed["name"] == "alice"
     schema = api.get("/openapi.json").json()["components"]["schemas"]["RegisteredHolderOut"]
     assert "reservation_price_wei" not in schema["properties"]
+
+
+def test_a_content_length_of_non_ascii_digits_is_not_trusted() -> None:
+    """Latin-1 '²' passes ``str.isdigit`` but not ``int``: the guard must not crash on it."""
+    from offchain.api.guard import _declared_length
+
+    assert _declared_length({"headers": [(b"content-length", "²".encode("latin-1"))]}) is None
+    assert _declared_length({"headers": [(b"content-length", b"42")]}) == 42

@@ -211,7 +211,7 @@ def _round_dirs(run_dir: Path) -> list[RoundPaths]:
     found = []
     for child in Path(run_dir).glob("round_*"):
         suffix = child.name.removeprefix("round_")
-        if child.is_dir() and suffix.isdigit():
+        if child.is_dir() and suffix.isascii() and suffix.isdigit():
             paths = RoundPaths(Path(run_dir), int(suffix))
             if paths.manifest.exists():
                 found.append(paths)
