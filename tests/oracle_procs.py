@@ -34,7 +34,8 @@ TINY_ENV = (
     "CCOMP_QUALITY_CLASSIFIER_EPOCHS=1",
     f"CCOMP_TOTAL_BUDGET_WEI={FUNDING_WEI}",
 )
-"""The ``tiny`` profile as an env file (``run-round --config`` reads no profile)."""
+"""Tiny settings as an env file, so every process of a test (``run-round --config``, ``serve``)
+reads the same values (they match the ``tiny`` profile, which ``--profile`` also selects)."""
 
 
 def tiny_campaign(

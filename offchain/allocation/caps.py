@@ -2,8 +2,9 @@
 
 ``CompensationPool`` rejects a round whose total exceeds the campaign's ``roundCap`` or its
 unallocated escrow (``postRound``: ``RoundCapExceeded``, ``InsufficientUnallocated``), and a
-claim of a leaf above ``holderCap`` (``claim``: ``HolderCapExceeded``; the round is accepted, the
-over-cap holder just can never be paid). The oracle therefore keeps every round inside the caps
+claim that would take one account's payments of a round, summed over its leaves, above
+``holderCap`` (``claim``: ``HolderCapExceeded``; the round is accepted, the over-cap holder just
+can never be paid in full). The oracle therefore keeps every round inside the caps
 by construction, in two steps:
 
 1. :func:`capped_budget` clips the round budget to what the caps allow for the holders that are
@@ -41,8 +42,9 @@ class PayoutCaps:
     Attributes:
         round_cap_wei: largest round total; the campaign's ``roundCap``, checked by
             ``postRound`` (``RoundCapExceeded``).
-        holder_cap_wei: largest single payment (Merkle leaf) of a round; the campaign's
-            ``holderCap``, checked by ``claim`` (``HolderCapExceeded``). At most the round cap.
+        holder_cap_wei: largest total payment to one account in one round (the allocator gives
+            each holder one leaf per round); the campaign's ``holderCap``, checked per account
+            per round by ``claim`` (``HolderCapExceeded``). At most the round cap.
         escrow_wei: the campaign's unallocated escrow (``unallocated(campaignId)``: funded minus
             every pending or final round's total), checked by ``postRound``
             (``InsufficientUnallocated``).
