@@ -1073,7 +1073,9 @@ def test_rotation_bumps_version_and_kills_old_signatures(deploy_pool, chain, rol
     c.fund(roles.sponsor_a, 100 * WEI)
     cid, pool = c.campaign_id, d.pool
     tree = payout_tree(roles.holder_addresses[:1], [WEI])
-    old_allocation = c.allocation(1, tree)
+    # Signatures valid for a day: they outlive the rotation delay (an hour), so the refusal
+    # below is the stale signer set, not an expired deadline.
+    old_allocation = c.allocation(1, tree, deadline=chain.block_timestamp() + 86400)
     old_sigs = c.sign(old_allocation)
     new = [address_of(s[1]), address_of(s[2])]
     tx = rotate(pool, chain, roles.deployer, cid, new, 1)
