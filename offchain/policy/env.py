@@ -32,6 +32,7 @@ The sponsor's reward (weights in :class:`RewardConfig`), per round t and at the 
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -472,8 +473,9 @@ class _FixedLower:
         return self.weights
 
 
-class _LevelEnv(gym.Env):
-    """Common part: one step per round, the other level a fixed policy."""
+class _LevelEnv(gym.Env, ABC):
+    """Common part: one step per round, the other level a fixed policy; each level defines
+    its observation (:meth:`_obs`)."""
 
     metadata = {"render_modes": []}
 
@@ -481,8 +483,9 @@ class _LevelEnv(gym.Env):
         self.sim = simulator
         self.observation_space = gym.spaces.Box(0.0, 1.0, (obs_dim,), np.float32)
 
+    @abstractmethod
     def _obs(self) -> np.ndarray:
-        raise NotImplementedError
+        """This level's observation of the current round, float32 (obs_dim,) in [0, 1]."""
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
