@@ -821,73 +821,27 @@ def run_campaign(
 
     with _chain(settings) as (rpc_url, dev_keys):
         client = ChainClient(rpc_url, confirmations=settings.confirmations)
-        signer_keys = _signer_keys(settings, dev_keys,
-                                   check_threshold=settings.oracle_signers is None)
-        sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
-        # On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
-        deployer_key = dev_keys[0] if dev_keys else sponsor_key
-        sponsor = Account.from_key(sponsor_key).address
-        token_address = client.deploy(compiled["TestToken"], sender_key=deployer_key)
-        token = TokenClient(client, token_address, compiled["TestToken"].abi)
-        pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
-                                 token_abi=compiled["TestToken"].abi)
-        pool_address = pool.address
-        params = campaign_params(settings, client, token_address, sponsor, signer_keys)
-        campaign_id, _ = pool.create_campaign(sponsor_key, params)
-        campaign = pool.get_campaign(campaign_id)
-        token.mint(deployer_key, sponsor, settings.total_budget_wei)
-        pool.fund(sponsor_key, campaign_id, settings.total_budget_wei)
-        write_json(run_dir / "deployment.json", {
-            "rpc_url": rpc_url, "chain_id": client.chain_id, "token": token_address,
-            "pool": pool_address, "campaign_id": campaign_id, "signers": list(params.signers),
-            "threshold": params.threshold, "guardian": params.guardian, "sponsor": sponsor,
-            "challenge_window_s": params.challenge_window_s,
-            "posting_deadline": params.posting_deadline,
-            "claim_deadline": campaign.claim_deadline,
-            "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
-            "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
-            "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
-        })
+        deployed = _deploy_campaign(settings, client, compiled, dev_keys)
+        _write_deployment(run_dir, settings, rpc_url, deployed)
+        pool, campaign_id, params = deployed.pool, deployed.campaign_id, deployed.params
         claim_keys = holder_claim_keys(settings, holders, client, dev_keys is not None)
         console.print(
             f"[bold]Campaign[/bold]: {len(holders)} holders, {settings.n_rounds} rounds, budget "
             f"{settings.total_budget_wei / 10**18:,.0f} TST, policy {policy.name}, chain "
-            f"{client.chain_id} at {rpc_url}, pool {pool_address} campaign {campaign_id} "
+            f"{client.chain_id} at {rpc_url}, pool {pool.address} campaign {campaign_id} "
             f"({params.threshold}-of-{len(params.signers)} signers)"
         )
-        chain = _ChainStages(client, pool, campaign_id, signer_keys, sponsor_key, claim_keys,
-                             dev_keys is not None, settings.signature_ttl_s,
-                             signers=tuple(params.signers), threshold=params.threshold,
-                             cosign_wait_s=settings.cosign_wait_s)
-        campaign_pk = store.ensure_campaign(client.chain_id, pool_address, campaign_id,
-                                            str(run_dir))
-        if store.stage_status(store.ensure_round(campaign_pk, 1), "prepare") is not None:
-            # A new local chain reuses addresses and ids: the record is of an earlier chain.
-            raise ConfigError(
-                f"the state database already has rounds of campaign {campaign_id} of pool "
-                f"{pool_address} on chain {client.chain_id}, which was just created; use a "
-                "fresh database (CCOMP_STATE_URL) or run directory"
-            )
+        chain = _ChainStages(client, pool, campaign_id, deployed.signer_keys,
+                             deployed.sponsor_key, claim_keys, dev_keys is not None,
+                             settings.signature_ttl_s, signers=tuple(params.signers),
+                             threshold=params.threshold, cosign_wait_s=settings.cosign_wait_s)
+        campaign_pk = _new_campaign_record(store, client.chain_id, pool.address, campaign_id,
+                                           run_dir)
         runner = RoundRunner(settings, holders, policy, ml, quality_reference, chain, store,
                              campaign_pk)
-
-        participating = np.ones(len(holders), dtype=bool)
-        allocated = [0] * len(holders)
-        rounds_run = 0
-        for round_id in range(1, settings.n_rounds + 1):
-            if not participating.any():
-                console.print(f"Round {round_id}: every holder has left; the campaign ends.")
-                break
-            paths = runner.run(round_id, console, participating)
-            print_round(console, paths)
-            rounds_run += 1
-            if on_round:
-                on_round(paths)
-            amounts = [parse_wei(h["amount_wei"], "amount_wei")
-                       for h in read_json(paths.allocation)["holders"]]
-            allocated = [a + b for a, b in zip(allocated, amounts, strict=True)]
-            participating = runner.participation(round_id + 1)
-        balances = [token.balance_of(h.address) for h in holders]
+        rounds_run, allocated, participating = _run_rounds(
+            runner, settings.n_rounds, len(holders), console, on_round)
+        balances = [deployed.token.balance_of(h.address) for h in holders]
         plot = payments_plot(run_dir, [r for r in range(1, settings.n_rounds + 1)
                                        if RoundPaths(run_dir, r).allocation.exists()])
         console.print(summary_table([h.name for h in holders],
@@ -896,13 +850,115 @@ def run_campaign(
         result = CampaignResult(
             run_dir=run_dir, rounds=rounds_run, names=[h.name for h in holders],
             allocated_wei=allocated, balances_wei=balances,
-            participating=participating.tolist(), plot=plot, pool_address=pool_address,
+            participating=participating.tolist(), plot=plot, pool_address=pool.address,
             seconds=time.perf_counter() - started,
             extras={"unallocated_wei": pool.unallocated(campaign_id),
                     "campaign_id": campaign_id},
         )
     console.print(f"Payments plot: {plot}; artifacts in {run_dir}; {result.seconds:.1f} s")
     return result
+
+
+@dataclass(frozen=True)
+class _DeployedCampaign:
+    """What :func:`_deploy_campaign` set up on the chain, and the keys that act on it."""
+
+    token: TokenClient
+    pool: PoolClient
+    campaign_id: int
+    params: CampaignParams
+    claim_deadline: int
+    sponsor: str
+    sponsor_key: str
+    signer_keys: list[str]
+
+
+def _deploy_campaign(
+    settings: Settings, client: ChainClient, compiled: dict, dev_keys: list[str] | None
+) -> _DeployedCampaign:
+    """Deploy the TestToken and the pool, create the campaign and fund it with the budget (wei).
+
+    On a dev chain account 0 deploys; elsewhere the sponsor deploys its own campaign.
+    """
+    signer_keys = _signer_keys(settings, dev_keys, check_threshold=settings.oracle_signers is None)
+    sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
+    deployer_key = dev_keys[0] if dev_keys else sponsor_key
+    sponsor = Account.from_key(sponsor_key).address
+    token_address = client.deploy(compiled["TestToken"], sender_key=deployer_key)
+    token = TokenClient(client, token_address, compiled["TestToken"].abi)
+    pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
+                             token_abi=compiled["TestToken"].abi)
+    params = campaign_params(settings, client, token_address, sponsor, signer_keys)
+    campaign_id, _ = pool.create_campaign(sponsor_key, params)
+    claim_deadline = pool.get_campaign(campaign_id).claim_deadline
+    token.mint(deployer_key, sponsor, settings.total_budget_wei)
+    pool.fund(sponsor_key, campaign_id, settings.total_budget_wei)
+    return _DeployedCampaign(token, pool, campaign_id, params, claim_deadline, sponsor,
+                             sponsor_key, signer_keys)
+
+
+def _write_deployment(
+    run_dir: Path, settings: Settings, rpc_url: str, deployed: _DeployedCampaign
+) -> None:
+    """``<run_dir>/deployment.json``: addresses, campaign, signers, windows, budget and caps
+    (wei as decimal strings)."""
+    params = deployed.params
+    write_json(run_dir / "deployment.json", {
+        "rpc_url": rpc_url, "chain_id": deployed.pool.client.chain_id,
+        "token": deployed.token.address, "pool": deployed.pool.address,
+        "campaign_id": deployed.campaign_id, "signers": list(params.signers),
+        "threshold": params.threshold, "guardian": params.guardian, "sponsor": deployed.sponsor,
+        "challenge_window_s": params.challenge_window_s,
+        "posting_deadline": params.posting_deadline,
+        "claim_deadline": deployed.claim_deadline,
+        "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
+        "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
+        "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
+    })
+
+
+def _new_campaign_record(
+    store: RoundStore, chain_id: int, pool_address: str, campaign_id: int, run_dir: Path
+) -> int:
+    """The state database's key of a campaign just created on chain.
+
+    Raises:
+        ConfigError: the database already holds rounds of it (a new local chain reuses
+            addresses and ids: the record is of an earlier chain).
+    """
+    campaign_pk = store.ensure_campaign(chain_id, pool_address, campaign_id, str(run_dir))
+    if store.stage_status(store.ensure_round(campaign_pk, 1), "prepare") is not None:
+        raise ConfigError(
+            f"the state database already has rounds of campaign {campaign_id} of pool "
+            f"{pool_address} on chain {chain_id}, which was just created; use a "
+            "fresh database (CCOMP_STATE_URL) or run directory"
+        )
+    return campaign_pk
+
+
+def _run_rounds(
+    runner: RoundRunner, n_rounds: int, n_holders: int, console: Console,
+    on_round: Callable[[RoundPaths], None] | None,
+) -> tuple[int, list[int], np.ndarray]:
+    """Run rounds 1 … ``n_rounds`` while any holder stays; (rounds run, wei allocated per
+    holder, bool (H,) mask of the holders still in)."""
+    participating = np.ones(n_holders, dtype=bool)
+    allocated = [0] * n_holders
+    rounds_run = 0
+    for round_id in range(1, n_rounds + 1):
+        if not participating.any():
+            console.print(f"Round {round_id}: every holder has left; the campaign ends.")
+            break
+        paths = runner.run(round_id, console, participating)
+        print_round(console, paths)
+        rounds_run += 1
+        if on_round:
+            on_round(paths)
+        amounts = [parse_wei(h["amount_wei"], "amount_wei")
+                   for h in read_json(paths.allocation)["holders"]]
+        allocated = [a + b for a, b in zip(allocated, amounts, strict=True)]
+        participating = runner.participation(round_id + 1)
+    return rounds_run, allocated, participating
 
 
 @dataclass(frozen=True)
