@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from eth_account import Account
@@ -481,6 +481,25 @@ def campaign_params(
     )
 
 
+def campaign_record(
+    settings: Settings, params: CampaignParams, sponsor: str, claim_deadline: int
+) -> dict[str, Any]:
+    """The campaign's fields of the deployment file: signers, threshold, guardian, sponsor,
+    windows (Unix seconds), budget and caps (wei as decimal strings)."""
+    return {
+        "signers": list(params.signers),
+        "threshold": params.threshold,
+        "guardian": params.guardian,
+        "sponsor": sponsor,
+        "challenge_window_s": params.challenge_window_s,
+        "posting_deadline": params.posting_deadline,
+        "claim_deadline": claim_deadline,
+        "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
+        "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
+        "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
+    }
+
+
 def open_store(settings: Settings) -> RoundStore:
     """The round-state database of the run, migrated to the newest schema.
 
@@ -902,18 +921,11 @@ def _write_deployment(
 ) -> None:
     """``<run_dir>/deployment.json``: addresses, campaign, signers, windows, budget and caps
     (wei as decimal strings)."""
-    params = deployed.params
     write_json(run_dir / "deployment.json", {
         "rpc_url": rpc_url, "chain_id": deployed.pool.client.chain_id,
         "token": deployed.token.address, "pool": deployed.pool.address,
-        "campaign_id": deployed.campaign_id, "signers": list(params.signers),
-        "threshold": params.threshold, "guardian": params.guardian, "sponsor": deployed.sponsor,
-        "challenge_window_s": params.challenge_window_s,
-        "posting_deadline": params.posting_deadline,
-        "claim_deadline": deployed.claim_deadline,
-        "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
-        "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
-        "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
+        "campaign_id": deployed.campaign_id,
+        **campaign_record(settings, deployed.params, deployed.sponsor, deployed.claim_deadline),
     })
 
 

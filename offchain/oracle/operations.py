@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from eth_account import Account
 from rich.console import Console
 
-from offchain.allocation import PayoutTree, parse_wei, wei_str
+from offchain.allocation import PayoutTree, parse_wei
 from offchain.chain import (
     DEFAULT_MNEMONIC,
     ChainClient,
@@ -40,6 +40,7 @@ from offchain.oracle.node import (
     _key,
     _signer_keys,
     campaign_params,
+    campaign_record,
     holder_claim_keys,
     load_run_inputs,
     open_store,
@@ -282,18 +283,7 @@ def create_campaign(
     campaign_id, _ = pool.create_campaign(sponsor_key, params)
     info = pool.get_campaign(campaign_id)
     deployment.campaign_id = campaign_id
-    deployment.campaign = {
-        "signers": list(params.signers),
-        "threshold": params.threshold,
-        "guardian": params.guardian,
-        "sponsor": sponsor,
-        "challenge_window_s": params.challenge_window_s,
-        "posting_deadline": params.posting_deadline,
-        "claim_deadline": info.claim_deadline,
-        "total_budget_wei": wei_str(settings.total_budget_wei, "total_budget_wei"),
-        "round_cap_wei": wei_str(params.round_cap_wei, "round_cap_wei"),
-        "holder_cap_wei": wei_str(params.holder_cap_wei, "holder_cap_wei"),
-    }
+    deployment.campaign = campaign_record(settings, params, sponsor, info.claim_deadline)
     write_json(deployment_path(settings, path), deployment.to_json())
     return campaign_id
 
