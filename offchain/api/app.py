@@ -365,9 +365,11 @@ def holder_claims(
         raise HTTPException(status_code=422, detail=str(exc)) from exc
     view = _chain_view(request)
     found: list[Claimable] = []
+    total_wei = 0
     for round_id in _round_ids(run_dir):
         rnd = cache.get(RoundPaths(run_dir, round_id))
         for index, amount in rnd.entries.get(account, ()):
+            total_wei += amount
             found.append(
                 Claimable(
                     round_id=round_id,
@@ -382,7 +384,7 @@ def holder_claims(
             )
     return HolderClaims(
         address=account,
-        total_wei=wei_str(sum(int(c.amount_wei) for c in found), "total_wei"),
+        total_wei=wei_str(total_wei, "total_wei"),
         claimed_source="chain" if view is not None else "node",
         claims=found,
     )
