@@ -363,6 +363,40 @@ def run_lds(
         StageError: ``out_dir`` holds a run of different data or settings.
     """
     cfg = cfg or LDSConfig()
+    images, idx = _checked_request(images, holder_index, methods, kinds)
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / "lds.json"
+    identity = {"config": asdict(cfg), "methods": list(methods), "kinds": list(kinds)}
+    _check_or_write_data(out, images, idx, cfg)
+    if report_path.exists():
+        saved = read_json(report_path)
+        if all(saved.get(k) == v for k, v in identity.items()):
+            return saved
+
+    from offchain.diffusion import preprocess
+
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    full, targets = _full_model_and_targets(out, images, cfg, progress)
+    timing["full_model"] = time.perf_counter() - t0
+
+    train_x = preprocess(images, cfg.image_size)
+    t0 = time.perf_counter()
+    scores = {m: _scores(out, m, full, train_x, targets, cfg, progress) for m in methods}
+    timing["scores"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    results = _retrain_results(out, kinds, images, idx, targets, scores, cfg, progress)
+    timing["retrain"] = time.perf_counter() - t0
+    return _write_report(out, identity, images, idx, timing, results)
+
+
+def _checked_request(
+    images: np.ndarray, holder_index: np.ndarray, methods: Sequence[str], kinds: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N, H, W), holder index int (N,))`` as arrays, after validating the call."""
     unknown = [m for m in methods if m not in LDS_METHODS] + [
         k for k in kinds if k not in LDS_KINDS
     ]
@@ -378,63 +412,88 @@ def run_lds(
         raise DataError(
             f"holder_index must be int ({images.shape[0]},), got {idx.dtype} {idx.shape}"
         )
+    return images, idx
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    report_path = out / "lds.json"
-    identity = {"config": asdict(cfg), "methods": list(methods), "kinds": list(kinds)}
-    _check_or_write_data(out, images, idx, cfg)
-    if report_path.exists():
-        saved = read_json(report_path)
-        if all(saved.get(k) == v for k, v in identity.items()):
-            return saved
 
-    import torch
+def _full_model_and_targets(
+    out: Path, images: np.ndarray, cfg: LDSConfig, progress: bool
+) -> tuple[Path, np.ndarray]:
+    """``(full model's checkpoint folder, its targets float32 (M, 1, S, S))``, made if missing."""
+    from offchain.diffusion import generate_samples, train_round
 
-    from offchain.diffusion import generate_samples, preprocess, train_round
-
-    timing: dict[str, float] = {}
-    t0 = time.perf_counter()
     dcfg = cfg.diffusion()
     full = out / "full" / "checkpoint"
     train_round(images, full, dcfg, progress=progress)
     targets_path = out / "targets.npy"
     if not targets_path.exists():
         write_npy(targets_path, generate_samples(full, cfg.n_targets, dcfg, seed=cfg.seed + 1))
-    targets = np.load(targets_path)
-    timing["full_model"] = time.perf_counter() - t0
+    return full, np.load(targets_path)
 
-    train_x = preprocess(images, cfg.image_size)
-    t0 = time.perf_counter()
-    scores = {m: _scores(out, m, full, train_x, targets, cfg, progress) for m in methods}
-    timing["scores"] = time.perf_counter() - t0
+
+def _retrain_results(
+    out: Path,
+    kinds: Sequence[str],
+    images: np.ndarray,
+    idx: np.ndarray,
+    targets: np.ndarray,
+    scores: dict[str, np.ndarray],
+    cfg: LDSConfig,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """``results[kind][method]`` (LDS summary + per_target), retraining on ``cfg.num_threads``."""
+    import torch
 
     results: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
     prev_threads = torch.get_num_threads()
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     try:
         for kind in kinds:
             masks = _subsets(out, kind, idx, cfg)
-            losses = np.stack(
-                [
-                    _retrain_loss(out, kind, j, images[masks[j]], targets, cfg, progress)
-                    for j in tqdm(
-                        range(cfg.n_subsets), desc=f"LDS retrain ({kind})", disable=not progress
-                    )
-                ]
-            )  # (J, M)
-            results[kind] = {}
-            for method, tau in scores.items():
-                per_target = lds_per_target(tau, masks, -losses)
-                summary = mean_interval(per_target)
-                summary["per_target"] = [None if np.isnan(v) else float(v) for v in per_target]
-                results[kind][method] = summary
+            losses = _subset_losses(out, kind, masks, images, targets, cfg, progress)
+            results[kind] = {
+                method: _lds_summary(tau, masks, losses) for method, tau in scores.items()
+            }
     finally:
         torch.set_num_threads(prev_threads)
-    timing["retrain"] = time.perf_counter() - t0
+    return results
 
+
+def _subset_losses(
+    out: Path,
+    kind: str,
+    masks: np.ndarray,
+    images: np.ndarray,
+    targets: np.ndarray,
+    cfg: LDSConfig,
+    progress: bool,
+) -> np.ndarray:
+    """Measured target losses of the J retrained models, float64 (J, M)."""
+    return np.stack(
+        [
+            _retrain_loss(out, kind, j, images[masks[j]], targets, cfg, progress)
+            for j in tqdm(range(cfg.n_subsets), desc=f"LDS retrain ({kind})", disable=not progress)
+        ]
+    )
+
+
+def _lds_summary(tau: np.ndarray, masks: np.ndarray, losses: np.ndarray) -> dict[str, Any]:
+    """``{"mean", "low", "high", "n", "per_target"}``: one method's LDS over targets (JSON-ready)."""
+    per_target = lds_per_target(tau, masks, -losses)
+    summary: dict[str, Any] = mean_interval(per_target)
+    summary["per_target"] = [None if np.isnan(v) else float(v) for v in per_target]
+    return summary
+
+
+def _write_report(
+    out: Path,
+    identity: dict[str, Any],
+    images: np.ndarray,
+    idx: np.ndarray,
+    timing: dict[str, float],
+    results: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """The report dict, after writing ``lds.md`` and then ``lds.json`` (atomically)."""
     report = {
         **identity,
         "n_train": int(images.shape[0]),
@@ -445,7 +504,7 @@ def run_lds(
         "results": results,
     }
     atomic_write(out / "lds.md", lambda p: p.write_text(format_report(report)))
-    write_json(report_path, report)
+    write_json(out / "lds.json", report)
     return report
 
 

@@ -285,47 +285,94 @@ def compute_trak_scores(
     """
     t_start = time.perf_counter()
     cfg = cfg or TrakConfig()
+    train, targets, model_id, dev = _checked_inputs(train_images, target_images, model_id, device)
+    alphas_cumprod = _checked_alphas_cumprod(scheduler, cfg)
+    model = copy.deepcopy(unet).to("cpu").float().eval()
+    save_dir = Path(save_dir)
+    scores_path, meta_path = save_dir / SCORES_FILE, save_dir / META_FILE
+    meta = _request_meta(cfg, model, train, targets, model_id)
+    if scores_path.exists():
+        return _load_existing(scores_path, meta_path, meta)
+
+    model, grad_dim, kind = _frozen_on_device(model, dev)
+    common = _store_identity(meta, cfg, model_id, kind, grad_dim)
+    train_store, target_store = _open_feature_stores(save_dir / FEATURES_DIR, meta, common, cfg)
+    output = make_model_output(cfg.output, alphas_cumprod, cfg.num_timesteps)
+    lazy = _LazyFeaturizer(model, output, grad_dim, cfg, dev, model_id, kind)
+    t_setup = time.perf_counter() - t_start
+    jobs = ((train_store, train, TRAIN_STREAM), (target_store, targets, TARGET_STREAM))
+    timing, computed = _featurize_stores(lazy, jobs, cfg, progress, on_batch)
+    scores, lambda_abs, timing["kernel"] = _scores_from_stores(
+        train_store, target_store, cfg, progress, meta
+    )
+    timing["setup"] = t_setup
+    timing["total"] = time.perf_counter() - t_start
+    _save_results(meta_path, scores_path, meta, scores, lambda_abs, common, dev, computed, timing)
+    _log_run(meta, cfg, timing, computed)
+    return scores
+
+
+def _checked_inputs(
+    train_images: Tensor | np.ndarray,
+    target_images: Tensor | np.ndarray,
+    model_id: int,
+    device: str | torch.device | None,
+) -> tuple[Tensor, Tensor, int, torch.device]:
+    """``(train (N, C, S, S), targets (M, C, S, S), model_id, device)``, validated; float32 CPU."""
     train = _as_images(train_images, "train_images")
     targets = _as_images(target_images, "target_images")
     _check_pair(train, targets)
     if not isinstance(model_id, int | np.integer) or model_id < 0:
         raise ConfigError(f"model_id must be an int ≥ 0, got {model_id!r}")
-    model_id = int(model_id)
-    dev = _resolve_device(device)
-    n_train, n_targets = int(train.shape[0]), int(targets.shape[0])
-    sample_shape = [int(s) for s in train.shape[1:]]
+    return train, targets, int(model_id), _resolve_device(device)
 
+
+def _checked_alphas_cumprod(scheduler: Any, cfg: TrakConfig) -> Tensor:
+    """The scheduler's ᾱ as float32 (T,), checked to cover ``cfg.num_timesteps``."""
     alphas_cumprod = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32)
     if cfg.num_timesteps > alphas_cumprod.numel():
         raise ConfigError(
             f"num_timesteps {cfg.num_timesteps} exceeds the scheduler's "
             f"{alphas_cumprod.numel()} training timesteps"
         )
-    model = copy.deepcopy(unet).to("cpu").float().eval()
-    save_dir = Path(save_dir)
-    scores_path, meta_path = save_dir / SCORES_FILE, save_dir / META_FILE
-    meta: dict[str, Any] = {
+    return alphas_cumprod
+
+
+def _request_meta(
+    cfg: TrakConfig, model: torch.nn.Module, train: Tensor, targets: Tensor, model_id: int
+) -> dict[str, Any]:
+    """The identity of the request (the :data:`_IDENTITY_KEYS` of ``meta.json``) as a dict."""
+    return {
         "config": asdict(cfg),
-        "n_train": n_train,
-        "n_targets": n_targets,
-        "sample_shape": sample_shape,
+        "n_train": int(train.shape[0]),
+        "n_targets": int(targets.shape[0]),
+        "sample_shape": [int(s) for s in train.shape[1:]],
         "model_sha256": _model_fingerprint(model),
         "train_sha256": _sha256_tensor(train),
         "targets_sha256": _sha256_tensor(targets),
         "model_id": model_id,
     }
-    if scores_path.exists():
-        return _load_existing(scores_path, meta_path, meta)
 
+
+def _frozen_on_device(
+    model: torch.nn.Module, dev: torch.device
+) -> tuple[torch.nn.Module, int, str]:
+    """``(model on dev without requires_grad, its parameter count p, projector kind)``."""
     model = model.to(dev)
     for p in model.parameters():
         p.requires_grad_(False)
     grad_dim = sum(int(p.numel()) for p in model.parameters())
-    kind = choose_projector_kind(dev, grad_dim)
-    common = {
+    return model, grad_dim, choose_projector_kind(dev, grad_dim)
+
+
+def _store_identity(
+    meta: dict[str, Any], cfg: TrakConfig, model_id: int, kind: str, grad_dim: int
+) -> dict[str, Any]:
+    """The identity both feature stores share (model, output function, K, seed, projector)."""
+    return {
         "pipeline": PIPELINE,
         "model_sha256": meta["model_sha256"],
-        "sample_shape": sample_shape,
+        "sample_shape": meta["sample_shape"],
         "output": cfg.output,
         "num_timesteps": cfg.num_timesteps,
         "seed": cfg.seed,
@@ -335,31 +382,41 @@ def compute_trak_scores(
         "proj_dtype": cfg.proj_dtype if kind == "matrix" else "float32",
         "grad_dim": grad_dim,
     }
-    folder = save_dir / FEATURES_DIR
+
+
+def _open_feature_stores(
+    folder: Path, meta: dict[str, Any], common: dict[str, Any], cfg: TrakConfig
+) -> tuple[FeatureStore, FeatureStore]:
+    """``(train store (N, proj_dim), target store (M, proj_dim))``, reopened when present."""
     train_store = FeatureStore(
         folder,
         "train",
-        n_train,
+        meta["n_train"],
         cfg.proj_dim,
         {**common, "data_sha256": meta["train_sha256"], "noise_stream": TRAIN_STREAM},
     )
     target_store = FeatureStore(
         folder,
         "target",
-        n_targets,
+        meta["n_targets"],
         cfg.proj_dim,
         {**common, "data_sha256": meta["targets_sha256"], "noise_stream": TARGET_STREAM},
     )
-    output = make_model_output(cfg.output, alphas_cumprod, cfg.num_timesteps)
-    lazy = _LazyFeaturizer(model, output, grad_dim, cfg, dev, model_id, kind)
-    t_setup = time.perf_counter() - t_start
+    return train_store, target_store
+
+
+def _featurize_stores(
+    lazy: _LazyFeaturizer,
+    jobs: Sequence[tuple[FeatureStore, Tensor, int]],
+    cfg: TrakConfig,
+    progress: bool,
+    on_batch: BatchHook | None,
+) -> tuple[dict[str, float], dict[str, int]]:
+    """``(timing_s, rows computed per store)`` after filling each store's missing rows."""
     timing: dict[str, float] = {}
     computed: dict[str, int] = {}
     try:
-        for store, images, stream in (
-            (train_store, train, TRAIN_STREAM),
-            (target_store, targets, TARGET_STREAM),
-        ):
+        for store, images, stream in jobs:
             t0 = time.perf_counter()
             projector_before = lazy.seconds
             computed[store.name] = featurize_into(
@@ -378,21 +435,45 @@ def compute_trak_scores(
     finally:
         lazy.release()
     timing["projector"] = lazy.seconds
+    return timing, computed
 
+
+def _scores_from_stores(
+    train_store: FeatureStore,
+    target_store: FeatureStore,
+    cfg: TrakConfig,
+    progress: bool,
+    meta: dict[str, Any],
+) -> tuple[np.ndarray, float, float]:
+    """``(τ float32 (M, N), λ_abs, seconds)`` from the features; StageError if unusable."""
     t0 = time.perf_counter()
     phi, phi_target = train_store.array(), target_store.array()
     gram = gram_matrix(phi)
     lambda_abs = absolute_lambda(gram, float(cfg.lambda_reg), cfg.lambda_relative)
     scores64 = kernel_scores(phi, phi_target, lambda_abs, gram=gram, progress=progress)
     scores = np.ascontiguousarray(scores64, dtype=np.float32)
-    timing["kernel"] = time.perf_counter() - t0
-    if scores.shape != (n_targets, n_train) or not np.isfinite(scores).all():
+    seconds = time.perf_counter() - t0
+    if scores.shape != (meta["n_targets"], meta["n_train"]) or not np.isfinite(scores).all():
         raise StageError(
             f"TRAK produced unusable scores (shape {scores.shape}, "
             f"finite={bool(np.isfinite(scores).all())}); try a larger lambda_reg"
         )
-    timing["setup"] = t_setup
-    timing["total"] = time.perf_counter() - t_start
+    return scores, lambda_abs, seconds
+
+
+def _save_results(
+    meta_path: Path,
+    scores_path: Path,
+    meta: dict[str, Any],
+    scores: np.ndarray,
+    lambda_abs: float,
+    common: dict[str, Any],
+    dev: torch.device,
+    computed: dict[str, int],
+    timing: dict[str, float],
+) -> None:
+    """None; completes ``meta`` and writes ``meta.json``, then ``scores.npy`` (atomically, last)."""
+    kind = common["projector"]
     meta.update(
         {
             "lambda_abs": lambda_abs,
@@ -401,7 +482,7 @@ def compute_trak_scores(
                 "proj_type": projector_proj_type(kind),
                 "block_size": TRAKER_CPU_BLOCK_SIZE if kind == "matrix" else None,
                 "dtype": common["proj_dtype"],
-                "grad_dim": grad_dim,
+                "grad_dim": common["grad_dim"],
                 "device": str(dev),
             },
             "score_units": "linearised output function (no renormalisation)",
@@ -411,11 +492,17 @@ def compute_trak_scores(
     )
     write_json(meta_path, meta)
     write_npy(scores_path, scores)
+
+
+def _log_run(
+    meta: dict[str, Any], cfg: TrakConfig, timing: dict[str, float], computed: dict[str, int]
+) -> None:
+    """None; logs the run's sizes and timings at INFO."""
     logger.info(
         "TRAK: N=%d M=%d proj_dim=%d K=%d: projector %.1fs, featurize %.1fs + %.1fs, "
         "kernel %.1fs (computed %s rows)",
-        n_train,
-        n_targets,
+        meta["n_train"],
+        meta["n_targets"],
         cfg.proj_dim,
         cfg.num_timesteps,
         timing["projector"],
@@ -424,7 +511,6 @@ def compute_trak_scores(
         timing["kernel"],
         computed,
     )
-    return scores
 
 
 def compute_trak_ensemble(
