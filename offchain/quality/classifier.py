@@ -226,7 +226,40 @@ def train_reference_classifier(
     cfg = cfg if cfg is not None else ClassifierConfig()
     cfg.validate()
     out_dir = Path(out_dir)
-    x_all = preprocess(images, cfg.image_size)  # raises DataError on bad images
+    x_all, labels, classes, targets = _check_training_data(images, labels, cfg.image_size)
+    digest = data_hash(images, labels)
+    if _has_matching_classifier(out_dir, digest, cfg):
+        logger.info("reference classifier %s is complete; skipping training", out_dir)
+        return out_dir
+
+    x_train, y_train, x_val, y_val = _split_train_val(x_all, targets, len(classes), cfg)
+    model, loss_value, train_acc, val_acc, seconds = _train_and_score(
+        x_train, y_train, x_val, y_val, len(classes), cfg, progress
+    )
+    weights_path = _write_weights(model, out_dir / CLASSIFIER_WEIGHTS)
+    meta = _classifier_record(
+        cfg,
+        classes,
+        n_images=len(images),
+        n_train=int(len(x_train)),
+        n_val=int(len(x_val)),
+        train_acc=train_acc,
+        val_acc=val_acc,
+        loss_value=loss_value,
+        digest=digest,
+        weights_path=weights_path,
+        seconds=seconds,
+    )
+    write_json(out_dir / CLASSIFIER_JSON, meta)
+    return out_dir
+
+
+def _check_training_data(
+    images: np.ndarray, labels: np.ndarray, image_size: int
+) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
+    """(x float32 (N, 1, S, S) in [−1, 1], labels as ndarray (N,), classes int64 (K,) sorted,
+    targets int (N,) class indices 0..K−1); raises :class:`DataError` on bad images or labels."""
+    x_all = preprocess(images, image_size)  # raises DataError on bad images
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
@@ -241,92 +274,147 @@ def train_reference_classifier(
             f"every class needs >= 2 images (one for validation), class "
             f"{int(classes[counts.argmin()])} has {int(counts.min())}"
         )
-    digest = data_hash(images, labels)
+    return x_all, labels, classes, targets
 
+
+def _has_matching_classifier(out_dir: Path, digest: str, cfg: ClassifierConfig) -> bool:
+    """True if ``out_dir`` holds a complete classifier for this data hash and config, False if
+    it holds no complete one; raises :class:`StageError` if it holds one for other data/config."""
     json_path = out_dir / CLASSIFIER_JSON
-    if json_path.is_file() and (out_dir / CLASSIFIER_WEIGHTS).is_file():
-        meta = read_json(json_path)
-        if meta.get("data_hash") != digest:
-            raise StageError(
-                f"{out_dir} holds a reference classifier trained on other data "
-                f"(data hash {meta.get('data_hash')}, now {digest}); remove it to retrain"
-            )
-        cached = {k: v for k, v in meta.get("config", {}).items() if k not in _NON_SEMANTIC_FIELDS}
-        if cached != cfg.cache_key():
-            raise StageError(
-                f"{out_dir} holds a reference classifier with another config ({cached}, now "
-                f"{cfg.cache_key()}); remove it to retrain"
-            )
-        logger.info("reference classifier %s is complete; skipping training", out_dir)
-        return out_dir
+    if not (json_path.is_file() and (out_dir / CLASSIFIER_WEIGHTS).is_file()):
+        return False
+    meta = read_json(json_path)
+    if meta.get("data_hash") != digest:
+        raise StageError(
+            f"{out_dir} holds a reference classifier trained on other data "
+            f"(data hash {meta.get('data_hash')}, now {digest}); remove it to retrain"
+        )
+    cached = {k: v for k, v in meta.get("config", {}).items() if k not in _NON_SEMANTIC_FIELDS}
+    if cached != cfg.cache_key():
+        raise StageError(
+            f"{out_dir} holds a reference classifier with another config ({cached}, now "
+            f"{cfg.cache_key()}); remove it to retrain"
+        )
+    return True
 
+
+def _split_train_val(
+    x_all: torch.Tensor, targets: np.ndarray, n_classes: int, cfg: ClassifierConfig
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_val, y_val): x float32 (n, 1, S, S), y int64 (n,); a stratified
+    split seeded by ``cfg.seed``, ≥ 1 image of each class on each side."""
     rng = np.random.default_rng(cfg.seed)
     is_val = np.zeros(len(targets), dtype=bool)
-    for k in range(len(classes)):
+    for k in range(n_classes):
         idx = rng.permutation(np.flatnonzero(targets == k))
         n_val = min(max(int(round(cfg.val_fraction * len(idx))), 1), len(idx) - 1)
         is_val[idx[:n_val]] = True
     y_all = torch.from_numpy(targets.astype(np.int64))
-    x_train, y_train = x_all[~is_val], y_all[~is_val]
-    x_val, y_val = x_all[is_val], y_all[is_val]
+    return x_all[~is_val], y_all[~is_val], x_all[is_val], y_all[is_val]
 
+
+def _train_and_score(
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_val: torch.Tensor,
+    y_val: torch.Tensor,
+    n_classes: int,
+    cfg: ClassifierConfig,
+    progress: bool,
+) -> tuple[ReferenceClassifier, float, float, float, float]:
+    """(model in eval mode, final batch loss, train accuracy, validation accuracy, seconds taken);
+    seeded by ``cfg.seed`` with torch's global RNG state restored afterwards; logs the result."""
     start = time.perf_counter()
     with torch_threads(cfg.num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = ReferenceClassifier(cfg.image_size, cfg.channels, cfg.feature_dim, len(classes))
-        generator = torch.Generator().manual_seed(cfg.seed)
-        steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
-        total = cfg.epochs * steps_per_epoch
-        optimizer = torch.optim.Adam(
-            model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: max(0.0, 1.0 - step / total)
-        )
-        model.train()
-        bar = tqdm(total=total, desc="reference classifier", disable=not progress, leave=False)
-        loss_value = float("nan")
-        for epoch in range(cfg.epochs):
-            order = torch.randperm(len(x_train), generator=generator)
-            for b in range(steps_per_epoch):
-                batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                loss_value = loss.detach().item()
-                bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
-        bar.close()
+        model = ReferenceClassifier(cfg.image_size, cfg.channels, cfg.feature_dim, n_classes)
+        loss_value = _fit(model, x_train, y_train, cfg, progress)
         model.eval()
         train_acc = _accuracy(model, x_train, y_train)
         val_acc = _accuracy(model, x_val, y_val)
     seconds = time.perf_counter() - start
     logger.info(
         "reference classifier: %d classes, train acc %.4f, validation acc %.4f (%d images), %.1f s",
-        len(classes),
+        n_classes,
         train_acc,
         val_acc,
         len(x_val),
         seconds,
     )
+    return model, loss_value, train_acc, val_acc, seconds
 
+
+def _fit(
+    model: ReferenceClassifier,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    cfg: ClassifierConfig,
+    progress: bool,
+) -> float:
+    """The last batch's cross-entropy loss (float) after training ``model`` in place: Adam with
+    linear decay to 0, ``cfg.epochs`` passes in an order seeded by ``cfg.seed``."""
+    generator = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    optimizer = torch.optim.Adam(
+        model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: max(0.0, 1.0 - step / total)
+    )
+    model.train()
+    bar = tqdm(total=total, desc="reference classifier", disable=not progress, leave=False)
+    loss_value = float("nan")
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(x_train), generator=generator)
+        for b in range(steps_per_epoch):
+            batch = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            loss = F.cross_entropy(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_value = loss.detach().item()
+            bar.update(1)
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_value:.3f}")
+    bar.close()
+    return loss_value
+
+
+def _write_weights(model: ReferenceClassifier, weights_path: Path) -> Path:
+    """``weights_path``, after atomically writing the model's state_dict there (safetensors)."""
     from safetensors.torch import save_file
 
-    weights_path = out_dir / CLASSIFIER_WEIGHTS
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write(weights_path, lambda tmp: save_file(state, str(tmp)))
-    meta = {
+    return weights_path
+
+
+def _classifier_record(
+    cfg: ClassifierConfig,
+    classes: np.ndarray,
+    *,
+    n_images: int,
+    n_train: int,
+    n_val: int,
+    train_acc: float,
+    val_acc: float,
+    loss_value: float,
+    digest: str,
+    weights_path: Path,
+    seconds: float,
+) -> dict[str, Any]:
+    """The classifier's JSON record (dict, key order as written), hashing the weights file."""
+    return {
         "format": FORMAT,
         "config": cfg.to_json(),
         "classes": [int(c) for c in classes],
         "n_classes": len(classes),
         "image_size": cfg.image_size,
         "feature_dim": cfg.feature_dim,
-        "n_images": len(images),
-        "n_train": int(len(x_train)),
-        "n_val": int(len(x_val)),
+        "n_images": n_images,
+        "n_train": n_train,
+        "n_val": n_val,
         "train_accuracy": train_acc,
         "val_accuracy": val_acc,
         "final_loss": loss_value,
@@ -338,8 +426,6 @@ def train_reference_classifier(
         "torch_version": torch.__version__,
         "num_threads": torch.get_num_threads() if cfg.num_threads is None else cfg.num_threads,
     }
-    write_json(json_path, meta)
-    return out_dir
 
 
 def load_reference_classifier(classifier_dir: Path) -> ReferenceClassifier:
