@@ -660,6 +660,280 @@ def _check_holder_index(holder_index: object, n: int) -> np.ndarray | None:
     return idx.astype(np.int64)
 
 
+def _check_calibration_inputs(
+    works: object, holder_index: object, external: object, ccfg: CalibrationConfig
+) -> tuple[Tensor, np.ndarray | None, np.ndarray, int, Tensor | None]:
+    """(works (N, C, S, S), holder index (N,) or None, duplicate group (N,), distinct works,
+    external images (E, C, S, S) or None), checked."""
+    works_t = _as_images(works, "works")
+    n = works_t.shape[0]
+    hidx = _check_holder_index(holder_index, n)
+    group = _distinct_groups(works_t)
+    n_distinct = int(group.max()) + 1
+    if n_distinct < ccfg.min_works:
+        raise DataError(
+            f"calibration needs ≥ {ccfg.min_works} distinct works, got {n_distinct} (of {n})"
+        )
+    ext_t = None
+    if external is not None:
+        ext_t = _as_images(external, "external")
+        if ext_t.shape[1:] != works_t.shape[1:]:
+            raise DataError(
+                f"external images {tuple(ext_t.shape[1:])} differ from works "
+                f"{tuple(works_t.shape[1:])}"
+            )
+    return works_t, hidx, group, n_distinct, ext_t
+
+
+def _pick_anchors(
+    rng: np.random.Generator, group: np.ndarray, n_distinct: int, ccfg: CalibrationConfig
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """(anchor work indices (A,), held-out flag (A,), number held out): one representative
+    per duplicate group, split by work (two draws from ``rng``)."""
+    reps = np.unique(group, return_index=True)[1]
+    n_anchor = min(ccfg.n_anchors, n_distinct)
+    anchors = rng.choice(reps, size=n_anchor, replace=False)
+    n_test = min(max(2, round(ccfg.test_fraction * n_anchor)), n_anchor - 2)
+    is_test_anchor = np.zeros(n_anchor, dtype=bool)
+    is_test_anchor[rng.permutation(n_anchor)[:n_test]] = True
+    return anchors, is_test_anchor, n_test
+
+
+def _external_queries(
+    ext_t: Tensor,
+    augs: tuple[str, ...],
+    ccfg: CalibrationConfig,
+    seed: int,
+    rng: np.random.Generator,
+) -> tuple[Tensor, np.ndarray, np.ndarray]:
+    """(augmented external images (E', C, S, S), augmentation type (E',), held-out flag
+    (E',)) for at most ``max_external`` picked images (two draws from ``rng``)."""
+    n_ext = min(ccfg.max_external, ext_t.shape[0])
+    pick = np.sort(rng.choice(ext_t.shape[0], size=n_ext, replace=False))
+    ext_aug = np.arange(n_ext) % len(augs)
+    ext_imgs = torch.empty((n_ext, *ext_t.shape[1:]), dtype=torch.float32)
+    for k, name in enumerate(augs):
+        sel = np.flatnonzero(ext_aug == k)
+        if sel.size:
+            ext_imgs[sel] = augment(ext_t[pick[sel]], name, seed=seed + 1)
+    ext_test = np.zeros(n_ext, dtype=bool)
+    ext_test[rng.permutation(n_ext)[: round(ccfg.test_fraction * n_ext)]] = True
+    return ext_imgs, ext_aug, ext_test
+
+
+def _build_queries(
+    works_t: Tensor,
+    ext_t: Tensor | None,
+    anchors: np.ndarray,
+    is_test_anchor: np.ndarray,
+    ccfg: CalibrationConfig,
+    seed: int,
+    rng: np.random.Generator,
+) -> tuple[Tensor, np.ndarray, np.ndarray, np.ndarray, int]:
+    """(queries (Q, C, S, S), source work (Q,) or −1 for external, augmentation type (Q,),
+    held-out flag (Q,), number of external queries): every anchor under every augmentation
+    (seeded per type), then the external images."""
+    augs = tuple(ccfg.augmentations)
+    n_anchor = anchors.size
+    q_imgs, q_src, q_aug, q_test = [], [], [], []
+    for k, name in enumerate(augs):
+        q_imgs.append(augment(works_t[anchors], name, seed=seed))
+        q_src.append(anchors)
+        q_aug.append(np.full(n_anchor, k))
+        q_test.append(is_test_anchor)
+    n_ext = 0
+    if ext_t is not None and ccfg.max_external > 0:
+        ext_imgs, ext_aug, ext_test = _external_queries(ext_t, augs, ccfg, seed, rng)
+        n_ext = ext_aug.size
+        q_imgs.append(ext_imgs)
+        q_src.append(np.full(n_ext, -1))
+        q_aug.append(ext_aug)
+        q_test.append(ext_test)
+    queries = torch.cat(q_imgs)
+    src = np.concatenate(q_src)
+    aug_of = np.concatenate(q_aug)
+    test_q = np.concatenate(q_test)
+    return queries, src, aug_of, test_q, n_ext
+
+
+def _build_pairs(
+    feats: dict[str, np.ndarray],
+    group: np.ndarray,
+    src: np.ndarray,
+    ccfg: CalibrationConfig,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(query row (P,), work column (P,), label (P,) float 1/0, pair kind (P,) object): the
+    positives, then random and (optionally) hard negatives among eligible works."""
+    n_q, n = src.size, group.size
+    eligible = np.ones((n_q, n), dtype=bool)  # works that are not the source or its duplicate
+    has_src = src >= 0
+    eligible[has_src] = group[None, :] != group[src[has_src]][:, None]
+    rows, cols, labels, kinds = [], [], [], []
+
+    def add(r: np.ndarray, c: np.ndarray, label: int, kind: str) -> None:
+        rows.append(r)
+        cols.append(c)
+        labels.append(np.full(r.size, label))
+        kinds.append(np.full(r.size, kind, dtype=object))
+
+    pos_rows = np.flatnonzero(has_src)
+    add(pos_rows, src[pos_rows], 1, "positive")
+    all_rows = np.arange(n_q)
+    for _ in range(ccfg.random_negatives):
+        # A uniformly random eligible work per query (random keys, masked argmax).
+        keys = np.where(eligible, rng.random((n_q, n)), -1.0)
+        add(all_rows, keys.argmax(1), 0, "random")
+    if ccfg.hard_negatives:
+        for name, sign in _MINING:
+            masked = np.where(eligible, sign * feats[name], -np.inf)
+            add(all_rows, masked.argmax(1), 0, f"nearest_{name}")
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    y = np.concatenate(labels).astype(np.float64)
+    kind = np.concatenate(kinds)
+    kind[(y == 0) & (src[r] < 0)] = "external"
+    return r, c, y, kind
+
+
+def _split_pairs(
+    y: np.ndarray,
+    aug_r: np.ndarray,
+    test_r: np.ndarray,
+    augs: tuple[str, ...],
+    ccfg: CalibrationConfig,
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(fitted-pair mask (P,), held-out mask (P,), augmentation types left out of the fit);
+    raises DataError when a split lacks either class."""
+    excluded_types = [
+        k for k, a in enumerate(augs) if any(st in ccfg.fit_exclude for st in a.split("+"))
+    ]
+    train, test = ~test_r, test_r
+    fit_mask = train & ~((y == 1) & np.isin(aug_r, excluded_types))
+    for split_name, mask in (("training", fit_mask), ("held-out", test)):
+        n_pos_split = int(y[mask].sum())
+        if n_pos_split == 0 or n_pos_split == int(mask.sum()):
+            raise DataError(f"the {split_name} split needs positives and negatives")
+    return fit_mask, test, excluded_types
+
+
+def _evaluation_table(
+    p_all: np.ndarray,
+    y: np.ndarray,
+    fit_mask: np.ndarray,
+    test: np.ndarray,
+    aug_r: np.ndarray,
+    kind: np.ndarray,
+    excluded_types: list[int],
+    augs: tuple[str, ...],
+    rep: float,
+    cp: float | None,
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """(precision/recall rows per split, group and threshold; average precision per group)
+    of the pair probabilities (P,)."""
+    table: list[dict[str, Any]] = []
+    ap: dict[str, float] = {}
+
+    def rows_for(group_name: str, mask: np.ndarray, split: str = "held-out") -> None:
+        pp, yy = p_all[mask], y[mask]
+        for thr_name, thr in (("replication", rep), ("copy", cp)):
+            table.append(
+                {"split": split, "group": group_name, "threshold": thr_name, **_pr_at(pp, yy, thr)}
+            )
+        if 0 < yy.sum() < yy.size:
+            ap[group_name if split == "held-out" else f"{split}:{group_name}"] = float(
+                average_precision_score(yy, pp)
+            )
+
+    rows_for("overall", fit_mask, split="training")  # the fitted pairs
+    rows_for("overall", test)
+    if excluded_types:
+        unfitted = (y == 1) & np.isin(aug_r, excluded_types)
+        rows_for("overall (fitted types)", test & ~unfitted)
+    for k, name in enumerate(augs):
+        rows_for(name, test & (aug_r == k))
+    for neg_kind in NEGATIVE_KINDS:
+        mask = test & (kind == neg_kind)
+        if mask.any():
+            rows_for(f"negatives:{neg_kind}", mask)
+    return table, ap
+
+
+def _retrieval_and_holders(
+    feats: dict[str, np.ndarray],
+    coef: np.ndarray,
+    intercept: float,
+    test_rows: np.ndarray,
+    src: np.ndarray,
+    group: np.ndarray,
+    hidx: np.ndarray | None,
+    rep: float,
+    cp: float | None,
+) -> tuple[float, dict[str, Any] | None]:
+    """(top-1 retrieval accuracy of the held-out augmented queries against every work,
+    holder-level evaluation or None without a holder index)."""
+    p_q = _sigmoid(
+        intercept + sum(w * feats[f][test_rows] for w, f in zip(coef, FEATURE_NAMES, strict=True))
+    )
+    top = p_q.argmax(1)
+    retrieval = float(np.mean(group[top] == group[src[test_rows]]))
+    holder_level = None
+    if hidx is not None:
+        holder_level = _holder_level(p_q, src[test_rows], group, hidx, rep, cp)
+    return retrieval, holder_level
+
+
+def _fit_and_evaluate(
+    feats: dict[str, np.ndarray],
+    group: np.ndarray,
+    src: np.ndarray,
+    aug_of: np.ndarray,
+    test_q: np.ndarray,
+    hidx: np.ndarray | None,
+    ccfg: CalibrationConfig,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
+    """The fitted and evaluated fields of a :class:`Calibration` (coef, intercept, thresholds,
+    pair counts, table, average precision, holder level, retrieval, Brier score)."""
+    augs = tuple(ccfg.augmentations)
+    r, c, y, kind = _build_pairs(feats, group, src, ccfg, rng)
+    x = np.stack([feats[f][r, c] for f in FEATURE_NAMES], axis=1)
+    fit_mask, test, excluded_types = _split_pairs(y, aug_of[r], test_q[r], augs, ccfg)
+
+    # Fit, then thresholds and evaluation on the held-out split.
+    coef, intercept = _fit_logistic(x[fit_mask], y[fit_mask], ccfg.l2)
+    intercept += math.log(ccfg.prior / (1.0 - ccfg.prior))  # even odds → prior π
+    z_all = intercept + x @ coef
+    p_all = _sigmoid(z_all)
+    p_test, y_test = p_all[test], y[test]
+    rep, cp = choose_thresholds(p_test, y_test, ccfg.copy_precision, ccfg.replication_recall)
+    table, ap = _evaluation_table(
+        p_all, y, fit_mask, test, aug_of[r], kind, excluded_types, augs, rep, cp
+    )
+    brier = float(np.mean((p_test - y_test) ** 2))
+
+    # Retrieval and holder level: held-out augmented queries against every work.
+    test_rows = np.flatnonzero(test_q & (src >= 0))
+    retrieval, holder_level = _retrieval_and_holders(
+        feats, coef, intercept, test_rows, src, group, hidx, rep, cp
+    )
+    return {
+        "coef": tuple(float(v) for v in coef),
+        "intercept": float(intercept),
+        "replication_threshold": rep,
+        "copy_threshold": cp,
+        "n_pos": int(y[fit_mask].sum()),
+        "n_neg": int((1 - y[fit_mask]).sum()),
+        "n_pos_test": int(y_test.sum()),
+        "n_neg_test": int((1 - y_test).sum()),
+        "table": table,
+        "average_precision": ap,
+        "holder_level": holder_level,
+        "retrieval_top1": retrieval,
+        "brier": brier,
+    }
+
+
 def fit_calibration(
     encoder: Encoder,
     works: Tensor | np.ndarray,
@@ -702,176 +976,47 @@ def fit_calibration(
     cfg = cfg if cfg is not None else CopyrightConfig()
     ccfg = cfg.calibration
     settings = cfg.feature_settings()
-    works_t = _as_images(works, "works")
-    n = works_t.shape[0]
-    hidx = _check_holder_index(holder_index, n)
-    group = _distinct_groups(works_t)
-    n_distinct = int(group.max()) + 1
-    if n_distinct < ccfg.min_works:
-        raise DataError(
-            f"calibration needs ≥ {ccfg.min_works} distinct works, got {n_distinct} (of {n})"
-        )
-    ext_t = None
-    if external is not None:
-        ext_t = _as_images(external, "external")
-        if ext_t.shape[1:] != works_t.shape[1:]:
-            raise DataError(
-                f"external images {tuple(ext_t.shape[1:])} differ from works "
-                f"{tuple(works_t.shape[1:])}"
-            )
+    works_t, hidx, group, n_distinct, ext_t = _check_calibration_inputs(
+        works, holder_index, external, ccfg
+    )
     rng = np.random.default_rng(cfg.seed)
     ref = ReferenceSet(encoder, works_t, settings)
-
-    # 1. Anchors: one representative per duplicate group, split by work.
-    reps = np.unique(group, return_index=True)[1]
-    n_anchor = min(ccfg.n_anchors, n_distinct)
-    anchors = rng.choice(reps, size=n_anchor, replace=False)
-    n_test = min(max(2, round(ccfg.test_fraction * n_anchor)), n_anchor - 2)
-    is_test_anchor = np.zeros(n_anchor, dtype=bool)
-    is_test_anchor[rng.permutation(n_anchor)[:n_test]] = True
-
-    # 2. Queries: every anchor under every augmentation (seeded per type).
-    augs = tuple(ccfg.augmentations)
-    q_imgs, q_src, q_aug, q_test = [], [], [], []
-    for k, name in enumerate(augs):
-        q_imgs.append(augment(works_t[anchors], name, seed=cfg.seed))
-        q_src.append(anchors)
-        q_aug.append(np.full(n_anchor, k))
-        q_test.append(is_test_anchor)
-    n_ext = 0
-    if ext_t is not None and ccfg.max_external > 0:
-        n_ext = min(ccfg.max_external, ext_t.shape[0])
-        pick = np.sort(rng.choice(ext_t.shape[0], size=n_ext, replace=False))
-        ext_aug = np.arange(n_ext) % len(augs)
-        ext_imgs = torch.empty((n_ext, *ext_t.shape[1:]), dtype=torch.float32)
-        for k, name in enumerate(augs):
-            sel = np.flatnonzero(ext_aug == k)
-            if sel.size:
-                ext_imgs[sel] = augment(ext_t[pick[sel]], name, seed=cfg.seed + 1)
-        ext_test = np.zeros(n_ext, dtype=bool)
-        ext_test[rng.permutation(n_ext)[: round(ccfg.test_fraction * n_ext)]] = True
-        q_imgs.append(ext_imgs)
-        q_src.append(np.full(n_ext, -1))
-        q_aug.append(ext_aug)
-        q_test.append(ext_test)
-    queries = torch.cat(q_imgs)
-    src = np.concatenate(q_src)
-    aug_of = np.concatenate(q_aug)
-    test_q = np.concatenate(q_test)
-
-    # 3. Features of every query against every work, then the pairs.
-    feats = ref.matrices(queries, ref.encode(queries))
-    n_q = queries.shape[0]
-    eligible = np.ones((n_q, n), dtype=bool)  # works that are not the source or its duplicate
-    has_src = src >= 0
-    eligible[has_src] = group[None, :] != group[src[has_src]][:, None]
-    rows, cols, labels, kinds = [], [], [], []
-
-    def add(r: np.ndarray, c: np.ndarray, label: int, kind: str) -> None:
-        rows.append(r)
-        cols.append(c)
-        labels.append(np.full(r.size, label))
-        kinds.append(np.full(r.size, kind, dtype=object))
-
-    pos_rows = np.flatnonzero(has_src)
-    add(pos_rows, src[pos_rows], 1, "positive")
-    all_rows = np.arange(n_q)
-    for _ in range(ccfg.random_negatives):
-        # A uniformly random eligible work per query (random keys, masked argmax).
-        keys = np.where(eligible, rng.random((n_q, n)), -1.0)
-        add(all_rows, keys.argmax(1), 0, "random")
-    if ccfg.hard_negatives:
-        for name, sign in _MINING:
-            masked = np.where(eligible, sign * feats[name], -np.inf)
-            add(all_rows, masked.argmax(1), 0, f"nearest_{name}")
-    r = np.concatenate(rows)
-    c = np.concatenate(cols)
-    y = np.concatenate(labels).astype(np.float64)
-    kind = np.concatenate(kinds)
-    kind[(y == 0) & (src[r] < 0)] = "external"
-    x = np.stack([feats[f][r, c] for f in FEATURE_NAMES], axis=1)
-    is_test = test_q[r]
-    excluded_types = [
-        k for k, a in enumerate(augs) if any(st in ccfg.fit_exclude for st in a.split("+"))
-    ]
-    train, test = ~is_test, is_test
-    fit_mask = train & ~((y == 1) & np.isin(aug_of[r], excluded_types))
-    for split_name, mask in (("training", fit_mask), ("held-out", test)):
-        n_pos_split = int(y[mask].sum())
-        if n_pos_split == 0 or n_pos_split == int(mask.sum()):
-            raise DataError(f"the {split_name} split needs positives and negatives")
-
-    # 4. Fit, then thresholds and evaluation on the held-out split.
-    coef, intercept = _fit_logistic(x[fit_mask], y[fit_mask], ccfg.l2)
-    intercept += math.log(ccfg.prior / (1.0 - ccfg.prior))  # even odds → prior π
-    z_all = intercept + x @ coef
-    p_all = _sigmoid(z_all)
-    p_test, y_test = p_all[test], y[test]
-    rep, cp = choose_thresholds(p_test, y_test, ccfg.copy_precision, ccfg.replication_recall)
-
-    table: list[dict[str, Any]] = []
-    ap: dict[str, float] = {}
-
-    def rows_for(group_name: str, mask: np.ndarray, split: str = "held-out") -> None:
-        pp, yy = p_all[mask], y[mask]
-        for thr_name, thr in (("replication", rep), ("copy", cp)):
-            table.append(
-                {"split": split, "group": group_name, "threshold": thr_name, **_pr_at(pp, yy, thr)}
-            )
-        if 0 < yy.sum() < yy.size:
-            ap[group_name if split == "held-out" else f"{split}:{group_name}"] = float(
-                average_precision_score(yy, pp)
-            )
-
-    rows_for("overall", fit_mask, split="training")  # the fitted pairs
-    rows_for("overall", test)
-    if excluded_types:
-        unfitted = (y == 1) & np.isin(aug_of[r], excluded_types)
-        rows_for("overall (fitted types)", test & ~unfitted)
-    for k, name in enumerate(augs):
-        rows_for(name, test & (aug_of[r] == k))
-    for neg_kind in NEGATIVE_KINDS:
-        mask = test & (kind == neg_kind)
-        if mask.any():
-            rows_for(f"negatives:{neg_kind}", mask)
-    brier = float(np.mean((p_test - y_test) ** 2))
-
-    # Retrieval and holder level: held-out augmented queries against every work.
-    test_rows = np.flatnonzero(test_q & has_src)
-    p_q = _sigmoid(
-        intercept + sum(w * feats[f][test_rows] for w, f in zip(coef, FEATURE_NAMES, strict=True))
+    anchors, is_test_anchor, n_test = _pick_anchors(rng, group, n_distinct, ccfg)
+    queries, src, aug_of, test_q, n_ext = _build_queries(
+        works_t, ext_t, anchors, is_test_anchor, ccfg, cfg.seed, rng
     )
-    top = p_q.argmax(1)
-    retrieval = float(np.mean(group[top] == group[src[test_rows]]))
-    holder_level = None
-    if hidx is not None:
-        holder_level = _holder_level(p_q, src[test_rows], group, hidx, rep, cp)
-
+    feats = ref.matrices(queries, ref.encode(queries))  # every query against every work
+    fitted = _fit_and_evaluate(feats, group, src, aug_of, test_q, hidx, ccfg, rng)
     elapsed = time.perf_counter() - start_time
+    counts = (int(works_t.shape[0]), n_distinct, anchors.size - n_test, n_test, n_ext)
+    return _make_calibration(encoder, works_t, cfg, settings, fitted, counts, elapsed)
+
+
+def _make_calibration(
+    encoder: Encoder,
+    works_t: Tensor,
+    cfg: CopyrightConfig,
+    settings: FeatureSettings,
+    fitted: dict[str, Any],
+    counts: tuple[int, int, int, int, int],
+    elapsed: float,
+) -> Calibration:
+    """The :class:`Calibration` from the fitted fields and (works, distinct works, fitted
+    anchors, held-out anchors, external queries) counts; logs a summary."""
+    ccfg = cfg.calibration
+    n, n_distinct, n_train_anchor, n_test, n_ext = counts
     cal = Calibration(
-        coef=tuple(float(v) for v in coef),
-        intercept=float(intercept),
-        replication_threshold=rep,
-        copy_threshold=cp,
+        **fitted,
         features=settings,
         encoder=encoder_name(encoder),
         image_shape=tuple(int(s) for s in works_t.shape[1:]),
         seed=int(cfg.seed),
         prior=float(ccfg.prior),
-        augmentations=augs,
-        n_pos=int(y[fit_mask].sum()),
-        n_neg=int((1 - y[fit_mask]).sum()),
-        n_pos_test=int(y_test.sum()),
-        n_neg_test=int((1 - y_test).sum()),
+        augmentations=tuple(ccfg.augmentations),
         n_works=int(n),
         n_distinct_works=n_distinct,
-        n_anchors=(int(n_anchor - n_test), int(n_test)),
+        n_anchors=(int(n_train_anchor), int(n_test)),
         n_external=int(n_ext),
-        table=table,
-        average_precision=ap,
-        holder_level=holder_level,
-        retrieval_top1=retrieval,
-        brier=brier,
         fit_seconds=round(elapsed, 3),
         config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(ccfg).items()},
         rules=_rules(ccfg),
@@ -881,8 +1026,8 @@ def fit_calibration(
         cal.encoder,
         cal.n_pos,
         cal.n_neg,
-        rep,
-        "none" if cp is None else f"{cp:.3f}",
+        cal.replication_threshold,
+        "none" if cal.copy_threshold is None else f"{cal.copy_threshold:.3f}",
         elapsed,
     )
     return cal

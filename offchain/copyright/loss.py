@@ -45,6 +45,7 @@ from offchain.copyright.calibration import (
     Calibration,
     CalibrationConfig,
     FeatureSettings,
+    PairScores,
     ReferenceSet,
     _as_images,
     fit_calibration,
@@ -223,6 +224,89 @@ def _check_inputs(
     return gen, train, idx.astype(np.int64)
 
 
+def _encoder_and_calibration(
+    unet: torch.nn.Module,
+    scheduler: object,
+    train: Tensor,
+    idx: np.ndarray,
+    cfg: CopyrightConfig,
+    settings: FeatureSettings,
+    encoder: Encoder | None,
+    calibration: Calibration | None,
+) -> tuple[Encoder, Calibration]:
+    """(encoder, calibration): the given ones, or the default UNet encoder and a calibration
+    fitted now on ``train`` (N, C, S, S); warns when the calibration's feature settings differ."""
+    if encoder is None:
+        encoder = UNetFeatureEncoder(
+            unet,
+            scheduler,
+            timestep=cfg.semantic_timestep,
+            seed=cfg.seed,
+            batch_size=cfg.batch_size,
+        )
+    if calibration is None:
+        calibration = fit_calibration(encoder, train, idx, cfg)
+    elif calibration.features != settings:
+        logger.warning(
+            "using the calibration's feature settings %s instead of the config's %s",
+            calibration.features,
+            settings,
+        )
+    return encoder, calibration
+
+
+def _per_holder(
+    scores: PairScores,
+    sem: np.ndarray,
+    perc: np.ndarray,
+    sim: np.ndarray,
+    idx: np.ndarray,
+    n_holders: int,
+    calibration: Calibration,
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """(float64 (H,) totals "expected", "weighted", "semantic", "perceptual", "tiled_l2";
+    replications (H,); copies (H,); closest work (H, M), −1 for holders without works)."""
+    p, z = scores.probability, scores.logit
+    m = p.shape[0]
+    out = {
+        k: np.zeros(n_holders, dtype=np.float64)
+        for k in ("expected", "weighted", "semantic", "perceptual", "tiled_l2")
+    }
+    n_rep = np.zeros(n_holders, dtype=np.int64)
+    n_copy = np.zeros(n_holders, dtype=np.int64)
+    closest = np.full((n_holders, m), -1, dtype=np.int64)
+    for h in range(n_holders):
+        cols = np.flatnonzero(idx == h)
+        if cols.size == 0:
+            continue
+        best = z[:, cols].argmax(axis=1)
+        closest[h] = cols[best]
+        pmax = p[:, cols].max(axis=1)  # = p[rows, closest[h]] up to ties
+        out["expected"][h] = float(pmax.sum())
+        out["weighted"][h] = float((p[:, cols] * sim[:, cols]).max(axis=1).sum())
+        out["semantic"][h] = float(sem[:, cols].max(axis=1).mean())
+        out["perceptual"][h] = float(perc[:, cols].max(axis=1).mean())
+        out["tiled_l2"][h] = float(scores.tiled_l2[:, cols].min(axis=1).mean())
+        n_rep[h] = int(np.sum(pmax >= calibration.replication_threshold))
+        if calibration.copy_threshold is not None:
+            n_copy[h] = int(np.sum(pmax >= calibration.copy_threshold))
+    return out, n_rep, n_copy, closest
+
+
+def _share(expected: np.ndarray, m: int, n_works: int, n_holders: int) -> np.ndarray:
+    """Loss (H,) in [0, 1]: expected copies (H,) over the M generations; logs a summary."""
+    share = np.clip(expected / m, 0.0, 1.0)
+    logger.info(
+        "copyright loss: M=%d N=%d H=%d, max expected copies %.2f (share %.3f)",
+        m,
+        n_works,
+        n_holders,
+        float(expected.max()),
+        float(share.max()),
+    )
+    return share
+
+
 def compute_copyright_losses(
     unet: torch.nn.Module,
     scheduler: object,
@@ -266,61 +350,35 @@ def compute_copyright_losses(
     settings = cfg.feature_settings()
     if min(gen.shape[2:]) < settings.ssim_win_size:
         raise DataError(f"images {tuple(gen.shape[2:])} are smaller than the SSIM window")
-    if encoder is None:
-        encoder = UNetFeatureEncoder(
-            unet,
-            scheduler,
-            timestep=cfg.semantic_timestep,
-            seed=cfg.seed,
-            batch_size=cfg.batch_size,
-        )
-    if calibration is None:
-        calibration = fit_calibration(encoder, train, idx, cfg)
-    elif calibration.features != settings:
-        logger.warning(
-            "using the calibration's feature settings %s instead of the config's %s",
-            calibration.features,
-            settings,
-        )
+    encoder, calibration = _encoder_and_calibration(
+        unet, scheduler, train, idx, cfg, settings, encoder, calibration
+    )
     ref = ReferenceSet(encoder, train, calibration.features)
     scores = score_pairs(encoder, gen, ref, calibration)
 
     sem = np.clip(scores.semantic, 0.0, 1.0)
     perc = np.clip(scores.ssim, 0.0, 1.0)
     sim = np.clip(cfg.w_semantic * sem + cfg.w_perceptual * perc, 0.0, 1.0)
-    p, z = scores.probability, scores.logit
+    out, n_rep, n_copy, closest = _per_holder(scores, sem, perc, sim, idx, n_holders, calibration)
     m = gen.shape[0]
-    out = {
-        k: np.zeros(n_holders, dtype=np.float64)
-        for k in ("expected", "weighted", "semantic", "perceptual", "tiled_l2")
-    }
-    n_rep = np.zeros(n_holders, dtype=np.int64)
-    n_copy = np.zeros(n_holders, dtype=np.int64)
-    closest = np.full((n_holders, m), -1, dtype=np.int64)
-    for h in range(n_holders):
-        cols = np.flatnonzero(idx == h)
-        if cols.size == 0:
-            continue
-        best = z[:, cols].argmax(axis=1)
-        closest[h] = cols[best]
-        pmax = p[:, cols].max(axis=1)  # = p[rows, closest[h]] up to ties
-        out["expected"][h] = float(pmax.sum())
-        out["weighted"][h] = float((p[:, cols] * sim[:, cols]).max(axis=1).sum())
-        out["semantic"][h] = float(sem[:, cols].max(axis=1).mean())
-        out["perceptual"][h] = float(perc[:, cols].max(axis=1).mean())
-        out["tiled_l2"][h] = float(scores.tiled_l2[:, cols].min(axis=1).mean())
-        n_rep[h] = int(np.sum(pmax >= calibration.replication_threshold))
-        if calibration.copy_threshold is not None:
-            n_copy[h] = int(np.sum(pmax >= calibration.copy_threshold))
-    share = np.clip(out["expected"] / m, 0.0, 1.0)
-    logger.info(
-        "copyright loss: M=%d N=%d H=%d, max expected copies %.2f (share %.3f)",
-        m,
-        train.shape[0],
-        n_holders,
-        float(out["expected"].max()),
-        float(share.max()),
-    )
+    share = _share(out["expected"], m, train.shape[0], n_holders)
+    return _result(share, out, n_rep, n_copy, closest, scores, sem, perc, sim, calibration, m)
+
+
+def _result(
+    share: np.ndarray,
+    out: dict[str, np.ndarray],
+    n_rep: np.ndarray,
+    n_copy: np.ndarray,
+    closest: np.ndarray,
+    scores: PairScores,
+    sem: np.ndarray,
+    perc: np.ndarray,
+    sim: np.ndarray,
+    calibration: Calibration,
+    m: int,
+) -> CopyrightResult:
+    """The :class:`CopyrightResult`: per-holder arrays (H,) and float32 pair matrices (M, N)."""
     return CopyrightResult(
         loss=share,
         expected_copies=out["expected"],
@@ -330,7 +388,7 @@ def compute_copyright_losses(
         semantic=out["semantic"],
         perceptual=out["perceptual"],
         tiled_l2=out["tiled_l2"],
-        pair_probability=p.astype(np.float32),
+        pair_probability=scores.probability.astype(np.float32),
         pair_similarity=sim.astype(np.float32),
         pair_semantic=sem.astype(np.float32),
         pair_perceptual=perc.astype(np.float32),
