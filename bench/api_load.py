@@ -8,7 +8,7 @@ Usage::
 Without ``--run-dir`` it synthesises a run folder in a temporary directory: ``--rounds`` rounds of
 ``--holders`` holders, each round an ``allocation.json`` and a ``tree.json`` written through the
 project's own code (:class:`offchain.allocation.PayoutTree` and the artifact layout of
-:class:`offchain.rounds.layout.RoundPaths`, the files the endpoint reads), about one holder in ten
+:class:`offchain.layout.RoundPaths`, the files the endpoint reads), about one holder in ten
 paid nothing, and round 1 marked claimed by a ``claims.json`` (no ML, no chain). It then starts
 ``python -m uvicorn`` on 127.0.0.1 at a free port (one worker, no access log), waits for
 ``/health``, and drives the endpoint **open-loop**: request ``i`` is due at ``t0 + i / rate``
@@ -52,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from offchain.allocation import PayoutTree  # noqa: E402
-from offchain.rounds.layout import RoundPaths  # noqa: E402
+from offchain.layout import RoundPaths  # noqa: E402
 from offchain.utils import write_json  # noqa: E402
 
 HOST = "127.0.0.1"

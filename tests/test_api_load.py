@@ -13,7 +13,7 @@ pytest.importorskip("httpx")
 
 from bench.api_load import build_run_dir, drive, serve  # noqa: E402
 from offchain.allocation.merkle import leaf_hash, verify_proof  # noqa: E402
-from offchain.rounds.layout import RoundPaths  # noqa: E402
+from offchain.layout import RoundPaths  # noqa: E402
 from offchain.utils import read_json  # noqa: E402
 
 

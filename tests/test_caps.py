@@ -16,9 +16,9 @@ from offchain.allocation import (
     parse_wei,
 )
 from offchain.errors import AllocationError, ConfigError
+from offchain.layout import RoundPaths
 from offchain.policy import CampaignState, HolderFeatures, PolicyDecision, apply_caps, make_policy
 from offchain.rounds import stages
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json, write_npy
 
 pytest_plugins = ["tests.chain_fixtures"]

@@ -36,10 +36,10 @@ from offchain.cli.main import EXIT_NOTHING_TO_CLAIM, app
 from offchain.config import Settings
 from offchain.data.holders import mnist_holders
 from offchain.errors import ConfigError
+from offchain.layout import RoundPaths
 from offchain.oracle import operations
 from offchain.oracle.node import run_campaign
 from offchain.oracle.signing import RoundAllocation, sign_round_k_of_n
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import write_json
 from tests.chain_fixtures import HOUR, PROVENANCE, WEI, payout_tree
 from tests.rpc_fault_proxy import FaultPlan, FaultProxy

@@ -27,11 +27,11 @@ from fastapi.testclient import TestClient
 from offchain.allocation import PayoutTree, WeiFormatError, parse_wei, wei_str
 from offchain.allocation.merkle import leaf_hash, verify_proof
 from offchain.api.app import create_app
+from offchain.layout import RoundPaths
 from offchain.oracle.node import request_signatures, sign
 from offchain.oracle.signing import RoundAllocation, SigningError, round_digest
 from offchain.policy import make_policy
 from offchain.rounds import stages
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json, write_npy
 from tests.json_safety import js_parse, json_artifacts, unsafe_for_javascript
 

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from offchain.chain import AnvilNode, address_of, derive_private_keys
 from offchain.chain.anvil import DEFAULT_MNEMONIC
 from offchain.cli.main import app
+from offchain.layout import RoundPaths
 from offchain.oracle import operations
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 from tests.oracle_procs import get, offchain, served, tiny_campaign
 

@@ -10,8 +10,8 @@ from rich.console import Console
 from offchain.allocation import parse_wei
 from offchain.api.app import create_app
 from offchain.config import Settings
+from offchain.layout import RoundPaths
 from offchain.oracle.node import run_campaign
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 from tests.json_safety import js_parse, json_artifacts, unsafe_for_javascript
 

@@ -10,6 +10,7 @@ import pytest
 from eth_account import Account
 
 from offchain.errors import StageError
+from offchain.layout import RoundPaths
 from offchain.oracle.node import (
     AwaitingSignatures,
     RoundLedger,
@@ -21,7 +22,6 @@ from offchain.oracle.node import (
     submit,
 )
 from offchain.oracle.signing import RoundAllocation, sign_round
-from offchain.rounds.layout import RoundPaths
 from offchain.state import RoundStore, StageStatus, SubmissionStatus, make_engine, upgrade
 from offchain.utils import read_json, sha256_file, write_json
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from offchain.errors import ConfigError, DataError
+from offchain.layout import RoundPaths
 from offchain.policy.calibrate import (
     QUANTILE_LEVELS,
     EnvCalibration,
@@ -16,7 +17,6 @@ from offchain.policy.calibrate import (
     fit_env_calibration,
     participation_design,
 )
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import write_json
 
 SIZES = np.array([24, 32, 40, 48, 64, 80, 96, 128])

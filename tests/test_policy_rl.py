@@ -7,12 +7,12 @@ import pytest
 
 from offchain.allocation import PayoutCaps
 from offchain.errors import ConfigError
+from offchain.layout import RoundPaths
 from offchain.policy import make_policy
 from offchain.policy.env import CampaignConfig, CampaignSimulator, RewardConfig
 from offchain.policy.evaluate import EvaluationConfig, evaluate, interval
 from offchain.policy.rl import PPOConfig, load_policy, train_policy
 from offchain.rounds import stages
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 from tests.test_caps import WEI, _synthetic_round
 from tests.test_policy_env import calibration

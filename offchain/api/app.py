@@ -58,7 +58,7 @@ from offchain.api.registration import _check_address as check_address
 from offchain.chain.claims_watch import ClaimedView, ClaimsWatch
 from offchain.errors import ConfigError, DataError
 from offchain.jsonsafe import pin_recursion_limit
-from offchain.rounds.layout import RoundPaths
+from offchain.layout import RoundPaths
 from offchain.utils import read_json
 
 __all__ = ["create_app"]

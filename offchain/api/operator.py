@@ -32,10 +32,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, SecretStr
 
 from offchain.errors import ConfigError, StageError
+from offchain.layout import RoundPaths
 from offchain.oracle.keystore import PLACEHOLDER_PASSWORDS
 from offchain.oracle.node import STAGES, verified_signer
 from offchain.oracle.signing import RoundAllocation, SigningError, recover_round_signer
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json
 
 if TYPE_CHECKING:

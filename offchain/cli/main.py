@@ -361,8 +361,8 @@ def calibrate_copyright(
     import numpy as np
 
     from offchain.copyright import run_calibration
+    from offchain.layout import RoundPaths
     from offchain.quality import exclude_images, reference_dataset
-    from offchain.rounds.layout import RoundPaths
     from offchain.utils import read_json
 
     try:

@@ -40,6 +40,7 @@ from offchain.data.holders import (
 )
 from offchain.errors import ConfigError, StageError
 from offchain.faults import fault_point
+from offchain.layout import RoundPaths
 from offchain.oracle.keystore import load_keystores, read_password
 from offchain.oracle.report import payments_plot, print_round, summary_table
 from offchain.oracle.signing import (
@@ -51,7 +52,6 @@ from offchain.oracle.signing import (
 )
 from offchain.policy import BudgetPolicy, make_policy
 from offchain.rounds import stages
-from offchain.rounds.layout import RoundPaths
 from offchain.rounds.participation import stays_next_round
 from offchain.utils import read_json, seed_everything, sha256_file, write_json
 

@@ -33,6 +33,7 @@ from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.jsonsafe import UnsafeJSON, loads_bounded
+from offchain.layout import RoundPaths
 from offchain.oracle.node import (
     STAGES,
     RoundRunner,
@@ -46,7 +47,6 @@ from offchain.oracle.node import (
     open_store,
 )
 from offchain.oracle.report import print_round
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, write_json
 
 if TYPE_CHECKING:

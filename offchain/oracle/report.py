@@ -8,14 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from offchain.allocation.wei import parse_wei
-from offchain.rounds.layout import RoundPaths
+from offchain.allocation.wei import WEI_PER_TOKEN, parse_wei
+from offchain.layout import RoundPaths
 from offchain.utils import atomic_write, read_json
 
 __all__ = ["format_tokens", "payments_plot", "round_table", "summary_table"]
-
-WEI_PER_TOKEN = 10**18
-
 
 def format_tokens(amount_wei: int, decimals: int = 18, places: int = 4) -> str:
     """``amount_wei`` as a decimal token amount, rounded down to ``places`` digits (display only)."""

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from offchain.errors import ConfigError, DataError, StageError
-from offchain.rounds.layout import RoundPaths
+from offchain.layout import RoundPaths
 from offchain.utils import read_json, write_json
 
 __all__ = [

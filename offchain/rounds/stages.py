@@ -3,7 +3,7 @@
 Order: :func:`prepare` → :func:`train` → :func:`generate` → :func:`attribute` →
 :func:`assess_copyright` → :func:`assess_quality` → :func:`decide` → :func:`allocate`. Signing and submission are the
 oracle's (:mod:`offchain.oracle`). Every stage reads its inputs from the round directory
-(:class:`~offchain.rounds.layout.RoundPaths`), writes its outputs atomically, and returns at once
+(:class:`~offchain.layout.RoundPaths`), writes its outputs atomically, and returns at once
 when its outputs already exist, so a re-run after a crash redoes only unfinished work. None of
 them touches the chain.
 """
@@ -29,6 +29,7 @@ from offchain.allocation import (
 )
 from offchain.data.holders import Holder, training_set
 from offchain.errors import StageError
+from offchain.layout import RoundPaths
 from offchain.policy import (
     BudgetPolicy,
     CampaignState,
@@ -36,7 +37,6 @@ from offchain.policy import (
     PolicyDecision,
     apply_caps,
 )
-from offchain.rounds.layout import RoundPaths
 from offchain.utils import read_json, sha256_file, write_json, write_npy
 
 __all__ = [
