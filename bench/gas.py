@@ -73,6 +73,7 @@ from eth_utils import keccak, to_checksum_address  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from offchain.allocation import RoundAllocation  # noqa: E402
 from offchain.allocation.merkle import PayoutTree  # noqa: E402
 from offchain.chain import AnvilNode, compile_contracts, resolve_solc  # noqa: E402
 from offchain.chain.client import ChainClient, TokenClient, address_of  # noqa: E402
@@ -84,7 +85,6 @@ from offchain.chain.pool import (  # noqa: E402
     TxResult,
 )
 from offchain.oracle.signing import (  # noqa: E402
-    RoundAllocation,
     sign_recipient,
     sign_round_k_of_n,
 )

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from offchain.allocation import RoundAllocation
 from offchain.allocation.merkle import PayoutTree
 from offchain.chain import (
     AnvilNode,
@@ -28,7 +29,7 @@ from offchain.chain import (
     compile_contracts,
 )
 from offchain.chain.pool import ZERO_ADDRESS, CampaignParams, LeafClaim, PoolClient, TxResult
-from offchain.oracle.signing import RoundAllocation, sign_round, sign_round_k_of_n
+from offchain.oracle.signing import sign_round, sign_round_k_of_n
 
 WEI = 10**18
 """One token (18 decimals) in wei."""

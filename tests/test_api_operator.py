@@ -15,14 +15,14 @@ from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
-from offchain.allocation import PayoutTree
+from offchain.allocation import PayoutTree, RoundAllocation
 from offchain.api.app import create_app
 from offchain.api.operator import OperatorConfig, check_api_token
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.layout import RoundPaths
 from offchain.oracle.node import AwaitingSignatures, open_store, request_signatures, sign
-from offchain.oracle.signing import RoundAllocation, recover_round_signer, sign_round
+from offchain.oracle.signing import recover_round_signer, sign_round
 from offchain.utils import read_json, write_json
 from tests.oracle_procs import served, tiny_campaign
 

@@ -25,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from web3.logs import DISCARD
 
+from offchain.allocation import RoundAllocation
 from offchain.chain import address_of
 from offchain.chain.pool import (
     ZERO_ADDRESS,
@@ -33,7 +34,7 @@ from offchain.chain.pool import (
     RoundStatus,
     TxResult,
 )
-from offchain.oracle.signing import RoundAllocation, recipient_digest, round_digest, sign_recipient
+from offchain.oracle.signing import recipient_digest, round_digest, sign_recipient
 
 pytest.register_assert_rewrite("tests.chain_fixtures")  # imported here before pytest_plugins
 from tests.chain_fixtures import (  # noqa: E402

@@ -22,7 +22,7 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from offchain.allocation import PayoutTree
+from offchain.allocation import PayoutTree, RoundAllocation
 from offchain.chain import (
     AnvilNode,
     ChainClient,
@@ -39,7 +39,7 @@ from offchain.errors import ConfigError
 from offchain.layout import RoundPaths
 from offchain.oracle import operations
 from offchain.oracle.node import run_campaign
-from offchain.oracle.signing import RoundAllocation, sign_round_k_of_n
+from offchain.oracle.signing import sign_round_k_of_n
 from offchain.utils import write_json
 from tests.chain_fixtures import HOUR, PROVENANCE, WEI, payout_tree
 from tests.rpc_fault_proxy import FaultPlan, FaultProxy

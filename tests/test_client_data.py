@@ -24,12 +24,12 @@ import pytest
 from eth_account import Account
 from fastapi.testclient import TestClient
 
-from offchain.allocation import PayoutTree, WeiFormatError, parse_wei, wei_str
+from offchain.allocation import PayoutTree, RoundAllocation, WeiFormatError, parse_wei, wei_str
 from offchain.allocation.merkle import leaf_hash, verify_proof
 from offchain.api.app import create_app
 from offchain.layout import RoundPaths
 from offchain.oracle.node import request_signatures, sign
-from offchain.oracle.signing import RoundAllocation, SigningError, round_digest
+from offchain.oracle.signing import SigningError, round_digest
 from offchain.policy import make_policy
 from offchain.rounds import stages
 from offchain.utils import read_json, write_json, write_npy

@@ -72,11 +72,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from offchain.allocation import RoundAllocation
 from offchain.allocation.merkle import PayoutTree
 from offchain.chain import AnvilNode, ChainClient, ContractRevert, address_of, compile_contracts
 from offchain.chain.client import TokenClient
 from offchain.chain.pool import ZERO_ADDRESS, CampaignParams, PoolClient
-from offchain.oracle.signing import RoundAllocation, recipient_digest, round_digest
+from offchain.oracle.signing import recipient_digest, round_digest
 
 # -- fixed world -----------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 
+from offchain.allocation import RoundAllocation
 from offchain.errors import StageError
 from offchain.layout import RoundPaths
 from offchain.oracle.node import (
@@ -21,7 +22,7 @@ from offchain.oracle.node import (
     sign,
     submit,
 )
-from offchain.oracle.signing import RoundAllocation, sign_round
+from offchain.oracle.signing import sign_round
 from offchain.state import RoundStore, StageStatus, SubmissionStatus, make_engine, upgrade
 from offchain.utils import read_json, sha256_file, write_json
 

@@ -13,11 +13,10 @@ from eth_utils import keccak, to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from offchain.allocation import ROUND_ALLOCATION_TYPE, RoundAllocation
 from offchain.oracle import signing
 from offchain.oracle.signing import (
     CLAIM_RECIPIENT_TYPE,
-    ROUND_ALLOCATION_TYPE,
-    RoundAllocation,
     SigningError,
     order_signatures,
     recipient_digest,

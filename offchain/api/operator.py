@@ -31,11 +31,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from offchain.allocation import RoundAllocation
 from offchain.errors import ConfigError, StageError
 from offchain.layout import RoundPaths
 from offchain.oracle.keystore import PLACEHOLDER_PASSWORDS
 from offchain.oracle.node import STAGES, verified_signer
-from offchain.oracle.signing import RoundAllocation, SigningError, recover_round_signer
+from offchain.oracle.signing import SigningError, recover_round_signer
 from offchain.utils import read_json
 
 if TYPE_CHECKING:

@@ -15,12 +15,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from eth_utils import to_checksum_address
 from web3.logs import DISCARD
 from web3.types import TxReceipt
 
+from offchain.allocation import RoundAllocation
 from offchain.chain.client import (
     _ERC20_ABI,
     BroadcastHook,
@@ -31,9 +32,6 @@ from offchain.chain.client import (
 )
 from offchain.chain.compiler import CompiledContract
 from offchain.chain.errors import ChainError
-
-if TYPE_CHECKING:  # the chain layer only needs the allocation's ABI tuple (duck-typed)
-    from offchain.oracle.signing import RoundAllocation
 
 __all__ = [
     "EVENT_TYPES",

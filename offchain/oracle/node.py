@@ -26,7 +26,7 @@ from eth_account import Account
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from offchain.allocation import PayoutCaps, PayoutTree, parse_wei, wei_str
+from offchain.allocation import PayoutCaps, PayoutTree, RoundAllocation, parse_wei, wei_str
 from offchain.chain import AnvilNode, ChainClient, ContractRevert, TokenClient, compile_contracts
 from offchain.chain.pool import CampaignParams, PoolClient, RoundPosted, RoundStatus
 from offchain.config import Settings
@@ -44,7 +44,6 @@ from offchain.layout import RoundPaths
 from offchain.oracle.keystore import load_keystores, read_password
 from offchain.oracle.report import payments_plot, print_round, summary_table
 from offchain.oracle.signing import (
-    RoundAllocation,
     SigningError,
     recover_round_signer,
     round_digest,
@@ -421,7 +420,7 @@ def _signer_keys(
     if settings.keystore_dir is not None:
         if settings.oracle_keys:
             raise ConfigError("both keystore_dir and oracle_keys are set; give one")
-        password = read_password(settings.keystore_password_file)
+        password = read_password(settings.keystore_password_file, settings.keystore_password)
         keys = load_keystores(settings.keystore_dir, password)
     elif settings.oracle_keys:
         keys = [k.get_secret_value() for k in settings.oracle_keys]

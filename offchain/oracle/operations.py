@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from eth_account import Account
 from rich.console import Console
 
-from offchain.allocation import PayoutTree, parse_wei
+from offchain.allocation import PayoutTree, RoundAllocation, parse_wei
 from offchain.chain import (
     DEFAULT_MNEMONIC,
     ChainClient,
@@ -576,7 +576,7 @@ def cosign(
     """
     import httpx
 
-    from offchain.oracle.signing import RoundAllocation, round_digest, sign_round
+    from offchain.oracle.signing import round_digest, sign_round
 
     base = api_url.rstrip("/")
     try:

@@ -44,22 +44,24 @@ Signatures are deterministic (RFC 6979); anvil's public dev key #0 gives:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_address, keccak, to_checksum_address
 
-from offchain.allocation.wei import WeiFormatError, parse_wei, wei_str
-from offchain.errors import OffchainError
+from offchain.allocation.round import (
+    ROUND_ALLOCATION_FIELDS,
+    RoundAllocation,
+    SigningError,
+    check_uint256,
+    to_bytes,
+)
 
 __all__ = [
     "CLAIM_RECIPIENT_TYPE",
     "DOMAIN_NAME",
     "DOMAIN_VERSION",
-    "ROUND_ALLOCATION_TYPE",
-    "RoundAllocation",
     "SigningError",
     "order_signatures",
     "recipient_digest",
@@ -76,27 +78,12 @@ DOMAIN_NAME = "CompensationPool"
 DOMAIN_VERSION = "2"
 """EIP-712 domain ``version``."""
 
-_ROUND_FIELDS: tuple[tuple[str, str, str], ...] = (
-    # (solidity name, type, python attribute)
-    ("campaignId", "uint256", "campaign_id"),
-    ("roundId", "uint256", "round_id"),
-    ("merkleRoot", "bytes32", "merkle_root"),
-    ("total", "uint256", "total_wei"),
-    ("checkpointHash", "bytes32", "checkpoint_hash"),
-    ("datasetRoot", "bytes32", "dataset_root"),
-    ("attributionHash", "bytes32", "attribution_hash"),
-    ("signerSetVersion", "uint256", "signer_set_version"),
-    ("deadline", "uint256", "deadline"),
-)
-ROUND_ALLOCATION_TYPE = "RoundAllocation(" + ",".join(f"{t} {n}" for n, t, _ in _ROUND_FIELDS) + ")"
-"""The EIP-712 type string; ``keccak256`` of it is the contract's ``ROUND_ALLOCATION_TYPEHASH``."""
 CLAIM_RECIPIENT_TYPE = (
     "ClaimRecipient(uint256 campaignId,address account,address recipient,uint256 nonce,"
     "uint256 deadline)"
 )
 """EIP-712 type string of a holder's recipient authorisation."""
 
-_UINT256_MAX = 2**256 - 1
 _DOMAIN_FIELDS = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
@@ -105,88 +92,8 @@ _DOMAIN_FIELDS = [
 ]
 
 
-class SigningError(OffchainError):
-    """A round cannot be signed or verified: malformed inputs, key or signature."""
-
-
-@dataclass(frozen=True)
-class RoundAllocation:
-    """The signed content of one round (mirror of the contract's ``RoundAllocation`` struct).
-
-    Attributes:
-        campaign_id: Campaign id on the pool.
-        round_id: Round id, strictly sequential from 1 within the campaign.
-        merkle_root: Payout tree root (``0x``-hex, 32 bytes).
-        total_wei: Sum of the round's leaf amounts (token units, wei for 18 decimals).
-        checkpoint_hash: SHA-256 of the round's model checkpoint (``0x``-hex, 32 bytes).
-        dataset_root: Merkle root of the dataset manifest, holder → image hashes (32 bytes).
-        attribution_hash: SHA-256 of the round's TRAK score file (32 bytes).
-        signer_set_version: Version of the campaign's signer set that signs.
-        deadline: Unix time (seconds) after which the signatures are refused.
-
-    Raises:
-        SigningError: a field is out of range or malformed (checked at construction).
-    """
-
-    campaign_id: int
-    round_id: int
-    merkle_root: str
-    total_wei: int
-    checkpoint_hash: str
-    dataset_root: str
-    attribution_hash: str
-    signer_set_version: int
-    deadline: int
-
-    def __post_init__(self) -> None:
-        for _, abi_type, attr in _ROUND_FIELDS:
-            value = getattr(self, attr)
-            if abi_type == "bytes32":
-                object.__setattr__(self, attr, "0x" + _bytes32(value, attr).hex())
-            else:
-                _check_uint(attr, value)
-
-    def message(self) -> dict[str, Any]:
-        """The EIP-712 ``message`` (Solidity field names, bytes32 as bytes)."""
-        return {
-            name: (_bytes32(getattr(self, attr), attr) if t == "bytes32" else getattr(self, attr))
-            for name, t, attr in _ROUND_FIELDS
-        }
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        """The struct as the ABI tuple ``postRound`` takes (field order of the type string)."""
-        return tuple(self.message()[name] for name, _, _ in _ROUND_FIELDS)
-
-    def to_json(self) -> dict[str, Any]:
-        """JSON-ready fields (Python names); every uint256 is a decimal string (JavaScript's
-        ``JSON.parse`` rounds numbers above 2**53, see :mod:`offchain.allocation.wei`)."""
-        fields = asdict(self)
-        return {
-            attr: (fields[attr] if abi_type == "bytes32" else wei_str(fields[attr], attr))
-            for _, abi_type, attr in _ROUND_FIELDS
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RoundAllocation:
-        """Inverse of :meth:`to_json`: uint256 fields parsed strictly from decimal strings (JSON
-        integers of signing requests written before are accepted too).
-
-        Raises:
-            SigningError: a field is missing or malformed (the message names it).
-        """
-        values: dict[str, Any] = {}
-        for _, abi_type, attr in _ROUND_FIELDS:
-            if attr not in data:
-                raise SigningError(f"the allocation has no {attr!r}")
-            try:
-                values[attr] = data[attr] if abi_type == "bytes32" else parse_wei(data[attr], attr)
-            except WeiFormatError as exc:
-                raise SigningError(str(exc)) from None
-        return cls(**values)
-
-
 def _domain(chain_id: int, verifying_contract: str) -> dict[str, Any]:
-    _check_uint("chain_id", chain_id)
+    check_uint256("chain_id", chain_id)
     if not isinstance(verifying_contract, str) or not is_address(verifying_contract):
         raise SigningError(f"verifying_contract {verifying_contract!r} is not a valid address")
     return {
@@ -209,7 +116,7 @@ def round_typed_data(
     return {
         "types": {
             "EIP712Domain": _DOMAIN_FIELDS,
-            "RoundAllocation": [{"name": n, "type": t} for n, t, _ in _ROUND_FIELDS],
+            "RoundAllocation": [{"name": n, "type": t} for n, t, _ in ROUND_ALLOCATION_FIELDS],
         },
         "primaryType": "RoundAllocation",
         "domain": _domain(chain_id, verifying_contract),
@@ -255,7 +162,7 @@ def recover_round_signer(
     Raises:
         SigningError: the signature is not 65 bytes or is not a valid ECDSA signature.
     """
-    raw = _to_bytes(signature, "signature")
+    raw = to_bytes(signature, "signature")
     if len(raw) != 65:
         raise SigningError(f"signature must be 65 bytes (r ‖ s ‖ v), got {len(raw)}")
     typed = round_typed_data(chain_id, verifying_contract, allocation)
@@ -303,9 +210,9 @@ def _recipient_typed(
     chain_id: int, verifying_contract: str, campaign_id: int, account: str, recipient: str,
     nonce: int, deadline: int,
 ) -> dict[str, Any]:
-    _check_uint("campaign_id", campaign_id)
-    _check_uint("nonce", nonce)
-    _check_uint("deadline", deadline)
+    check_uint256("campaign_id", campaign_id)
+    check_uint256("nonce", nonce)
+    check_uint256("deadline", deadline)
     for label, addr in (("account", account), ("recipient", recipient)):
         if not isinstance(addr, str) or not is_address(addr):
             raise SigningError(f"{label} {addr!r} is not a valid address")
@@ -354,26 +261,3 @@ def sign_recipient(
     typed = _recipient_typed(chain_id, verifying_contract, campaign_id, account, recipient,
                              nonce, deadline)
     return _sign(private_key, encode_typed_data(full_message=typed))
-
-
-def _check_uint(label: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _UINT256_MAX:
-        raise SigningError(f"{label} must be a uint256 int, got {value!r}")
-
-
-def _to_bytes(value: str | bytes, label: str) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return bytes.fromhex(value.removeprefix("0x"))
-        except ValueError as exc:
-            raise SigningError(f"{label} is not hex: {value!r}") from exc
-    raise SigningError(f"{label} must be bytes or 0x-hex, got {type(value).__name__}")
-
-
-def _bytes32(value: str | bytes, label: str) -> bytes:
-    raw = _to_bytes(value, label)
-    if len(raw) != 32:
-        raise SigningError(f"{label} must be 32 bytes, got {len(raw)}")
-    return raw
