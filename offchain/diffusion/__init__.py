@@ -1,32 +1,60 @@
-"""The per-round diffusion model: a small DDPM (diffusers ``UNet2DModel`` + ``DDPMScheduler``).
+"""The per-round diffusion model behind the :class:`ModelBackend` protocol and its registry.
 
+The first backend, ``ddpm``, is a small DDPM (diffusers ``UNet2DModel`` + ``DDPMScheduler``):
 ``train_round`` continues the previous round's checkpoint on this round's images;
 ``generate_samples`` draws the samples that attribution and the copyright loss look at.
+
+Importing this package does not import torch: the protocol and the registry
+(:mod:`offchain.diffusion.backend`) are loaded at once, the torch-backed names below on first
+access (PEP 562 ``__getattr__``), so the CLI starts fast. This is the package's one place of
+deferred imports.
 """
 
-from offchain.diffusion.model import (
-    DiffusionConfig,
-    build_scheduler,
-    build_unet,
-    checkpoint_hash,
-    is_complete_checkpoint,
-    load_checkpoint,
-    preprocess,
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from offchain.diffusion.backend import (
+    DenoisingModel,
+    ModelBackend,
+    backend_names,
+    get_backend,
+    register_backend,
 )
-from offchain.diffusion.sample import generate_samples, samples_to_uint8, save_sample_grid
-from offchain.diffusion.train import read_train_log, train_round
+
+_LAZY = {
+    "DDPMBackend": "offchain.diffusion.ddpm",
+    "DiffusionConfig": "offchain.diffusion.model",
+    "build_scheduler": "offchain.diffusion.model",
+    "build_unet": "offchain.diffusion.model",
+    "checkpoint_hash": "offchain.diffusion.model",
+    "is_complete_checkpoint": "offchain.diffusion.model",
+    "load_checkpoint": "offchain.diffusion.model",
+    "preprocess": "offchain.diffusion.model",
+    "generate_samples": "offchain.diffusion.sample",
+    "samples_to_uint8": "offchain.diffusion.sample",
+    "save_sample_grid": "offchain.diffusion.sample",
+    "read_train_log": "offchain.diffusion.train",
+    "save_checkpoint": "offchain.diffusion.train",
+    "train_round": "offchain.diffusion.train",
+}
 
 __all__ = [
-    "DiffusionConfig",
-    "build_scheduler",
-    "build_unet",
-    "checkpoint_hash",
-    "generate_samples",
-    "is_complete_checkpoint",
-    "load_checkpoint",
-    "preprocess",
-    "read_train_log",
-    "samples_to_uint8",
-    "save_sample_grid",
-    "train_round",
+    "DenoisingModel",
+    "ModelBackend",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a torch-backed name's module on first access (then cached in the package)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

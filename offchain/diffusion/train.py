@@ -39,7 +39,7 @@ from offchain.diffusion.model import (
 from offchain.errors import ConfigError, StageError
 from offchain.utils import read_json, seed_everything, write_json
 
-__all__ = ["read_train_log", "train_round"]
+__all__ = ["read_train_log", "save_checkpoint", "train_round"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def train_round(
     with torch_threads(cfg.num_threads):
         unet, scheduler, log = _train(x0_all, cfg, init_checkpoint, out_dir.name, progress)
     log["image_shape_in"] = [int(s) for s in images.shape[1:]]
-    _save_atomically(unet, scheduler, log, out_dir)
+    save_checkpoint(unet, scheduler, log, out_dir)
     logger.info(
         "trained %s: %d steps on %d images in %.1f s, final loss %s",
         out_dir,
@@ -192,8 +192,9 @@ def read_train_log(ckpt_dir: Path) -> dict:
     return read_json(path)
 
 
-def _save_atomically(unet, scheduler, log: dict, out_dir: Path) -> None:
-    """Write unet/, scheduler/ and train_log.json (last) into a temporary sibling, then rename."""
+def save_checkpoint(unet: UNet2DModel, scheduler: DDPMScheduler, log: dict, out_dir: Path) -> None:
+    """Write ``unet/``, ``scheduler/`` and ``train_log.json`` (last) into a temporary sibling
+    folder, then rename it to ``out_dir`` (which must not exist, or be empty)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
     if tmp.exists():

@@ -1,0 +1,175 @@
+"""The model backend of a round: a small protocol and a registry of implementations by name.
+
+A :class:`ModelBackend` is everything the round stages ask of the generative model: build,
+load and save a checkpoint, train one round continuing from the last checkpoint, sample
+(optionally from captions), preprocess holders' uint8 images into the model's inputs, the
+checkpoint hash signed as provenance, the trainable parameters, and the loaded model
+(:class:`DenoisingModel`) whose output attribution differentiates.
+
+Adding a backend is one new module defining a class that satisfies :class:`ModelBackend`, plus
+one line here (``register_backend("<name>", "<module>:<Class>")``) — or, outside the package
+(a test, a plug-in), ``@register_backend("<name>")`` on the class. Built-in entries are module
+paths resolved on first :func:`get_backend`: this module imports neither torch nor diffusers,
+so the CLI starts without them; it is the one place where the backend's heavy imports are
+deferred.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from offchain.diffusion.registry import Registry
+
+__all__ = [
+    "DenoisingModel",
+    "ModelBackend",
+    "backend_names",
+    "get_backend",
+    "register_backend",
+]
+
+
+@dataclass(frozen=True)
+class DenoisingModel:
+    """A checkpoint loaded in memory: the noise-prediction network and its noise schedule.
+
+    Attribution differentiates ``unet``'s output with respect to its parameters; the copyright
+    loss encodes images with it.
+    """
+
+    unet: Any
+    """ε_θ, a ``torch.nn.Module``: ``unet(x_t, t).sample`` maps noisy images x_t float32
+    (B, C, S, S) and timesteps t int64 (B,) (or a scalar) to the predicted noise (B, C, S, S)."""
+    scheduler: Any
+    """The noise schedule: ``alphas_cumprod`` float (T,) (ᾱ_t) and
+    ``config.num_train_timesteps`` (T), as a diffusers ``DDPMScheduler`` has them."""
+
+
+@runtime_checkable
+class ModelBackend(Protocol):
+    """A generative model family the round stages can train, sample and attribute.
+
+    Implementations are built from the round's ML settings with :meth:`from_settings` and are
+    stateless between calls: every method reads or writes a checkpoint folder. Same inputs and
+    seeds give the same outputs (on the same machine, library builds and thread count).
+    """
+
+    name: str
+    """The registry name (``"ddpm"``)."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ModelBackend:
+        """The backend for a run's ML settings (:class:`offchain.rounds.config.MLConfig`;
+        each implementation documents the fields it reads)."""
+        ...
+
+    def build(self, seed: int) -> DenoisingModel:
+        """A fresh, untrained model, initialised from ``seed``."""
+        ...
+
+    def load(self, ckpt_dir: Path) -> DenoisingModel:
+        """The model saved in ``ckpt_dir``, in eval mode on the CPU.
+
+        Raises:
+            StageError: the folder or one of its parts is missing or unreadable.
+        """
+        ...
+
+    def save(self, model: DenoisingModel, ckpt_dir: Path, log: dict[str, Any]) -> Path:
+        """Write ``model`` and the training ``log`` to ``ckpt_dir`` atomically (the folder
+        appears complete or not at all); returns ``ckpt_dir``."""
+        ...
+
+    def is_complete(self, ckpt_dir: Path) -> bool:
+        """True when ``ckpt_dir`` holds a finished round's checkpoint."""
+        ...
+
+    def checkpoint_hash(self, ckpt_dir: Path) -> str:
+        """Hex SHA-256 (64 characters) of the checkpoint's weights: the round's provenance
+        ``checkpoint_hash``. Equal hashes mean equal weights.
+
+        Raises:
+            StageError: no weights in ``ckpt_dir``.
+        """
+        ...
+
+    def preprocess(self, images: np.ndarray) -> Any:
+        """Holders' uint8 images (N, H, W) as the model's inputs x_0: a float32 tensor
+        (N, C, S, S) in [−1, 1].
+
+        Raises:
+            DataError: not uint8 (N, H, W), or empty.
+        """
+        ...
+
+    def train_round(
+        self,
+        images: np.ndarray,
+        out_dir: Path,
+        *,
+        seed: int,
+        init_checkpoint: Path | None = None,
+        progress: bool = True,
+    ) -> Path:
+        """Train on uint8 ``images`` (N, H, W), continuing from ``init_checkpoint`` (the last
+        round's) or from :meth:`build` ``(seed)``; write the checkpoint to ``out_dir`` and
+        return it. A complete ``out_dir`` is returned untouched.
+
+        Raises:
+            DataError: bad images. ConfigError: settings that do not match
+            ``init_checkpoint``. StageError: a missing ``init_checkpoint`` or an incomplete
+            ``out_dir``.
+        """
+        ...
+
+    def sample(
+        self,
+        ckpt_dir: Path,
+        n_samples: int,
+        *,
+        seed: int,
+        captions: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """``n_samples`` = M ≥ 1 images drawn from the checkpoint's model, seeded by ``seed``:
+        float32 (M, C, S, S) in [−1, 1]. ``captions`` (M strings) condition a text-conditioned
+        backend; an unconditional backend refuses them.
+
+        Raises:
+            ConfigError: ``n_samples`` < 1, or captions the backend cannot use.
+            StageError: a missing or incomplete checkpoint.
+        """
+        ...
+
+    def trainable_parameters(self, model: DenoisingModel) -> Iterator[tuple[str, Any]]:
+        """``(name, tensor)`` of the parameters training updates (and attribution
+        differentiates), in ``named_parameters`` order."""
+        ...
+
+
+_REGISTRY: Registry[ModelBackend] = Registry("model backend")
+
+register_backend = _REGISTRY.register
+"""``register_backend(name, "<module>:<Class>")`` (a built-in, imported on first use) or
+``@register_backend(name)`` on a class; ConfigError when ``name`` is taken."""
+
+
+def backend_names() -> list[str]:
+    """The registered backend names, sorted."""
+    return _REGISTRY.names()
+
+
+def get_backend(name: str) -> type[ModelBackend]:
+    """The backend class registered as ``name`` (importing its module on first use).
+
+    Raises:
+        ConfigError: no backend of that name; the message names the choices.
+    """
+    return _REGISTRY.get(name)
+
+
+register_backend("ddpm", "offchain.diffusion.ddpm:DDPMBackend")
