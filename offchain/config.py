@@ -17,11 +17,13 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from offchain import faults
+from offchain.allocation.wei import UINT256_MAX, WEI_PER_TOKEN
 from offchain.errors import ConfigError
+from offchain.policy import make_policy
 
 __all__ = [
     "ENV_PREFIX",
-    "OTHER_ENV_VARS",
     "PROJECT_ROOT",
     "Settings",
     "check_env_file",
@@ -31,22 +33,9 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WEI_PER_TOKEN = 10**18
-MAX_UINT256 = 2**256 - 1
+MAX_UINT256 = UINT256_MAX
 """Largest amount (wei) the contracts can hold."""
 ENV_PREFIX = "CCOMP_"
-
-OTHER_ENV_VARS: dict[str, str] = {
-    "CCOMP_FAULT_KILL": "fault point of the kill -9 suite (offchain.faults)",
-    "CCOMP_NODE_MODULES": "node_modules folder of solcjs and anvil (offchain.chain)",
-    "CCOMP_KEYSTORE_PASSWORD": "keystore password (offchain.oracle.keystore)",
-    "CCOMP_INVARIANT_CONTRACTS": "contracts folder of tests/test_invariants.py",
-    "CCOMP_INVARIANT_RANDOM": "random search of tests/test_invariants.py",
-    "CCOMP_INVARIANT_SEQUENCES": "sequences of tests/test_invariants.py",
-    "CCOMP_INVARIANT_STEPS": "steps per sequence of tests/test_invariants.py",
-}
-"""``CCOMP_*`` variables that are not settings: read from ``os.environ`` where they are used.
-Any other ``CCOMP_*`` variable that is not a setting is refused (a typo must not be ignored)."""
 
 
 class Settings(BaseSettings):
@@ -149,6 +138,15 @@ class Settings(BaseSettings):
     placeholder); None: the operator endpoints are off."""
     solc_path: str | None = None
     """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
+    anvil_path: Path | None = None
+    """The anvil executable of a local chain; None: the npm toolchain's, then ``PATH``."""
+    node_modules: Path | None = None
+    """The npm toolchain folder (solcjs, OpenZeppelin, anvil); None: ``<project>/node_modules``."""
+    keystore_password: SecretStr | None = None
+    """Keystore password when no ``keystore_password_file`` is given (never logged)."""
+    fault_kill: str | None = None
+    """Tests only: the fault point (``[<round>/]<point>``) where the process kills itself with
+    SIGKILL (:mod:`offchain.faults`, the kill -9 suite); None in every real run."""
 
     @model_validator(mode="before")
     @classmethod
@@ -165,8 +163,6 @@ class Settings(BaseSettings):
     @field_validator("policy")
     @classmethod
     def _known_policy(cls, value: str) -> str:
-        from offchain.policy import make_policy
-
         make_policy(value)  # raises ConfigError naming the choices
         return value
 
@@ -256,13 +252,12 @@ def _unknown_setting(name: str, where: str) -> ConfigError:
 
 
 def check_environment(environ: dict[str, str] | os._Environ[str]) -> None:
-    """Refuse ``CCOMP_*`` variables (any case) that are neither settings nor
-    :data:`OTHER_ENV_VARS`.
+    """Refuse ``CCOMP_*`` variables (any case) that are not settings.
 
     Raises:
         ConfigError: naming the first unknown variable (and the closest setting).
     """
-    allowed = _setting_names() | set(OTHER_ENV_VARS)
+    allowed = _setting_names()
     for name in sorted(environ):
         if name.upper().startswith(ENV_PREFIX) and name.upper() not in allowed:
             raise _unknown_setting(name, "the environment")
@@ -307,6 +302,7 @@ def one_line(exc: ValidationError) -> str:
 def settings_from(config: Path | None = None, **values: object) -> Settings:
     """Settings from ``values`` (flags; None is left out), the environment and, when given,
     the env file ``config`` (checked by :func:`check_env_file`), in that order of precedence.
+    Arms the process's fault point (:func:`offchain.faults.arm`) from ``fault_kill``.
 
     Raises:
         ConfigError: one line naming the bad setting, line, variable or value.
@@ -316,13 +312,18 @@ def settings_from(config: Path | None = None, **values: object) -> Settings:
         check_env_file(config)
     try:
         if config is None:
-            return Settings(**given)  # type: ignore[arg-type]
-        return Settings(_env_file=config, **given)  # type: ignore[call-arg]
+            settings = Settings(**given)  # type: ignore[arg-type]
+        else:
+            settings = Settings(_env_file=config, **given)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {one_line(exc)}") from None
+    faults.arm(settings.fault_kill)
+    return settings
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings (environment + defaults), cached; tests build their own."""
-    return Settings()
+    settings = Settings()
+    faults.arm(settings.fault_kill)
+    return settings

@@ -1,11 +1,13 @@
 """Fault points: named places where a test can kill the process with SIGKILL (``kill -9``).
 
-The reliability suite (``tests/test_kill9.py``) starts the node with ``CCOMP_FAULT_KILL`` set to
-one point name, e.g. ``stage:train:begun`` or ``write:submission.json``, and checks that a
-restart completes the round exactly once. With the variable unset (always, outside tests)
-:func:`fault_point` is a dictionary lookup and nothing else.
+The reliability suite (``tests/test_kill9.py``) starts the node with ``CCOMP_FAULT_KILL`` (the
+setting ``fault_kill`` of :class:`offchain.config.Settings`) set to one point name, e.g.
+``stage:train:begun`` or ``write:submission.json``, and checks that a restart completes the
+round exactly once. Building the settings arms the point (:func:`arm`); unarmed (always, outside
+tests) :func:`fault_point` compares with None and returns.
 
-Points the node passes (``<key>`` is a stage key of :data:`offchain.oracle.node.STAGES`):
+Points the node passes (``<key>`` is a stage key of the round pipeline,
+:data:`offchain.rounds.pipeline.STAGE_KEYS`):
 
 - ``stage:<key>:begun``: the stage is recorded ``started``, its work has not begun;
 - ``stage:<key>:ran``: its work and artifact are done, the database does not know yet;
@@ -25,15 +27,21 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["ENV", "fault_point"]
+__all__ = ["arm", "fault_point"]
 
-ENV = "CCOMP_FAULT_KILL"
-"""The environment variable naming the point to die at."""
+_armed: str | None = None
+"""The point this process dies at (``[<round>/]<point>``), or None."""
+
+
+def arm(point: str | None) -> None:
+    """Make :func:`fault_point` kill this process at ``point`` (None or "": at no point)."""
+    global _armed
+    _armed = point or None
 
 
 def fault_point(name: str, round_id: int | None = None) -> None:
-    """SIGKILL this process if ``CCOMP_FAULT_KILL`` names this point (and round, if given)."""
-    wanted = os.environ.get(ENV)
+    """SIGKILL this process if the armed point (:func:`arm`) is this one (and round, if given)."""
+    wanted = _armed
     if not wanted:
         return
     where, _, point = wanted.rpartition("/")

@@ -189,6 +189,8 @@ _CRASH = """
 import json, sys
 from pathlib import Path
 from offchain.api.registration import Registration, RegistrationLimits, register_holder
+from offchain.config import get_settings
+get_settings()  # arms the fault point of CCOMP_FAULT_KILL, as every entry point does
 a = json.loads(sys.argv[1])
 register_holder(
     Path(a["holders"]), Registration(**a["fields"]),

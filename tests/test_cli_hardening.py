@@ -263,9 +263,10 @@ def test_an_unknown_ccomp_variable_in_the_environment_is_an_error(tmp_path: Path
                    "did you mean CCOMP_N_ROUNDS")
 
 
-def test_legitimate_ccomp_variables_that_are_not_settings_are_accepted(tmp_path: Path) -> None:
+def test_every_ccomp_variable_a_component_reads_is_a_setting(tmp_path: Path) -> None:
     env = {"CCOMP_FAULT_KILL": "never:here", "CCOMP_COSIGN_WAIT_S": "1",
-           "CCOMP_INVARIANT_STEPS": "3", "CCOMP_NODE_MODULES": str(PROJECT_ROOT / "node_modules")}
+           "CCOMP_KEYSTORE_PASSWORD": "a-strong-passphrase-42",
+           "CCOMP_ANVIL_PATH": str(PROJECT_ROOT / "node_modules" / "none")}
     result = invoke("status", "--deployment", str(tmp_path / "none.json"), env=env)
     assert_refused(result, "no deployment file")  # the settings were accepted
 

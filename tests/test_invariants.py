@@ -46,9 +46,9 @@ mine one block at a chosen timestamp, hitting the window boundaries exactly). EI
 are computed here (checked once against ``offchain.oracle.signing`` and the contract) and
 signatures are cached across examples.
 
-Run: ``.venv/bin/python -m pytest -q tests/test_invariants.py`` (``CCOMP_INVARIANT_SEQUENCES``,
-default 25; ``CCOMP_INVARIANT_STEPS``, default 12; ``CCOMP_INVARIANT_RANDOM=1`` for a random
-instead of the fixed, derandomised search; ``CCOMP_INVARIANT_CONTRACTS=<dir>`` to run against
+Run: ``.venv/bin/python -m pytest -q tests/test_invariants.py`` (``INVARIANT_SEQUENCES``,
+default 25; ``INVARIANT_STEPS``, default 12; ``INVARIANT_RANDOM=1`` for a random
+instead of the fixed, derandomised search; ``INVARIANT_CONTRACTS=<dir>`` to run against
 another copy of the contracts, e.g. a mutant). ``bench/invariants.py`` runs the same machine for
 many sequences and prints a table.
 """
@@ -373,7 +373,7 @@ class Env:
         self.key = dict(zip(ACTORS, self.node.private_keys, strict=True))
         self.addr = {a: address_of(k) for a, k in self.key.items()}
         self.actor_of = {v.lower(): k for k, v in self.addr.items()}
-        source = os.environ.get("CCOMP_INVARIANT_CONTRACTS")
+        source = os.environ.get("INVARIANT_CONTRACTS")
         compiled = (compile_contracts(Path(source), cache_dir=Path(tempfile.gettempdir())
                                       / "ccomp-invariant-build")
                     if source else compile_contracts())
@@ -1473,9 +1473,9 @@ if pytest is not None:
         close_env()
 
     def test_pool_invariants(env: Env, capsys: Any, record_property: Any) -> None:
-        sequences = int(os.environ.get("CCOMP_INVARIANT_SEQUENCES", "25"))
-        steps = int(os.environ.get("CCOMP_INVARIANT_STEPS", "12"))
-        randomize = os.environ.get("CCOMP_INVARIANT_RANDOM", "") not in ("", "0")
+        sequences = int(os.environ.get("INVARIANT_SEQUENCES", "25"))
+        steps = int(os.environ.get("INVARIANT_STEPS", "12"))
+        randomize = os.environ.get("INVARIANT_RANDOM", "") not in ("", "0")
         STATS.reset()
         wall = run_machine(sequences, steps, derandomize=not randomize)
         text = summary(wall)

@@ -140,18 +140,18 @@ def test_read_password_strips_one_newline_and_falls_back_to_env(
 ) -> None:
     assert read_password(_password_file(tmp_path)) == PASSWORD
     with pytest.raises(ConfigError, match="CCOMP_KEYSTORE_PASSWORD"):
-        read_password(None)
+        read_password(None, Settings().keystore_password)
     monkeypatch.setenv("CCOMP_KEYSTORE_PASSWORD", "changeme123")
     with pytest.raises(ConfigError, match="placeholder"):
-        read_password(None)
+        read_password(None, Settings().keystore_password)
     monkeypatch.setenv("CCOMP_KEYSTORE_PASSWORD", PASSWORD)
-    assert read_password(None) == PASSWORD
+    assert read_password(None, Settings().keystore_password) == PASSWORD
 
 
 def test_settings_never_show_keys_given_by_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CCOMP_ORACLE_KEYS", json.dumps([KEY_A, KEY_B]))
     monkeypatch.setenv("CCOMP_SPONSOR_KEY", KEY_B)
-    monkeypatch.setenv("CCOMP_KEYSTORE_PASSWORD", PASSWORD)  # read by keystore, not Settings
+    monkeypatch.setenv("CCOMP_KEYSTORE_PASSWORD", PASSWORD)
     settings = Settings()
 
     assert [k.get_secret_value() for k in settings.oracle_keys or []] == [KEY_A, KEY_B]

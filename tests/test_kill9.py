@@ -33,10 +33,12 @@ import pytest
 from offchain.chain import AnvilNode, address_of
 from offchain.chain.pool import PoolClient
 from offchain.config import Settings
-from offchain.faults import ENV as FAULT_ENV
 from offchain.oracle import operations
 from offchain.oracle.node import STAGES
 from tests.oracle_procs import ROOT, child_env, get, served, tiny_campaign
+
+FAULT_ENV = "CCOMP_FAULT_KILL"
+"""The setting ``fault_kill`` that arms a fault point (:mod:`offchain.faults`)."""
 
 RUN_TIMEOUT_S = 180
 

@@ -21,6 +21,7 @@ from offchain.errors import AllocationError
 __all__ = [
     "JS_SAFE_INT",
     "UINT256_MAX",
+    "WEI_PER_TOKEN",
     "WeiFormatError",
     "js_safe",
     "parse_wei",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 UINT256_MAX = 2**256 - 1
+"""Largest amount (wei) a uint256 holds: the contracts' upper bound on any amount."""
+WEI_PER_TOKEN = 10**18
+"""Wei per whole token: the payment token (TestToken, and ETH) has 18 decimals."""
 JS_SAFE_INT = 2**53
 """The first integer JavaScript's ``Number`` cannot tell from its neighbour (2⁵³ + 1 → 2⁵³)."""
 

@@ -42,17 +42,14 @@ _PORT_ATTEMPTS = 5
 
 
 def find_anvil() -> str:
-    """Path of the anvil executable (``$ANVIL_PATH``, node_modules, then ``PATH``).
+    """Path of the anvil executable: the npm toolchain's (``<project>/node_modules``), else
+    ``PATH``. An operator points elsewhere with the setting ``anvil_path``
+    (``CCOMP_ANVIL_PATH``), which the node passes to :class:`AnvilNode`.
 
     Raises:
         ChainError: none found.
     """
-    env = os.environ.get("ANVIL_PATH")
-    if env:
-        if not Path(env).is_file():
-            raise ChainError(f"ANVIL_PATH={env} is not a file")
-        return env
-    node_modules = Path(os.environ.get("CCOMP_NODE_MODULES") or project_root() / "node_modules")
+    node_modules = project_root() / "node_modules"
     for candidate in sorted((node_modules / "@foundry-rs").glob("anvil-*/bin/anvil")):
         if os.access(candidate, os.X_OK):
             return str(candidate)
@@ -60,8 +57,8 @@ def find_anvil() -> str:
     if on_path:
         return on_path
     raise ChainError(
-        "anvil not found: set ANVIL_PATH, run `npm ci` (installs @foundry-rs/anvil) or put "
-        "Foundry's anvil on PATH"
+        "anvil not found: set CCOMP_ANVIL_PATH, run `npm ci` (installs @foundry-rs/anvil) or "
+        "put Foundry's anvil on PATH"
     )
 
 

@@ -2,7 +2,7 @@
 
 The compiler is resolved in this order:
 
-1. an explicit ``solc_path`` argument, else the ``SOLC_PATH`` environment variable;
+1. an explicit ``solc_path`` argument (the setting ``solc_path``, ``CCOMP_SOLC_PATH``);
 2. a native ``solc`` installed by py-solc-x (``solcx.install_solc``; newest ≥ 0.8.24);
 3. the npm solcjs stand-in ``offchain/chain/solcjs_standard_json.js`` (needs ``node`` and the
    project's ``node_modules``; see ``docs/toolchain.md``: no native solc is reachable offline).
@@ -82,15 +82,16 @@ def default_contracts_dir() -> Path:
 
 
 def _node_modules() -> Path:
-    env = os.environ.get("CCOMP_NODE_MODULES")
-    return Path(env).resolve() if env else project_root() / "node_modules"
+    """The npm toolchain (solcjs, OpenZeppelin): ``<project root>/node_modules``, as the solcjs
+    wrapper finds it."""
+    return project_root() / "node_modules"
 
 
 def resolve_solc(solc_path: str | None = None) -> tuple[str, str]:
     """Find a Standard-JSON-capable compiler executable and its version.
 
     Args:
-        solc_path: Explicit executable; defaults to ``$SOLC_PATH``.
+        solc_path: Explicit executable (the setting ``solc_path``, ``CCOMP_SOLC_PATH``).
 
     Returns:
         ``(executable path, full version string such as "0.8.30+commit.73712a01")``.
@@ -98,9 +99,8 @@ def resolve_solc(solc_path: str | None = None) -> tuple[str, str]:
     Raises:
         ChainError: no compiler found, or the chosen one does not answer ``--version``.
     """
-    explicit = solc_path or os.environ.get("SOLC_PATH")
-    if explicit:
-        return explicit, _solc_version(explicit)
+    if solc_path:
+        return solc_path, _solc_version(solc_path)
 
     native = _installed_native_solc()
     if native is not None:
@@ -108,7 +108,7 @@ def resolve_solc(solc_path: str | None = None) -> tuple[str, str]:
 
     if shutil.which("node") is None:
         raise ChainError(
-            "no Solidity compiler: pass solc_path / set SOLC_PATH, install a native solc with "
+            "no Solidity compiler: pass solc_path / set CCOMP_SOLC_PATH, install a native solc with "
             "py-solc-x, or install node (for the solcjs stand-in)"
         )
     if not (_node_modules() / "solc").is_dir():
@@ -190,8 +190,7 @@ def compile_contracts(
 
     Args:
         contracts_dir: Directory of sources; default ``<project root>/contracts``. Imports of
-            ``@openzeppelin/...`` resolve to ``<project root>/node_modules`` (or
-            ``$CCOMP_NODE_MODULES``).
+            ``@openzeppelin/...`` resolve to ``<project root>/node_modules``.
         solc_path: Compiler executable (see :func:`resolve_solc` for the fallback order).
         cache_dir: Where compiled outputs are cached; default ``<project root>/build/contracts``.
 

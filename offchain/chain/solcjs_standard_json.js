@@ -12,8 +12,8 @@
  * Imports the compiler asks for (after the input's remappings) are read from, in order: the
  * base path (default: the project root), each --include-path, and the node_modules directory.
  * A path that starts with "node_modules/" or "@" is also looked up in node_modules directly.
- * node_modules is $CCOMP_NODE_MODULES when set, else <project root>/node_modules, where the
- * project root is two directories above this script (it lives in offchain/chain/).
+ * node_modules is <project root>/node_modules, where the project root is two directories above
+ * this script (it lives in offchain/chain/), as offchain/chain/compiler.py finds it.
  */
 'use strict';
 
@@ -21,9 +21,7 @@ const fs = require('fs');
 const path = require('path');
 
 const PROJECT_ROOT = path.resolve(__dirname, '..', '..');
-const NODE_MODULES = process.env.CCOMP_NODE_MODULES
-  ? path.resolve(process.env.CCOMP_NODE_MODULES)
-  : path.join(PROJECT_ROOT, 'node_modules');
+const NODE_MODULES = path.join(PROJECT_ROOT, 'node_modules');
 
 function loadSolc() {
   try {

@@ -361,8 +361,9 @@ def calibrate_copyright(
     import numpy as np
 
     from offchain.copyright import run_calibration
+    from offchain.data.datasets import load_dataset
     from offchain.layout import RoundPaths
-    from offchain.quality import exclude_images, reference_dataset
+    from offchain.quality import exclude_images
     from offchain.utils import read_json
 
     try:
@@ -373,7 +374,7 @@ def calibrate_copyright(
         manifest = read_json(paths.manifest)
         extra = None
         if external:
-            images, labels = reference_dataset(external)
+            images, labels = load_dataset(external)
             hashes = [h for entry in manifest["holders"] for h in entry["image_hashes"]]
             kept, _ = exclude_images(images, labels, hashes)
             rng = np.random.default_rng(seed)
@@ -584,11 +585,12 @@ def keys_new(
     ] = None,
 ) -> None:
     """Encrypt a new (or imported) signer key into <dir>/<address>.json; print the address."""
+    from offchain.config import settings_from
     from offchain.errors import ConfigError
     from offchain.oracle.keystore import create_keystore, read_password
 
     try:
-        password = read_password(password_file)
+        password = read_password(password_file, settings_from().keystore_password)
         private_key = None
         if import_key_file is not None:
             try:

@@ -30,6 +30,7 @@ from eth_account.messages import encode_defunct
 from rich.console import Console
 from rich.table import Table
 
+from offchain.config import settings_from
 from offchain.data.holders import IMAGE_EXTENSIONS
 from offchain.errors import ConfigError, OffchainError
 
@@ -82,7 +83,7 @@ def _private_key(keystore: Path | None, password_file: Path | None, dev_index: i
     from offchain.oracle.keystore import load_keystores, read_password
 
     assert keystore is not None
-    password = read_password(password_file)
+    password = read_password(password_file, settings_from().keystore_password)
     if keystore.is_file():  # one keystore file: decrypt it alone
         try:
             keyfile = json.loads(keystore.read_text())

@@ -4,8 +4,9 @@ Sources:
 
 * :func:`mnist_holders` — the demo: the shipped MNIST test split divided among ``n_holders``
   holders of unequal sizes and distinct class mixes, with deterministic **demo-only** keys.
-* :func:`dataset_holders` — the same split of any shipped labelled dataset (``mnist``,
-  scikit-learn ``digits``, scikit-image ``lfw``), e.g. for the policy calibration's sweeps.
+* :func:`split_holders` — that split of any labelled images; over a registered dataset
+  (``mnist``, scikit-learn ``digits``, scikit-image ``lfw``) it is
+  :func:`offchain.data.splits.dataset_holders`, e.g. for the policy calibration's sweeps.
 * :func:`load_holder_folders` — a user's own data, one folder of images per holder.
 
 :func:`write_dataset_manifest` records the holders (addresses, prices, image hashes) as JSON.
@@ -27,14 +28,14 @@ from eth_account import Account
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from PIL import Image, UnidentifiedImageError
 
+from offchain.allocation.wei import WEI_PER_TOKEN
 from offchain.data.mnist import DEFAULT_MNIST_ROOT, load_mnist
-from offchain.errors import ConfigError, DataError
+from offchain.errors import DataError
 from offchain.utils import write_json
 
 __all__ = [
     "DEFAULT_HOLDER_SIZES",
     "DOMINANT_FRACTION",
-    "HOLDER_DATASETS",
     "HOLDER_KEY_PREFIX",
     "IMAGE_EXTENSIONS",
     "MAX_IMAGE_SIDE_PX",
@@ -42,8 +43,6 @@ __all__ = [
     "Holder",
     "check_image_size",
     "check_unique_addresses",
-    "dataset_holder_sizes",
-    "dataset_holders",
     "default_holder_sizes",
     "decode_grayscale",
     "dominant_classes",
@@ -52,15 +51,13 @@ __all__ = [
     "image_hash",
     "load_holder_folders",
     "mnist_holders",
+    "split_holders",
     "training_set",
     "dataset_manifest",
     "write_dataset_manifest",
 ]
 
 logger = logging.getLogger(__name__)
-
-WEI_PER_TOKEN = 10**18
-"""The payment token has 18 decimals."""
 
 DEFAULT_HOLDER_SIZES: tuple[int, ...] = (24, 32, 40, 48, 64, 80, 96, 128)
 """Images per holder of the 8-holder demo (512 in all): unequal, small enough for a CPU round."""
@@ -254,86 +251,12 @@ def mnist_holders(
     if n_holders < 1:
         raise DataError(f"n_holders must be >= 1, got {n_holders}")
     sizes = sizes if sizes is not None else default_holder_sizes(n_holders)
-    return _split_holders(
+    return split_holders(
         lambda: load_mnist(mnist_root), "MNIST", n_holders, sizes, seed, reservation_prices_wei
     )
 
 
-HOLDER_DATASETS = ("mnist", "digits", "lfw")
-"""Datasets :func:`dataset_holders` splits (those of
-:func:`offchain.quality.datasets.reference_dataset`)."""
-
-MAX_HOLDER_SHARE = 0.5
-"""Default holder sizes take at most this share of a dataset: the rest is held out for the
-quality stage's reference classifier and FID statistics."""
-
-
-def dataset_holder_sizes(n_holders: int, n_available: int) -> tuple[int, ...]:
-    """Default images per holder for a dataset of ``n_available`` images.
-
-    :func:`default_holder_sizes` ``(n_holders)``, scaled down (``round(size · f)``, at least 1)
-    with ``f = min(1, MAX_HOLDER_SHARE · n_available / Σ sizes)`` so that the holders take
-    about half the dataset at most. For 8 holders: MNIST (10,000 images) and scikit-learn
-    digits (1,797) keep :data:`DEFAULT_HOLDER_SIZES` (512 images); the LFW subset (200) gets
-    (5, 6, 8, 9, 12, 16, 19, 25), 100 images, the other 100 held out.
-    """
-    sizes = default_holder_sizes(n_holders)
-    factor = min(1.0, MAX_HOLDER_SHARE * n_available / sum(sizes))
-    if factor >= 1.0:
-        return sizes
-    return tuple(max(1, round(s * factor)) for s in sizes)
-
-
-def dataset_holders(
-    dataset: str,
-    n_holders: int = 8,
-    sizes: Sequence[int] | None = None,
-    seed: int = 0,
-    reservation_prices_wei: Sequence[int] | None = None,
-) -> list[Holder]:
-    """Split a shipped labelled dataset among holders, as :func:`mnist_holders` does MNIST.
-
-    ``dataset`` is ``"mnist"`` (the MNIST test split, 28×28), ``"digits"`` (scikit-learn's
-    8×8 optical digits) or ``"lfw"`` (scikit-image's 25×25 LFW subset, face = 1 / non-face =
-    0), loaded by :func:`offchain.quality.datasets.reference_dataset` at native resolution; the
-    round stages resize to the model's side (:func:`offchain.diffusion.preprocess`), and the
-    quality stage finds the holders' images in the same dataset by hash and holds the rest
-    out. Class mixes: with at least four classes a holder's 70 % dominant share comes from its
-    two :func:`dominant_classes`, exactly as in :func:`mnist_holders` (so
-    ``dataset_holders("mnist", …)`` equals ``mnist_holders(…)`` for the same arguments, the
-    defaults included); with fewer classes (LFW's two) it comes from one class, ``h mod K``,
-    and the other 30 % from the remaining classes.
-
-    Args:
-        dataset: one of :data:`HOLDER_DATASETS`.
-        n_holders: number of holders H ≥ 1.
-        sizes: images per holder; None: :func:`dataset_holder_sizes` (at most about half the
-            dataset, so the quality stage keeps held-out images).
-        seed: seed of the split and of the default prices' order.
-        reservation_prices_wei: per-holder prices in wei; None: 5 … 40 tokens, seeded order.
-
-    Returns:
-        H holders ``holder_<h>`` with labels and demo addresses (:func:`holder_address`).
-
-    Raises:
-        ConfigError: unknown ``dataset``.
-        DataError: bad sizes or prices, or a class pool runs out of images.
-    """
-    from offchain.quality.datasets import reference_dataset
-
-    if dataset not in HOLDER_DATASETS:
-        raise ConfigError(f"unknown dataset {dataset!r}; expected one of {HOLDER_DATASETS}")
-    if n_holders < 1:
-        raise DataError(f"n_holders must be >= 1, got {n_holders}")
-    images, labels = reference_dataset(dataset)
-    if sizes is None:
-        sizes = dataset_holder_sizes(n_holders, len(images))
-    return _split_holders(
-        lambda: (images, labels), dataset, n_holders, sizes, seed, reservation_prices_wei
-    )
-
-
-def _split_holders(
+def split_holders(
     load: Callable[[], tuple[np.ndarray, np.ndarray]],
     source: str,
     n_holders: int,
@@ -341,10 +264,26 @@ def _split_holders(
     seed: int,
     reservation_prices_wei: Sequence[int] | None,
 ) -> list[Holder]:
-    """The split of :func:`mnist_holders` / :func:`dataset_holders` over ``load()``'s images.
+    """Split ``load()``'s labelled images among holders (:func:`mnist_holders`'s rule).
 
+    Holder ``h`` is named ``holder_<h>`` and gets the demo address :func:`holder_address`.
     The random draws come in a fixed order (prices, class pools, then per holder its other
     classes and its permutation), so that the MNIST split stays what it always was.
+
+    Args:
+        load: returns ``(images, labels)``, uint8 (N, H, W) and int64 (N,) classes 0..K-1;
+            called after the sizes and prices are checked.
+        source: the dataset's name for error messages.
+        n_holders: number of holders H ≥ 1.
+        sizes: images per holder, length H, each ≥ 1.
+        seed: seed of the default prices' order and of the split.
+        reservation_prices_wei: per-holder prices in wei, length H; None: 5 … 40 tokens.
+
+    Returns:
+        H holders with labels.
+
+    Raises:
+        DataError: bad sizes or prices, or a class pool runs out of images.
     """
     if n_holders < 1:
         raise DataError(f"n_holders must be >= 1, got {n_holders}")

@@ -19,6 +19,7 @@ from typing import Literal
 
 from eth_account import Account
 from eth_utils import to_checksum_address
+from pydantic import SecretStr
 
 from offchain.errors import ConfigError
 
@@ -34,6 +35,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PASSWORD_ENV = "CCOMP_KEYSTORE_PASSWORD"
+"""The variable of the setting ``keystore_password`` (named in errors)."""
 """Environment variable holding the keystore password when no password file is given."""
 MIN_PASSWORD_CHARS = 12
 """Shortest accepted keystore password."""
@@ -141,9 +143,10 @@ def check_password(password: str) -> None:
         raise ConfigError(f"keystore password is shorter than {MIN_PASSWORD_CHARS} characters")
 
 
-def read_password(password_file: Path | None) -> str:
+def read_password(password_file: Path | None, password: SecretStr | str | None = None) -> str:
     """The keystore password: from ``password_file`` (one trailing newline stripped; the file
-    must not be readable by group or others), else from ``CCOMP_KEYSTORE_PASSWORD``.
+    must not be readable by group or others), else ``password`` (the setting
+    ``keystore_password``, ``CCOMP_KEYSTORE_PASSWORD``).
 
     Raises:
         ConfigError: the file is missing or readable by others, no password is given, or the
@@ -165,14 +168,13 @@ def read_password(password_file: Path | None) -> str:
             password = password[:-2]
         elif password.endswith("\n"):
             password = password[:-1]
-    else:
-        env = os.environ.get(PASSWORD_ENV)
-        if env is None:
-            raise ConfigError(
-                f"keystore password missing: set {PASSWORD_ENV} or give a password file "
-                "(CCOMP_KEYSTORE_PASSWORD_FILE)"
-            )
-        password = env
+    elif password is None:
+        raise ConfigError(
+            f"keystore password missing: set {PASSWORD_ENV} or give a password file "
+            "(CCOMP_KEYSTORE_PASSWORD_FILE)"
+        )
+    elif isinstance(password, SecretStr):
+        password = password.get_secret_value()
     check_password(password)
     return password
 

@@ -40,7 +40,7 @@ import gymnasium as gym
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from offchain.allocation import PayoutCaps, capped_split
+from offchain.allocation import WEI_PER_TOKEN, PayoutCaps, capped_split
 from offchain.errors import AllocationError, ConfigError
 from offchain.policy.base import (
     CampaignState,
@@ -74,7 +74,6 @@ __all__ = [
     "quality_coefficients",
 ]
 
-WEI_PER_TOKEN = 10**18
 _PRECISION = 10**9
 
 
