@@ -27,6 +27,7 @@ from eth_abi import encode as abi_encode
 from eth_abi.exceptions import EncodingError
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 
+from offchain.allocation.hexbytes import to_bytes32
 from offchain.allocation.wei import parse_wei
 from offchain.errors import AllocationError
 
@@ -53,8 +54,8 @@ def verify_proof(root: str | bytes, leaf: bytes, proof: Sequence[str | bytes]) -
     """OpenZeppelin ``MerkleProof.verify``: fold ``leaf`` with ``proof`` and compare with ``root``."""
     node = leaf
     for sibling in proof:
-        node = _hash_pair(node, _to_bytes32(sibling))
-    return node == _to_bytes32(root)
+        node = _hash_pair(node, to_bytes32(sibling, "proof node"))
+    return node == to_bytes32(root, "root")
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,7 @@ class PayoutTree:
                 for v in values
             ]
             dumped_index = [int(v["treeIndex"]) for v in values]
-            dumped_tree = [_to_bytes32(node) for node in data["tree"]]
+            dumped_tree = [to_bytes32(node, "tree node") for node in data["tree"]]
         except (KeyError, IndexError, TypeError, ValueError) as exc:
             raise AllocationError(f"malformed Merkle tree dump: {exc}") from exc
         tree = cls.build(entries)
@@ -257,13 +258,3 @@ def _is_valid_address(account: object) -> bool:
     if digits.lower() == digits or digits.upper() == digits:
         return True
     return is_checksum_address(account)
-
-
-def _to_bytes32(value: str | bytes) -> bytes:
-    if isinstance(value, str):
-        raw = bytes.fromhex(value.removeprefix("0x"))
-    else:
-        raw = bytes(value)
-    if len(raw) != 32:
-        raise ValueError(f"expected 32 bytes, got {len(raw)}")
-    return raw

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from offchain.allocation import hexbytes
 from offchain.allocation.wei import UINT256_MAX, WeiFormatError, parse_wei, wei_str
 from offchain.errors import OffchainError
 
@@ -136,19 +137,12 @@ def check_uint256(label: str, value: Any) -> None:
 
 
 def to_bytes(value: str | bytes, label: str) -> bytes:
-    """``value`` as bytes: bytes as they are, a string as (optionally ``0x``-prefixed) hex.
+    """``value`` as bytes (:func:`offchain.allocation.hexbytes.to_bytes`).
 
     Raises:
         SigningError: not hex, or neither bytes nor a string (the message names ``label``).
     """
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    if isinstance(value, str):
-        try:
-            return bytes.fromhex(value.removeprefix("0x"))
-        except ValueError as exc:
-            raise SigningError(f"{label} is not hex: {value!r}") from exc
-    raise SigningError(f"{label} must be bytes or 0x-hex, got {type(value).__name__}")
+    return hexbytes.to_bytes(value, label, SigningError)
 
 
 def to_bytes32(value: str | bytes, label: str) -> bytes:
@@ -157,7 +151,4 @@ def to_bytes32(value: str | bytes, label: str) -> bytes:
     Raises:
         SigningError: not hex, or not 32 bytes long.
     """
-    raw = to_bytes(value, label)
-    if len(raw) != 32:
-        raise SigningError(f"{label} must be 32 bytes, got {len(raw)}")
-    return raw
+    return hexbytes.to_bytes32(value, label, SigningError)

@@ -591,19 +591,6 @@ _ERC20_ABI: list[dict[str, Any]] = [
 """Minimal ERC-20 ABI, used when no token ABI is given."""
 
 
-def _to_bytes(value: str | bytes) -> bytes:
-    if isinstance(value, bytes | bytearray):
-        return bytes(value)
-    return to_bytes(hexstr=value)
-
-
-def _bytes32(value: str | bytes) -> bytes:
-    raw = _to_bytes(value)
-    if len(raw) != 32:
-        raise ChainError(f"expected 32 bytes, got {len(raw)}: 0x{raw.hex()}")
-    return raw
-
-
 def _revert_bytes(data: str | bytes | dict | None) -> bytes:
     """Revert data as bytes from the shapes nodes and web3 report it in."""
     if data is None:

@@ -22,13 +22,12 @@ from web3.logs import DISCARD
 from web3.types import TxReceipt
 
 from offchain.allocation import RoundAllocation
+from offchain.allocation.hexbytes import to_bytes, to_bytes32
 from offchain.chain.client import (
     _ERC20_ABI,
     BroadcastHook,
     ChainClient,
     TokenClient,
-    _bytes32,
-    _to_bytes,
 )
 from offchain.chain.compiler import CompiledContract
 from offchain.chain.errors import ChainError
@@ -200,7 +199,8 @@ class LeafClaim:
     proof: tuple[str, ...]
 
     def as_tuple(self) -> tuple[Any, ...]:
-        return (self.round_id, self.index, self.amount_wei, [_bytes32(p) for p in self.proof])
+        proof = [to_bytes32(p, "proof node", ChainError) for p in self.proof]
+        return (self.round_id, self.index, self.amount_wei, proof)
 
 
 # -- events --------------------------------------------------------------------------------------
@@ -624,7 +624,7 @@ class PoolClient:
         :func:`offchain.oracle.signing.order_signatures`). Anyone may relay. The hooks are
         those of :meth:`ChainClient.send` (the node records the transaction before it is sent)."""
         fn = self.contract.functions.postRound(
-            allocation.as_tuple(), [_to_bytes(s) for s in signatures]
+            allocation.as_tuple(), [to_bytes(s, "signature", ChainError) for s in signatures]
         )
         return self._send(fn, sender_key, before_broadcast=before_broadcast,
                           after_broadcast=after_broadcast)
@@ -648,7 +648,7 @@ class PoolClient:
         """``claim``: pay leaf ``(index, account, amount_wei)`` of a final round to ``account``."""
         fn = self.contract.functions.claim(
             campaign_id, round_id, index, to_checksum_address(account), amount_wei,
-            [_bytes32(p) for p in proof],
+            [to_bytes32(p, "proof node", ChainError) for p in proof],
         )
         return self._send(fn, sender_key)
 
@@ -670,7 +670,7 @@ class PoolClient:
         (:meth:`recipient_nonce`; used up by this call). Not needed when ``account`` sends."""
         fn = self.contract.functions.claimRoundsTo(
             campaign_id, to_checksum_address(account), [leaf.as_tuple() for leaf in leaves],
-            to_checksum_address(recipient), deadline, _to_bytes(signature),
+            to_checksum_address(recipient), deadline, to_bytes(signature, "signature", ChainError),
         )
         return self._send(fn, sender_key)
 
