@@ -6,7 +6,7 @@ import pytest
 from offchain.allocation import largest_remainder
 from offchain.errors import ConfigError
 from offchain.policy import CampaignState, HolderFeatures, make_policy
-from offchain.rounds.participation import required_payment_wei, stays_next_round
+from offchain.policy.participation import required_payment_wei, stays_next_round
 
 B = 1500 * 10**18
 

@@ -28,7 +28,7 @@ from offchain.policy.observations import (
     lower_obs,
     softmax_weights,
 )
-from offchain.rounds.participation import required_payment_wei
+from offchain.policy.participation import required_payment_wei
 
 B = 1500 * 10**18
 

@@ -18,7 +18,7 @@ import numpy as np
 from offchain.policy import make_policy
 from offchain.policy.env import CampaignConfig, CampaignSimulator, RewardConfig
 from offchain.policy.rl import load_policy, train_policy
-from offchain.rounds.participation import required_payment_wei
+from offchain.policy.participation import required_payment_wei
 from tests.test_policy_env import calibration
 
 CAMPAIGN = CampaignConfig(

@@ -13,7 +13,7 @@ A campaign has T rounds, a total budget B (wei) and N holders with image counts 
 3. the policy picks the round budget (upper level) and the holders' weights (lower level); the
    weights become integer wei summing exactly to the budget, within the on-chain caps;
 4. a holder stays for the next round only if paid at least its reservation price raised by its
-   copyright loss (:func:`offchain.rounds.participation.stays_next_round`); one that leaves does
+   copyright loss (:func:`offchain.policy.participation.stays_next_round`); one that leaves does
    not come back.
 
 Reservation prices are private to the holders (the policy never sees them): they are drawn per
@@ -59,7 +59,7 @@ from offchain.policy.observations import (
     lower_obs,
     softmax_weights,
 )
-from offchain.rounds.participation import stays_next_round
+from offchain.policy.participation import stays_next_round
 
 __all__ = [
     "CampaignConfig",

@@ -2,8 +2,9 @@
 
 A holder joins the campaign's first round. It stays for the next round only if the payment it got
 for the round just trained covers its reservation price *raised by the copyright loss it
-suffered*: ``payment ≥ price · (1 + copyright_loss)`` (docs: science, "Rounds and holders"). A
-holder that leaves does not come back within the campaign.
+suffered*: ``payment ≥ price · (1 + copyright_loss)`` (the paper's holders join a round when the
+offered payment covers their price, Shi et al., arXiv 2410.20180; README, "What happens in a
+round"). A holder that leaves does not come back within the campaign.
 """
 
 from __future__ import annotations
