@@ -85,6 +85,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from offchain.attribution.base import SCORES_FILE
+from offchain.attribution.defaults import (
+    DEFAULT_LAMBDA_REG,
+    DEFAULT_PROJ_DIM,
+    DEFAULT_TRAK_OUTPUT,
+    DEFAULT_TRAK_TIMESTEPS,
+)
 from offchain.attribution.featurize import (
     TRAKER_CPU_BLOCK_SIZE,
     BatchHook,
@@ -109,7 +116,6 @@ __all__ = ["TrakConfig", "compute_trak_ensemble", "compute_trak_scores", "holder
 
 logger = logging.getLogger(__name__)
 
-SCORES_FILE = "scores.npy"
 META_FILE = "meta.json"
 FEATURES_DIR = "features"
 _PROJ_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -121,11 +127,11 @@ PIPELINE = "offchain-trak/2"
 class TrakConfig:
     """Settings of one TRAK attribution run (validated on construction: :class:`ConfigError`)."""
 
-    proj_dim: int = 512
+    proj_dim: int = DEFAULT_PROJ_DIM
     """Dimension of the random projection of the per-example gradients (≥ 1)."""
-    num_timesteps: int = 4
-    """K: fixed timesteps t_k = k·⌊T/K⌋ the output function averages over (≥ 1)."""
-    lambda_reg: float = 1e-2
+    num_timesteps: int = DEFAULT_TRAK_TIMESTEPS
+    """K (the settings' ``trak_timesteps``): fixed timesteps t_k = k·⌊T/K⌋ the output function averages over (≥ 1)."""
+    lambda_reg: float = DEFAULT_LAMBDA_REG
     """Ridge term λ > 0 added to ΦᵀΦ before inversion; relative to tr(ΦᵀΦ)/proj_dim unless
     ``lambda_relative`` is False."""
     lambda_relative: bool = True
@@ -134,7 +140,7 @@ class TrakConfig:
     """Examples per vmapped per-example-gradient batch (≥ 1); memory grows with it."""
     seed: int = 0
     """Seed (≥ 0) of the fixed noise (train and target streams) and of the projection matrix."""
-    output: str = "dtrak"
+    output: str = DEFAULT_TRAK_OUTPUT
     """Model output function: ``"dtrak"`` (‖ε_θ‖², D-TRAK) or ``"loss"`` (denoising loss)."""
     proj_dtype: str = "float32"
     """Precision of the CPU projection matmul: ``"float32"`` (default; features equal traker's)

@@ -1,0 +1,118 @@
+"""The attributor of a round: a small protocol and a registry of implementations by name.
+
+An :class:`Attributor` scores every target (a generated sample) against every training example
+and aggregates the scores per holder; the attribute stage
+(:func:`offchain.rounds.stages.attribute`) asks the registry for ``MLConfig.attributor`` and
+knows nothing else about it. TRAK (:mod:`offchain.attribution.trak_attributor`) is registered
+as ``trak``.
+
+Adding an attributor is one new module with a class satisfying :class:`Attributor`, plus one
+line here (``register_attributor("<name>", "<module>:<Class>")``) — or, outside the package (a
+test, a plug-in), ``@register_attributor("<name>")`` on the class. Built-ins are imported on
+first :func:`get_attributor`, so this module (and the CLI that imports it) stays torch-free.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from offchain.diffusion.backend import DenoisingModel
+from offchain.diffusion.registry import Registry
+
+__all__ = [
+    "SCORES_FILE",
+    "Attributor",
+    "attributor_names",
+    "get_attributor",
+    "register_attributor",
+]
+
+SCORES_FILE = "scores.npy"
+"""The scores' file name inside an attributor's output folder (the round's provenance
+``attribution_hash`` is the SHA-256 of this file)."""
+
+
+@runtime_checkable
+class Attributor(Protocol):
+    """Scores of targets against training examples, and their per-holder aggregation."""
+
+    name: str
+    """The registry name (``"trak"``)."""
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Attributor:
+        """The attributor for a run's ML settings (:class:`offchain.rounds.config.MLConfig`;
+        each implementation documents the fields it reads)."""
+        ...
+
+    def scores(
+        self,
+        model: DenoisingModel,
+        train_images: Any,
+        targets: Any,
+        out_dir: Path,
+        *,
+        seed: int,
+        progress: bool = True,
+    ) -> np.ndarray:
+        """τ, float32 (M, N): ``scores[m, i]`` is training example i's attribution to target m
+        (positive: i supports m), for the round's ``model``.
+
+        Args:
+            model: the round's loaded checkpoint.
+            train_images: float32 (N, C, S, S) in [−1, 1] (tensor or array), in holder order.
+            targets: float32 (M, C, S, S) in [−1, 1], the round's samples.
+            out_dir: the attributor's folder (created); it must hold the scores as
+                ``out_dir / SCORES_FILE`` (float32 (M, N), ``.npy``) when this returns.
+            seed: the round's attribution seed (≥ 0).
+            progress: show progress bars.
+
+        Raises:
+            DataError: bad shapes or values. StageError: unusable scores, or ``out_dir``
+            holds another request's results.
+        """
+        ...
+
+    def holder_contributions(
+        self, scores: np.ndarray, holder_index: np.ndarray, n_holders: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(raw, normalized)``, float64 (H,) each: a holder's aggregated score (any sign,
+        0 without images) and its share (≥ 0, summing to 1).
+
+        Args:
+            scores: τ (M, N) from :meth:`scores`.
+            holder_index: int (N,), each example's holder in [0, ``n_holders``).
+            n_holders: H ≥ 1.
+        """
+        ...
+
+    def record(self) -> dict[str, Any]:
+        """The settings recorded in ``contributions.json`` (JSON values, in file order)."""
+        ...
+
+
+_REGISTRY: Registry[Attributor] = Registry("attributor")
+
+register_attributor = _REGISTRY.register
+"""``register_attributor(name, "<module>:<Class>")`` (a built-in, imported on first use) or
+``@register_attributor(name)`` on a class; ConfigError when ``name`` is taken."""
+
+
+def attributor_names() -> list[str]:
+    """The registered attributor names, sorted."""
+    return _REGISTRY.names()
+
+
+def get_attributor(name: str) -> type[Attributor]:
+    """The attributor class registered as ``name`` (importing its module on first use).
+
+    Raises:
+        ConfigError: no attributor of that name; the message names the choices.
+    """
+    return _REGISTRY.get(name)
+
+
+register_attributor("trak", "offchain.attribution.trak_attributor:TrakAttributor")
