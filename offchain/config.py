@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offchain import faults
 from offchain.allocation.wei import UINT256_MAX, WEI_PER_TOKEN
+from offchain.data.datasets import dataset_names
 from offchain.errors import ConfigError
 from offchain.policy import make_policy
 
@@ -89,10 +90,11 @@ class Settings(BaseSettings):
     ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO from a local folder)."""
     quality_samples: int = Field(256, ge=2)
     """Samples drawn per round for the FID quality metric (docs/quality.md: M ≥ 128)."""
-    quality_reference: Literal["mnist", "digits", "lfw", "none"] = "mnist"
-    """Real dataset whose held-out images (minus every holder's) train the FID reference
-    classifier; ``none``: no quality stage (the default with ``holders_dir``: own images are
-    unlike the shipped datasets)."""
+    quality_reference: str = "mnist"
+    """Real dataset (a name in the dataset registry, :func:`offchain.data.datasets.dataset_names`:
+    ``mnist``, ``digits``, ``lfw``) whose held-out images (minus every holder's) train the FID
+    reference classifier; ``none``: no quality stage (the default with ``holders_dir``: own
+    images are unlike the shipped datasets)."""
     quality_classifier_epochs: int = Field(10, ge=1)
     """Epochs of the FID reference classifier (trained once per run on held-out images)."""
     challenge_window_s: int = Field(3600, ge=0)
@@ -164,6 +166,16 @@ class Settings(BaseSettings):
     @classmethod
     def _known_policy(cls, value: str) -> str:
         make_policy(value)  # raises ConfigError naming the choices
+        return value
+
+    @field_validator("quality_reference")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value not in (*dataset_names(), "none"):
+            raise ConfigError(
+                f"unknown quality_reference {value!r}; choose one of "
+                f"{', '.join((*dataset_names(), 'none'))}"
+            )
         return value
 
     @field_validator("oracle_signers")
