@@ -17,8 +17,6 @@ from PIL import Image
 from offchain.data.holders import (
     DEFAULT_HOLDER_SIZES,
     Holder,
-    dataset_holder_sizes,
-    dataset_holders,
     dataset_manifest,
     dominant_classes,
     holder_address,
@@ -36,6 +34,7 @@ from offchain.data.mnist import (
     parse_idx_images,
     parse_idx_labels,
 )
+from offchain.data.splits import dataset_holder_sizes, dataset_holders
 from offchain.errors import ConfigError, DataError
 from offchain.utils import read_json
 

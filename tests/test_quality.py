@@ -10,6 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from offchain.data.datasets import load_dataset
 from offchain.data.holders import image_hash, mnist_holders
 from offchain.diffusion import preprocess
 from offchain.errors import ConfigError, DataError, StageError
@@ -26,7 +27,6 @@ from offchain.quality import (
     load_reference_classifier,
     prepare_reference,
     quality_report,
-    reference_dataset,
     reference_stats,
     split_reference,
     train_reference_classifier,
@@ -173,14 +173,14 @@ def test_exclude_and_split() -> None:
 
 
 def test_reference_datasets() -> None:
-    digits, dl = reference_dataset("digits")
+    digits, dl = load_dataset("digits")
     assert digits.dtype == np.uint8 and digits.shape == (1797, 8, 8) and digits.max() == 255
     assert sorted(set(dl.tolist())) == list(range(10))
-    lfw, ll = reference_dataset("lfw")
+    lfw, ll = load_dataset("lfw")
     assert lfw.dtype == np.uint8 and lfw.shape == (200, 25, 25)
     assert ll[:100].tolist() == [1] * 100 and ll[100:].tolist() == [0] * 100
     with pytest.raises(ConfigError, match="unknown"):
-        reference_dataset("cifar")
+        load_dataset("cifar")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,7 +225,7 @@ def test_classifier_cache_skip_and_mismatch(classifier_dir, mnist_split) -> None
 
 
 def test_classifier_is_deterministic(tmp_path) -> None:
-    images, labels = reference_dataset("digits")
+    images, labels = load_dataset("digits")
     cfg = ClassifierConfig(channels=(8, 16), feature_dim=16, epochs=15, num_threads=1)
     a = train_reference_classifier(images[:600], labels[:600], tmp_path / "a", cfg, False)
     b = train_reference_classifier(images[:600], labels[:600], tmp_path / "b", cfg, False)
@@ -369,7 +369,7 @@ def test_torchscript_extractor(tmp_path) -> None:
 
 
 def test_prepare_reference_digits(tmp_path) -> None:
-    images, labels = reference_dataset("digits")
+    images, labels = load_dataset("digits")
     ref = prepare_reference(images, labels, tmp_path / "digits", FAST, progress=False)
     assert ref.stats_path.is_file() and ref.n_classifier + ref.n_reference == len(images)
     mtime = ref.stats_path.stat().st_mtime_ns

@@ -1,6 +1,7 @@
 """Model quality without Inception weights: FID in a reference classifier's feature space.
 
-* :mod:`offchain.quality.datasets`   held-out real images (holder images excluded) and splits
+* :mod:`offchain.quality.held_out`   held-out real images (holder images excluded) and splits;
+  the datasets themselves come from the registry :mod:`offchain.data.datasets`
 * :mod:`offchain.quality.classifier` the reference CNN: training, loading, features
 * :mod:`offchain.quality.fid`        Fréchet distance, cached reference statistics, the report
 
@@ -15,13 +16,6 @@ from offchain.quality.classifier import (
     predict_proba,
     train_reference_classifier,
 )
-from offchain.quality.datasets import (
-    REFERENCE_DATASETS,
-    exclude_images,
-    held_out_images,
-    reference_dataset,
-    split_reference,
-)
 from offchain.quality.fid import (
     QUALITY_METRIC,
     FeatureStats,
@@ -34,10 +28,10 @@ from offchain.quality.fid import (
     quality_report,
     reference_stats,
 )
+from offchain.quality.held_out import exclude_images, held_out_images, split_reference
 
 __all__ = [
     "QUALITY_METRIC",
-    "REFERENCE_DATASETS",
     "ClassifierConfig",
     "FeatureStats",
     "QualityReference",
@@ -53,7 +47,6 @@ __all__ = [
     "predict_proba",
     "prepare_reference",
     "quality_report",
-    "reference_dataset",
     "reference_stats",
     "split_reference",
     "train_reference_classifier",

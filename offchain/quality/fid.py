@@ -41,7 +41,7 @@ from offchain.quality.classifier import (
     predict_proba,
     train_reference_classifier,
 )
-from offchain.quality.datasets import split_reference
+from offchain.quality.held_out import split_reference
 from offchain.utils import atomic_write, sha256_file
 
 __all__ = [
@@ -538,7 +538,7 @@ def prepare_reference(
 ) -> QualityReference:
     """Train the reference classifier and cache the reference statistics, in one call.
 
-    Splits the held-out images with :func:`offchain.quality.datasets.split_reference`
+    Splits the held-out images with :func:`offchain.quality.held_out.split_reference`
     (stratified, seeded): ``classifier_fraction`` trains :func:`train_reference_classifier`
     in ``out_dir``, the rest gives :func:`reference_stats`. Both steps are skipped when their
     outputs exist for the same inputs. Typical use for the MNIST demo::
@@ -549,7 +549,7 @@ def prepare_reference(
 
     Args:
         images: uint8 (N, H, W) held-out real images (no holder's; see
-            :func:`offchain.quality.datasets.held_out_images`).
+            :func:`offchain.quality.held_out.held_out_images`).
         labels: integer (N,) labels.
         out_dir: classifier folder (created).
         cfg: classifier hyperparameters; None: :class:`ClassifierConfig` defaults.

@@ -1,21 +1,12 @@
-"""Held-out real images for the quality metric: loaders and holder-disjoint splits.
+"""Held-out real images for the quality metric: holder images excluded, holder-disjoint splits.
 
 The reference classifier and the FID reference statistics must never see a data holder's
-images, or the metric would reward memorising them. The helpers here load a labelled real
-dataset at its native resolution as uint8 (N, H, W), drop every image whose
-:func:`offchain.data.holders.image_hash` belongs to a holder, and split the rest into a part
-that trains the classifier and a disjoint part whose statistics are the FID reference.
-
-Datasets (``reference_dataset(name)``), all bundled with an installed package, nothing is
-downloaded:
-
-* ``"mnist"``  the project's MNIST test split (:func:`offchain.data.mnist.load_mnist`):
-  10,000 digits, uint8 (10000, 28, 28), labels 0..9.
-* ``"digits"`` scikit-learn's optical digits (``sklearn.datasets.load_digits``, UCI): 1,797
-  images of 8×8 pixels with values 0..16, scaled to uint8 by ``round(x · 255 / 16)``, labels 0..9.
-* ``"lfw"``    scikit-image's LFW subset (``skimage.data.lfw_subset``): 200 float images of
-  25×25 in [0, 1], scaled by ``round(x · 255)``; the first 100 are faces (label 1), the last 100
-  non-faces (label 0).
+images, or the metric would reward memorising them. The helpers here take a labelled real
+dataset from the registry (:func:`offchain.data.datasets.load_dataset`: ``"mnist"``,
+``"digits"``, ``"lfw"`` or any registered one) at its native resolution as uint8 (N, H, W),
+drop every image whose :func:`offchain.data.holders.image_hash` belongs to a holder, and split
+the rest into a part that trains the classifier and a disjoint part whose statistics are the
+FID reference.
 """
 
 from __future__ import annotations
@@ -25,57 +16,17 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from offchain.data.datasets import check_labelled_images, load_dataset
 from offchain.data.holders import Holder, image_hash
 from offchain.errors import ConfigError, DataError
 
 __all__ = [
-    "REFERENCE_DATASETS",
     "exclude_images",
     "held_out_images",
-    "reference_dataset",
     "split_reference",
 ]
 
 logger = logging.getLogger(__name__)
-
-REFERENCE_DATASETS = ("mnist", "digits", "lfw")
-"""Names :func:`reference_dataset` knows."""
-
-
-def reference_dataset(name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Load a labelled real dataset at its native resolution.
-
-    Args:
-        name: one of :data:`REFERENCE_DATASETS` (see the module docstring for sources).
-
-    Returns:
-        ``(images, labels)``: fresh uint8 (N, H, W) images, 0 = black, and int64 (N,) labels.
-
-    Raises:
-        ConfigError: unknown ``name``.
-        DataError: the MNIST files are missing or corrupt.
-    """
-    if name == "mnist":
-        from offchain.data.mnist import load_mnist
-
-        return load_mnist()
-    if name == "digits":
-        from sklearn.datasets import load_digits
-
-        bunch = load_digits()
-        images = np.rint(np.asarray(bunch.images, dtype=np.float64) * (255.0 / 16.0))
-        return np.clip(images, 0, 255).astype(np.uint8), np.asarray(bunch.target, np.int64)
-    if name == "lfw":
-        from skimage.data import lfw_subset
-
-        faces = np.asarray(lfw_subset(), dtype=np.float64)
-        images = np.clip(np.rint(faces * 255.0), 0, 255).astype(np.uint8)
-        n_faces = len(images) // 2  # documented: first 100 faces, last 100 non-faces
-        labels = np.zeros(len(images), dtype=np.int64)
-        labels[:n_faces] = 1
-        return images, labels
-    raise ConfigError(f"unknown reference dataset {name!r}; expected one of {REFERENCE_DATASETS}")
-
 
 def exclude_images(
     images: np.ndarray, labels: np.ndarray, hashes: Iterable[str]
@@ -97,7 +48,7 @@ def exclude_images(
     Raises:
         DataError: bad shapes or dtypes, or nothing is left.
     """
-    _check_labelled(images, labels)
+    check_labelled_images(images, labels)
     excluded = set(hashes)
     keep = np.fromiter((image_hash(im) not in excluded for im in images), bool, len(images))
     if not keep.any():
@@ -117,16 +68,17 @@ def held_out_images(
 
     Args:
         holders: the campaign's holders (their :attr:`Holder.image_hashes` are excluded).
-        name: dataset for :func:`reference_dataset`.
+        name: a registered dataset (:func:`offchain.data.datasets.dataset_names`) that loads
+            without options.
 
     Returns:
         ``(images, labels)``: uint8 (N', H, W) and int64 (N',) of the held-out images.
 
     Raises:
-        ConfigError: unknown dataset name.
-        DataError: nothing is left.
+        ConfigError: unknown dataset name, or one that needs options (``folders``).
+        DataError: the dataset's files are missing or corrupt, or nothing is left.
     """
-    images, labels = reference_dataset(name)
+    images, labels = load_dataset(name)
     hashes = {h for holder in holders for h in holder.image_hashes}
     kept_images, kept_labels = exclude_images(images, labels, hashes)
     n_removed = len(images) - len(kept_images)
@@ -175,7 +127,7 @@ def split_reference(
         ConfigError: ``classifier_fraction`` outside (0, 1).
         DataError: bad shapes or dtypes, or a part would be empty.
     """
-    _check_labelled(images, labels)
+    check_labelled_images(images, labels)
     if not 0.0 < classifier_fraction < 1.0:
         raise ConfigError(f"classifier_fraction must be in (0, 1), got {classifier_fraction}")
     labels = np.asarray(labels).astype(np.int64)
@@ -193,16 +145,3 @@ def split_reference(
         (images[to_classifier].copy(), labels[to_classifier]),
         (images[~to_classifier].copy(), labels[~to_classifier]),
     )
-
-
-def _check_labelled(images: np.ndarray, labels: np.ndarray) -> None:
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
-        raise DataError(
-            "images must be a uint8 array of shape (N, H, W), got "
-            f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
-        )
-    labels = np.asarray(labels)
-    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(
-            f"labels must be integers of shape ({len(images)},), got {labels.dtype} {labels.shape}"
-        )
