@@ -29,10 +29,10 @@ from offchain.copyright import (
     TorchScriptEncoder,
     UNetFeatureEncoder,
     augment,
-    calibration_report,
     centered_cosine,
     choose_thresholds,
     compute_copyright_losses,
+    copyright_calibration_report,
     fit_calibration,
     load_encoder,
     perceptual_similarity,
@@ -741,7 +741,7 @@ def test_calibration_with_external_negatives_reports_them():
     cal = fit_calibration(_PixelEncoder(), works, None, cfg, external=external)
     assert cal.n_external == 20
     assert any(r["group"] == "negatives:external" for r in cal.table)
-    report = calibration_report(cal)
+    report = copyright_calibration_report(cal)
     assert "| held-out | overall | replication |" in report
     assert "negatives:external" in report and "copy p ≥" in report
 

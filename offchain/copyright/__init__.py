@@ -3,24 +3,24 @@
 Per pair (generated sample, training work): semantic (extrinsic test), SSIM (intrinsic test) and
 tiled ℓ2 (near-exact copy) features → a calibrated probability of substantial similarity
 (:mod:`offchain.copyright.calibration`) → per holder the expected number of generations that
-copy its works (:mod:`offchain.copyright.loss`). Encoders: :mod:`offchain.copyright.encoders`;
-augmentations of the calibration's positives: :mod:`offchain.copyright.augment`.
+copy its works (:mod:`offchain.copyright.loss`). Settings: :mod:`offchain.copyright.config`;
+encoders: :mod:`offchain.copyright.encoders`; augmentations of the calibration's positives:
+:mod:`offchain.copyright.augment`.
 """
 
 from offchain.copyright.augment import AUGMENTATIONS, augment
 from offchain.copyright.calibration import (
     FEATURE_NAMES,
     Calibration,
-    CalibrationConfig,
-    FeatureSettings,
     PairScores,
     ReferenceSet,
-    calibration_report,
     choose_thresholds,
+    copyright_calibration_report,
     fit_calibration,
     run_calibration,
     score_pairs,
 )
+from offchain.copyright.config import CalibrationConfig, CopyrightConfig, FeatureSettings
 from offchain.copyright.encoders import (
     Encoder,
     HuggingFaceEncoder,
@@ -28,7 +28,7 @@ from offchain.copyright.encoders import (
     UNetFeatureEncoder,
     load_encoder,
 )
-from offchain.copyright.loss import CopyrightConfig, CopyrightResult, compute_copyright_losses
+from offchain.copyright.loss import CopyrightResult, compute_copyright_losses
 from offchain.copyright.similarity import (
     centered_cosine,
     perceptual_similarity,
@@ -54,10 +54,10 @@ __all__ = [
     "TorchScriptEncoder",
     "UNetFeatureEncoder",
     "augment",
-    "calibration_report",
     "centered_cosine",
     "choose_thresholds",
     "compute_copyright_losses",
+    "copyright_calibration_report",
     "fit_calibration",
     "load_encoder",
     "perceptual_similarity",

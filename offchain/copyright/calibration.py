@@ -1,6 +1,6 @@
 """A calibrated probability of substantial similarity, with documented decision thresholds.
 
-Legal grounding (docs/science.md "Copyright loss"; docs/copyright.md). Infringement needs
+Legal grounding (docs/copyright.md §1 "From the legal test to features"). Infringement needs
 *access* (given: the work was in the training set) and *substantial similarity*, which US
 (Ninth Circuit) practice splits into an **extrinsic** test (objective comparison of protected
 expression) and an **intrinsic** test (the ordinary observer's impression of total concept and
@@ -84,7 +84,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,18 +92,17 @@ from scipy.optimize import minimize
 from sklearn.metrics import average_precision_score
 from torch import Tensor
 
-from offchain.copyright.augment import AUGMENTATIONS, augment, check_augmentation
+from offchain.copyright.augment import AUGMENTATIONS, augment
+from offchain.copyright.config import CalibrationConfig, CopyrightConfig, FeatureSettings
 from offchain.copyright.encoders import Encoder, encoder_name, load_encoder
 from offchain.copyright.similarity import (
     centered_cosine,
     ssim_matrix,
     tiled_l2_matrix,
 )
+from offchain.diffusion.tensors import clamped_image_batch
 from offchain.errors import ConfigError, DataError
 from offchain.utils import atomic_write, read_json, write_json
-
-if TYPE_CHECKING:
-    from offchain.copyright.loss import CopyrightConfig
 
 __all__ = [
     "CALIBRATION_JSON",
@@ -111,11 +110,9 @@ __all__ = [
     "FEATURE_NAMES",
     "NEGATIVE_KINDS",
     "Calibration",
-    "CalibrationConfig",
-    "FeatureSettings",
     "PairScores",
     "ReferenceSet",
-    "calibration_report",
+    "copyright_calibration_report",
     "choose_thresholds",
     "fit_calibration",
     "run_calibration",
@@ -135,125 +132,9 @@ NEGATIVE_KINDS = ("random", "nearest_semantic", "nearest_ssim", "nearest_tiled_l
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_MD = "calibration.md"
 _FORMAT_VERSION = 1
-_RANGE_TOL = 1e-3
-
-
-@dataclass(frozen=True)
-class FeatureSettings:
-    """How the pair features are computed (stored with a calibration and reused for scoring)."""
-
-    ssim_win_size: int = 7
-    """SSIM window side (odd, ≥ 3, ≤ S)."""
-    tile_size: int = 4
-    """Side of the tiled-ℓ2 tiles; must divide S (16 → a 4 × 4 grid of 4 × 4 tiles)."""
-    center_embeddings: bool = True
-    """Subtract the mean work embedding before the cosine (see ``semantic_similarity``)."""
-    flip_invariant: bool = True
-    """Take each feature over the work and its mirror image (max similarity, min distance)."""
-    distance_eps: float = 0.01
-    """ε of ``log_tiled_l2 = ln(tiled ℓ2 + ε)`` (pixel scale [−1, 1]; 0.01 is below 8-bit
-    quantization-plus-JPEG noise, and keeps an exact copy finite at ln 0.01 ≈ −4.6)."""
-    relative_k: int = 10
-    """k of ``log_relative_l2``: the distance is compared with the mean distance of the query's
-    k nearest distinct works (Carlini et al. 2023 use the 50 nearest of a large set)."""
-
-    def __post_init__(self) -> None:
-        if self.relative_k < 1:
-            raise ConfigError(f"relative_k must be ≥ 1, got {self.relative_k}")
-        if not self.distance_eps > 0:
-            raise ConfigError(f"distance_eps must be > 0, got {self.distance_eps}")
-        if self.ssim_win_size < 3 or self.ssim_win_size % 2 == 0:
-            raise ConfigError(f"ssim_win_size must be odd and ≥ 3, got {self.ssim_win_size}")
-        if self.tile_size < 1:
-            raise ConfigError(f"tile_size must be ≥ 1, got {self.tile_size}")
-
-
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """Settings of :func:`fit_calibration` (validated on construction)."""
-
-    n_anchors: int = 96
-    """Works whose augmented copies are the positives (split into training and held-out)."""
-    augmentations: tuple[str, ...] = AUGMENTATIONS
-    """Augmentation types; every anchor gets one copy of each (all are evaluated)."""
-    fit_exclude: tuple[str, ...] = ("crop",)
-    """Augmentation steps whose positives are evaluated but not fitted (every type containing
-    one of them). Default: geometric crops, which the alignment-based weight-free features do
-    not detect (docs/copyright.md); with them in the fit every pair looks alike. Use () with a
-    crop-robust encoder such as SSCD."""
-    prior: float = 0.02
-    """Prior probability π that a generation substantially copies the work it is compared
-    with; the balanced fit gives the likelihood ratio, and ``logit π`` is added to the
-    intercept. Default 0.02: the replication rate Somepalli et al. (CVPR 2023) measured for
-    Stable Diffusion 1.4 (1.88 %). 0.5 leaves the even-odds posterior."""
-    test_fraction: float = 0.5
-    """Share of the anchors (and external images) held out for thresholds and the PR table."""
-    random_negatives: int = 1
-    """Random unrelated works per augmented query."""
-    hard_negatives: bool = True
-    """Also pair each query with its nearest other work by each feature."""
-    copy_precision: float = 0.95
-    """Held-out precision the ``copy`` threshold must reach."""
-    replication_recall: float | None = None
-    """None: ``replication`` maximizes F1; else the highest threshold with this recall."""
-    l2: float = 1e-2
-    """Ridge penalty λ/2·‖w‖² on the standardized coefficients (keeps p finite under
-    separation)."""
-    min_works: int = 8
-    """Fewest distinct works a calibration accepts."""
-    max_external: int = 512
-    """External negative images used at most."""
-
-    def __post_init__(self) -> None:
-        if self.n_anchors < 4:
-            raise ConfigError(f"n_anchors must be ≥ 4, got {self.n_anchors}")
-        if not self.augmentations:
-            raise ConfigError("augmentations must name at least one type")
-        for name in self.augmentations:
-            check_augmentation(name)
-        if len(set(self.augmentations)) != len(self.augmentations):
-            raise ConfigError(f"duplicate augmentations in {self.augmentations}")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
-        if self.random_negatives < 0 or (self.random_negatives == 0 and not self.hard_negatives):
-            raise ConfigError("need random_negatives ≥ 1 or hard_negatives")
-        if not 0.0 < self.copy_precision <= 1.0:
-            raise ConfigError(f"copy_precision must be in (0, 1], got {self.copy_precision}")
-        if self.replication_recall is not None and not 0.0 < self.replication_recall <= 1.0:
-            raise ConfigError(
-                f"replication_recall must be in (0, 1] or None, got {self.replication_recall}"
-            )
-        if not self.l2 >= 0.0:
-            raise ConfigError(f"l2 must be ≥ 0, got {self.l2}")
-        if self.min_works < 4:
-            raise ConfigError(f"min_works must be ≥ 4, got {self.min_works}")
-        if self.max_external < 0:
-            raise ConfigError(f"max_external must be ≥ 0, got {self.max_external}")
-        if not 0.0 < self.prior < 1.0:
-            raise ConfigError(f"prior must be in (0, 1), got {self.prior}")
-        for step in self.fit_exclude:
-            check_augmentation(step)
-        if all(
-            any(st in self.fit_exclude for st in check_augmentation(a)) for a in self.augmentations
-        ):
-            raise ConfigError("fit_exclude leaves no augmentation type to fit")
 
 
 # --------------------------------------------------------------------------------- features
-
-
-def _as_images(x: object, name: str) -> Tensor:
-    """float32 CPU tensor (B, C, S, S) in [−1, 1] (clamped within 1e-3), or DataError."""
-    t = x if isinstance(x, Tensor) else torch.from_numpy(np.asarray(x))
-    t = t.detach().to("cpu", torch.float32).contiguous()
-    if t.ndim != 4 or t.shape[0] < 1:
-        raise DataError(f"{name} must have shape (B ≥ 1, C, S, S), got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise DataError(f"{name} contains non-finite values")
-    lo, hi = float(t.min()), float(t.max())
-    if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-        raise DataError(f"{name} must lie in [-1, 1], got [{lo:.3f}, {hi:.3f}]")
-    return t.clamp_(-1.0, 1.0)
 
 
 def _encode(encoder: Encoder, images: Tensor, what: str) -> Tensor:
@@ -282,7 +163,7 @@ class ReferenceSet:
     """
 
     def __init__(self, encoder: Encoder, works: Tensor, settings: FeatureSettings) -> None:
-        self.images = _as_images(works, "works")
+        self.images = clamped_image_batch(works, "works")
         s = tuple(self.images.shape[2:])
         if min(s) < settings.ssim_win_size:
             raise DataError(f"images {s} are smaller than the SSIM window")
@@ -356,7 +237,7 @@ class Calibration:
     ``encoder`` (its name), ``image_shape`` [C, S, S], ``seed``, ``augmentations``,
     ``n_pos``/``n_neg`` (training pairs), ``n_pos_test``/``n_neg_test`` (held-out pairs),
     ``n_works``, ``n_distinct_works``, ``n_anchors`` [train, test], ``n_external``, ``table``
-    (held-out precision/recall rows, see :func:`calibration_report`), ``average_precision``
+    (held-out precision/recall rows, see :func:`copyright_calibration_report`), ``average_precision``
     (per group), ``holder_level`` (or null), ``retrieval_top1`` (or null), ``brier``,
     ``fit_seconds``, ``config`` (the :class:`CalibrationConfig`).
     """
@@ -665,7 +546,7 @@ def _check_calibration_inputs(
 ) -> tuple[Tensor, np.ndarray | None, np.ndarray, int, Tensor | None]:
     """(works (N, C, S, S), holder index (N,) or None, duplicate group (N,), distinct works,
     external images (E, C, S, S) or None), checked."""
-    works_t = _as_images(works, "works")
+    works_t = clamped_image_batch(works, "works")
     n = works_t.shape[0]
     hidx = _check_holder_index(holder_index, n)
     group = _distinct_groups(works_t)
@@ -676,7 +557,7 @@ def _check_calibration_inputs(
         )
     ext_t = None
     if external is not None:
-        ext_t = _as_images(external, "external")
+        ext_t = clamped_image_batch(external, "external")
         if ext_t.shape[1:] != works_t.shape[1:]:
             raise DataError(
                 f"external images {tuple(ext_t.shape[1:])} differ from works "
@@ -955,7 +836,7 @@ def fit_calibration(
         works: float (N, C, S, S) in [−1, 1], the holders' works (the round's training set).
         holder_index: optional int (N,) holder of each work; adds the holder-level evaluation
             (``Calibration.holder_level``).
-        cfg: :class:`~offchain.copyright.loss.CopyrightConfig`: its feature fields
+        cfg: :class:`~offchain.copyright.config.CopyrightConfig`: its feature fields
             (``feature_settings()``), ``seed`` and ``calibration`` (a
             :class:`CalibrationConfig`); None: defaults.
         external: optional float (E, C, S, S) in [−1, 1], unrelated images used as extra
@@ -970,8 +851,6 @@ def fit_calibration(
             output of the wrong shape.
         ConfigError: bad settings.
     """
-    from offchain.copyright.loss import CopyrightConfig
-
     start_time = time.perf_counter()
     cfg = cfg if cfg is not None else CopyrightConfig()
     ccfg = cfg.calibration
@@ -1137,7 +1016,7 @@ def score_pairs(
         raise ConfigError(
             f"calibration was fitted for encoder {calibration.encoder!r}, not {name!r}"
         )
-    gen = _as_images(generated, "generated")
+    gen = clamped_image_batch(generated, "generated")
     if tuple(gen.shape[1:]) != tuple(calibration.image_shape):
         raise ConfigError(
             f"calibration was fitted on images {tuple(calibration.image_shape)}, got "
@@ -1146,7 +1025,7 @@ def score_pairs(
     ref = (
         works
         if isinstance(works, ReferenceSet)
-        else ReferenceSet(encoder, _as_images(works, "works"), calibration.features)
+        else ReferenceSet(encoder, clamped_image_batch(works, "works"), calibration.features)
     )
     if ref.settings != calibration.features:
         raise ConfigError("the reference set's feature settings differ from the calibration's")
@@ -1168,7 +1047,7 @@ def _fmt(v: object, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
-def calibration_report(calibration: Calibration, title: str | None = None) -> str:
+def copyright_calibration_report(calibration: Calibration, title: str | None = None) -> str:
     """A markdown report: model, thresholds with their rules, and the held-out table.
 
     The table has one row per group and threshold: ``overall`` (held-out; plus the fitted
@@ -1240,7 +1119,7 @@ def run_calibration(
     """Calibrate on a trained round checkpoint and holder works; write JSON + markdown.
 
     Writes ``out_dir/calibration.json`` (:meth:`Calibration.to_dict`) and
-    ``out_dir/calibration.md`` (:func:`calibration_report`) atomically. Skips the fit when
+    ``out_dir/calibration.md`` (:func:`copyright_calibration_report`) atomically. Skips the fit when
     ``calibration.json`` exists (the markdown is rewritten from it if missing).
 
     Args:
@@ -1253,7 +1132,7 @@ def run_calibration(
             (:func:`~offchain.copyright.encoders.load_encoder`).
         seed: seed of the anchors, augmentations, negatives and the UNet encoder's noise.
         external: optional uint8 (E, H, W) unrelated images (extra negatives).
-        cfg: :class:`~offchain.copyright.loss.CopyrightConfig` (its ``seed`` is replaced by
+        cfg: :class:`~offchain.copyright.config.CopyrightConfig` (its ``seed`` is replaced by
             ``seed``); None: defaults.
 
     Returns:
@@ -1265,7 +1144,6 @@ def run_calibration(
     """
     import dataclasses
 
-    from offchain.copyright.loss import CopyrightConfig
     from offchain.diffusion import load_checkpoint, preprocess
 
     out_dir = Path(out_dir)
@@ -1273,7 +1151,7 @@ def run_calibration(
     if json_path.exists():
         if not md_path.exists():
             cal = Calibration.load(json_path)
-            atomic_write(md_path, lambda tmp: tmp.write_text(calibration_report(cal)))
+            atomic_write(md_path, lambda tmp: tmp.write_text(copyright_calibration_report(cal)))
         logger.info("calibration %s exists; skipping", json_path)
         return json_path
     cfg = dataclasses.replace(cfg if cfg is not None else CopyrightConfig(), seed=seed)
@@ -1290,6 +1168,6 @@ def run_calibration(
     ext = preprocess(external, image_size) if external is not None else None
     cal = fit_calibration(encoder, x, holder_index, cfg, external=ext)
     title = f"Copyright calibration of {Path(checkpoint_dir).name}"
-    atomic_write(md_path, lambda tmp: tmp.write_text(calibration_report(cal, title)))
+    atomic_write(md_path, lambda tmp: tmp.write_text(copyright_calibration_report(cal, title)))
     cal.save(json_path)
     return json_path

@@ -1,6 +1,6 @@
 """Each holder's copyright loss for a round: the expected number of its works' copies.
 
-Legal grounding (docs/science.md, "Copyright loss"; docs/copyright.md). Infringement needs
+Legal grounding (docs/copyright.md §1 "From the legal test to features"). Infringement needs
 *access* and *substantial similarity*. Access is given: every holder work in the round's
 training set was seen by the model. Substantial similarity in US (Ninth Circuit) practice has
 an **extrinsic** test (objective comparison of protected expression → embedding cosine) and an
@@ -27,14 +27,14 @@ works mirrors infringement (one copied work suffices, a holder's other works do 
 ``s[m, i] = w_semantic · max(cos, 0) + w_perceptual · max(SSIM, 0)`` ∈ [0, 1] is the
 uncalibrated similarity (the earlier score), so ``weighted`` discounts barely-passing copies.
 Holders without works get 0 (and ``closest_work`` −1). ``loss`` = ``share`` is what the round's
-policy reads (docs/science.md: "expected number (or share) of generations that substantially
-copy that holder's works").
+policy reads (docs/copyright.md §3 "Holder copyright loss": the expected number, or share, of
+generations that substantially copy one of the holder's works).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -43,77 +43,19 @@ from torch import Tensor
 
 from offchain.copyright.calibration import (
     Calibration,
-    CalibrationConfig,
-    FeatureSettings,
     PairScores,
     ReferenceSet,
-    _as_images,
     fit_calibration,
     score_pairs,
 )
+from offchain.copyright.config import CopyrightConfig, FeatureSettings
 from offchain.copyright.encoders import Encoder, UNetFeatureEncoder
+from offchain.diffusion.tensors import clamped_image_batch
 from offchain.errors import ConfigError, DataError
 
-__all__ = ["CopyrightConfig", "CopyrightResult", "compute_copyright_losses"]
+__all__ = ["CopyrightResult", "compute_copyright_losses"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class CopyrightConfig:
-    """Settings of the copyright loss and of its per-round calibration (validated)."""
-
-    w_semantic: float = 0.5
-    """Weight of the semantic similarity in the uncalibrated similarity s, ≥ 0."""
-    w_perceptual: float = 0.5
-    """Weight of the perceptual (SSIM) similarity in s, ≥ 0; the two weights sum to 1."""
-    semantic_timestep: int = 20
-    """Noise level t at which the default UNet encoder reads features (small: ᾱ_20 ≈ 0.998)."""
-    center_embeddings: bool = True
-    """Subtract the mean training embedding before the cosine (see ``semantic_similarity``)."""
-    ssim_win_size: int = 7
-    """SSIM window side (odd, ≥ 3, ≤ the image side); scikit-image's default."""
-    tile_size: int = 4
-    """Tile side of the tiled ℓ2 distance; must divide the image side."""
-    flip_invariant: bool = True
-    """Compare against each work and its mirror image (a mirrored copy is still a copy)."""
-    batch_size: int = 256
-    """Images per UNet forward pass of the encoder."""
-    seed: int = 0
-    """Seed of the encoder's fixed noise field and of the calibration's draws."""
-    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
-    """How :func:`~offchain.copyright.calibration.fit_calibration` fits when no calibration is
-    passed."""
-
-    def __post_init__(self) -> None:
-        for name in ("w_semantic", "w_perceptual"):
-            w = getattr(self, name)
-            if not (isinstance(w, int | float) and np.isfinite(w) and w >= 0):
-                raise ConfigError(f"{name} must be a finite number ≥ 0, got {w!r}")
-        if abs(self.w_semantic + self.w_perceptual - 1.0) > 1e-9:
-            raise ConfigError(
-                f"w_semantic + w_perceptual must be 1 (got {self.w_semantic} + "
-                f"{self.w_perceptual}) so that the pair similarity stays in [0, 1]"
-            )
-        if self.ssim_win_size < 3 or self.ssim_win_size % 2 == 0:
-            raise ConfigError(f"ssim_win_size must be odd and ≥ 3, got {self.ssim_win_size}")
-        if self.tile_size < 1:
-            raise ConfigError(f"tile_size must be ≥ 1, got {self.tile_size}")
-        if self.semantic_timestep < 0:
-            raise ConfigError(f"semantic_timestep must be ≥ 0, got {self.semantic_timestep}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
-        if not isinstance(self.calibration, CalibrationConfig):
-            raise ConfigError("calibration must be a CalibrationConfig")
-
-    def feature_settings(self) -> FeatureSettings:
-        """The :class:`~offchain.copyright.calibration.FeatureSettings` of this config."""
-        return FeatureSettings(
-            ssim_win_size=self.ssim_win_size,
-            tile_size=self.tile_size,
-            center_embeddings=self.center_embeddings,
-            flip_invariant=self.flip_invariant,
-        )
 
 
 @dataclass(frozen=True)
@@ -205,8 +147,8 @@ def _check_inputs(
 ) -> tuple[Tensor, Tensor, np.ndarray]:
     if not isinstance(n_holders, int | np.integer) or n_holders < 1:
         raise ConfigError(f"n_holders must be an int ≥ 1, got {n_holders!r}")
-    gen = _as_images(generated, "generated")
-    train = _as_images(train_images, "train_images")
+    gen = clamped_image_batch(generated, "generated")
+    train = clamped_image_batch(train_images, "train_images")
     if gen.shape[1:] != train.shape[1:]:
         raise DataError(
             f"generated {tuple(gen.shape[1:])} and train_images {tuple(train.shape[1:])} "
