@@ -1,7 +1,7 @@
 """Pairwise similarity features between generated samples and training works.
 
 Three views, after the two halves of the US (Ninth Circuit) test of *substantial similarity*
-(docs/science.md, "Copyright loss"; docs/copyright.md):
+(docs/copyright.md §1 "From the legal test to features"):
 
 - **Semantic** (extrinsic test: an objective, element-by-element comparison of the protected
   expression): cosine similarity of image embeddings, centered on the training mean
