@@ -99,8 +99,14 @@ class ClassifierConfig:
     """torch intra-op threads while training (restored afterwards); None keeps torch's setting.
     Not part of the cache key."""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first out-of-range field."""
+        """Raise :class:`ConfigError` naming the first out-of-range field.
+
+        Called on construction, and again before training (the dataclass is mutable).
+        """
         if self.image_size < 4 or self.image_size % 4:
             raise ConfigError(f"image_size must be a multiple of 4, >= 4, got {self.image_size}")
         if len(self.channels) != 2 or min(self.channels) < 1:
@@ -206,7 +212,7 @@ def train_reference_classifier(
 
     Args:
         images: uint8 (N, H, W) real images, none of them a data holder's
-            (see :func:`offchain.quality.datasets.held_out_images`); resized to S × S.
+            (see :func:`offchain.quality.held_out.held_out_images`); resized to S × S.
         labels: integer (N,) labels; the sorted distinct values are the classes (≥ 2, each
             with ≥ 2 images).
         out_dir: folder to write (created).
