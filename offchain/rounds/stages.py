@@ -6,6 +6,12 @@ oracle's (:mod:`offchain.oracle`). Every stage reads its inputs from the round d
 (:class:`~offchain.layout.RoundPaths`), writes its outputs atomically, and returns at once
 when its outputs already exist, so a re-run after a crash redoes only unfinished work. None of
 them touches the chain.
+
+The ML stages reach the model and the attribution method only through their protocols, picked
+by name from ``cfg.backend`` (:func:`offchain.diffusion.get_backend`) and ``cfg.attributor``
+(:func:`offchain.attribution.get_attributor`). Those registries import an implementation's
+module (and with it torch) on first use, so importing this module stays torch-free; the
+copyright and quality packages, which import torch at once, are imported inside their stages.
 """
 
 from __future__ import annotations
@@ -13,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +32,9 @@ from offchain.allocation import (
     wei_str,
     wei_str_or_none,
 )
+from offchain.attribution import SCORES_FILE, Attributor, get_attributor
 from offchain.data.holders import Holder, training_set
+from offchain.diffusion import DenoisingModel, ModelBackend, get_backend
 from offchain.errors import StageError
 from offchain.layout import RoundPaths
 from offchain.policy import (
@@ -37,10 +44,10 @@ from offchain.policy import (
     PolicyDecision,
     apply_caps,
 )
+from offchain.rounds.config import MLConfig
 from offchain.utils import read_json, sha256_file, write_json, write_npy
 
 __all__ = [
-    "MLConfig",
     "allocate",
     "assess_copyright",
     "assess_quality",
@@ -55,42 +62,19 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class MLConfig:
-    """The ML settings a round needs (built from :class:`offchain.config.Settings`)."""
+def _backend(cfg: MLConfig) -> ModelBackend:
+    """The round's model backend, ``cfg.backend`` built from ``cfg``."""
+    return get_backend(cfg.backend).from_settings(cfg)
 
-    image_size: int = 16
-    """Side in pixels of the model's images."""
-    train_steps: int = 300
-    """Optimizer steps per round."""
-    n_samples: int = 32
-    """Generated samples per round (TRAK targets, copyright probes)."""
-    proj_dim: int = 512
-    """TRAK projection dimension."""
-    trak_timesteps: int = 4
-    """K timesteps of the D-TRAK output function."""
-    trak_output: str = "dtrak"
-    """TRAK output function: ``dtrak`` (‖ε_θ‖², D-TRAK) or ``loss`` (plain TRAK)."""
-    trak_ensemble: int = 1
-    """TRAK ensemble size E (independent projection/noise seeds averaged)."""
-    copyright_encoder: str = "unet"
-    """Semantic encoder of the copyright loss: ``unet`` (the round's own, no weights),
-    ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO, needs transformers)."""
-    quality_samples: int = 256
-    """Samples drawn per round for the quality metric (FID needs M ≥ 128, docs/quality.md)."""
-    quality_classifier_epochs: int = 10
-    """Epochs of the FID reference classifier."""
-    seed: int = 0
-    """Base seed; each round offsets it by its id."""
-    progress: bool = True
-    """Show progress bars."""
 
-    def diffusion(self, round_id: int):  # -> DiffusionConfig (torch imported lazily)
-        from offchain.diffusion import DiffusionConfig
+def _attributor(cfg: MLConfig) -> Attributor:
+    """The round's attributor, ``cfg.attributor`` built from ``cfg``."""
+    return get_attributor(cfg.attributor).from_settings(cfg)
 
-        return DiffusionConfig(
-            image_size=self.image_size, train_steps=self.train_steps, seed=self.seed + round_id
-        )
+
+def _train_seed(paths: RoundPaths, cfg: MLConfig) -> int:
+    """Seed of a round's training and attribution: distinct per round, fixed by the run's seed."""
+    return cfg.seed + paths.round_id
 
 
 def _sample_seed(paths: RoundPaths, cfg: MLConfig) -> int:
@@ -159,22 +143,21 @@ def prepare(
 
 
 def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
-    """Train the round's diffusion model on ``train_images.npy``, continuing from the last round.
+    """Train the round's model on ``train_images.npy``, continuing from the last round's.
 
-    Output: ``checkpoint/`` (diffusers ``save_pretrained`` of the UNet and scheduler).
+    Output: ``checkpoint/`` (the backend's checkpoint folder; for ``ddpm`` the diffusers
+    ``save_pretrained`` of the UNet and scheduler), trained with seed ``cfg.seed + round_id``.
     """
-    from offchain.diffusion import train_round
-
     _require(paths.manifest, "train")
     previous = paths.previous()
     init = previous.checkpoint if previous is not None else None
     if init is not None:
         _require(init, "train (previous round's checkpoint)")
     images = np.load(paths.train_images)
-    train_round(
+    _backend(cfg).train_round(
         images,
         paths.checkpoint,
-        cfg.diffusion(paths.round_id),
+        seed=_train_seed(paths, cfg),
         init_checkpoint=init,
         progress=cfg.progress,
     )
@@ -184,94 +167,64 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
 def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """Sample ``cfg.n_samples`` images from the round's model into ``samples.npy``.
 
-    Output: float32 (M, 1, S, S) in [-1, 1], seeded by the round.
+    Output: float32 (M, C, S, S) in [-1, 1], seeded by the round.
     """
-    from offchain.diffusion import generate_samples
-
     if paths.samples.exists():
         return paths
     _require(paths.checkpoint, "generate")
-    samples = generate_samples(
-        paths.checkpoint,
-        cfg.n_samples,
-        cfg.diffusion(paths.round_id),
-        seed=_sample_seed(paths, cfg),
-    )
+    samples = _backend(cfg).sample(paths.checkpoint, cfg.n_samples, seed=_sample_seed(paths, cfg))
     write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
     return paths
 
 
-def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str):
-    from offchain.diffusion import load_checkpoint, preprocess
-
+def _round_inputs(
+    paths: RoundPaths, cfg: MLConfig, stage: str
+) -> tuple[DenoisingModel, object, np.ndarray, np.ndarray, int]:
+    """``(model, train images (N, C, S, S) as the backend preprocesses them, samples float32
+    (M, C, S, S), holder_index int64 (N,), n_holders)`` of a trained and sampled round."""
     for p in (paths.manifest, paths.checkpoint, paths.samples):
         _require(p, stage)
-    unet, scheduler = load_checkpoint(paths.checkpoint)
-    train_images = preprocess(np.load(paths.train_images), cfg.image_size)
+    backend = _backend(cfg)
+    model = backend.load(paths.checkpoint)
+    train_images = backend.preprocess(np.load(paths.train_images))
     holder_index = np.load(paths.holder_index)
-    import torch
-
-    samples = torch.from_numpy(np.load(paths.samples))
+    samples = np.load(paths.samples)
     n_holders = int(read_json(paths.manifest)["n_holders"])
-    return unet, scheduler, train_images, samples, holder_index, n_holders
+    return model, train_images, samples, holder_index, n_holders
 
 
 def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
-    """TRAK scores of the round's samples against every training image, summed per holder.
+    """The attributor's scores of the round's samples against every training image, and each
+    holder's contribution (``cfg.attributor``; TRAK by default, with ``cfg.trak_ensemble`` = E > 1
+    the mean over E projection and noise seeds).
 
-    With ``cfg.trak_ensemble`` = E > 1 the scores are the mean over E independent projection
-    and noise seeds (TRAK's ensemble, :func:`offchain.attribution.compute_trak_ensemble`).
+    Outputs: ``trak/scores.npy`` float32 (M, N) and ``contributions.json`` with the
+    attributor's settings, ``raw`` (for TRAK: Σ τ over the holder's images, mean over targets)
+    and ``normalized`` (positive part, summing to 1) per holder (0 for holders that did not
+    train this round).
 
-    Outputs: ``trak/scores.npy`` float32 (M, N) and ``contributions.json`` with ``raw`` (Σ τ over
-    the holder's images, mean over targets) and ``normalized`` (positive part, summing to 1)
-    per holder (0 for holders that did not train this round), plus the TRAK settings.
+    Raises:
+        StageError: an input is missing, or the attributor left no ``trak/scores.npy``.
     """
-    from offchain.attribution import (
-        TrakConfig,
-        compute_trak_ensemble,
-        compute_trak_scores,
-        holder_contributions,
-    )
-
     if paths.contributions.exists():
         return paths
-    unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
-        paths, cfg, "attribute"
+    model, train_images, samples, holder_index, n_holders = _round_inputs(paths, cfg, "attribute")
+    attributor = _attributor(cfg)
+    scores = attributor.scores(
+        model,
+        train_images,
+        samples,
+        paths.trak_dir,
+        seed=_train_seed(paths, cfg),
+        progress=cfg.progress,
     )
-    seed = cfg.seed + paths.round_id
-    trak_cfg = TrakConfig(
-        proj_dim=cfg.proj_dim, num_timesteps=cfg.trak_timesteps, seed=seed, output=cfg.trak_output
-    )
-    if cfg.trak_ensemble > 1:
-        seeds = [seed + 1000 * k for k in range(cfg.trak_ensemble)]
-        scores = compute_trak_ensemble(
-            [(unet, scheduler)],
-            train_images,
-            samples,
-            paths.trak_dir,
-            trak_cfg,
-            seeds=seeds,
-            progress=cfg.progress,
-        )
-    else:
-        scores = compute_trak_scores(
-            unet,
-            scheduler,
-            train_images,
-            samples,
-            paths.trak_dir,
-            trak_cfg,
-            progress=cfg.progress,
-        )
-    raw, normalized = holder_contributions(scores, holder_index, n_holders)
+    _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
+    raw, normalized = attributor.holder_contributions(scores, holder_index, n_holders)
     write_json(
         paths.contributions,
         {
             "round_id": paths.round_id,
-            "output": cfg.trak_output,
-            "proj_dim": cfg.proj_dim,
-            "num_timesteps": cfg.trak_timesteps,
-            "ensemble": cfg.trak_ensemble,
+            **attributor.record(),
             "scores_shape": list(np.shape(scores)),
             "raw": [float(x) for x in raw],
             "normalized": [float(x) for x in normalized],
@@ -296,13 +249,13 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         ConfigError: an unknown or missing encoder (``cfg.copyright_encoder``).
         DataError: too few distinct works to calibrate on (fewer than 8).
     """
+    # offchain.copyright imports torch at once: imported here to keep it out of start-up.
     from offchain.copyright import CopyrightConfig, compute_copyright_losses, load_encoder
 
     if paths.copyright.exists():
         return paths
-    unet, scheduler, train_images, samples, holder_index, n_holders = _round_inputs(
-        paths, cfg, "copyright"
-    )
+    model, train_images, samples, holder_index, n_holders = _round_inputs(paths, cfg, "copyright")
+    unet, scheduler = model.unet, model.scheduler
     copyright_cfg = CopyrightConfig()
     encoder = load_encoder(
         cfg.copyright_encoder, unet, scheduler, timestep=copyright_cfg.semantic_timestep
@@ -332,6 +285,7 @@ def prepare_quality_reference(
         ConfigError: unknown ``dataset``.
         StageError: the folder holds a classifier of other data or settings.
     """
+    # offchain.quality imports torch at once: imported here to keep it out of start-up.
     from offchain.quality import ClassifierConfig, held_out_images, prepare_reference
 
     images, labels = held_out_images(holders, dataset)
@@ -359,16 +313,15 @@ def assess_quality(paths: RoundPaths, cfg: MLConfig, reference) -> RoundPaths:
     Args:
         reference: the run's :class:`offchain.quality.QualityReference`.
     """
-    from offchain.diffusion import generate_samples
+    # offchain.quality imports torch at once: imported here to keep it out of start-up.
     from offchain.quality import quality_report
 
     if paths.quality.exists():
         return paths
     _require(paths.checkpoint, "quality")
-    samples = generate_samples(
+    samples = _backend(cfg).sample(
         paths.checkpoint,
         cfg.quality_samples,
-        cfg.diffusion(paths.round_id),
         seed=_sample_seed(paths, cfg) + 1,  # other draws than samples.npy
     )
     report = quality_report(samples, reference.classifier_dir, reference.stats_path)
@@ -463,7 +416,7 @@ def decide(
     return paths
 
 
-def allocate(paths: RoundPaths) -> RoundPaths:
+def allocate(paths: RoundPaths, cfg: MLConfig | None = None) -> RoundPaths:
     """Integer wei per holder summing exactly to the budget, and the Merkle tree of the payouts.
 
     The split is :func:`offchain.allocation.capped_split` under the holder cap recorded in
@@ -473,7 +426,8 @@ def allocate(paths: RoundPaths) -> RoundPaths:
     Outputs: ``allocation.json`` (per holder: index, address, amount_wei; the budget; the holder
     cap or null; the Merkle root; the round's provenance, see :func:`round_provenance`) and
     ``tree.json`` (OpenZeppelin StandardMerkleTree dump; leaves ``(index, account, amount)`` for
-    every holder paid more than 0 wei).
+    every holder paid more than 0 wei). ``cfg`` names the model backend whose checkpoint hash
+    the provenance commits to (None: ``ddpm``).
 
     Raises:
         AllocationError: the budget exceeds the holder cap times the holders with positive
@@ -503,7 +457,7 @@ def allocate(paths: RoundPaths) -> RoundPaths:
         tree = PayoutTree.build(entries)
         write_json(paths.tree, tree.to_json())
         root = tree.root
-    provenance = round_provenance(paths)
+    provenance = round_provenance(paths, cfg)
     write_json(
         paths.allocation,
         {
@@ -528,23 +482,23 @@ def allocate(paths: RoundPaths) -> RoundPaths:
     return paths
 
 
-def round_provenance(paths: RoundPaths) -> dict[str, str]:
+def round_provenance(paths: RoundPaths, cfg: MLConfig | None = None) -> dict[str, str]:
     """The round's provenance commitments, each a ``0x``-hex 32-byte SHA-256, signed on chain.
 
-    - ``checkpoint_hash``: the trained UNet's weights (:func:`offchain.diffusion.checkpoint_hash`);
+    - ``checkpoint_hash``: the trained model's weights, hashed by the model backend
+      (:meth:`~offchain.diffusion.ModelBackend.checkpoint_hash` of ``cfg.backend``; ``ddpm``
+      when ``cfg`` is None: :func:`offchain.diffusion.checkpoint_hash`);
     - ``dataset_root``: the manifest's commitment to the participating holders' image hashes;
-    - ``attribution_hash``: the TRAK score file ``trak/scores.npy`` (float32 (M, N)).
+    - ``attribution_hash``: the attributor's score file ``trak/scores.npy`` (float32 (M, N)).
 
     Raises:
         StageError: the round's checkpoint, manifest or scores are missing.
     """
-    from offchain.diffusion import checkpoint_hash
-
     _require(paths.manifest, "provenance")
-    scores = paths.trak_dir / "scores.npy"
+    scores = paths.trak_dir / SCORES_FILE
     _require(scores, "provenance")
     return {
-        "checkpoint_hash": "0x" + checkpoint_hash(paths.checkpoint),
+        "checkpoint_hash": "0x" + _backend(cfg or MLConfig()).checkpoint_hash(paths.checkpoint),
         "dataset_root": "0x" + read_json(paths.manifest)["dataset_root"],
         "attribution_hash": "0x" + sha256_file(scores),
     }
