@@ -82,7 +82,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -1142,8 +1142,7 @@ def run_calibration(
         StageError: the checkpoint is missing or incomplete.
         DataError, ConfigError: as :func:`fit_calibration` / :func:`load_encoder`.
     """
-    import dataclasses
-
+    # diffusers (behind offchain.diffusion.model) is heavy: imported only when calibrating
     from offchain.diffusion import load_checkpoint, preprocess
 
     out_dir = Path(out_dir)
@@ -1154,7 +1153,7 @@ def run_calibration(
             atomic_write(md_path, lambda tmp: tmp.write_text(copyright_calibration_report(cal)))
         logger.info("calibration %s exists; skipping", json_path)
         return json_path
-    cfg = dataclasses.replace(cfg if cfg is not None else CopyrightConfig(), seed=seed)
+    cfg = replace(cfg if cfg is not None else CopyrightConfig(), seed=seed)
     unet, scheduler = load_checkpoint(Path(checkpoint_dir))
     encoder = load_encoder(
         encoder_spec,
