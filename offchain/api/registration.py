@@ -127,6 +127,7 @@ __all__ = [
     "SourceNotAllowed",
     "StaleRegistration",
     "UploadTooLarge",
+    "check_address",
     "count_registered",
     "images_root",
     "list_registered",
@@ -322,7 +323,12 @@ def registration_message(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_address(raw: str) -> str:
+def check_address(raw: str) -> str:
+    """``raw`` as an EIP-55 address: all-lowercase or all-uppercase hex, or checksummed.
+
+    Raises:
+        InvalidRegistration: not a 20-byte hex address, or mixed case with a wrong checksum.
+    """
     if not isinstance(raw, str) or not is_address(raw):
         raise InvalidRegistration(f"address {raw!r} is not a 20-byte hex Ethereum address")
     body = raw[2:]
@@ -730,7 +736,7 @@ class _Fields:
 
 def _check_fields(registration: Registration, limits: RegistrationLimits, replace: bool) -> _Fields:
     return _Fields(
-        address=_check_address(registration.address),
+        address=check_address(registration.address),
         name=_check_name(registration.name),
         price=_check_int(
             "reservation_price_wei", registration.reservation_price_wei, 0, limits.max_price_wei

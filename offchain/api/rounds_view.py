@@ -1,0 +1,188 @@
+"""The run folder's rounds as the API reads them: which rounds there are, their status and
+summary, and a cache of each round's parsed allocation, payout tree and claims.
+
+A round is served once its ``round_NNN/allocation.json`` exists; the other artifacts
+(``signature.json``, ``submission.json``, ``claims.json``, ``finality.json``) advance its status.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from eth_utils import to_checksum_address
+
+from offchain.allocation import PayoutTree, parse_wei, wei_str
+from offchain.api.schemas import RoundSummary
+from offchain.layout import RoundPaths
+from offchain.utils import read_json
+
+if TYPE_CHECKING:
+    from offchain.chain.claims_watch import ClaimedView
+
+__all__ = [
+    "FileKey",
+    "RoundCache",
+    "RoundIndex",
+    "artifact_status",
+    "file_key",
+    "round_ids",
+    "round_status",
+    "round_summary",
+]
+
+FileKey = tuple[str, int, int] | None
+"""``(path, st_mtime_ns, st_size)`` of an artifact, or None when it does not exist."""
+
+
+def file_key(path: Path) -> FileKey:
+    """The :data:`FileKey` of ``path`` (one ``stat``)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def round_ids(run_dir: Path) -> list[int]:
+    """Ids of the rounds with an ``allocation.json`` in ``run_dir``, ascending; a folder whose
+    suffix is not ASCII digits (a stray ``round_001.bak``) is skipped."""
+    ids = []
+    for child in run_dir.glob("round_*"):
+        suffix = child.name.removeprefix("round_")
+        if not (suffix.isascii() and suffix.isdigit()):
+            continue
+        paths = RoundPaths(run_dir, int(suffix))
+        if paths.allocation.exists():
+            ids.append(paths.round_id)
+    return sorted(ids)
+
+
+def round_status(paths: RoundPaths) -> str:
+    """How far the node took the round: ``allocated``, ``signed``, ``posted`` or ``claimed``
+    (the latest artifact present)."""
+    if paths.claims.exists():
+        return "claimed"
+    if paths.submission.exists():
+        return "posted"
+    if paths.signature.exists():
+        return "signed"
+    return "allocated"
+
+
+def artifact_status(paths: RoundPaths) -> str:
+    """A round's status in the state database's vocabulary (``pending``, ``challengeable``,
+    ``finalized``), read from its artifacts."""
+    if paths.finality.exists():
+        return "finalized"
+    if paths.submission.exists():
+        return "challengeable"
+    return "pending"
+
+
+def round_summary(paths: RoundPaths) -> RoundSummary:
+    """A round's status, budget (wei, decimal string), Merkle root and transaction.
+
+    Raises:
+        WeiFormatError: ``allocation.json``'s ``budget_wei`` is not a wei amount.
+    """
+    allocation = read_json(paths.allocation)
+    submission = read_json(paths.submission) if paths.submission.exists() else {}
+    return RoundSummary(
+        round_id=paths.round_id,
+        status=round_status(paths),
+        budget_wei=wei_str(parse_wei(allocation["budget_wei"], "budget_wei"), "budget_wei"),
+        merkle_root=allocation["merkle_root"],
+        tx_hash=submission.get("tx_hash"),
+    )
+
+
+@dataclass(frozen=True)
+class RoundIndex:
+    """What the proof endpoint needs of one round, parsed once per version of its artifacts.
+
+    Attributes:
+        merkle_root: ``allocation.json``'s root.
+        entries: For each checksummed address, every payout ``(index, amount_wei)`` of it with
+            a positive amount in ``allocation.json``, in index order (two holders may share a
+            payout address: each has its own leaf).
+        tree: The round's payout tree (None without ``tree.json``).
+        proofs: Proof of each payout index in ``tree``.
+        claimed: Payout indices with a successful claim in ``claims.json``.
+    """
+
+    merkle_root: str | None
+    entries: dict[str, tuple[tuple[int, int], ...]]
+    tree: PayoutTree | None
+    proofs: dict[int, list[str]]
+    claimed: frozenset[int]
+
+    @classmethod
+    def load(cls, paths: RoundPaths, tree_exists: bool, claims_exist: bool) -> RoundIndex:
+        """Parse the round's ``allocation.json`` (and ``tree.json``, ``claims.json`` if they
+        exist)."""
+        allocation = read_json(paths.allocation)
+        entries: dict[str, list[tuple[int, int]]] = {}
+        for holder in allocation["holders"]:
+            amount = parse_wei(holder["amount_wei"], "amount_wei")
+            if amount > 0:
+                account = to_checksum_address(holder["address"])
+                entries.setdefault(account, []).append((int(holder["index"]), amount))
+        tree = PayoutTree.from_json(read_json(paths.tree)) if tree_exists else None
+        proofs = {index: tree.proof(index) for index, _, _ in tree.entries} if tree else {}
+        claims = read_json(paths.claims)["claims"] if claims_exist else []
+        return cls(
+            merkle_root=allocation["merkle_root"],
+            entries={a: tuple(sorted(leaves)) for a, leaves in entries.items()},
+            tree=tree,
+            proofs=proofs,
+            claimed=frozenset(c["index"] for c in claims if c["ok"]),
+        )
+
+    def proof(self, index: int) -> list[str]:
+        """The Merkle proof of payout ``index`` (hex, leaf to root).
+
+        Raises:
+            FileNotFoundError: the round has no ``tree.json``.
+            AllocationError: ``index`` is not in the tree.
+        """
+        if index in self.proofs:
+            return self.proofs[index]
+        if self.tree is None:  # as before the cache: a paid holder needs the round's tree
+            raise FileNotFoundError(f"no tree.json for payout index {index}")
+        return self.tree.proof(index)  # raises AllocationError for an index not in the tree
+
+    def is_claimed(self, round_id: int, index: int, view: ClaimedView | None) -> bool:
+        """Whether payout ``index`` of round ``round_id`` is claimed: as the chain's ``view``
+        says, or without one (None) as the node's ``claims.json`` says."""
+        return view.is_claimed(round_id, index) if view is not None else index in self.claimed
+
+
+class RoundCache:
+    """Parsed round artifacts, keyed by each file's ``(path, mtime_ns, size)``.
+
+    Artifacts are written atomically (a new file replaces the old one), so a changed key means a
+    new version: a new or rewritten round is picked up on the next request, and an unchanged one
+    costs three ``stat`` calls instead of parsing JSON and rebuilding its Merkle tree.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rounds: dict[Path, tuple[tuple[FileKey, ...], RoundIndex]] = {}
+
+    def get(self, paths: RoundPaths) -> RoundIndex:
+        """The round's :class:`RoundIndex`, parsed again only when an artifact changed."""
+        key = (file_key(paths.allocation), file_key(paths.tree), file_key(paths.claims))
+        cached = self._rounds.get(paths.dir)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._lock:  # one thread parses; the others wait for its result, not redo it
+            cached = self._rounds.get(paths.dir)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            index = RoundIndex.load(paths, key[1] is not None, key[2] is not None)
+            self._rounds[paths.dir] = (key, index)
+        return index

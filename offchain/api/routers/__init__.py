@@ -1,0 +1,42 @@
+"""One router per resource; :data:`ROUTERS` in the order :func:`offchain.api.app.create_app`
+includes them (the order of the OpenAPI schema's paths).
+
+* :mod:`~offchain.api.routers.health`: ``/health``, ``/metrics``
+* :mod:`~offchain.api.routers.rounds`: ``/rounds``, ``/rounds/{round_id}``
+* :mod:`~offchain.api.routers.claims`: ``/holders/{address}/claims`` (amounts and Merkle proofs)
+* :mod:`~offchain.api.routers.registration`: ``POST /holders``, ``POST /holders/manifest``,
+  ``GET /holders``
+* :mod:`~offchain.api.routers.campaigns`: ``/campaigns``, ``/campaigns/{campaign_id}[/rounds]``
+* :mod:`~offchain.api.routers.cosigning`: ``/rounds/{round_id}/signing-request``,
+  ``/rounds/{round_id}/signatures``
+* :mod:`~offchain.api.routers.operator`: ``/operator/…`` (bearer token)
+* :mod:`~offchain.api.routers.pages`: ``GET /`` (HTML, not in the schema)
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from offchain.api.routers import (
+    campaigns,
+    claims,
+    cosigning,
+    health,
+    operator,
+    pages,
+    registration,
+    rounds,
+)
+
+__all__ = ["ROUTERS"]
+
+ROUTERS: tuple[APIRouter, ...] = (
+    health.router,
+    rounds.router,
+    claims.router,
+    registration.router,
+    campaigns.router,
+    cosigning.router,
+    operator.router,
+    pages.router,
+)
