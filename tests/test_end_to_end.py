@@ -11,7 +11,7 @@ from offchain.allocation import parse_wei
 from offchain.api.app import create_app
 from offchain.config import Settings
 from offchain.layout import RoundPaths
-from offchain.oracle.node import run_campaign
+from offchain.oracle.campaign import run_campaign
 from offchain.utils import read_json
 from tests.json_safety import js_parse, json_artifacts, unsafe_for_javascript
 
@@ -137,7 +137,7 @@ def test_the_dataset_manifest_keeps_prices_exact_for_a_javascript_client(campaig
 
 
 def test_every_stage_of_every_round_is_recorded_done_in_the_state_database(campaign):
-    from offchain.oracle.node import STAGES
+    from offchain.rounds.pipeline import STAGE_KEYS
     from offchain.state import RoundStore, StageStatus, default_url, make_engine
 
     settings, result, _ = campaign
@@ -147,7 +147,7 @@ def test_every_stage_of_every_round_is_recorded_done_in_the_state_database(campa
                                         deployment["campaign_id"], str(result.run_dir))
     for round_id in range(1, result.rounds + 1):
         round_pk = store.ensure_round(campaign_pk, round_id)
-        assert store.resume_point(round_pk, STAGES) is None
+        assert store.resume_point(round_pk, STAGE_KEYS) is None
         assert store.round_status(round_pk).value == "finalized"
         assert store.live_submission(round_pk).tx_hash == read_json(
             RoundPaths(result.run_dir, round_id).submission)["tx_hash"]
@@ -167,12 +167,13 @@ def test_a_new_local_chain_refuses_a_database_of_the_old_one(campaign, tmp_path)
 
 def test_rerunning_the_stages_skips_work_already_done(campaign):
     from offchain.rounds import stages
+    from offchain.rounds.config import MLConfig
 
     _, result, _ = campaign
     paths = RoundPaths(result.run_dir, 1)
     before = {p: p.stat().st_mtime_ns for p in (paths.manifest, paths.samples, paths.allocation)}
-    ml = stages.MLConfig(n_samples=4, train_steps=8, proj_dim=32, trak_timesteps=2,
-                         progress=False)
+    ml = MLConfig(n_samples=4, train_steps=8, proj_dim=32, trak_timesteps=2,
+                  progress=False)
     stages.train(paths, ml)
     stages.generate(paths, ml)
     stages.attribute(paths, ml)
@@ -181,7 +182,7 @@ def test_rerunning_the_stages_skips_work_already_done(campaign):
 
 
 def test_quality_reference_defaults_to_mnist_and_is_off_for_own_images_unless_asked(tmp_path):
-    from offchain.oracle.node import quality_reference_dataset
+    from offchain.oracle.run_folder import quality_reference_dataset
 
     assert quality_reference_dataset(Settings.for_profile("tiny")) == "mnist"
     assert quality_reference_dataset(Settings.for_profile("tiny", holders_dir=tmp_path)) is None
