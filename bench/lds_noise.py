@@ -41,7 +41,7 @@ def main() -> None:
     from offchain.config import Settings
     from offchain.data.holders import training_set
     from offchain.diffusion import load_checkpoint, train_round
-    from offchain.oracle.node import load_holders
+    from offchain.oracle.run_folder import load_holders
     from offchain.utils import read_json
 
     torch.set_num_threads(args.threads)

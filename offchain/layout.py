@@ -18,10 +18,12 @@
     signing_request.json   the EIP-712 RoundAllocation to sign and its digest (what co-signers sign)
     signature.json         the signed allocation, its digest and the k-of-n oracle signatures
     submission.json        postRound transaction hash and block
+    finality.json          the round's status once its challenge window is over (finalize tx)
     claims.json            each holder's claim transaction and balance check
 
 Every artifact is written atomically, so a file that exists is complete; a stage whose outputs
-exist is skipped.
+exist is skipped. The stages and the artifact each one records are listed once, in
+:data:`offchain.rounds.pipeline.PIPELINE`.
 """
 
 from __future__ import annotations

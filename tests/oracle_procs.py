@@ -18,6 +18,7 @@ from pathlib import Path
 
 from offchain.config import Settings
 from offchain.oracle import operations
+from offchain.oracle.deployment import Deployment, load_deployment
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNDING_WEI = 1000 * 10**18
@@ -40,7 +41,7 @@ reads the same values (they match the ``tiny`` profile, which ``--profile`` also
 
 def tiny_campaign(
     tmp: Path, rpc_url: str, extra: Sequence[str] = ()
-) -> tuple[Path, Settings, operations.Deployment, int]:
+) -> tuple[Path, Settings, Deployment, int]:
     """Write ``<tmp>/ccomp.env`` (tiny settings, ``extra`` lines last), deploy, create and fund
     a campaign with the dev accounts; (env file, settings, deployment, campaign id)."""
     env_file = tmp / "ccomp.env"
@@ -49,7 +50,7 @@ def tiny_campaign(
     settings = Settings(_env_file=env_file)
     deployment = operations.deploy(settings, dev=True)
     campaign_id = operations.create_campaign(settings, deployment, dev=True)
-    deployment = operations.load_deployment(settings)
+    deployment = load_deployment(settings)
     operations.fund(settings, deployment, campaign_id, FUNDING_WEI, dev=True)
     return env_file, settings, deployment, campaign_id
 

@@ -22,7 +22,7 @@ from offchain.api.app import create_app  # noqa: E402
 from offchain.api.operator import OperatorConfig  # noqa: E402
 from offchain.api.registration import RegistrationLimits  # noqa: E402
 from offchain.layout import RoundPaths  # noqa: E402
-from offchain.oracle.node import request_signatures  # noqa: E402
+from offchain.oracle.chain_stages import request_signatures  # noqa: E402
 from offchain.utils import read_json, write_json  # noqa: E402
 
 

@@ -21,7 +21,8 @@ from offchain.api.operator import OperatorConfig, check_api_token
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.layout import RoundPaths
-from offchain.oracle.node import AwaitingSignatures, open_store, request_signatures, sign
+from offchain.oracle.chain_stages import AwaitingSignatures, request_signatures, sign
+from offchain.oracle.run_folder import open_store
 from offchain.oracle.signing import recover_round_signer, sign_round
 from offchain.utils import read_json, write_json
 from tests.oracle_procs import served, tiny_campaign

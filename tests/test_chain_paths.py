@@ -38,7 +38,8 @@ from offchain.data.holders import mnist_holders
 from offchain.errors import ConfigError
 from offchain.layout import RoundPaths
 from offchain.oracle import operations
-from offchain.oracle.node import run_campaign
+from offchain.oracle.campaign import run_campaign
+from offchain.oracle.deployment import Deployment
 from offchain.oracle.signing import sign_round_k_of_n
 from offchain.utils import write_json
 from tests.chain_fixtures import HOUR, PROVENANCE, WEI, payout_tree
@@ -56,7 +57,7 @@ class PostedRound:
     """A campaign created through ``operations`` with round 1 posted (not yet final)."""
 
     settings: Settings
-    deployment: operations.Deployment
+    deployment: Deployment
     campaign_id: int
     chain: ChainClient
     pool: PoolClient

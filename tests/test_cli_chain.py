@@ -14,6 +14,7 @@ from offchain.chain import AnvilNode, ContractRevert
 from offchain.cli.main import app
 from offchain.config import Settings
 from offchain.oracle import operations
+from offchain.oracle.deployment import load_deployment
 from tests.chain_fixtures import anvil  # noqa: F401  (session fixture)
 
 WEI = 10**18
@@ -31,7 +32,7 @@ def test_deploy_create_fund_status_then_reclaim_before_expiry_reverts(
     deployment = operations.deploy(settings, dev=True)
     assert (tmp_path / "deployment.json").exists()
     campaign_id = operations.create_campaign(settings, deployment, dev=True)
-    loaded = operations.load_deployment(settings)
+    loaded = load_deployment(settings)
     assert loaded.campaign_id == campaign_id and loaded.pool == deployment.pool
     assert loaded.to_json()["threshold"] == settings.oracle_threshold
 

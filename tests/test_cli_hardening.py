@@ -28,7 +28,7 @@ from offchain.chain import AnvilNode
 from offchain.chain.anvil import DEFAULT_MNEMONIC, derive_private_keys
 from offchain.cli.main import EXIT_NOTHING_TO_CLAIM, app
 from offchain.config import PROJECT_ROOT
-from offchain.oracle.node import RUN_MARKER, is_run_folder, prepare_run_dir
+from offchain.oracle.run_folder import RUN_MARKER, is_run_folder, prepare_run_dir
 from tests.chain_fixtures import anvil  # noqa: F401  (session fixture)
 from tests.json_safety import unsafe_for_javascript
 

@@ -28,7 +28,7 @@ from offchain.allocation import PayoutTree, RoundAllocation, WeiFormatError, par
 from offchain.allocation.merkle import leaf_hash, verify_proof
 from offchain.api.app import create_app
 from offchain.layout import RoundPaths
-from offchain.oracle.node import request_signatures, sign
+from offchain.oracle.chain_stages import request_signatures, sign
 from offchain.oracle.signing import SigningError, round_digest
 from offchain.policy import make_policy
 from offchain.rounds import stages

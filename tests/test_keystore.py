@@ -15,6 +15,7 @@ from offchain.cli.main import app
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.oracle import keystore
+from offchain.oracle.keys import signer_keys
 from offchain.oracle.keystore import (
     check_password,
     create_keystore,
@@ -22,7 +23,6 @@ from offchain.oracle.keystore import (
     load_keystores,
     read_password,
 )
-from offchain.oracle.node import _signer_keys
 
 PASSWORD = "correct horse battery staple"
 # anvil's public dev keys 5 and 6
@@ -183,12 +183,12 @@ def test_signer_keys_come_from_the_keystore_dir_when_set(tmp_path: Path) -> None
     )
     dev_keys = ["0x" + f"{i + 1:064x}" for i in range(10)]
 
-    keys = _signer_keys(settings, dev_keys)  # keystores win over the dev accounts
+    keys = signer_keys(settings, dev_keys)  # keystores win over the dev accounts
     assert sorted(keys) == sorted([KEY_A, KEY_B])
     assert [Account.from_key(k).address for k in keys] == list_keystores(directory)
 
     with pytest.raises(ConfigError, match="exceeds the 2 signer keys"):
-        _signer_keys(settings.model_copy(update={"oracle_threshold": 3}), None)
+        signer_keys(settings.model_copy(update={"oracle_threshold": 3}), None)
 
 
 def test_keys_cli_creates_imports_and_lists_addresses_only(tmp_path: Path) -> None:

@@ -34,7 +34,9 @@ from offchain.chain import AnvilNode, address_of
 from offchain.chain.pool import PoolClient
 from offchain.config import Settings
 from offchain.oracle import operations
-from offchain.oracle.node import STAGES
+from offchain.oracle.deployment import Deployment
+from offchain.oracle.keys import dev_keys, sponsor_key
+from offchain.rounds.pipeline import STAGE_KEYS
 from tests.oracle_procs import ROOT, child_env, get, served, tiny_campaign
 
 FAULT_ENV = "CCOMP_FAULT_KILL"
@@ -53,7 +55,7 @@ WRITE_POINTS = {
 """Points inside a stage, killed between its ``begun`` and its ``ran``."""
 
 
-def sweep_points(stages: tuple[str, ...] = STAGES) -> list[str]:
+def sweep_points(stages: tuple[str, ...] = STAGE_KEYS) -> list[str]:
     """Fault points in the order a round passes them (each fires once the earlier ones did)."""
     points: list[str] = []
     for key in stages:
@@ -90,7 +92,7 @@ class Node:
     anvil: AnvilNode
     env_file: Path
     settings: Settings
-    deployment: operations.Deployment
+    deployment: Deployment
     campaign_id: int
     api: str
     fired: dict[int, list[str]] = field(default_factory=dict)
@@ -253,7 +255,7 @@ def _assert_round_exactly_once(node: Node, round_id: int) -> None:
     assert all(c["ok"] for c in claims), claims
 
     rows = _stage_rows(node, round_id)
-    expected = [s for s in STAGES if s != "quality" or "quality" in rows]
+    expected = [s for s in STAGE_KEYS if s != "quality" or "quality" in rows]
     assert set(rows) == set(expected), rows
     assert all(status == "done" for status, _ in rows.values()), rows
     for stage in node.killed_stages.get(round_id, set()):
@@ -364,7 +366,7 @@ def test_kill9_at_boundaries_of_round_1(node: Node) -> None:
 def test_rerun_of_a_posted_round_is_a_no_op(node: Node) -> None:
     _ensure_round_done(node, 1)
     pool = node.pool()
-    sponsor = address_of(operations._sponsor_key(node.settings, True))
+    sponsor = address_of(sponsor_key(node.settings, dev_keys(True)))
     nonce = pool.client.w3.eth.get_transaction_count(sponsor)
     block = pool.client.w3.eth.block_number
     result = _finish(node, "--round", "1")

@@ -12,16 +12,14 @@ from eth_account import Account
 from offchain.allocation import RoundAllocation
 from offchain.errors import StageError
 from offchain.layout import RoundPaths
-from offchain.oracle.node import (
+from offchain.oracle.chain_stages import (
     AwaitingSignatures,
-    RoundLedger,
-    RoundStep,
-    _ChainStages,
-    artifact_sha256,
+    ChainStages,
     request_signatures,
     sign,
     submit,
 )
+from offchain.oracle.runner import RoundLedger, RoundStep, artifact_sha256
 from offchain.oracle.signing import sign_round
 from offchain.state import RoundStore, StageStatus, SubmissionStatus, make_engine, upgrade
 from offchain.utils import read_json, sha256_file, write_json
@@ -179,7 +177,7 @@ def test_a_recorded_but_never_sent_post_is_failed_and_posted_once(
     campaign.fund(roles.sponsor_a, 100 * WEI)
     pool, chain = campaign.pool, campaign.chain
     paths = _allocated_round(tmp_path)
-    chain_stages = _ChainStages(
+    chain_stages = ChainStages(
         chain,
         pool,
         campaign.campaign_id,

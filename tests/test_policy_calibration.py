@@ -13,10 +13,10 @@ from offchain.layout import RoundPaths
 from offchain.policy.calibrate import (
     QUANTILE_LEVELS,
     EnvCalibration,
-    calibration_report,
+    env_calibration_report,
     fit_env_calibration,
-    participation_design,
 )
+from offchain.rounds.measure import participation_design
 from offchain.utils import write_json
 
 SIZES = np.array([24, 32, 40, 48, 64, 80, 96, 128])
@@ -104,7 +104,7 @@ def test_fit_recovers_known_fid_and_contribution_parameters(tmp_path: Path) -> N
     assert {"run_dir", "round_id", "participating", "D_t", "fid", "contribution", "loss"} == set(
         cal.rounds[0]
     )
-    report = calibration_report(cal)
+    report = env_calibration_report(cal)
     assert "R²" in report and "log D_t" in report
 
 
@@ -187,11 +187,12 @@ def test_participation_design_spans_small_to_full_rounds() -> None:
 def test_measure_rounds_runs_the_real_stages_on_digits_and_resumes(tmp_path: Path) -> None:
     """Tiny profile, ≈ 15 s: 1 campaign × 2 rounds (too few to fit), then a second campaign."""
     from offchain.config import Settings
-    from offchain.policy.calibrate import measure_rounds, ml_config
+    from offchain.rounds.config import MLConfig
+    from offchain.rounds.measure import measure_rounds
 
     settings = Settings.for_profile("tiny")
     kwargs = {
-        "ml": ml_config(settings),
+        "ml": MLConfig.from_settings(settings, progress=False),
         "n_holders": settings.n_holders,
         "sizes": settings.holder_sizes,
         "n_rounds": 2,

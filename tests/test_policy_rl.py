@@ -74,7 +74,7 @@ def test_a_campaign_on_anvil_runs_on_the_trained_policy_within_tight_caps(traine
     from rich.console import Console
 
     from offchain.config import Settings
-    from offchain.oracle.node import run_campaign
+    from offchain.oracle.campaign import run_campaign
 
     settings = Settings.for_profile(
         "tiny",

@@ -1,4 +1,10 @@
-"""Command line: ``python -m offchain <command>`` or the ``offchain`` console script."""
+"""Command line: ``python -m offchain <command>`` or the ``offchain`` console script.
+
+Commands import what only they need when they run: the chain clients (web3), the API server
+(fastapi, uvicorn), the state database (sqlalchemy) and the ML stack (torch, diffusers, scipy,
+scikit-learn, gymnasium) take seconds to load, and ``--help`` or a chain command should not
+pay for them. Those function-level imports are the only ones here.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +15,37 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
+from eth_keys import keys
+from eth_keys.exceptions import ValidationError as KeyRangeError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import Progress
 from rich.table import Table
 
-from offchain.cli.register import register_holder_cmd
-from offchain.errors import OffchainError, StageError
+from offchain.allocation.wei import js_safe
+from offchain.cli.register import private_key, register_holder_cmd
+from offchain.config import MAX_UINT256, Settings, settings_from
+from offchain.data.holders import holder_private_key, training_set
+from offchain.errors import ConfigError, OffchainError, StageError
+from offchain.jsonsafe import pin_recursion_limit
+from offchain.layout import RoundPaths
+from offchain.oracle.keystore import create_keystore, list_keystores, read_password
+from offchain.oracle.report import format_tokens
+from offchain.oracle.run_folder import load_holders
+from offchain.policy.calibrate import (
+    CALIBRATION_FILE,
+    EnvCalibration,
+    env_calibration_report,
+    fit_env_calibration,
+)
+from offchain.rounds.config import MLConfig
+from offchain.rounds.measure import measure_rounds
+from offchain.utils import read_json
 
-if TYPE_CHECKING:
-    from offchain.config import Settings
-    from offchain.oracle.operations import Deployment
+if TYPE_CHECKING:  # web3: loaded by the chain commands only
+    from offchain.oracle.deployment import Deployment
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download weights
 
@@ -39,8 +65,6 @@ EXIT_NOTHING_TO_CLAIM = 3
 @app.callback()
 def _entry() -> None:
     """Runs before every command: keep the recursion limit at CPython's default."""
-    from offchain.jsonsafe import pin_recursion_limit
-
     pin_recursion_limit()
 
 
@@ -84,8 +108,7 @@ def demo(
     Every input is checked before the run folder is touched; --fresh deletes only a folder
     marked as a run folder (.ccomp-run) or an older run folder holding nothing else."""
     _setup_logging(verbose)
-    from offchain.config import Settings
-    from offchain.oracle.node import run_campaign
+    from offchain.oracle.campaign import run_campaign
 
     try:
         settings = Settings.for_profile(
@@ -136,9 +159,6 @@ def holders(
     ] = None,
 ) -> None:
     """List the holders a campaign would register (address, images, reservation price)."""
-    from offchain.config import Settings
-    from offchain.oracle.node import load_holders
-    from offchain.oracle.report import format_tokens
 
     try:
         found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
@@ -247,9 +267,6 @@ def lds(
     """Validate TRAK: linear datamodeling score over models retrained on 50 % subsets."""
     _setup_logging(verbose)
     from offchain.attribution.lds import LDSConfig, run_lds
-    from offchain.config import Settings
-    from offchain.data.holders import training_set
-    from offchain.oracle.node import load_holders
 
     try:
         found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
@@ -301,14 +318,6 @@ def policy_calibrate(
 ) -> None:
     """Measure rounds over varied participant sets and fit the policy environment's dynamics."""
     _setup_logging(verbose)
-    from offchain.config import Settings
-    from offchain.policy.calibrate import (
-        CALIBRATION_FILE,
-        calibration_report,
-        fit_env_calibration,
-        measure_rounds,
-        ml_config,
-    )
 
     out = out or Path("runs/policy") / dataset
     try:
@@ -324,7 +333,7 @@ def policy_calibrate(
                 out,
                 n_campaigns=campaigns,
                 n_rounds=rounds,
-                ml=ml_config(settings),
+                ml=MLConfig.from_settings(settings, progress=False),
                 seed=seed,
                 n_holders=settings.n_holders,
                 sizes=settings.holder_sizes,
@@ -335,7 +344,7 @@ def policy_calibrate(
     except OffchainError as exc:
         _fail(exc)
         return
-    typer.echo(calibration_report(calibration))
+    typer.echo(env_calibration_report(calibration))
     console.print(f"written {path}")
 
 
@@ -358,13 +367,9 @@ def calibrate_copyright(
 ) -> None:
     """Calibrate the copyright metric: augmented copies vs unrelated works; P/R table."""
     _setup_logging(verbose)
-    import numpy as np
-
     from offchain.copyright import run_calibration
     from offchain.data.datasets import load_dataset
-    from offchain.layout import RoundPaths
     from offchain.quality import exclude_images
-    from offchain.utils import read_json
 
     try:
         paths = RoundPaths(round_dir.parent, int(round_dir.name.removeprefix("round_")))
@@ -402,7 +407,6 @@ def _policy_configs(
     reward_config: Path | None,
 ):
     """CampaignConfig and RewardConfig from optional JSON files, then option overrides."""
-    from offchain.errors import ConfigError
     from offchain.policy.env import CampaignConfig, RewardConfig
 
     try:
@@ -464,10 +468,7 @@ def policy_train(
     """Train the hierarchical RL budget policy (PPO, stable-baselines3) in the calibrated env,
     then compare it with two Linear baselines on held-out simulated campaigns."""
     _setup_logging(verbose)
-    import numpy as np
-
     from offchain.policy import make_policy
-    from offchain.policy.calibrate import EnvCalibration
     from offchain.policy.env import CampaignSimulator
     from offchain.policy.rl import PPOConfig, load_policy, train_policy
 
@@ -534,9 +535,6 @@ def policy_evaluate(
 ) -> None:
     """The evaluation table: every method x dataset, mean and 95 % interval over seeds, plots."""
     _setup_logging(verbose)
-    from rich.progress import Progress
-
-    from offchain.policy.calibrate import EnvCalibration
     from offchain.policy.evaluate import EvaluationConfig, evaluate
     from offchain.policy.rl import PPOConfig
 
@@ -585,9 +583,6 @@ def keys_new(
     ] = None,
 ) -> None:
     """Encrypt a new (or imported) signer key into <dir>/<address>.json; print the address."""
-    from offchain.config import settings_from
-    from offchain.errors import ConfigError
-    from offchain.oracle.keystore import create_keystore, read_password
 
     try:
         password = read_password(password_file, settings_from().keystore_password)
@@ -611,7 +606,6 @@ def keys_list(
     directory: Annotated[Path, typer.Option("--dir", help="Keystore folder.")],
 ) -> None:
     """Print the address of each keystore in the folder (nothing is decrypted)."""
-    from offchain.oracle.keystore import list_keystores
 
     try:
         addresses = list_keystores(directory)
@@ -650,15 +644,12 @@ def _op_settings(config: Path | None, **overrides: object) -> Settings:
     Raises:
         ConfigError: one line naming the bad line, setting or value.
     """
-    from offchain.config import settings_from
 
     return settings_from(config, **overrides)
 
 
 def _print_record(title: str, record: dict[str, object], as_json: bool) -> None:
     if as_json:  # wei amounts as decimal strings, exact for a JavaScript client (issue 13)
-        from offchain.allocation.wei import js_safe
-
         typer.echo(json.dumps(js_safe(record), indent=2, default=str))
         return
     table = Table(title=title, show_header=False)
@@ -679,15 +670,14 @@ def _op_campaign(
     **overrides: object,
 ) -> tuple[Settings, Deployment, int]:
     """Settings, the loaded deployment file and the campaign id a campaign command acts on."""
-    from offchain.oracle import operations
+    from offchain.oracle.deployment import load_deployment
 
     settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir, **overrides)
-    loaded = operations.load_deployment(settings, deployment)
+    loaded = load_deployment(settings, deployment)
     return settings, loaded, _campaign_id(loaded, campaign_id)
 
 
 def _campaign_id(deployment: Deployment, campaign_id: int | None) -> int:
-    from offchain.errors import ConfigError
 
     if campaign_id is not None:
         return _uint256("--campaign-id", campaign_id, low=0)
@@ -712,6 +702,7 @@ def deploy(
 ) -> None:
     """Deploy the CompensationPool (and a TestToken) and write the deployment file."""
     from offchain.oracle import operations
+    from offchain.oracle.deployment import deployment_path
 
     try:
         settings = _op_settings(config, rpc_url=rpc_url, run_dir=run_dir)
@@ -720,7 +711,7 @@ def deploy(
         _fail(exc)
         return
     record = result.to_json()
-    record["deployment_file"] = str(operations.deployment_path(settings, deployment))
+    record["deployment_file"] = str(deployment_path(settings, deployment))
     _print_record("Deployment", record, as_json)
 
 
@@ -740,6 +731,7 @@ def create_campaign_(
 ) -> None:
     """Create a campaign (signers, threshold, caps, windows from the settings) on the pool."""
     from offchain.oracle import operations
+    from offchain.oracle.deployment import load_deployment
 
     try:
         settings = _op_settings(
@@ -747,7 +739,7 @@ def create_campaign_(
             round_cap_wei=round_cap_wei, holder_cap_wei=holder_cap_wei,
             challenge_window_s=challenge_window_s, claim_window_s=claim_window_s,
         )
-        loaded = operations.load_deployment(settings, deployment)
+        loaded = load_deployment(settings, deployment)
         campaign_id = operations.create_campaign(settings, loaded, dev=dev, path=deployment)
     except OffchainError as exc:
         _fail(exc)
@@ -757,8 +749,6 @@ def create_campaign_(
 
 def _uint256(what: str, value: int, *, low: int) -> int:
     """``value`` if ``low ≤ value ≤ 2²⁵⁶ − 1`` (what the contracts take), else ConfigError."""
-    from offchain.config import MAX_UINT256
-    from offchain.errors import ConfigError
 
     if not low <= value <= MAX_UINT256:
         shown = str(value) if len(str(value)) <= 90 else f"{str(value)[:20]}… ({len(str(value))} digits)"
@@ -841,8 +831,6 @@ def claim(
     """Claim a holder's unclaimed payments of final rounds (proofs from the rounds' tree.json).
 
     Exit codes: 0 claimed, 1 error, 3 nothing to claim (the reason per round on stderr)."""
-    from offchain.data.holders import holder_private_key
-    from offchain.errors import ConfigError
     from offchain.oracle import operations
 
     try:
@@ -875,10 +863,6 @@ def _read_key_file(path: Path) -> str:
         ConfigError: the file is missing, a folder, unreadable, or does not hold a valid
             32-byte hex key (the message never shows the file's content).
     """
-    from eth_keys import keys
-    from eth_keys.exceptions import ValidationError as KeyRangeError
-
-    from offchain.errors import ConfigError
 
     if path.is_dir():
         raise ConfigError(f"key file {path} is a folder, not a file")
@@ -984,15 +968,14 @@ def cosign(
 ) -> None:
     """Co-sign a round's allocation (k-of-n): fetch its signing request from the oracle API,
     check it, sign its EIP-712 digest locally and post the signature."""
-    from offchain.cli.register import _private_key
-    from offchain.errors import ConfigError
     from offchain.oracle import operations
+    from offchain.oracle.deployment import read_deployment
 
     try:
         if deployment is not None and not deployment.is_file():
             raise ConfigError(f"deployment file {deployment} not found")
-        expected = operations.read_deployment(deployment) if deployment is not None else None
-        key = _private_key(keystore, password_file, dev_index)
+        expected = read_deployment(deployment) if deployment is not None else None
+        key = private_key(keystore, password_file, dev_index)
         result = operations.cosign(
             api, round_id, key,
             chain_id=expected.chain_id if expected else None,

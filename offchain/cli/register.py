@@ -34,7 +34,7 @@ from offchain.config import settings_from
 from offchain.data.holders import IMAGE_EXTENSIONS
 from offchain.errors import ConfigError, OffchainError
 
-__all__ = ["register_holder_cmd"]
+__all__ = ["private_key", "register_holder_cmd"]
 
 console = Console()
 
@@ -64,7 +64,7 @@ def _image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _private_key(keystore: Path | None, password_file: Path | None, dev_index: int | None) -> str:
+def private_key(keystore: Path | None, password_file: Path | None, dev_index: int | None) -> str:
     """The signing key, ``0x`` hex, from exactly one of a keystore or a dev account.
 
     Raises:
@@ -75,7 +75,7 @@ def _private_key(keystore: Path | None, password_file: Path | None, dev_index: i
         raise ConfigError("give exactly one key source: --keystore PATH or --dev-index N")
     if dev_index is not None:
         from offchain.chain.anvil import DEFAULT_MNEMONIC, derive_private_keys
-        from offchain.oracle.operations import DEV_ACCOUNTS
+        from offchain.oracle.keys import DEV_ACCOUNTS
 
         if not 0 <= dev_index < DEV_ACCOUNTS:
             raise ConfigError(f"--dev-index must lie in [0, {DEV_ACCOUNTS - 1}], got {dev_index}")
@@ -195,7 +195,7 @@ def register_holder_cmd(
         if manifest and api is None:
             raise ConfigError("--manifest needs --api (the server reads the folder)")
         files = _image_files(images)
-        key = _private_key(keystore, password_file, dev_index)
+        key = private_key(keystore, password_file, dev_index)
         data = [(p.name, p.read_bytes()) for p in files]
         hashes = [hashlib.sha256(b).hexdigest() for _, b in data]
         fields = _signed_fields(key, name, price_wei, hashes, int(time.time()), replace)

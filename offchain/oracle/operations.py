@@ -3,110 +3,69 @@
 
 Each function takes the :class:`~offchain.config.Settings` (chain, keys, campaign parameters)
 and explicit arguments, and keeps the addresses in a deployment file (JSON, default
-``<run_dir>/deployment.json``) with the same keys :func:`offchain.oracle.node.run_campaign`
-writes, so a file from ``demo`` can be read by ``status``, ``claim`` and ``reclaim``.
+``<run_dir>/deployment.json``, :class:`~offchain.oracle.deployment.Deployment`) that
+:func:`offchain.oracle.campaign.run_campaign` writes too, so a file from ``demo`` can be read by
+``status``, ``claim`` and ``reclaim``.
 
 Unlike ``demo`` these commands never start a chain of their own: ``settings.rpc_url`` is
 required. Keys come from the settings (``CCOMP_SPONSOR_KEY``, ``CCOMP_ORACLE_KEYS`` or
 ``CCOMP_KEYSTORE_DIR``); with ``dev=True`` the missing ones are anvil's well-known dev accounts
-(deployer 0, sponsor 2, signers 5–7, as in ``demo``), for a local anvil node only.
+(:mod:`offchain.oracle.keys`, as in ``demo``), for a local anvil node only.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 from eth_account import Account
 from rich.console import Console
 
 from offchain.allocation import PayoutTree, RoundAllocation, parse_wei
-from offchain.chain import (
-    DEFAULT_MNEMONIC,
-    ChainClient,
-    TokenClient,
-    compile_contracts,
-    derive_private_keys,
-)
+from offchain.chain import ChainClient, TokenClient, compile_contracts
 from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.jsonsafe import UnsafeJSON, loads_bounded
 from offchain.layout import RoundPaths
-from offchain.oracle.node import (
-    STAGES,
-    RoundRunner,
-    _ChainStages,
-    _key,
-    _signer_keys,
+from offchain.oracle.chain_stages import ChainStages
+from offchain.oracle.deployment import (
+    Deployment,
     campaign_params,
     campaign_record,
+    deployment_path,
+)
+from offchain.oracle.keys import (
+    DEV_DEPLOYER,
+    dev_keys,
     holder_claim_keys,
-    load_run_inputs,
-    open_store,
+    signer_keys,
+    sponsor_key,
 )
 from offchain.oracle.report import print_round
-from offchain.utils import read_json, write_json
+from offchain.oracle.run_folder import load_run_inputs, open_store
+from offchain.oracle.runner import RoundRunner
+from offchain.oracle.signing import round_digest, sign_round
+from offchain.rounds.pipeline import STAGE_KEYS
+from offchain.utils import read_json
 
 if TYPE_CHECKING:
     from offchain.state import RoundStore
 
 __all__ = [
     "ClaimResult",
-    "Deployment",
     "FundResult",
     "ReclaimResult",
     "claim",
     "create_campaign",
     "deploy",
-    "deployment_path",
     "fund",
-    "load_deployment",
-    "read_deployment",
     "reclaim",
     "run_round",
     "status",
 ]
-
-DEV_ACCOUNTS = 10
-"""Dev accounts derived from anvil's public mnemonic with ``dev=True``."""
-
-
-@dataclass
-class Deployment:
-    """What the deployment file records (addresses checksummed, money in wei).
-
-    ``test_token``: the token is the ``TestToken`` deployed here (open ``mint``), so ``fund``
-    may mint the sponsor's shortfall. The campaign fields are those of the latest campaign
-    created through this file (``None`` before ``create-campaign``).
-    """
-
-    rpc_url: str
-    chain_id: int
-    token: str
-    pool: str
-    test_token: bool = True
-    campaign_id: int | None = None
-    campaign: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        data = {k: v for k, v in asdict(self).items() if k != "campaign"}
-        return {**data, **self.campaign}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Deployment:
-        known = {"rpc_url", "chain_id", "token", "pool", "test_token", "campaign_id"}
-        return cls(
-            rpc_url=data["rpc_url"],
-            chain_id=int(data["chain_id"]),
-            token=data["token"],
-            pool=data["pool"],
-            test_token=bool(data.get("test_token", True)),
-            campaign_id=data.get("campaign_id"),
-            campaign={k: v for k, v in data.items() if k not in known},
-        )
-
 
 @dataclass(frozen=True)
 class FundResult:
@@ -137,74 +96,14 @@ class ReclaimResult:
     tx_hash: str
 
 
-def deployment_path(settings: Settings, path: Path | None = None) -> Path:
-    """The deployment file: ``path``, or ``<run_dir>/deployment.json``."""
-    return Path(path) if path is not None else Path(settings.run_dir) / "deployment.json"
-
-
-def load_deployment(settings: Settings, path: Path | None = None) -> Deployment:
-    """Read the deployment file (``path``, else ``<run_dir>/deployment.json``).
-
-    Raises:
-        ConfigError: the file is missing or corrupt (see :func:`read_deployment`).
-    """
-    file = deployment_path(settings, path)
-    if not file.exists():
-        raise ConfigError(f"no deployment file {file}; run `python -m offchain deploy` first")
-    return read_deployment(file)
-
-
-_DEPLOYMENT_FIELDS = {"rpc_url": str, "chain_id": int, "token": str, "pool": str}
-
-
-def read_deployment(file: Path) -> Deployment:
-    """Read and check a deployment file: a JSON object with ``rpc_url`` (str), ``chain_id``
-    (int), ``token`` and ``pool`` (addresses), optional ``campaign_id`` (int or null).
-
-    Raises:
-        ConfigError: one line naming the file and what is wrong (unreadable, not JSON, not an
-            object, a missing or mistyped field).
-    """
-    from eth_utils import is_address
-
-    try:
-        data = loads_bounded(Path(file).read_bytes(), max_bytes=1 << 20,
-                             what=f"deployment file {file}")
-    except OSError as exc:
-        raise ConfigError(f"cannot read deployment file {file}: {exc.strerror}") from None
-    except UnsafeJSON as exc:
-        raise ConfigError(str(exc)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"deployment file {file} is not a JSON object")
-    missing = sorted(set(_DEPLOYMENT_FIELDS) - set(data))
-    if missing:
-        raise ConfigError(f"deployment file {file} lacks {', '.join(missing)}")
-    for key, kind in _DEPLOYMENT_FIELDS.items():
-        if not isinstance(data[key], kind) or isinstance(data[key], bool):
-            raise ConfigError(f"deployment file {file}: {key} must be a {kind.__name__}")
-    for key in ("token", "pool"):
-        if not is_address(data[key]):
-            raise ConfigError(f"deployment file {file}: {key} {data[key]!r} is not an address")
-    campaign_id = data.get("campaign_id")
-    if campaign_id is not None and (
-        isinstance(campaign_id, bool) or not isinstance(campaign_id, int)
-    ):
-        raise ConfigError(f"deployment file {file}: campaign_id must be an int or null")
-    return Deployment.from_json(data)
-
-
 def _rpc_url(settings: Settings) -> str:
     if settings.rpc_url is None:
         raise ConfigError("an RPC endpoint is required (--rpc-url or CCOMP_RPC_URL)")
     return settings.rpc_url
 
 
-def _dev_keys(dev: bool) -> list[str] | None:
-    return derive_private_keys(DEFAULT_MNEMONIC, DEV_ACCOUNTS) if dev else None
-
-
 def _sponsor_key(settings: Settings, dev: bool) -> str:
-    return _key(settings.sponsor_key, _dev_keys(dev), 2, "sponsor")
+    return sponsor_key(settings, dev_keys(dev))
 
 
 def _connect(settings: Settings, deployment: Deployment) -> tuple[ChainClient, PoolClient]:
@@ -241,11 +140,12 @@ def deploy(
     """Deploy a ``CompensationPool`` (admin: the deployer) and, unless ``token`` names an
     existing ERC-20, a ``TestToken``; write the deployment file.
 
-    The deployer is dev account 0 with ``dev``, else the sponsor key.
+    The deployer is dev account :data:`~offchain.oracle.keys.DEV_DEPLOYER` with ``dev``, else
+    the sponsor key.
     """
     rpc_url = _rpc_url(settings)
-    dev_keys = _dev_keys(dev)
-    deployer_key = dev_keys[0] if dev_keys else _key(settings.sponsor_key, None, 2, "sponsor")
+    dev_accounts = dev_keys(dev)
+    deployer_key = dev_accounts[DEV_DEPLOYER] if dev_accounts else sponsor_key(settings, None)
     compiled = compile_contracts(solc_path=settings.solc_path)
     client = ChainClient(rpc_url, confirmations=settings.confirmations)
     token_address = token or client.deploy(compiled["TestToken"], sender_key=deployer_key)
@@ -259,7 +159,7 @@ def deploy(
         pool=pool.address,
         test_token=token is None,
     )
-    write_json(deployment_path(settings, path), deployment.to_json())
+    deployment.write(deployment_path(settings, path))
     return deployment
 
 
@@ -273,18 +173,18 @@ def create_campaign(
     """Create a campaign on the deployed pool with the settings' rounds, caps, signers
     (``oracle_signers``, else the signer keys' addresses), threshold and windows (sender and admin: the sponsor; guardian: ``settings.guardian`` or
     the sponsor); record it in the deployment file and return its id."""
-    dev_keys = _dev_keys(dev)
+    dev_accounts = dev_keys(dev)
     client, pool = _connect(settings, deployment)
     # With oracle_signers the sponsor names the signers and needs none of their keys.
-    signer_keys = [] if settings.oracle_signers else _signer_keys(settings, dev_keys)
-    sponsor_key = _key(settings.sponsor_key, dev_keys, 2, "sponsor")
-    sponsor = Account.from_key(sponsor_key).address
-    params = campaign_params(settings, client, deployment.token, sponsor, signer_keys)
-    campaign_id, _ = pool.create_campaign(sponsor_key, params)
+    signing_keys = [] if settings.oracle_signers else signer_keys(settings, dev_accounts)
+    sponsors_key = sponsor_key(settings, dev_accounts)
+    sponsor = Account.from_key(sponsors_key).address
+    params = campaign_params(settings, client, deployment.token, sponsor, signing_keys)
+    campaign_id, _ = pool.create_campaign(sponsors_key, params)
     info = pool.get_campaign(campaign_id)
     deployment.campaign_id = campaign_id
     deployment.campaign = campaign_record(settings, params, sponsor, info.claim_deadline)
-    write_json(deployment_path(settings, path), deployment.to_json())
+    deployment.write(deployment_path(settings, path))
     return campaign_id
 
 
@@ -457,13 +357,13 @@ def run_round(
 
     The campaign's length and budget come from the chain (``numRounds``, the funded total),
     the holders from the settings (they must be those the run folder started with), the
-    stages' progress from the run's state database (:func:`offchain.oracle.node.open_store`):
+    stages' progress from the run's state database (:func:`offchain.oracle.run_folder.open_store`):
     a round stopped part-way (a crash, ``kill -9``, missing co-signatures) resumes at the
     first stage not done, and a posted round is never posted again.
 
     Args:
         round_id: the round to run; None: the first round whose claims are not done.
-        until: stop after this stage (a key of :data:`~offchain.oracle.node.STAGES`, e.g.
+        until: stop after this stage (a key of :data:`~offchain.rounds.pipeline.STAGE_KEYS`, e.g.
             ``sign`` or ``submit``); None: run every stage.
 
     Returns:
@@ -472,9 +372,9 @@ def run_round(
     Raises:
         ConfigError: the campaign is unfunded, every round is done, or the holders changed.
         StageError: an earlier round is not done, a stage runs in another process, fewer than
-            k oracle signatures (:class:`~offchain.oracle.node.AwaitingSignatures`).
+            k oracle signatures (:class:`~offchain.oracle.chain_stages.AwaitingSignatures`).
     """
-    from offchain.state import StageStatus
+    from offchain.state import StageStatus  # sqlalchemy: loaded only by a run
 
     console = console or Console()
     client, pool = _connect(settings, deployment)
@@ -484,13 +384,12 @@ def run_round(
     settings = settings.model_copy(
         update={"n_rounds": info.num_rounds, "total_budget_wei": info.total_funded_wei}
     )
-    dev_keys = _dev_keys(dev)
-    signer_keys = _signer_keys(settings, dev_keys, check_threshold=False)
+    signing_keys = signer_keys(settings, dev_keys(dev), check_threshold=False)
     relayer_key = _sponsor_key(settings, dev)
     holders, policy, ml, quality_reference = load_run_inputs(settings)
     store = open_store(settings)
-    chain = _ChainStages(
-        client, pool, campaign_id, signer_keys, relayer_key,
+    chain = ChainStages(
+        client, pool, campaign_id, signing_keys, relayer_key,
         holder_claim_keys(settings, holders, client, dev), dev, settings.signature_ttl_s,
         signers=tuple(pool.get_signers(campaign_id)), threshold=info.threshold,
         cosign_wait_s=settings.cosign_wait_s,
@@ -545,7 +444,7 @@ def _stage_states(store: RoundStore, round_pk: int) -> dict[str, str | None]:
     """Stage key → ``started``/``done``/``failed``, or None if never begun."""
     return {
         key: (record.status.value if (record := store.stage_run(round_pk, key)) else None)
-        for key in STAGES
+        for key in STAGE_KEYS
     }
 
 
@@ -574,10 +473,6 @@ def cosign(
         ConfigError: the API is unreachable or answers an error, or the request is not what
             this signer expects (another chain, pool, campaign or round, a wrong digest).
     """
-    import httpx
-
-    from offchain.oracle.signing import round_digest, sign_round
-
     base = api_url.rstrip("/")
     try:
         response = httpx.get(f"{base}/rounds/{round_id}/signing-request", timeout=timeout_s)

@@ -1,0 +1,162 @@
+"""A run folder and what a run reads from it: the marker, holders, policy, ML settings, state.
+
+A run folder (``runs/<name>/``) holds a campaign's ``deployment.json``, ``holders.json``, the
+rounds (``round_NNN/``, :class:`offchain.layout.RoundPaths`), the FID reference
+(``quality_reference/``) and, by default, the round-state database (``state.db``). It is marked
+with :data:`RUN_MARKER` so that ``demo --fresh`` deletes nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from offchain.config import Settings
+from offchain.data.holders import (
+    Holder,
+    load_holder_folders,
+    manifest_hashes,
+    mnist_holders,
+    write_dataset_manifest,
+)
+from offchain.errors import ConfigError
+from offchain.policy import BudgetPolicy, make_policy
+from offchain.rounds import stages
+from offchain.rounds.config import MLConfig
+from offchain.utils import read_json, seed_everything
+
+if TYPE_CHECKING:  # the state database (sqlalchemy) is imported when a run opens it
+    from offchain.state import RoundStore
+
+__all__ = [
+    "RUN_MARKER",
+    "is_run_folder",
+    "load_holders",
+    "load_run_inputs",
+    "open_store",
+    "prepare_run_dir",
+    "quality_reference_dataset",
+]
+
+
+RUN_MARKER = ".ccomp-run"
+"""File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
+only such folders (and older run folders, see :func:`is_run_folder`)."""
+
+_RUN_ENTRY = re.compile(
+    r"(deployment\.json|holders\.json|payments\.png|quality_reference|round_\d+"
+    r"|state\.db(-wal|-shm|-journal)?|\..+\.tmp)"
+)
+"""Top-level entries a run writes (``.<name>.*.tmp``: an atomic write cut short by a crash)."""
+
+
+def is_run_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder a run of this project created: it holds :data:`RUN_MARKER`,
+    or (a run folder of a version before the marker) it holds ``deployment.json`` or
+    ``holders.json`` and nothing but entries a run writes (``round_NNN/``, ``state.db``,
+    ``payments.png``, ``quality_reference/``). Any other file makes it not a run folder."""
+    if not path.is_dir() or path.is_symlink():
+        return False
+    if (path / RUN_MARKER).is_file():
+        return True
+    names = [entry.name for entry in path.iterdir()]
+    return bool({"deployment.json", "holders.json"} & set(names)) and all(
+        _RUN_ENTRY.fullmatch(name) for name in names
+    )
+
+
+def prepare_run_dir(run_dir: Path, fresh: bool) -> None:
+    """Make ``run_dir`` a marked run folder; with ``fresh``, empty it first.
+
+    A missing or empty folder is created and marked; a run folder (:func:`is_run_folder`) is
+    deleted first with ``fresh``, else kept (and marked). Call it only after every input is
+    validated, so that a refusal loses nothing.
+
+    Raises:
+        ConfigError: ``run_dir`` is a file or a symbolic link, or a non-empty folder that is not
+            a run folder (nothing is deleted: choose another folder or empty it yourself).
+    """
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise ConfigError(f"run folder {run_dir} is a file or a symbolic link; choose a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if not is_run_folder(run_dir):
+            raise ConfigError(
+                f"{run_dir} is not empty and is not a run folder (no {RUN_MARKER} marker); "
+                "nothing was deleted: choose another --run-dir or empty it yourself"
+            )
+        if fresh:
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_MARKER).write_text("created by python -m offchain (a run folder)\n")
+
+
+def load_run_inputs(
+    settings: Settings, holders: list[Holder] | None = None
+) -> tuple[list[Holder], BudgetPolicy, MLConfig, object | None]:
+    """Holders (``holders``, else :func:`load_holders`), policy, ML settings and FID reference
+    of a run (the reference is prepared once per run folder); writes or checks
+    ``<run_dir>/holders.json``.
+
+    Raises:
+        ConfigError: the holders differ from those the run folder started with.
+        DataError: the holders cannot be loaded.
+    """
+    run_dir = Path(settings.run_dir)
+    seed_everything(settings.seed)
+    holders = holders if holders is not None else load_holders(settings)
+    policy = make_policy(settings.policy, seed=settings.seed)
+    ml = MLConfig.from_settings(settings)
+    manifest = run_dir / "holders.json"
+    if manifest.exists():
+        known = read_json(manifest)["manifest_hash"]
+        if known not in manifest_hashes(holders):
+            raise ConfigError(
+                f"the holders differ from those {run_dir} started with (holders.json); a "
+                "campaign keeps its holders: use a new run directory for new ones"
+            )
+    else:
+        write_dataset_manifest(holders, manifest)
+    quality_dataset = quality_reference_dataset(settings)
+    quality_reference = (
+        stages.prepare_quality_reference(run_dir, holders, quality_dataset, ml)
+        if quality_dataset
+        else None
+    )
+    return holders, policy, ml, quality_reference
+
+
+def quality_reference_dataset(settings: Settings) -> str | None:
+    """The shipped dataset the FID reference classifier learns from, or None (no quality stage).
+
+    ``settings.quality_reference``, except ``none``; with own images (``holders_dir``) only
+    when set explicitly, since they are unlike the shipped datasets.
+    """
+    if settings.quality_reference == "none":
+        return None
+    own_images = settings.holders_dir is not None
+    if own_images and "quality_reference" not in settings.model_fields_set:
+        return None
+    return settings.quality_reference
+
+
+def load_holders(settings: Settings) -> list[Holder]:
+    """The campaign's holders: the user's folders, or the shipped MNIST split."""
+    if settings.holders_dir is not None:
+        return load_holder_folders(settings.holders_dir)
+    return mnist_holders(n_holders=settings.n_holders, sizes=settings.holder_sizes,
+                         seed=settings.seed)
+
+
+def open_store(settings: Settings) -> RoundStore:
+    """The round-state database of the run, migrated to the newest schema.
+
+    ``settings.state_url``, or SQLite at ``<run_dir>/state.db`` (:mod:`offchain.state`).
+    """
+    # sqlalchemy and alembic load only when a run opens its database
+    from offchain.state import RoundStore, default_url, make_engine, upgrade
+
+    url = settings.state_url or default_url(settings.run_dir)
+    upgrade(url)
+    return RoundStore(make_engine(url))
