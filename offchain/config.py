@@ -19,9 +19,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from offchain import faults
 from offchain.allocation.wei import UINT256_MAX, WEI_PER_TOKEN
+from offchain.attribution.base import attributor_names
 from offchain.data.datasets import dataset_names
+from offchain.diffusion.backend import backend_names
 from offchain.errors import ConfigError
 from offchain.policy import make_policy
+from offchain.rounds.config import MLConfig
 
 __all__ = [
     "ENV_PREFIX",
@@ -37,6 +40,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 MAX_UINT256 = UINT256_MAX
 """Largest amount (wei) the contracts can hold."""
 ENV_PREFIX = "CCOMP_"
+_ML = MLConfig()
+"""The ML defaults are :class:`offchain.rounds.config.MLConfig`'s (defined once, there)."""
 
 
 class Settings(BaseSettings):
@@ -71,31 +76,37 @@ class Settings(BaseSettings):
     :func:`offchain.policy.make_policy`)."""
     seed: int = 0
     """Seed of the split, training, sampling, attribution noise and random policies."""
-    n_samples: int = Field(32, ge=1)
+    n_samples: int = Field(_ML.n_samples, ge=1)
     """Samples generated per round: TRAK targets and copyright-loss probes."""
-    image_size: int = Field(16, ge=8)
+    image_size: int = Field(_ML.image_size, ge=8)
     """Side in pixels the images are resized to for the diffusion model."""
-    train_steps: int = Field(300, ge=1)
+    train_steps: int = Field(_ML.train_steps, ge=1)
     """Optimizer steps per round (continuing from the previous round's checkpoint)."""
-    proj_dim: int = Field(512, ge=8)
+    proj_dim: int = Field(_ML.proj_dim, ge=8)
     """TRAK projection dimension."""
-    trak_timesteps: int = Field(4, ge=1)
+    trak_timesteps: int = Field(_ML.trak_timesteps, ge=1)
     """K: timesteps the D-TRAK output function averages over."""
-    trak_output: Literal["dtrak", "loss"] = "dtrak"
+    trak_output: Literal["dtrak", "loss"] = _ML.trak_output  # type: ignore[assignment]
     """TRAK output function: ``dtrak`` (D-TRAK, ‖ε_θ‖²) or ``loss`` (plain TRAK, for comparison)."""
-    trak_ensemble: int = Field(1, ge=1)
+    trak_ensemble: int = Field(_ML.trak_ensemble, ge=1)
     """TRAK ensemble size: independent projection/noise seeds whose scores are averaged."""
-    copyright_encoder: str = "unet"
+    backend: str = _ML.backend
+    """Model backend a round trains and samples with (a name in
+    :func:`offchain.diffusion.backend_names`; ``ddpm``: the pixel-space DDPM)."""
+    attributor: str = _ML.attributor
+    """Data attribution method (a name in :func:`offchain.attribution.attributor_names`;
+    ``trak``: TRAK with the ``trak_*`` settings)."""
+    copyright_encoder: str = _ML.copyright_encoder
     """Semantic encoder of the copyright loss: ``unet`` (the round's own UNet, no download),
     ``torchscript:<path>`` (e.g. SSCD) or ``hf:<path>`` (CLIP/DINO from a local folder)."""
-    quality_samples: int = Field(256, ge=2)
+    quality_samples: int = Field(_ML.quality_samples, ge=2)
     """Samples drawn per round for the FID quality metric (docs/quality.md: M ≥ 128)."""
     quality_reference: str = "mnist"
     """Real dataset (a name in the dataset registry, :func:`offchain.data.datasets.dataset_names`:
     ``mnist``, ``digits``, ``lfw``) whose held-out images (minus every holder's) train the FID
     reference classifier; ``none``: no quality stage (the default with ``holders_dir``: own
     images are unlike the shipped datasets)."""
-    quality_classifier_epochs: int = Field(10, ge=1)
+    quality_classifier_epochs: int = Field(_ML.quality_classifier_epochs, ge=1)
     """Epochs of the FID reference classifier (trained once per run on held-out images)."""
     challenge_window_s: int = Field(3600, ge=0)
     """Seconds a posted round stays revocable by the guardian before holders may claim (on a
@@ -166,6 +177,20 @@ class Settings(BaseSettings):
     @classmethod
     def _known_policy(cls, value: str) -> str:
         make_policy(value)  # raises ConfigError naming the choices
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in backend_names():
+            raise ConfigError(f"unknown backend {value!r}; choose one of {backend_names()}")
+        return value
+
+    @field_validator("attributor")
+    @classmethod
+    def _known_attributor(cls, value: str) -> str:
+        if value not in attributor_names():
+            raise ConfigError(f"unknown attributor {value!r}; choose one of {attributor_names()}")
         return value
 
     @field_validator("quality_reference")

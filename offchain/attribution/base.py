@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from offchain.diffusion.backend import DenoisingModel
-from offchain.diffusion.registry import Registry
+from offchain.registry import Registry
 
 __all__ = [
     "SCORES_FILE",

@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from offchain.diffusion.registry import Registry
+from offchain.registry import Registry
 
 __all__ = [
     "DenoisingModel",

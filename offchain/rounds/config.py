@@ -66,11 +66,8 @@ class MLConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings, progress: bool = True) -> MLConfig:
-        """The round's ML settings of a run's ``settings`` (read by attribute name).
-
-        ``backend`` and ``attributor`` come from ``settings.backend`` / ``settings.attributor``
-        when it has them, else :data:`DEFAULT_BACKEND` / :data:`DEFAULT_ATTRIBUTOR`.
-        """
+        """The round's ML settings of a run's ``settings``: the one place they are derived
+        (the settings' defaults are this class's, :mod:`offchain.config`)."""
         return cls(
             image_size=settings.image_size,
             train_steps=settings.train_steps,
@@ -84,6 +81,6 @@ class MLConfig:
             quality_classifier_epochs=settings.quality_classifier_epochs,
             seed=settings.seed,
             progress=progress,
-            backend=getattr(settings, "backend", DEFAULT_BACKEND),
-            attributor=getattr(settings, "attributor", DEFAULT_ATTRIBUTOR),
+            backend=settings.backend,
+            attributor=settings.attributor,
         )
