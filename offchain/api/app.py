@@ -20,9 +20,10 @@ from fastapi.templating import Jinja2Templates
 
 from offchain.api.chain_claims import ChainClaims
 from offchain.api.guard import BodyGuardMiddleware
+from offchain.api.holders_store import count_registered, recover_holders_dir
 from offchain.api.metrics import ApiMetrics, MetricsMiddleware
 from offchain.api.operator import JobManager, OperatorConfig
-from offchain.api.registration import RegistrationLimits, count_registered, recover_holders_dir
+from offchain.api.registration import RegistrationLimits
 from offchain.api.rounds_view import RoundCache, round_ids
 from offchain.api.routers import ROUTERS
 from offchain.api.routers.operator import authenticate
@@ -40,7 +41,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 
 def _prepare_holders_dir(holders_dir: Path) -> None:
-    """Start-up check of the holders folder and :func:`recover_holders_dir`.
+    """Start-up check of the holders folder and
+    :func:`~offchain.api.holders_store.recover_holders_dir`.
 
     Raises:
         ConfigError: it exists and is not a folder, or recovery fails (named in the message).
@@ -102,7 +104,8 @@ def create_app(
 
     Raises:
         ConfigError: a weak or placeholder API token; ``holders_dir`` not a folder or its
-            crash recovery failing (:func:`recover_holders_dir`); an unusable manifest root.
+            crash recovery failing
+            (:func:`~offchain.api.holders_store.recover_holders_dir`); an unusable manifest root.
     """
     pin_recursion_limit()
     if holders_dir is not None:

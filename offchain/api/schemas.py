@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from offchain.api.registration import RegisteredHolder
+from offchain.api.holders_store import RegisteredHolder
 
 __all__ = [
     "CampaignDetail",

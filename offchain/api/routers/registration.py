@@ -19,6 +19,7 @@ from starlette.formparsers import FormParser, MultiPartException, MultiPartParse
 
 from offchain.api.deps import HoldersDir, Limits, ManifestRoots
 from offchain.api.guard import DEFAULT_BODY_LIMIT, BodyRule
+from offchain.api.holders_store import list_registered
 from offchain.api.registration import (
     AlreadyRegistered,
     DemoKeyRefused,
@@ -29,7 +30,6 @@ from offchain.api.registration import (
     SignatureRejected,
     SourceNotAllowed,
     UploadTooLarge,
-    list_registered,
     register_from_manifest,
     register_holder,
 )
