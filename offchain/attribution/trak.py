@@ -109,6 +109,7 @@ from offchain.attribution.model_output import (
     TRAIN_STREAM,
     make_model_output,
 )
+from offchain.diffusion.tensors import image_batch
 from offchain.errors import ConfigError, DataError, StageError
 from offchain.utils import read_json, write_json, write_npy
 
@@ -170,17 +171,6 @@ class TrakConfig:
             raise ConfigError(
                 f"proj_dtype must be one of {tuple(_PROJ_DTYPES)}, got {self.proj_dtype!r}"
             )
-
-
-def _as_images(x: Any, name: str) -> Tensor:
-    """``x`` as a contiguous float32 CPU tensor (B, C, S, S), finite; else :class:`DataError`."""
-    t = torch.as_tensor(np.asarray(x) if not isinstance(x, Tensor) else x)
-    t = t.detach().to("cpu", torch.float32).contiguous()
-    if t.ndim != 4 or t.shape[0] < 1:
-        raise DataError(f"{name} must have shape (B ≥ 1, C, S, S), got {tuple(t.shape)}")
-    if not torch.isfinite(t).all():
-        raise DataError(f"{name} contains non-finite values")
-    return t
 
 
 def _check_pair(train: Tensor, targets: Tensor) -> None:
@@ -325,8 +315,8 @@ def _checked_inputs(
     device: str | torch.device | None,
 ) -> tuple[Tensor, Tensor, int, torch.device]:
     """``(train (N, C, S, S), targets (M, C, S, S), model_id, device)``, validated; float32 CPU."""
-    train = _as_images(train_images, "train_images")
-    targets = _as_images(target_images, "target_images")
+    train = image_batch(train_images, "train_images")
+    targets = image_batch(target_images, "target_images")
     _check_pair(train, targets)
     if not isinstance(model_id, int | np.integer) or model_id < 0:
         raise ConfigError(f"model_id must be an int ≥ 0, got {model_id!r}")
@@ -567,8 +557,8 @@ def compute_trak_ensemble(
         raise ConfigError(f"ensemble seeds must be ints ≥ 0, got {seeds}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"ensemble seeds must be distinct, got {seeds}")
-    train = _as_images(train_images, "train_images")
-    targets = _as_images(target_images, "target_images")
+    train = image_batch(train_images, "train_images")
+    targets = image_batch(target_images, "target_images")
     _check_pair(train, targets)
     save_dir = Path(save_dir)
     meta: dict[str, Any] = {
