@@ -30,9 +30,12 @@ from eth_account.messages import encode_defunct
 from rich.console import Console
 from rich.table import Table
 
+from offchain.api.registration import Registration, register_holder, registration_message
 from offchain.config import settings_from
 from offchain.data.holders import IMAGE_EXTENSIONS
 from offchain.errors import ConfigError, OffchainError
+from offchain.oracle.keys import DEV_ACCOUNTS, dev_keys
+from offchain.oracle.keystore import load_keystores, read_password
 
 __all__ = ["private_key", "register_holder_cmd"]
 
@@ -74,14 +77,9 @@ def private_key(keystore: Path | None, password_file: Path | None, dev_index: in
     if (keystore is None) == (dev_index is None):
         raise ConfigError("give exactly one key source: --keystore PATH or --dev-index N")
     if dev_index is not None:
-        from offchain.chain.anvil import DEFAULT_MNEMONIC, derive_private_keys
-        from offchain.oracle.keys import DEV_ACCOUNTS
-
         if not 0 <= dev_index < DEV_ACCOUNTS:
             raise ConfigError(f"--dev-index must lie in [0, {DEV_ACCOUNTS - 1}], got {dev_index}")
-        return derive_private_keys(DEFAULT_MNEMONIC, DEV_ACCOUNTS)[dev_index]
-    from offchain.oracle.keystore import load_keystores, read_password
-
+        return dev_keys(True)[dev_index]
     assert keystore is not None
     password = read_password(password_file, settings_from().keystore_password)
     if keystore.is_file():  # one keystore file: decrypt it alone
@@ -104,8 +102,6 @@ def _signed_fields(
     key: str, name: str, price_wei: int, hashes: list[str], issued_at: int, replace: bool
 ) -> dict[str, str]:
     """The registration's form fields, signed (the message covers ``replace``)."""
-    from offchain.api.registration import registration_message
-
     account = Account.from_key(key)
     message = registration_message(
         account.address, name, price_wei, hashes, issued_at, replace=replace
@@ -124,7 +120,7 @@ def _post(
     api: str, fields: dict[str, str], files: list[Path], manifest: bool, replace: bool
 ) -> dict:
     """POST the registration to the server; returns its JSON answer (exit 1 on non-2xx)."""
-    import httpx
+    import httpx  # the HTTP client loads only when a registration is posted
 
     base = api.rstrip("/")
     try:
@@ -187,8 +183,6 @@ def register_holder_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Sign and register a holder's image folder with an oracle API or a holders folder."""
-    from offchain.api.registration import Registration, register_holder
-
     try:
         if (api is None) == (holders_dir is None):
             raise ConfigError("give exactly one target: --api URL or --holders-dir PATH")

@@ -9,14 +9,18 @@ any other chain a missing key is an error. No key is ever logged.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
-from offchain.chain import DEFAULT_MNEMONIC, ChainClient, derive_private_keys
+from offchain.chain import DEFAULT_MNEMONIC, derive_private_keys
 from offchain.config import Settings
 from offchain.data.holders import Holder, holder_private_key
 from offchain.errors import ConfigError
 from offchain.oracle.keystore import load_keystores, read_password
+
+if TYPE_CHECKING:  # web3-backed client, for the annotation only: key resolution stays light
+    from offchain.chain import ChainClient
 
 __all__ = [
     "DEV_ACCOUNTS",
