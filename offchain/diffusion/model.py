@@ -93,8 +93,12 @@ class DiffusionConfig:
     """Seed of weight initialisation, batch order, timesteps and noise in training; vary it per
     round (``dataclasses.replace(cfg, seed=...)``) so rounds do not repeat the same noise."""
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        """Raise :class:`ConfigError` naming the first out-of-range field."""
+        """Raise :class:`ConfigError` naming the first out-of-range field (run when the config
+        is built, and again by the functions that use it, since the class is mutable)."""
         if not self.block_out_channels:
             raise ConfigError("block_out_channels must name at least one level")
         factor = 2 ** (len(self.block_out_channels) - 1)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from offchain.errors import ConfigError
 from offchain.policy.baselines import make_policy
 from offchain.policy.calibrate import EnvCalibration
 from offchain.policy.env import CampaignConfig, CampaignSimulator, EpisodeMetrics, RewardConfig
@@ -67,6 +68,10 @@ class EvaluationConfig:
     """Seeds of RL training and of the random baselines (≥ 5 for the table)."""
     episodes: int = 50
     """Campaigns each method plays per seed."""
+
+    def __post_init__(self) -> None:
+        if not self.seeds or self.episodes < 1:
+            raise ConfigError(f"needs ≥ 1 seed and ≥ 1 episode, got {self.seeds}, {self.episodes}")
 
 
 def _policy(method: str, seed: int, policy_dir: Path):

@@ -97,6 +97,20 @@ class PPOConfig:
     """Range of the random pace (× Linear) the lower level trains against: mostly tight
     budgets, where the split decides who stays."""
 
+    def __post_init__(self) -> None:
+        for name in ("timesteps", "n_steps", "batch_size", "n_epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0 or not 0 < self.gamma <= 1:
+            raise ConfigError("learning_rate must be > 0 and gamma in (0, 1]")
+        if not 0 <= self.gae_lambda <= 1 or self.ent_coef < 0 or self.refinements < 0:
+            raise ConfigError("gae_lambda must be in [0, 1], ent_coef and refinements ≥ 0")
+        if not self.net_arch or min(self.net_arch) < 1:
+            raise ConfigError(f"net_arch must list positive layer widths, got {self.net_arch}")
+        low, high = self.lower_pace
+        if not 0 < low <= high:
+            raise ConfigError(f"lower_pace must be 0 < low ≤ high, got {self.lower_pace}")
+
     def make(self, env, seed: int, log_dir: Path | None, level: str):
         """A fresh PPO agent for ``level`` (``upper``/``lower``) on ``env`` (CPU, MLP policy),
         logging to ``log_dir`` if given."""

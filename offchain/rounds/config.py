@@ -17,6 +17,7 @@ from offchain.attribution.defaults import (
     DEFAULT_TRAK_OUTPUT,
     DEFAULT_TRAK_TIMESTEPS,
 )
+from offchain.errors import ConfigError
 
 if TYPE_CHECKING:
     from offchain.config import Settings
@@ -63,6 +64,15 @@ class MLConfig:
     """Registry name of the model backend (:func:`offchain.diffusion.get_backend`)."""
     attributor: str = DEFAULT_ATTRIBUTOR
     """Registry name of the attributor (:func:`offchain.attribution.get_attributor`)."""
+
+    def __post_init__(self) -> None:
+        lows = {"n_samples": 1, "image_size": 8, "train_steps": 1, "proj_dim": 8,
+                "trak_timesteps": 1, "trak_ensemble": 1, "quality_samples": 2,
+                "quality_classifier_epochs": 1}  # the ranges of the matching Settings fields
+        for name, low in lows.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be an int ≥ {low}, got {value!r}")
 
     @classmethod
     def from_settings(cls, settings: Settings, progress: bool = True) -> MLConfig:
