@@ -16,7 +16,7 @@ Points the node passes (``<key>`` is a stage key of the round pipeline,
 - ``submit:recorded``: the ``postRound`` transaction is signed and recorded, not broadcast;
 - ``submit:broadcast``: it is broadcast, its receipt is not awaited yet;
 - ``register:aside``: a replacing holder registration has moved the old folder(s) aside, the new
-  one is not renamed into place yet (:mod:`offchain.api.registration`);
+  one is not renamed into place yet (:mod:`offchain.api.holders_store`);
 - ``register:published``: the new folder is in place, the old one(s) not yet removed.
 
 Points may carry a round: ``CCOMP_FAULT_KILL=2/stage:sign:ran`` fires only in round 2.
