@@ -170,7 +170,11 @@ def _check_design(run_dir: Path, design: dict[str, Any]) -> None:
         if any(run_dir.glob("round_*")):
             raise ConfigError(f"{run_dir} holds rounds of an unknown design; use another --out")
         return
-    if read_json(path) != design:
+    stored = read_json(path)
+    if isinstance(stored.get("ml"), dict):  # settings added since (backend, …) at their defaults
+        defaults = {k: v for k, v in dataclasses.asdict(MLConfig()).items() if k != "progress"}
+        stored["ml"] = {**defaults, **stored["ml"]}
+    if stored != design:
         raise ConfigError(
             f"{run_dir} holds a sweep of another design (dataset, seed, rounds, holders or ML "
             "settings differ); use another --out or remove it"

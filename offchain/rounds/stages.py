@@ -1,8 +1,8 @@
 """The off-chain stages of one round, each a function from paths to paths.
 
-Order: :func:`prepare` → :func:`train` → :func:`generate` → :func:`attribute` →
-:func:`assess_copyright` → :func:`assess_quality` → :func:`decide` → :func:`allocate`. Signing and submission are the
-oracle's (:mod:`offchain.oracle`). Every stage reads its inputs from the round directory
+Their order, keys and artifacts are defined once, in :data:`offchain.rounds.pipeline.PIPELINE`
+(which also lists the oracle's chain stages: signing, submission, finality, claims, in
+:mod:`offchain.oracle`). Every stage reads its inputs from the round directory
 (:class:`~offchain.layout.RoundPaths`), writes its outputs atomically, and returns at once
 when its outputs already exist, so a re-run after a crash redoes only unfinished work. None of
 them touches the chain.
