@@ -25,6 +25,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from offchain.allocation.wei import js_safe
+from offchain.attribution.defaults import DEFAULT_PROJ_DIM, DEFAULT_TRAK_TIMESTEPS
 from offchain.cli.register import private_key, register_holder_cmd
 from offchain.config import MAX_UINT256, Settings, settings_from
 from offchain.data.holders import holder_private_key, training_set
@@ -245,8 +246,10 @@ def lds(
     subsets: Annotated[int, typer.Option(help="Retrained models J per granularity.")] = 24,
     train_steps: Annotated[int, typer.Option(help="Steps per model (full and retrained).")] = 300,
     targets: Annotated[int, typer.Option(help="Generated targets M.")] = 32,
-    proj_dim: Annotated[int, typer.Option(help="TRAK projection dimension.")] = 512,
-    trak_timesteps: Annotated[int, typer.Option(help="K timesteps of the TRAK output.")] = 4,
+    proj_dim: Annotated[int, typer.Option(help="TRAK projection dimension.")] = DEFAULT_PROJ_DIM,
+    trak_timesteps: Annotated[
+        int, typer.Option(help="K timesteps of the TRAK output.")
+    ] = DEFAULT_TRAK_TIMESTEPS,
     eval_timesteps: Annotated[int, typer.Option(help="E timesteps of the measured loss.")] = 100,
     trak_ensemble: Annotated[int, typer.Option(help="TRAK seeds averaged (re-scores only).")] = 1,
     train_seeds: Annotated[

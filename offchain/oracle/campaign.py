@@ -74,7 +74,7 @@ def _chain(settings: Settings) -> Iterator[tuple[str, list[str] | None]]:
     if settings.rpc_url is not None:
         yield settings.rpc_url, None
         return
-    with AnvilNode() as node:
+    with AnvilNode(anvil_path=str(settings.anvil_path) if settings.anvil_path else None) as node:
         yield node.rpc_url, list(node.private_keys)
 
 
