@@ -302,7 +302,7 @@ def lds(
 
 @app.command("policy-calibrate")
 def policy_calibrate(
-    dataset: Annotated[str, typer.Option(help="Holders' dataset: mnist, digits or lfw.")] = "mnist",
+    dataset: Annotated[str, typer.Option(help="Holders' dataset: a name in the dataset registry (mnist, digits, lfw, …).")] = "mnist",
     out: Annotated[
         Path | None, typer.Option(help="Sweep folder (resumable); default runs/policy/<dataset>.")
     ] = None,
