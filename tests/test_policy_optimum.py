@@ -11,14 +11,19 @@ the holder (it leaves); paying more only wastes budget. Dropping holder i saves 
 is optimal, and the optimal return is ``1 + 0.5 + (1 − T·Σ rᵢ / B)`` (retention 1,
 compensation 1, the rest of the budget returned). The policy never sees prices: it must learn
 the price level, pay per image and raise the exposed holder's payment by its loss.
+
+The default run trains briefly (6 000 rounds per phase instead of 20 000, ≈ 70 s on one core)
+and asks for 90 % of the optimum; the full training and the 95 % bar run with ``-m slow``. Both
+ask that the exposed holder be paid more per image and that the bar beat every heuristic.
 """
 
 import numpy as np
+import pytest
 
 from offchain.policy import make_policy
 from offchain.policy.env import CampaignConfig, CampaignSimulator, RewardConfig
-from offchain.policy.rl import load_policy, train_policy
 from offchain.policy.participation import required_payment_wei
+from offchain.policy.rl import PPOConfig, load_policy, train_policy
 from tests.test_policy_env import calibration
 
 CAMPAIGN = CampaignConfig(
@@ -30,6 +35,8 @@ CAMPAIGN = CampaignConfig(
     noise=False,
 )
 REWARD = RewardConfig(quality=0.0, retention=1.0, compensation=0.5, budget=1.0)
+QUICK_PPO = PPOConfig(timesteps=6_000)
+"""The default run's training: the default PPO settings with 6 000 rounds per phase."""
 
 
 def _simulator() -> CampaignSimulator:
@@ -60,16 +67,14 @@ def optimal_return(sim: CampaignSimulator, seed: int) -> float:
     )
 
 
-def test_the_hierarchical_policy_reaches_95_percent_of_the_analytic_optimum(tmp_path):
-    sim = _simulator()
-    folder = train_policy(
-        sim.calibration, tmp_path / "policy", campaign=CAMPAIGN, reward=REWARD, seed=0
-    )
-    policy = load_policy(folder)
+def _assert_near_the_optimum(sim: CampaignSimulator, policy, fraction: float) -> None:
+    """The policy's mean return over 30 unseen campaigns is at least ``fraction`` of the
+    analytic optimum, it pays the exposed holder more per image, and the best heuristic pair
+    stays below 85 % of the optimum."""
     seeds = range(100, 130)  # campaigns the training never drew on purpose
     achieved = np.mean([sim.run(policy, seed=s).episode_return for s in seeds])
     optimum = np.mean([optimal_return(sim, s) for s in seeds])
-    assert achieved >= 0.95 * optimum, f"{achieved:.3f} < 95 % of {optimum:.3f}"
+    assert achieved >= fraction * optimum, f"{achieved:.3f} < {fraction:.0%} of {optimum:.3f}"
     # It compensates the exposed holder rather than punishing it: more per image.
     metrics = sim.run(policy, seed=100)
     per_image = np.array(metrics.payments_wei) / np.array(sim.n_images)
@@ -80,3 +85,21 @@ def test_the_hierarchical_policy_reaches_95_percent_of_the_analytic_optimum(tmp_
         for name in ("linear/equal", "linear/contribution", "greedy/contribution")
     )
     assert best_baseline < 0.85 * optimum
+
+
+@pytest.mark.slow
+def test_the_hierarchical_policy_reaches_95_percent_of_the_analytic_optimum(tmp_path):
+    sim = _simulator()
+    folder = train_policy(
+        sim.calibration, tmp_path / "policy", campaign=CAMPAIGN, reward=REWARD, seed=0
+    )
+    _assert_near_the_optimum(sim, load_policy(folder), 0.95)
+
+
+def test_a_briefly_trained_policy_reaches_90_percent_of_the_analytic_optimum(tmp_path):
+    sim = _simulator()
+    folder = train_policy(
+        sim.calibration, tmp_path / "policy", campaign=CAMPAIGN, reward=REWARD, ppo=QUICK_PPO,
+        seed=0,
+    )
+    _assert_near_the_optimum(sim, load_policy(folder), 0.90)
