@@ -3,6 +3,8 @@
 - Every ``CCOMP_*`` variable the code names is a setting of :class:`offchain.config.Settings`,
   and nothing but ``offchain/config.py`` reads one from the environment (one settings object).
 - No function in ``offchain/`` is longer than 100 lines.
+- No import cycle among the modules of ``offchain`` (function-level and type-checking imports
+  included), so none is hidden by an import inside a function.
 
 The import layers are checked by ``lint-imports`` (``pyproject.toml`` ``[tool.importlinter]``),
 which the README's test command runs before the tests.
@@ -13,6 +15,8 @@ from __future__ import annotations
 import ast
 import re
 from pathlib import Path
+
+import grimp
 
 from offchain.config import ENV_PREFIX, Settings
 
@@ -84,3 +88,54 @@ def test_no_function_is_longer_than_100_lines() -> None:
         and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES
     ]
     assert long == []
+
+
+def _cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph.modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.find_modules_directly_imported_by(root))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(graph.find_modules_directly_imported_by(child)))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_module_of_the_package_is_in_an_import_cycle() -> None:
+    graph = grimp.build_graph("offchain", include_external_packages=False)
+    assert _cycles(graph) == []
+    # the check sees a cycle when there is one (a and b import each other)
+    graph.add_import(importer="offchain.errors", imported="offchain.faults")
+    graph.add_import(importer="offchain.faults", imported="offchain.errors")
+    assert ["offchain.errors", "offchain.faults"] in _cycles(graph)

@@ -28,6 +28,7 @@ from offchain.chain.client import (
     BroadcastHook,
     ChainClient,
     TokenClient,
+    address_of,
 )
 from offchain.chain.compiler import CompiledContract
 from offchain.chain.errors import ChainError
@@ -444,8 +445,6 @@ class PoolClient:
         token_abi: Sequence[dict[str, Any]] | None = None,
     ) -> PoolClient:
         """Deploy ``CompensationPool(admin)`` (default admin: the deployer) and wrap it."""
-        from offchain.chain.client import address_of
-
         address = client.deploy(
             compiled, to_checksum_address(admin or address_of(sender_key)), sender_key=sender_key
         )

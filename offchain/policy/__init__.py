@@ -9,7 +9,8 @@ from offchain.policy.base import (
     UpperPolicy,
     apply_caps,
 )
-from offchain.policy.baselines import HierarchicalPolicy, make_policy
+from offchain.policy.baselines import HierarchicalPolicy
+from offchain.policy.factory import make_policy
 
 __all__ = [
     "BudgetPolicy",

@@ -42,7 +42,8 @@ __all__ = [
     "RandomBudget",
     "RandomSplit",
     "WeightedSplit",
-    "make_policy",
+    "LOWER_POLICIES",
+    "UPPER_POLICIES",
 ]
 
 
@@ -204,39 +205,16 @@ class HierarchicalPolicy:
         return apply_caps(PolicyDecision(budget_wei=budget, weights=weights), state)
 
 
-_UPPER = {"linear": LinearBudget, "greedy": GreedyBudget, "random": RandomBudget}
-_LOWER = {
+UPPER_POLICIES: dict[str, type[UpperPolicy]] = {
+    "linear": LinearBudget,
+    "greedy": GreedyBudget,
+    "random": RandomBudget,
+}
+"""Upper-level baselines by name (the ``<upper>`` of a policy name)."""
+LOWER_POLICIES: dict[str, type[LowerPolicy]] = {
     "equal": EqualSplit,
     "random": RandomSplit,
     "contribution": ContributionSplit,
     "weighted": WeightedSplit,
 }
-
-
-def make_policy(name: str, seed: int = 0) -> HierarchicalPolicy:
-    """Build a policy from its name.
-
-    - ``"<upper>/<lower>"``: a baseline pair, e.g. ``"linear/weighted"``;
-    - ``"rl:<folder>"``: the trained hierarchical RL policy saved in ``<folder>``
-      (:func:`offchain.policy.rl.load_policy`; ``policy-train`` writes it).
-
-    Raises:
-        ConfigError: unknown upper or lower name, or no trained policy in the folder.
-    """
-    if name.startswith("rl:"):
-        from pathlib import Path
-
-        from offchain.policy.rl import load_policy
-
-        return load_policy(Path(name.removeprefix("rl:")))
-    try:
-        upper_name, lower_name = name.split("/")
-        upper_cls, lower_cls = _UPPER[upper_name], _LOWER[lower_name]
-    except (ValueError, KeyError):
-        raise ConfigError(
-            f"unknown policy {name!r}; use '<upper>/<lower>' with upper in {sorted(_UPPER)} "
-            f"and lower in {sorted(_LOWER)}, or 'rl:<trained policy folder>'"
-        ) from None
-    upper = upper_cls(seed=seed) if upper_cls is RandomBudget else upper_cls()
-    lower = lower_cls(seed=seed) if lower_cls is RandomSplit else lower_cls()
-    return HierarchicalPolicy(upper=upper, lower=lower)
+"""Lower-level baselines by name (the ``<lower>`` of a policy name)."""

@@ -49,6 +49,7 @@ from offchain.policy.base import (
     PolicyDecision,
     UpperPolicy,
 )
+from offchain.policy.baselines import HierarchicalPolicy
 from offchain.policy.calibrate import MIN_FID_ROUNDS, EnvCalibration, fit_fid_monotone
 from offchain.policy.observations import (
     CAMPAIGN_OBS_DIM,
@@ -495,8 +496,6 @@ class _LevelEnv(gym.Env, ABC):
         return self._obs(), {}
 
     def _play(self, upper: UpperPolicy, lower: LowerPolicy):
-        from offchain.policy.baselines import HierarchicalPolicy
-
         decision = HierarchicalPolicy(upper, lower).decide(self.sim.state, self.sim.features)
         reward, done = self.sim.step(decision)
         obs = np.zeros(self.observation_space.shape, np.float32) if done else self._obs()

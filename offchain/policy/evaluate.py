@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from offchain.errors import ConfigError
-from offchain.policy.baselines import make_policy
 from offchain.policy.calibrate import EnvCalibration
 from offchain.policy.env import CampaignConfig, CampaignSimulator, EpisodeMetrics, RewardConfig
+from offchain.policy.factory import make_policy
 from offchain.policy.rl import PPOConfig, load_policy, train_policy
 
 __all__ = ["BASELINES", "COLUMNS", "METHODS", "EvaluationConfig", "evaluate", "markdown_table"]

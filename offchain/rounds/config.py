@@ -9,7 +9,7 @@ the attributor are picked by name from their registries
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 from offchain.attribution.defaults import (
     DEFAULT_PROJ_DIM,
@@ -18,9 +18,6 @@ from offchain.attribution.defaults import (
     DEFAULT_TRAK_TIMESTEPS,
 )
 from offchain.errors import ConfigError
-
-if TYPE_CHECKING:
-    from offchain.config import Settings
 
 __all__ = ["DEFAULT_ATTRIBUTOR", "DEFAULT_BACKEND", "MLConfig"]
 
@@ -75,9 +72,10 @@ class MLConfig:
                 raise ConfigError(f"{name} must be an int ≥ {low}, got {value!r}")
 
     @classmethod
-    def from_settings(cls, settings: Settings, progress: bool = True) -> MLConfig:
-        """The round's ML settings of a run's ``settings``: the one place they are derived
-        (the settings' defaults are this class's, :mod:`offchain.config`)."""
+    def from_settings(cls, settings: Any, progress: bool = True) -> MLConfig:
+        """The round's ML settings of a run's ``settings`` (an :class:`offchain.config.Settings`,
+        read by attribute name: ``offchain.config`` sits above this module and imports it):
+        the one place they are derived (the settings' defaults are this class's)."""
         return cls(
             image_size=settings.image_size,
             train_steps=settings.train_steps,
