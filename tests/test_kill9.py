@@ -68,20 +68,17 @@ QUICK_SWEEP = [
     "stage:prepare:begun",
     "write:manifest.json",
     "stage:train:ran",
-    "stage:attribute:begun",
-    "write:allocation.json",
-    "stage:allocate:ran",
-    "stage:sign:ran",
-    "stage:submit:begun",
     "submit:recorded",
     "submit:broadcast",
     "write:submission.json",
-    "stage:submit:ran",
     "write:finality.json",
-    "stage:claim:begun",
     "write:claims.json",
 ]
-"""The default run's points: the boundaries around the chain stages and a few ML ones."""
+"""The default run's points, one of each kind: an ML stage killed before its work
+(``begun``), inside an artifact write and after its work (``ran``); the posting transaction
+recorded but not broadcast, broadcast but not awaited, mined but not written down; the
+finality and claims records interrupted. The other ``begun``/``ran`` and write points repeat
+these kinds at later stages and run with ``-m slow``."""
 
 
 @dataclass
