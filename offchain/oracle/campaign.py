@@ -31,8 +31,10 @@ from offchain.oracle.chain_stages import ChainStages
 from offchain.oracle.deployment import (
     DEPLOYMENT_FILE,
     Deployment,
-    campaign_params,
     campaign_record,
+    deploy_contracts,
+    fund_campaign,
+    open_campaign,
 )
 from offchain.oracle.keys import (
     DEV_DEPLOYER,
@@ -184,15 +186,10 @@ def _deploy_campaign(
     sponsors_key = sponsor_key(settings, dev_keys)
     deployer_key = dev_keys[DEV_DEPLOYER] if dev_keys else sponsors_key
     sponsor = Account.from_key(sponsors_key).address
-    token_address = client.deploy(compiled["TestToken"], sender_key=deployer_key)
-    token = TokenClient(client, token_address, compiled["TestToken"].abi)
-    pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
-                             token_abi=compiled["TestToken"].abi)
-    params = campaign_params(settings, client, token_address, sponsor, signing_keys)
-    campaign_id, _ = pool.create_campaign(sponsors_key, params)
-    claim_deadline = pool.get_campaign(campaign_id).claim_deadline
-    token.mint(deployer_key, sponsor, settings.total_budget_wei)
-    pool.fund(sponsors_key, campaign_id, settings.total_budget_wei)
+    token, pool = deploy_contracts(client, compiled, deployer_key)
+    campaign_id, params, claim_deadline = open_campaign(
+        settings, client, pool, token.address, sponsors_key, signing_keys)
+    fund_campaign(pool, campaign_id, sponsors_key, settings.total_budget_wei, mint=True)
     return _DeployedCampaign(token, pool, campaign_id, params, claim_deadline, sponsor,
                              sponsors_key, signing_keys)
 

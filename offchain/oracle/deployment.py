@@ -18,8 +18,8 @@ from eth_account import Account
 from eth_utils import is_address
 
 from offchain.allocation import wei_str
-from offchain.chain import ChainClient
-from offchain.chain.pool import CampaignParams
+from offchain.chain import ChainClient, TokenClient
+from offchain.chain.pool import CampaignParams, PoolClient, TxResult
 from offchain.config import Settings
 from offchain.errors import ConfigError
 from offchain.jsonsafe import UnsafeJSON, loads_bounded
@@ -30,6 +30,9 @@ __all__ = [
     "Deployment",
     "campaign_params",
     "campaign_record",
+    "deploy_contracts",
+    "fund_campaign",
+    "open_campaign",
     "deployment_path",
     "load_deployment",
     "read_deployment",
@@ -191,3 +194,55 @@ def campaign_record(
     }
 
 
+def deploy_contracts(
+    client: ChainClient, compiled: dict, deployer_key: str, token: str | None = None
+) -> tuple[TokenClient, PoolClient]:
+    """Deploy a ``CompensationPool`` (admin: the deployer) and, unless ``token`` names an
+    existing ERC-20, a ``TestToken`` first; the token and the pool.
+
+    ``compiled`` is :func:`offchain.chain.compile_contracts`'s output.
+    """
+    token_abi = compiled["TestToken"].abi
+    token_address = token or client.deploy(compiled["TestToken"], sender_key=deployer_key)
+    pool = PoolClient.deploy(client, compiled["CompensationPool"], deployer_key,
+                             token_abi=token_abi)
+    return TokenClient(client, token_address, token_abi), pool
+
+
+def open_campaign(
+    settings: Settings,
+    client: ChainClient,
+    pool: PoolClient,
+    token: str,
+    sponsor_key: str,
+    signer_keys: Sequence[str],
+) -> tuple[int, CampaignParams, int]:
+    """Create the campaign the settings describe (:func:`campaign_params`) on ``pool``, paid in
+    ``token``, with the sponsor as sender and admin; (campaign id, its parameters, its claim
+    deadline in Unix seconds)."""
+    sponsor = Account.from_key(sponsor_key).address
+    params = campaign_params(settings, client, token, sponsor, signer_keys)
+    campaign_id, _ = pool.create_campaign(sponsor_key, params)
+    return campaign_id, params, pool.get_campaign(campaign_id).claim_deadline
+
+
+def fund_campaign(
+    pool: PoolClient, campaign_id: int, sponsor_key: str, amount_wei: int, *, mint: bool
+) -> tuple[int, TxResult]:
+    """Fund the campaign with ``amount_wei`` from the sponsor (approve, then ``fund``); with
+    ``mint`` (the pool's own TestToken, open ``mint``) the sponsor first mints whatever its
+    balance lacks. (wei minted, the ``fund`` transaction's result).
+
+    Raises:
+        ConfigError: ``amount_wei`` ≤ 0.
+    """
+    if amount_wei <= 0:
+        raise ConfigError(f"amount must be > 0 wei, got {amount_wei}")
+    sponsor = Account.from_key(sponsor_key).address
+    minted = 0
+    if mint:
+        token = pool.token(campaign_id)
+        minted = max(amount_wei - token.balance_of(sponsor), 0)
+        if minted:
+            token.mint(sponsor_key, sponsor, minted)
+    return minted, pool.fund(sponsor_key, campaign_id, amount_wei)

@@ -24,7 +24,7 @@ from eth_account import Account
 from rich.console import Console
 
 from offchain.allocation import PayoutTree, RoundAllocation, parse_wei
-from offchain.chain import ChainClient, TokenClient, compile_contracts
+from offchain.chain import ChainClient, compile_contracts
 from offchain.chain.pool import LeafClaim, PoolClient, Reclaimed, RoundStatus
 from offchain.config import Settings
 from offchain.errors import ConfigError
@@ -33,9 +33,11 @@ from offchain.layout import RoundPaths
 from offchain.oracle.chain_stages import ChainStages
 from offchain.oracle.deployment import (
     Deployment,
-    campaign_params,
     campaign_record,
+    deploy_contracts,
     deployment_path,
+    fund_campaign,
+    open_campaign,
 )
 from offchain.oracle.keys import (
     DEV_DEPLOYER,
@@ -148,14 +150,11 @@ def deploy(
     deployer_key = dev_accounts[DEV_DEPLOYER] if dev_accounts else sponsor_key(settings, None)
     compiled = compile_contracts(solc_path=settings.solc_path)
     client = ChainClient(rpc_url, confirmations=settings.confirmations)
-    token_address = token or client.deploy(compiled["TestToken"], sender_key=deployer_key)
-    pool = PoolClient.deploy(
-        client, compiled["CompensationPool"], deployer_key, token_abi=compiled["TestToken"].abi
-    )
+    test_token, pool = deploy_contracts(client, compiled, deployer_key, token)
     deployment = Deployment(
         rpc_url=rpc_url,
         chain_id=client.chain_id,
-        token=TokenClient(client, token_address, []).address,
+        token=test_token.address,
         pool=pool.address,
         test_token=token is None,
     )
@@ -178,12 +177,13 @@ def create_campaign(
     # With oracle_signers the sponsor names the signers and needs none of their keys.
     signing_keys = [] if settings.oracle_signers else signer_keys(settings, dev_accounts)
     sponsors_key = sponsor_key(settings, dev_accounts)
-    sponsor = Account.from_key(sponsors_key).address
-    params = campaign_params(settings, client, deployment.token, sponsor, signing_keys)
-    campaign_id, _ = pool.create_campaign(sponsors_key, params)
-    info = pool.get_campaign(campaign_id)
+    campaign_id, params, claim_deadline = open_campaign(
+        settings, client, pool, deployment.token, sponsors_key, signing_keys
+    )
     deployment.campaign_id = campaign_id
-    deployment.campaign = campaign_record(settings, params, sponsor, info.claim_deadline)
+    deployment.campaign = campaign_record(
+        settings, params, Account.from_key(sponsors_key).address, claim_deadline
+    )
     deployment.write(deployment_path(settings, path))
     return campaign_id
 
@@ -197,19 +197,19 @@ def fund(
     dev: bool = False,
 ) -> FundResult:
     """Fund the campaign with ``amount_wei`` from the sponsor (approve, then ``fund``); on the
-    test token deployed here, first mint whatever the sponsor's balance lacks."""
+    test token deployed here, first mint whatever the sponsor's balance lacks.
+
+    Raises:
+        ConfigError: ``amount_wei`` ≤ 0 (before anything is sent).
+    """
     if amount_wei <= 0:
         raise ConfigError(f"amount must be > 0 wei, got {amount_wei}")
     _, pool = _connect(settings, deployment)
     sponsor_key = _sponsor_key(settings, dev)
     sponsor = Account.from_key(sponsor_key).address
-    token = pool.token(campaign_id)
-    minted = 0
-    if deployment.test_token and token.address == deployment.token:
-        minted = max(amount_wei - token.balance_of(sponsor), 0)
-        if minted:
-            token.mint(sponsor_key, sponsor, minted)
-    result = pool.fund(sponsor_key, campaign_id, amount_wei)
+    own_token = deployment.test_token and pool.token(campaign_id).address == deployment.token
+    minted, result = fund_campaign(pool, campaign_id, sponsor_key, amount_wei,
+                                   mint=bool(own_token))
     return FundResult(
         campaign_id, sponsor, amount_wei, minted, result.tx_hash, pool.unallocated(campaign_id)
     )
