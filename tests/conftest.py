@@ -24,7 +24,9 @@ def _ask_solc_version_once() -> None:
         from offchain.chain import compiler
     except ImportError:  # the chain extra is not installed
         return
-    ask = compiler._solc_version
+    ask = getattr(compiler, "_solc_version", None)
+    if ask is None:  # the compiler module keeps the answer itself now: nothing to add
+        return
 
     @functools.cache
     def version_of(executable: str, stamp: tuple[int, int]) -> str:
