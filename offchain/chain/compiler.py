@@ -18,6 +18,7 @@ JSON file instead of running the compiler (solcjs takes several seconds).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -140,6 +141,34 @@ def _installed_native_solc() -> str | None:
 
 
 def _solc_version(executable: str) -> str:
+    """The compiler's full version string, asked once per process for each build of the
+    executable (its path, size and modification time; for the solcjs wrapper also npm solc's
+    ``package.json``): asking the wrapper runs node, ≈ 0.4 s, and every
+    :func:`compile_contracts` needs the version before it can read the compile cache.
+
+    Raises:
+        ChainError: the executable does not run or reports no version.
+    """
+    return _asked_version(executable, _build_stamp(executable))
+
+
+def _build_stamp(executable: str) -> tuple[int, ...]:
+    """What changes when the executable (or the npm solc behind the wrapper) is replaced."""
+    paths = [Path(executable)]
+    if Path(executable).resolve() == _SOLCJS_WRAPPER.resolve():
+        paths.append(_node_modules() / "solc" / "package.json")
+    stamp: list[int] = []
+    for path in paths:
+        try:
+            stat = path.stat()
+        except OSError:
+            return ()  # not cached apart from other missing files: running it reports the error
+        stamp += [stat.st_size, stat.st_mtime_ns]
+    return tuple(stamp)
+
+
+@functools.cache
+def _asked_version(executable: str, stamp: tuple[int, ...]) -> str:
     try:
         from solcx.wrapper import get_version_str_from_solc_binary
 
