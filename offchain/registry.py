@@ -10,12 +10,13 @@ plug-in) is registered with ``@registry.register("<name>")``. Generic and depend
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
 
 from offchain.errors import ConfigError
 
-__all__ = ["Registry"]
+__all__ = ["Registry", "lazy_attributes"]
 
 T = TypeVar("T")
 _C = TypeVar("_C", bound=type)
@@ -68,3 +69,23 @@ class Registry(Generic[T]):
             entry = getattr(importlib.import_module(module), attr)
             self._entries[name] = entry
         return entry
+
+
+def lazy_attributes(package: str, modules: Mapping[str, str]) -> Callable[[str], Any]:
+    """A package's module ``__getattr__`` (PEP 562) that imports ``modules[name]`` when ``name``
+    is first asked for and keeps the value in the package, so the package itself imports
+    without torch (``__getattr__ = lazy_attributes(__name__, {"train_round": "<module>"})``).
+
+    Raises (from the returned function):
+        AttributeError: ``name`` is none of ``modules``' keys.
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = modules.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__

@@ -14,9 +14,6 @@ CLI starts fast. This is the package's one place of deferred imports.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from offchain.attribution.base import (
     SCORES_FILE,
     Attributor,
@@ -32,6 +29,7 @@ from offchain.attribution.defaults import (
     DEFAULT_TRAK_TIMESTEPS,
     ENSEMBLE_SEED_STRIDE,
 )
+from offchain.registry import lazy_attributes
 
 _LAZY = {
     "DTrakOutput": "offchain.attribution.model_output",
@@ -63,11 +61,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a torch-backed name's module on first access (then cached in the package)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

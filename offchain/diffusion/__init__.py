@@ -12,9 +12,6 @@ deferred imports.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 from offchain.diffusion.backend import (
     DenoisingModel,
     ModelBackend,
@@ -22,6 +19,7 @@ from offchain.diffusion.backend import (
     get_backend,
     register_backend,
 )
+from offchain.registry import lazy_attributes
 
 _LAZY = {
     "DDPMBackend": "offchain.diffusion.ddpm",
@@ -50,11 +48,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Import a torch-backed name's module on first access (then cached in the package)."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)
