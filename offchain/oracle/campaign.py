@@ -21,7 +21,7 @@ import numpy as np
 from eth_account import Account
 from rich.console import Console
 
-from offchain.allocation import parse_wei
+from offchain.allocation import WEI_PER_TOKEN, parse_wei
 from offchain.chain import AnvilNode, ChainClient, TokenClient, compile_contracts
 from offchain.chain.pool import CampaignParams, PoolClient
 from offchain.config import Settings
@@ -129,7 +129,7 @@ def run_campaign(
         claim_keys = holder_claim_keys(settings, holders, client, dev_keys is not None)
         console.print(
             f"[bold]Campaign[/bold]: {len(holders)} holders, {settings.n_rounds} rounds, budget "
-            f"{settings.total_budget_wei / 10**18:,.0f} TST, policy {policy.name}, chain "
+            f"{settings.total_budget_wei / WEI_PER_TOKEN:,.0f} TST, policy {policy.name}, chain "
             f"{client.chain_id} at {rpc_url}, pool {pool.address} campaign {campaign_id} "
             f"({params.threshold}-of-{len(params.signers)} signers)"
         )
