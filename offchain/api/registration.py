@@ -87,6 +87,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import is_address, is_checksum_address, to_checksum_address
 from PIL import Image, UnidentifiedImageError
 
+from offchain.allocation.wei import UINT256_MAX
 from offchain.api.holders_store import (
     NAME_PATTERN,
     RegisteredHolder,
@@ -107,7 +108,7 @@ from offchain.data.holders import (
     MIN_IMAGE_SIDE_PX,
     decode_grayscale,
 )
-from offchain.errors import DataError
+from offchain.errors import ConfigError, DataError
 
 __all__ = [
     "MESSAGE_HEADER",
@@ -208,8 +209,20 @@ class RegistrationLimits:
     """How long after ``issued_at`` a signature is accepted (10 minutes)."""
     signature_max_skew_s: int = 60
     """How far ``issued_at`` may lie in the future (clock skew)."""
-    max_price_wei: int = 2**256 - 1
+    max_price_wei: int = UINT256_MAX
     """Largest reservation price (uint256)."""
+
+    def __post_init__(self) -> None:
+        for name in ("min_images", "max_image_bytes", "max_total_bytes", "min_side_px",
+                     "max_total_pixels", "signature_max_age_s"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be ≥ 1, got {getattr(self, name)}")
+        for low, high in (("min_images", "max_images"), ("min_side_px", "max_side_px")):
+            if getattr(self, low) > getattr(self, high):
+                raise ConfigError(f"{low} {getattr(self, low)} exceeds {high} "
+                                  f"{getattr(self, high)}")
+        if self.signature_max_skew_s < 0 or not 0 <= self.max_price_wei <= UINT256_MAX:
+            raise ConfigError("signature_max_skew_s must be ≥ 0 and max_price_wei a uint256")
 
 
 @dataclass(frozen=True)
