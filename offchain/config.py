@@ -37,8 +37,6 @@ __all__ = [
 ]
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-MAX_UINT256 = UINT256_MAX
-"""Largest amount (wei) the contracts can hold."""
 ENV_PREFIX = "CCOMP_"
 _ML = MLConfig()
 """The ML defaults are :class:`offchain.rounds.config.MLConfig`'s (defined once, there)."""
@@ -63,12 +61,12 @@ class Settings(BaseSettings):
     """Images per MNIST holder; None: the profile's default unequal sizes."""
     n_rounds: int = Field(3, ge=1)
     """Rounds T of the campaign."""
-    total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0, le=MAX_UINT256)
+    total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0, le=UINT256_MAX)
     """Campaign budget B in wei of the ERC-20 (18 decimals): 1500 tokens by default."""
-    round_cap_wei: int | None = Field(None, gt=0, le=MAX_UINT256)
+    round_cap_wei: int | None = Field(None, gt=0, le=UINT256_MAX)
     """The campaign's on-chain per-round cap ``roundCap`` in wei (largest round total); None:
     the budget B. Rounds are clipped to it (docs/contracts.md, "Caps by construction")."""
-    holder_cap_wei: int | None = Field(None, gt=0, le=MAX_UINT256)
+    holder_cap_wei: int | None = Field(None, gt=0, le=UINT256_MAX)
     """The on-chain per-holder cap ``holderCap`` in wei (largest payment to one holder in one
     round, ≤ the round cap); None: the round cap. Payments above it go to the other holders."""
     policy: str = "linear/weighted"

@@ -28,7 +28,7 @@ from eth_abi.exceptions import EncodingError
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 
 from offchain.allocation.hexbytes import to_bytes32
-from offchain.allocation.wei import parse_wei
+from offchain.allocation.wei import UINT256_MAX, parse_wei
 from offchain.errors import AllocationError
 
 __all__ = ["LEAF_ENCODING", "PayoutTree", "leaf_hash", "verify_proof"]
@@ -36,7 +36,6 @@ __all__ = ["LEAF_ENCODING", "PayoutTree", "leaf_hash", "verify_proof"]
 LEAF_ENCODING: tuple[str, str, str] = ("uint256", "address", "uint256")
 """Solidity types of a payout leaf: ``(index, account, amount_wei)``."""
 
-_UINT256_MAX = 2**256 - 1
 
 Entry = tuple[int, str, int]
 
@@ -229,7 +228,7 @@ def _validate(entries: Sequence[tuple[int, str, int]]) -> list[Entry]:
             raise AllocationError(
                 f"entry {position} is not (index, account, amount_wei): {entry!r}"
             ) from exc
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= _UINT256_MAX:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= UINT256_MAX:
             raise AllocationError(f"entry {position}: index must be a uint256 int, got {index!r}")
         if index in seen:
             raise AllocationError(f"entry {position}: duplicate index {index}")
@@ -241,7 +240,7 @@ def _validate(entries: Sequence[tuple[int, str, int]]) -> list[Entry]:
         if (
             isinstance(amount, bool)
             or not isinstance(amount, int)
-            or not 0 <= amount <= _UINT256_MAX
+            or not 0 <= amount <= UINT256_MAX
         ):
             raise AllocationError(
                 f"entry {position}: amount must be an int in wei, 0 ≤ amount < 2**256, got {amount!r}"

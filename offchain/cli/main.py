@@ -24,10 +24,10 @@ from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
 
-from offchain.allocation.wei import js_safe
+from offchain.allocation.wei import UINT256_MAX, js_safe
 from offchain.attribution.defaults import DEFAULT_PROJ_DIM, DEFAULT_TRAK_TIMESTEPS
 from offchain.cli.register import private_key, register_holder_cmd
-from offchain.config import MAX_UINT256, Settings, settings_from
+from offchain.config import Settings, settings_from
 from offchain.data.holders import holder_private_key, training_set
 from offchain.errors import ConfigError, OffchainError, StageError
 from offchain.jsonsafe import pin_recursion_limit
@@ -753,7 +753,7 @@ def create_campaign_(
 def _uint256(what: str, value: int, *, low: int) -> int:
     """``value`` if ``low ≤ value ≤ 2²⁵⁶ − 1`` (what the contracts take), else ConfigError."""
 
-    if not low <= value <= MAX_UINT256:
+    if not low <= value <= UINT256_MAX:
         shown = str(value) if len(str(value)) <= 90 else f"{str(value)[:20]}… ({len(str(value))} digits)"
         raise ConfigError(f"{what} {shown} is outside {low} … 2**256-1 (uint256)")
     return value
