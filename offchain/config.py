@@ -151,8 +151,6 @@ class Settings(BaseSettings):
     """Explicit Solidity compiler; None: native solc from py-solc-x, else npm solcjs."""
     anvil_path: Path | None = None
     """The anvil executable of a local chain; None: the npm toolchain's, then ``PATH``."""
-    node_modules: Path | None = None
-    """The npm toolchain folder (solcjs, OpenZeppelin, anvil); None: ``<project>/node_modules``."""
     keystore_password: SecretStr | None = None
     """Keystore password when no ``keystore_password_file`` is given (never logged)."""
     fault_kill: str | None = None
