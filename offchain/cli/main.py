@@ -28,6 +28,7 @@ from offchain.allocation.wei import UINT256_MAX, js_safe
 from offchain.attribution.defaults import DEFAULT_PROJ_DIM, DEFAULT_TRAK_TIMESTEPS
 from offchain.cli.register import private_key, register_holder_cmd
 from offchain.config import Settings, settings_from
+from offchain.cpu import configure_openmp
 from offchain.data.holders import holder_private_key, training_set
 from offchain.errors import ConfigError, OffchainError, StageError
 from offchain.jsonsafe import pin_recursion_limit
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # web3: loaded by the chain commands only
     from offchain.oracle.deployment import Deployment
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing here may download weights
+configure_openmp()  # threads this process may use, idle threads sleep soon (offchain.cpu)
 
 app = typer.Typer(
     help="Copyright-aware compensation of diffusion-model data holders (oracle node).",
