@@ -6,7 +6,9 @@ Two facts, measured on a 2-core machine with ``bench/cpu_contention.py`` (docs/t
   training on the same cores, each process's threads spin on cores the other one needs: 40
   training steps of the demo model took 78.0 s instead of 7.1 s (11×). Capping the spin
   (libgomp's ``GOMP_SPINCOUNT``, to :data:`GOMP_SPINCOUNT`) makes a waiting thread sleep soon:
-  16.6 s under the same load (2.3×), and 7.2 s alone (no cost).
+  16.6 s under the same load (2.3×), and 7.2 s alone. The whole demo, alone, takes about 10 %
+  longer (many short parallel regions in TRAK and sampling); a dedicated machine may set
+  ``GOMP_SPINCOUNT=300000`` (libgomp's default), which is kept.
 - torch sizes its thread pool from the machine's cores, not from the CPUs this process may run
   on (its affinity mask, a container's CPU quota); :func:`available_cpus` counts those.
 
