@@ -13,6 +13,7 @@ which the README's test command runs before the tests.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -25,6 +26,7 @@ MAX_FUNCTION_LINES = 100
 _CCOMP_NAME = re.compile(r"\bCCOMP_[A-Z0-9_]+\b")
 
 
+@functools.cache
 def _sources() -> list[tuple[Path, ast.Module]]:
     return [(path, ast.parse(path.read_text(), str(path))) for path in sorted(PACKAGE.rglob("*.py"))]
 

@@ -101,18 +101,11 @@ register_attributor = _REGISTRY.register
 ``@register_attributor(name)`` on a class; ConfigError when ``name`` is taken."""
 
 
-def attributor_names() -> list[str]:
-    """The registered attributor names, sorted."""
-    return _REGISTRY.names()
-
-
-def get_attributor(name: str) -> type[Attributor]:
-    """The attributor class registered as ``name`` (importing its module on first use).
-
-    Raises:
-        ConfigError: no attributor of that name; the message names the choices.
-    """
-    return _REGISTRY.get(name)
+attributor_names = _REGISTRY.names
+"""``attributor_names()``: the registered attributor names, sorted."""
+get_attributor = _REGISTRY.get
+"""``get_attributor(name)``: the attributor class registered as ``name`` (its module imported on
+first use); ConfigError naming the choices when there is none."""
 
 
 register_attributor("trak", "offchain.attribution.trak_attributor:TrakAttributor")

@@ -158,18 +158,11 @@ register_backend = _REGISTRY.register
 ``@register_backend(name)`` on a class; ConfigError when ``name`` is taken."""
 
 
-def backend_names() -> list[str]:
-    """The registered backend names, sorted."""
-    return _REGISTRY.names()
-
-
-def get_backend(name: str) -> type[ModelBackend]:
-    """The backend class registered as ``name`` (importing its module on first use).
-
-    Raises:
-        ConfigError: no backend of that name; the message names the choices.
-    """
-    return _REGISTRY.get(name)
+backend_names = _REGISTRY.names
+"""``backend_names()``: the registered backend names, sorted."""
+get_backend = _REGISTRY.get
+"""``get_backend(name)``: the backend class registered as ``name`` (its module imported on first
+use); ConfigError naming the choices when there is none."""
 
 
 register_backend("ddpm", "offchain.diffusion.ddpm:DDPMBackend")

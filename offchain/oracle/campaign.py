@@ -189,7 +189,7 @@ def _deploy_campaign(
     token, pool = deploy_contracts(client, compiled, deployer_key)
     campaign_id, params, claim_deadline = open_campaign(
         settings, client, pool, token.address, sponsors_key, signing_keys)
-    fund_campaign(pool, campaign_id, sponsors_key, settings.total_budget_wei, mint=True)
+    fund_campaign(pool, campaign_id, sponsors_key, settings.total_budget_wei, test_token=token.address)
     return _DeployedCampaign(token, pool, campaign_id, params, claim_deadline, sponsor,
                              sponsors_key, signing_keys)
 

@@ -227,11 +227,17 @@ def open_campaign(
 
 
 def fund_campaign(
-    pool: PoolClient, campaign_id: int, sponsor_key: str, amount_wei: int, *, mint: bool
+    pool: PoolClient,
+    campaign_id: int,
+    sponsor_key: str,
+    amount_wei: int,
+    *,
+    test_token: str | None,
 ) -> tuple[int, TxResult]:
-    """Fund the campaign with ``amount_wei`` from the sponsor (approve, then ``fund``); with
-    ``mint`` (the pool's own TestToken, open ``mint``) the sponsor first mints whatever its
-    balance lacks. (wei minted, the ``fund`` transaction's result).
+    """Fund the campaign with ``amount_wei`` from the sponsor (approve, then ``fund``); when the
+    campaign pays in ``test_token`` (a TestToken deployed with the pool, open ``mint``) the
+    sponsor first mints whatever its balance lacks. (wei minted, the ``fund`` transaction's
+    result).
 
     Raises:
         ConfigError: ``amount_wei`` ≤ 0.
@@ -240,8 +246,8 @@ def fund_campaign(
         raise ConfigError(f"amount must be > 0 wei, got {amount_wei}")
     sponsor = Account.from_key(sponsor_key).address
     minted = 0
-    if mint:
-        token = pool.token(campaign_id)
+    token = pool.token(campaign_id) if test_token is not None else None
+    if token is not None and token.address == test_token:
         minted = max(amount_wei - token.balance_of(sponsor), 0)
         if minted:
             token.mint(sponsor_key, sponsor, minted)

@@ -207,9 +207,10 @@ def fund(
     _, pool = _connect(settings, deployment)
     sponsor_key = _sponsor_key(settings, dev)
     sponsor = Account.from_key(sponsor_key).address
-    own_token = deployment.test_token and pool.token(campaign_id).address == deployment.token
-    minted, result = fund_campaign(pool, campaign_id, sponsor_key, amount_wei,
-                                   mint=bool(own_token))
+    minted, result = fund_campaign(
+        pool, campaign_id, sponsor_key, amount_wei,
+        test_token=deployment.token if deployment.test_token else None,
+    )
     return FundResult(
         campaign_id, sponsor, amount_wei, minted, result.tx_hash, pool.unallocated(campaign_id)
     )

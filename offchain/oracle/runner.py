@@ -165,7 +165,7 @@ class RoundRunner:
             "policy": lambda: stages.decide(paths, self.policy, settings.n_rounds,
                                             settings.total_budget_wei,
                                             caps=chain.payout_caps()),
-            "allocate": lambda: stages.allocate(paths),
+            "allocate": lambda: stages.allocate(paths, ml),
             "sign": lambda: chain.sign(paths, self.store, round_pk),
             "submit": lambda: chain.submit(paths, self.store, round_pk),
             "finalize": lambda: chain.finalize(paths, self.store, round_pk),
