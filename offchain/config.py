@@ -3,6 +3,9 @@
 One settings class, built by :func:`get_settings` and overridable in tests. Two profiles:
 ``demo`` (the README's main job: 8 MNIST holders, 3 rounds, CPU-sized model) and ``tiny``
 (the end-to-end test: the same pipeline with the smallest settings that still exercise it).
+Two datasets (:data:`HOLDER_SOURCES`): ``mnist`` (grayscale digits, the unconditional ``ddpm``
+backend) and ``emoji`` (captioned color artwork, the text-conditioned ``text-unet`` backend);
+a dataset's preset (:data:`DATASET_PRESETS`) sits between the profile's and explicit values.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import difflib
 import io
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -21,13 +25,16 @@ from offchain import faults
 from offchain.allocation.wei import UINT256_MAX, WEI_PER_TOKEN
 from offchain.attribution.base import attributor_names
 from offchain.data.datasets import dataset_names
+from offchain.data.holders import Holder, mnist_holders
 from offchain.diffusion.backend import backend_names
 from offchain.errors import ConfigError
 from offchain.policy import make_policy
 from offchain.rounds.config import MLConfig
 
 __all__ = [
+    "DATASET_PRESETS",
     "ENV_PREFIX",
+    "HOLDER_SOURCES",
     "PROJECT_ROOT",
     "Settings",
     "check_env_file",
@@ -53,12 +60,19 @@ class Settings(BaseSettings):
     built (``CCOMP_PROFILE=tiny`` alone is enough)."""
     run_dir: Path = Path("runs/demo")
     """Where round artifacts are written (``round_NNN/`` per round)."""
+    dataset: str = "mnist"
+    """The holders' source when no ``holders_dir`` is given, a name in :data:`HOLDER_SOURCES`:
+    ``mnist`` (the shipped MNIST split, grayscale) or ``emoji`` (Noto and Twemoji artwork,
+    artist × category, RGB with captions). Its preset (:data:`DATASET_PRESETS`: for ``emoji``
+    the ``text-unet`` backend, 32 px, the ``emoji`` quality reference) applies to every setting
+    not given explicitly; it overrides the profile's."""
     holders_dir: Path | None = None
-    """Folder of ``<name>/*.png`` image sets, one per holder; None: split the shipped MNIST."""
+    """Folder of ``<name>/*.png`` image sets, one per holder; None: the holders of ``dataset``."""
     n_holders: int = Field(8, ge=1, le=256)
-    """Holders the MNIST split makes (ignored with ``holders_dir``)."""
+    """Holders the dataset's split makes (ignored with ``holders_dir``)."""
     holder_sizes: tuple[int, ...] | None = None
-    """Images per MNIST holder; None: the profile's default unequal sizes."""
+    """Images per MNIST holder; None: the profile's default unequal sizes (``emoji``: the most
+    images per holder, each holder's first ones in the dataset's order)."""
     n_rounds: int = Field(3, ge=1)
     """Rounds T of the campaign."""
     total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0, le=UINT256_MAX)
@@ -101,11 +115,20 @@ class Settings(BaseSettings):
     """Samples drawn per round for the FID quality metric (docs/quality.md: M ≥ 128)."""
     quality_reference: str = "mnist"
     """Real dataset (a name in the dataset registry, :func:`offchain.data.datasets.dataset_names`:
-    ``mnist``, ``digits``, ``lfw``) whose held-out images (minus every holder's) train the FID
+    ``mnist``, ``digits``, ``lfw``, ``emoji``) whose held-out images (minus every holder's) train the FID
     reference classifier; ``none``: no quality stage (the default with ``holders_dir``: own
     images are unlike the shipped datasets)."""
     quality_classifier_epochs: int = Field(_ML.quality_classifier_epochs, ge=1)
     """Epochs of the FID reference classifier (trained once per run on held-out images)."""
+    device: Literal["auto", "cpu", "cuda"] = _ML.device  # type: ignore[assignment]
+    """Where training, sampling, attribution, copyright and quality run: ``auto`` (CUDA when
+    available, else the CPU), ``cpu`` or ``cuda`` (an error where no CUDA device is)."""
+    guidance_scale: float = Field(_ML.guidance_scale, ge=0, allow_inf_nan=False)
+    """Classifier-free guidance scale of a text-conditioned backend's sampling (0:
+    unconditional, 1: conditional without guidance); the ``ddpm`` backend ignores it."""
+    copyright_probes: int = Field(_ML.copyright_probes, ge=1)
+    """Works per participating holder regenerated from their captions by the copyright stage of
+    a text-conditioned backend (docs/copyright.md); the ``ddpm`` backend ignores it."""
     challenge_window_s: int = Field(3600, ge=0)
     """Seconds a posted round stays revocable by the guardian before holders may claim (on a
     local anvil node the node advances the chain clock past it)."""
@@ -167,7 +190,12 @@ class Settings(BaseSettings):
         profile = data.get("profile", "demo")
         if profile not in _PROFILES:
             raise ConfigError(f"unknown profile {profile!r}; choose one of {sorted(_PROFILES)}")
-        return {**_PROFILES[profile], **data}
+        dataset = data.get("dataset", "mnist")
+        if dataset not in HOLDER_SOURCES:
+            raise ConfigError(
+                f"unknown dataset {dataset!r}; choose one of {', '.join(HOLDER_SOURCES)}"
+            )
+        return {**_PROFILES[profile], **DATASET_PRESETS[dataset].get(profile, {}), **data}
 
     @field_validator("policy")
     @classmethod
@@ -271,6 +299,53 @@ _PROFILES: dict[str, dict[str, object]] = {
         "total_budget_wei": 1000 * WEI_PER_TOKEN,
     },
 }
+
+
+DATASET_PRESETS: dict[str, dict[str, dict[str, object]]] = {
+    "mnist": {},
+    "emoji": {
+        "demo": {
+            "backend": "text-unet",
+            "image_size": 32,
+            "quality_reference": "emoji",
+            "quality_samples": 128,
+        },
+        "tiny": {
+            "backend": "text-unet",
+            "image_size": 16,
+            "quality_reference": "emoji",
+            "n_holders": 2,
+            "holder_sizes": (12, 16),
+            "copyright_probes": 2,
+        },
+    },
+}
+"""Dataset → profile → the settings that dataset implies under that profile. They override
+the profile's (:data:`_PROFILES`) and yield to explicit values. ``emoji``: the text-conditioned
+``text-unet`` backend at 32 px (16 px in ``tiny``), FID against held-out emoji, 128 quality
+samples (the least docs/quality.md accepts, halving the stage's sampling time); ``tiny``
+keeps two small holders and two copyright probes per holder for a test that runs in seconds."""
+
+
+def _mnist_source(settings: Settings) -> list[Holder]:
+    return mnist_holders(
+        n_holders=settings.n_holders, sizes=settings.holder_sizes, seed=settings.seed
+    )
+
+
+def _emoji_source(settings: Settings) -> list[Holder]:
+    from offchain.data.emoji import emoji_holders  # reads node_modules/: only when used
+
+    return emoji_holders(n_holders=settings.n_holders, sizes=settings.holder_sizes)
+
+
+HOLDER_SOURCES: dict[str, Callable[[Settings], list[Holder]]] = {
+    "mnist": _mnist_source,
+    "emoji": _emoji_source,
+}
+"""``dataset`` → the function building its holders from the settings: ``mnist`` →
+:func:`offchain.data.holders.mnist_holders` (``n_holders``, ``holder_sizes``, ``seed``),
+``emoji`` → :func:`offchain.data.emoji.emoji_holders` (``n_holders``, ``holder_sizes``)."""
 
 
 def _setting_names() -> set[str]:

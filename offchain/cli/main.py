@@ -99,8 +99,16 @@ def demo(
     ] = True,
     rounds: Annotated[int | None, typer.Option(help="Rounds T.")] = None,
     policy: Annotated[str | None, typer.Option(help="Budget policy <upper>/<lower>.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="Holders: mnist (grayscale digits) or emoji (captioned color art, "
+                     "the text-unet backend); default $CCOMP_DATASET or mnist."),
+    ] = None,
     holders_dir: Annotated[
-        Path | None, typer.Option(help="Own data: <dir>/<holder>/*.png instead of MNIST.")
+        Path | None, typer.Option(help="Own data: <dir>/<holder>/*.png instead of a dataset.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto, cpu or cuda; default $CCOMP_DEVICE or auto.")
     ] = None,
     rpc_url: Annotated[str | None, typer.Option(help="Chain RPC; default: a local anvil.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
@@ -119,7 +127,9 @@ def demo(
             run_dir=run_dir,
             n_rounds=rounds,
             policy=policy,
+            dataset=dataset,
             holders_dir=holders_dir,
+            device=device,
             rpc_url=rpc_url,
             seed=seed,
         )
@@ -158,21 +168,28 @@ def compile_(
 def holders(
     holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
     profile: Annotated[
-        str | None, typer.Option(help="Size preset of the MNIST split; default $CCOMP_PROFILE.")
+        str | None, typer.Option(help="Size preset of the split; default $CCOMP_PROFILE.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="mnist or emoji; default $CCOMP_DATASET or mnist.")
     ] = None,
 ) -> None:
-    """List the holders a campaign would register (address, images, reservation price)."""
+    """List the holders a campaign would register (address, images, reservation price,
+    licence)."""
 
     try:
-        found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
+        found = load_holders(
+            Settings.for_profile(profile, holders_dir=holders_dir, dataset=dataset)
+        )
     except OffchainError as exc:
         _fail(exc)
         return
     table = Table(title="Holders")
-    for column in ("holder", "address", "images", "price/round (TST)"):
+    for column in ("holder", "address", "images", "price/round (TST)", "licence"):
         table.add_column(column)
     for h in found:
-        table.add_row(h.name, h.address, str(h.n_images), format_tokens(h.reservation_price_wei))
+        table.add_row(h.name, h.address, str(h.n_images), format_tokens(h.reservation_price_wei),
+                      h.licence or "—")
     console.print(table)
 
 

@@ -13,12 +13,11 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from offchain.config import Settings
+from offchain.config import HOLDER_SOURCES, Settings
 from offchain.data.holders import (
     Holder,
     load_holder_folders,
     manifest_hashes,
-    mnist_holders,
     write_dataset_manifest,
 )
 from offchain.errors import ConfigError
@@ -142,11 +141,16 @@ def quality_reference_dataset(settings: Settings) -> str | None:
 
 
 def load_holders(settings: Settings) -> list[Holder]:
-    """The campaign's holders: the user's folders, or the shipped MNIST split."""
+    """The campaign's holders: the user's folders (``holders_dir``), else those of
+    ``settings.dataset`` (:data:`offchain.config.HOLDER_SOURCES`: the shipped MNIST split, or
+    the emoji artists × categories).
+
+    Raises:
+        DataError: the holders cannot be loaded (a bad folder, missing emoji packages …).
+    """
     if settings.holders_dir is not None:
         return load_holder_folders(settings.holders_dir)
-    return mnist_holders(n_holders=settings.n_holders, sizes=settings.holder_sizes,
-                         seed=settings.seed)
+    return HOLDER_SOURCES[settings.dataset](settings)
 
 
 def open_store(settings: Settings) -> RoundStore:

@@ -8,6 +8,7 @@ the attributor are picked by name from their registries
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +20,15 @@ from offchain.attribution.defaults import (
 )
 from offchain.errors import ConfigError
 
-__all__ = ["DEFAULT_ATTRIBUTOR", "DEFAULT_BACKEND", "MLConfig"]
+__all__ = ["DEFAULT_ATTRIBUTOR", "DEFAULT_BACKEND", "DEVICES", "MLConfig"]
 
 DEFAULT_BACKEND = "ddpm"
 """The model backend of a run unless its settings name another."""
 DEFAULT_ATTRIBUTOR = "trak"
 """The attributor of a run unless its settings name another."""
+DEVICES = ("auto", "cpu", "cuda")
+"""Device preferences (:func:`offchain.diffusion.device.select_device`): ``auto`` is CUDA when
+available, else the CPU."""
 
 
 @dataclass(frozen=True)
@@ -61,15 +65,32 @@ class MLConfig:
     """Registry name of the model backend (:func:`offchain.diffusion.get_backend`)."""
     attributor: str = DEFAULT_ATTRIBUTOR
     """Registry name of the attributor (:func:`offchain.attribution.get_attributor`)."""
+    device: str = "auto"
+    """Where the ML stages run: ``auto`` (CUDA when available, else the CPU), ``cpu`` or
+    ``cuda`` (a ConfigError where no CUDA device is available)."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance scale w of a conditional backend's sampling (0: unconditional,
+    1: conditional without guidance); unconditional backends ignore it."""
+    copyright_probes: int = 8
+    """Works per participating holder whose captions a conditional backend's copyright stage
+    generates from (docs/copyright.md); unconditional backends ignore it."""
 
     def __post_init__(self) -> None:
         lows = {"n_samples": 1, "image_size": 8, "train_steps": 1, "proj_dim": 8,
                 "trak_timesteps": 1, "trak_ensemble": 1, "quality_samples": 2,
-                "quality_classifier_epochs": 1}  # the ranges of the matching Settings fields
+                "quality_classifier_epochs": 1,
+                "copyright_probes": 1}  # the ranges of the matching Settings fields
         for name, low in lows.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
                 raise ConfigError(f"{name} must be an int ≥ {low}, got {value!r}")
+        if self.device not in DEVICES:
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        scale = self.guidance_scale
+        if isinstance(scale, bool) or not isinstance(scale, int | float) or not (
+            math.isfinite(scale) and scale >= 0
+        ):
+            raise ConfigError(f"guidance_scale must be a finite number ≥ 0, got {scale!r}")
 
     @classmethod
     def from_settings(cls, settings: Any, progress: bool = True) -> MLConfig:
@@ -91,4 +112,7 @@ class MLConfig:
             progress=progress,
             backend=settings.backend,
             attributor=settings.attributor,
+            device=settings.device,
+            guidance_scale=float(settings.guidance_scale),
+            copyright_probes=settings.copyright_probes,
         )
