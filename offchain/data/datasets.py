@@ -3,7 +3,8 @@
 A dataset source (:data:`DatasetSource`) is a function that loads one labelled image set::
 
     source(**options) -> (images, labels)
-        images  uint8 (N, H, W), 0 = black, at the dataset's native resolution
+        images  uint8 (N, H, W) grayscale, 0 = black, or uint8 (N, H, W, 3) RGB, at the
+                dataset's native resolution
         labels  int64 (N,), class of each image
 
 Built-in sources (:func:`dataset_names`):
@@ -44,7 +45,7 @@ __all__ = [
 ]
 
 DatasetSource = Callable[..., tuple[np.ndarray, np.ndarray]]
-"""``source(**options) -> (images uint8 (N, H, W), labels int64 (N,))``; options are the
+"""``source(**options) -> (images uint8 (N, H, W) or (N, H, W, 3), labels int64 (N,))``; options are the
 source's own (``root`` for ``mnist`` and ``folders``), and every option has a default except
 where the source says it needs one."""
 
@@ -99,7 +100,8 @@ def load_dataset(name: str, **options: Any) -> tuple[np.ndarray, np.ndarray]:
     """Load dataset ``name`` through its source, with the source's ``options``.
 
     Returns:
-        ``(images, labels)``: uint8 (N, H, W) images, 0 = black, and int64 (N,) labels, fresh
+        ``(images, labels)``: uint8 (N, H, W) grayscale images, 0 = black, or uint8
+        (N, H, W, 3) RGB, and int64 (N,) labels, fresh
         arrays at the dataset's native resolution.
 
     Raises:
@@ -113,14 +115,19 @@ def load_dataset(name: str, **options: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_labelled_images(images: np.ndarray, labels: np.ndarray) -> None:
-    """Refuse anything but uint8 (N, H, W) images with integer (N,) labels.
+    """Refuse anything but uint8 (N, H, W) grayscale or (N, H, W, 3) RGB images with integer
+    (N,) labels.
 
     Raises:
         DataError: naming the dtype and shape found.
     """
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+    if (
+        not isinstance(images, np.ndarray)
+        or images.dtype != np.uint8
+        or not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3))
+    ):
         raise DataError(
-            "images must be a uint8 array of shape (N, H, W), got "
+            "images must be a uint8 array of shape (N, H, W) or (N, H, W, 3), got "
             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
         )
     labels = np.asarray(labels)
