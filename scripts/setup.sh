@@ -25,6 +25,8 @@ fi
 # Exactly the lock (which records anvil's optional binary of every platform, so no install
 # rewrites it and the tree stays clean); regenerate it with `npm install` after editing
 # package.json, from an empty node_modules and no lock.
+# node_modules also holds the emoji art of the `emoji` dataset (emoji-datasource-google and
+# -twitter, openmoji: about 140 MB of tarballs, 220 MB unpacked), read by offchain/data/emoji.py.
 npm ci --no-audit --no-fund --loglevel=error
 echo "$stamp" > .setup-stamp
 echo "setup: done (.venv, node_modules)"
