@@ -381,3 +381,53 @@ def test_prepare_reference_digits(tmp_path) -> None:
     assert report["classifier_val_accuracy"] >= 0.8 and report["n_reference"] == ref.n_reference
     noise = np.random.default_rng(0).uniform(-1, 1, (100, 1, 16, 16)).astype(np.float32)
     assert quality_report(noise, ref.classifier_dir, ref.stats_path)["fid"] > 5 * report["fid"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Color (RGB) images
+# ---------------------------------------------------------------------------------------------
+
+
+def _equal_luma_colors(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 12, 12, 3) images of two classes whose colors have (almost) the same gray:
+    class 0 a magenta-ish, class 1 a green-ish square on white, with pixel noise."""
+    rng = np.random.default_rng(seed)
+    colors = np.array([[200, 80, 120], [60, 150, 90]], np.float64)  # luma 120.4 and 116.3
+    labels = rng.integers(0, 2, n)
+    images = np.full((n, 12, 12, 3), 255.0)
+    for i, label in enumerate(labels):
+        top, left = rng.integers(0, 5, 2)
+        images[i, top : top + 7, left : left + 7] = colors[label]
+    images += rng.normal(0, 12, images.shape)
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def test_rgb_classifier_reads_color_and_reports_quality(tmp_path) -> None:
+    images, labels = _equal_luma_colors(400, seed=0)
+    cfg = ClassifierConfig(image_size=8, channels=(8, 16), feature_dim=8, epochs=6, num_threads=1)
+    ref = prepare_reference(images, labels, tmp_path / "rgb", cfg, progress=False)
+    model = load_reference_classifier(ref.classifier_dir)
+    assert model.in_channels == 3 and model.metadata["in_channels"] == 3
+    assert model.metadata["val_accuracy"] >= 0.9  # the colors differ in hue, not in gray
+    fresh, fresh_labels = _equal_luma_colors(100, seed=1)
+    x = preprocess(fresh, 8, channels=3)
+    assert x.shape == (100, 3, 8, 8)
+    with torch.no_grad():
+        assert (model(x).argmax(1).numpy() == fresh_labels).mean() >= 0.9
+    report = quality_report(x.numpy(), ref.classifier_dir, ref.stats_path, device="cpu")
+    assert report["n_samples"] == 100 and report["feature_dim"] == 8
+    noise = np.random.default_rng(0).uniform(-1, 1, (100, 3, 8, 8)).astype(np.float32)
+    assert quality_report(noise, ref.classifier_dir, ref.stats_path)["fid"] > 5 * report["fid"]
+    with pytest.raises(DataError, match=r"\(B >= 1, 3, S, S\)"):  # gray samples, RGB model
+        features(model, preprocess(fresh[..., 0], 8).numpy())
+    stats = reference_stats(ref.classifier_dir, fresh)  # RGB reference images are accepted
+    assert stats.n == 100 and stats.dim == 8
+
+
+def test_held_out_excludes_rgb_holder_images_by_hash() -> None:
+    images, labels = _equal_luma_colors(30, seed=2)
+    kept, kept_labels = exclude_images(images, labels, [image_hash(images[3]), image_hash(images[7])])
+    assert len(kept) == 28 and kept.shape[1:] == (12, 12, 3)
+    assert not any(np.array_equal(k, images[3]) or np.array_equal(k, images[7]) for k in kept)
+    gray = images[..., 0]  # the same bytes as a grayscale image hash differently
+    assert image_hash(gray[3]) != image_hash(images[3])

@@ -3,12 +3,13 @@
 FID (Heusel et al. 2017) is usually computed on Inception-v3 pool features, whose weights
 cannot be fetched offline. As is common for MNIST-scale generators, the project instead trains
 a small CNN on held-out real images with labels, at the diffusion model's input resolution
-(S × S grayscale in [−1, 1], :func:`offchain.diffusion.preprocess`), and measures FID in its
-penultimate layer.
+(S × S in [−1, 1], :func:`offchain.diffusion.preprocess`: grayscale for MNIST, RGB for the
+emoji art), and measures FID in its penultimate layer.
 
-Architecture (``channels = (c1, c2)``, ``feature_dim = D``, K classes)::
+Architecture (``channels = (c1, c2)``, ``feature_dim = D``, K classes, C input channels: 1 for
+grayscale training images, 3 for RGB ones, recorded as ``in_channels``)::
 
-    x (B, 1, S, S) → conv3×3(1→c1) → ReLU → maxpool2 → conv3×3(c1→c2) → ReLU → maxpool2
+    x (B, C, S, S) → conv3×3(C→c1) → ReLU → maxpool2 → conv3×3(c1→c2) → ReLU → maxpool2
       → flatten (c2 · (S/4)²) → linear(→D)  = features (pre-activation, float)
       → ReLU → linear(D→K) = logits
 
@@ -50,6 +51,7 @@ __all__ = [
     "check_model_images",
     "data_hash",
     "features",
+    "image_channels",
     "load_reference_classifier",
     "predict_proba",
     "train_reference_classifier",
@@ -148,24 +150,32 @@ class ReferenceClassifier(nn.Module):
     """The small CNN of the module docstring.
 
     ``forward(x)`` → logits (B, K); :meth:`extract_features` ``(x)`` → features (B, D); x is
-    float32 (B, 1, S, S) in [−1, 1]. After :func:`load_reference_classifier`, ``metadata`` holds
-    the classifier's JSON record.
+    float32 (B, C, S, S) in [−1, 1], C = ``in_channels`` (1 grayscale, 3 RGB). After
+    :func:`load_reference_classifier`, ``metadata`` holds the classifier's JSON record.
     """
 
     def __init__(
-        self, image_size: int, channels: tuple[int, int], feature_dim: int, n_classes: int
+        self,
+        image_size: int,
+        channels: tuple[int, int],
+        feature_dim: int,
+        n_classes: int,
+        in_channels: int = 1,
     ) -> None:
         super().__init__()
         if image_size < 4 or image_size % 4:
             raise ConfigError(f"image_size must be a multiple of 4, >= 4, got {image_size}")
         if n_classes < 2:
             raise ConfigError(f"a classifier needs >= 2 classes, got {n_classes}")
+        if in_channels not in (1, 3):
+            raise ConfigError(f"in_channels must be 1 or 3, got {in_channels}")
         c1, c2 = channels
         self.image_size = int(image_size)
+        self.in_channels = int(in_channels)
         self.feature_dim = int(feature_dim)
         self.n_classes = int(n_classes)
         self.metadata: dict[str, Any] = {}
-        self.conv1 = nn.Conv2d(1, c1, kernel_size=3, padding=1)
+        self.conv1 = nn.Conv2d(in_channels, c1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(c1, c2, kernel_size=3, padding=1)
         self.fc = nn.Linear(c2 * (image_size // 4) ** 2, feature_dim)
         self.head = nn.Linear(feature_dim, n_classes)
@@ -182,8 +192,8 @@ class ReferenceClassifier(nn.Module):
 
 
 def data_hash(images: np.ndarray, labels: np.ndarray) -> str:
-    """Hex SHA-256 of a labelled dataset: ``"images:<N>x<H>x<W>:"`` + pixel bytes (uint8,
-    row-major) + ``"labels:"`` + labels as little-endian int64 bytes."""
+    """Hex SHA-256 of a labelled dataset: ``"images:<N>x<H>x<W>:"`` (``…x3:`` for RGB) +
+    pixel bytes (uint8, row-major) + ``"labels:"`` + labels as little-endian int64 bytes."""
     digest = hashlib.sha256(("images:" + "x".join(map(str, images.shape)) + ":").encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     digest.update(b"labels:")
@@ -211,8 +221,9 @@ def train_reference_classifier(
     config (ignoring ``num_threads``), nothing is trained.
 
     Args:
-        images: uint8 (N, H, W) real images, none of them a data holder's
-            (see :func:`offchain.quality.held_out.held_out_images`); resized to S × S.
+        images: uint8 (N, H, W) grayscale or (N, H, W, 3) RGB real images, none of them a
+            data holder's (see :func:`offchain.quality.held_out.held_out_images`); resized to
+            S × S, the classifier takes as many channels as they have (1 or 3).
         labels: integer (N,) labels; the sorted distinct values are the classes (≥ 2, each
             with ≥ 2 images).
         out_dir: folder to write (created).
@@ -247,6 +258,7 @@ def train_reference_classifier(
         cfg,
         classes,
         n_images=len(images),
+        in_channels=int(x_all.shape[1]),
         n_train=int(len(x_train)),
         n_val=int(len(x_val)),
         train_acc=train_acc,
@@ -263,9 +275,10 @@ def train_reference_classifier(
 def _check_training_data(
     images: np.ndarray, labels: np.ndarray, image_size: int
 ) -> tuple[torch.Tensor, np.ndarray, np.ndarray, np.ndarray]:
-    """(x float32 (N, 1, S, S) in [−1, 1], labels as ndarray (N,), classes int64 (K,) sorted,
-    targets int (N,) class indices 0..K−1); raises :class:`DataError` on bad images or labels."""
-    x_all = preprocess(images, image_size)  # raises DataError on bad images
+    """(x float32 (N, C, S, S) in [−1, 1] (C = 1 for grayscale, 3 for RGB images), labels as
+    ndarray (N,), classes int64 (K,) sorted, targets int (N,) class indices 0..K−1); raises
+    :class:`DataError` on bad images or labels."""
+    x_all = preprocess(images, image_size, channels=image_channels(images))
     labels = np.asarray(labels)
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError(
@@ -307,7 +320,7 @@ def _has_matching_classifier(out_dir: Path, digest: str, cfg: ClassifierConfig) 
 def _split_train_val(
     x_all: torch.Tensor, targets: np.ndarray, n_classes: int, cfg: ClassifierConfig
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(x_train, y_train, x_val, y_val): x float32 (n, 1, S, S), y int64 (n,); a stratified
+    """(x_train, y_train, x_val, y_val): x float32 (n, C, S, S), y int64 (n,); a stratified
     split seeded by ``cfg.seed``, ≥ 1 image of each class on each side."""
     rng = np.random.default_rng(cfg.seed)
     is_val = np.zeros(len(targets), dtype=bool)
@@ -333,7 +346,9 @@ def _train_and_score(
     start = time.perf_counter()
     with torch_threads(cfg.num_threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        model = ReferenceClassifier(cfg.image_size, cfg.channels, cfg.feature_dim, n_classes)
+        model = ReferenceClassifier(
+            cfg.image_size, cfg.channels, cfg.feature_dim, n_classes, int(x_train.shape[1])
+        )
         loss_value = _fit(model, x_train, y_train, cfg, progress)
         model.eval()
         train_acc = _accuracy(model, x_train, y_train)
@@ -401,6 +416,7 @@ def _classifier_record(
     classes: np.ndarray,
     *,
     n_images: int,
+    in_channels: int,
     n_train: int,
     n_val: int,
     train_acc: float,
@@ -417,6 +433,7 @@ def _classifier_record(
         "classes": [int(c) for c in classes],
         "n_classes": len(classes),
         "image_size": cfg.image_size,
+        "in_channels": in_channels,
         "feature_dim": cfg.feature_dim,
         "n_images": n_images,
         "n_train": n_train,
@@ -466,7 +483,10 @@ def load_reference_classifier(classifier_dir: Path) -> ReferenceClassifier:
         raise StageError(f"{json_path}: {exc}") from exc
     from safetensors.torch import load_file
 
-    model = ReferenceClassifier(cfg.image_size, cfg.channels, cfg.feature_dim, meta["n_classes"])
+    model = ReferenceClassifier(  # records before RGB support have no in_channels: grayscale
+        cfg.image_size, cfg.channels, cfg.feature_dim, meta["n_classes"],
+        int(meta.get("in_channels", 1)),
+    )
     try:
         model.load_state_dict(load_file(str(weights_path)))
     except (RuntimeError, OSError) as exc:
@@ -476,20 +496,34 @@ def load_reference_classifier(classifier_dir: Path) -> ReferenceClassifier:
     return model
 
 
-def check_model_images(images: np.ndarray | torch.Tensor, image_size: int | None) -> torch.Tensor:
+def image_channels(images: np.ndarray) -> int:
+    """Channels of uint8 images as a model takes them: 1 for (N, H, W), 3 for (N, H, W, 3)."""
+    return 3 if getattr(images, "ndim", 0) == 4 else 1
+
+
+def check_model_images(
+    images: np.ndarray | torch.Tensor, image_size: int | None, channels: int | None = None
+) -> torch.Tensor:
     """Validate model inputs and return them as a float32 CPU tensor.
 
     Args:
-        images: float (B, 1, S, S) array or tensor, pixels in [−1, 1] (±1e-4), B ≥ 1.
+        images: float (B, C, S, S) array or tensor, C = 1 (grayscale) or 3 (RGB), pixels in
+            [−1, 1] (±1e-4), B ≥ 1.
         image_size: required S, or None for any.
+        channels: required C, or None for 1 or 3.
 
     Raises:
-        DataError: not 4-D with one channel, wrong side, empty, non-finite or out-of-range
-            pixels (e.g. uint8 0..255 passed by mistake).
+        DataError: not 4-D with 1 or 3 (or ``channels``) channels, wrong side, empty,
+            non-finite or out-of-range pixels (e.g. uint8 0..255 passed by mistake).
     """
     x = torch.as_tensor(np.asarray(images) if not isinstance(images, torch.Tensor) else images)
-    if x.ndim != 4 or x.shape[1] != 1 or x.shape[0] == 0:
-        raise DataError(f"images must have shape (B >= 1, 1, S, S), got {tuple(x.shape)}")
+    allowed = (1, 3) if channels is None else (channels,)
+    if x.ndim != 4 or x.shape[1] not in allowed or x.shape[0] == 0:
+        wanted = " or ".join(str(c) for c in allowed)
+        raise DataError(
+            f"images must have shape (B >= 1, {wanted}, S, S) for this model, got "
+            f"{tuple(x.shape)}"
+        )
     if not torch.is_floating_point(x):
         raise DataError(
             f"images must be float in [-1, 1] (see offchain.diffusion.preprocess), got {x.dtype}"
@@ -507,16 +541,34 @@ def check_model_images(images: np.ndarray | torch.Tensor, image_size: int | None
     return x.clamp(-1.0, 1.0)
 
 
-def features(model: Any, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+def _on_device(model: Any, device: torch.device | str | None) -> torch.device:
+    """Move ``model`` (an ``nn.Module``; other extractors stay where they are) to ``device``
+    (None: the CPU); the device its inputs go to."""
+    target = torch.device(device) if device is not None else torch.device("cpu")
+    if isinstance(model, nn.Module):
+        model.to(target)
+        return target
+    return torch.device("cpu")
+
+
+def features(
+    model: Any,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+) -> np.ndarray:
     """Feature vectors of images: the penultimate layer of a :class:`ReferenceClassifier`, or
     whatever ``model.extract_features`` returns (e.g.
     :class:`offchain.quality.fid.TorchScriptFeatureExtractor`).
 
     Args:
-        model: an object with ``extract_features(x: Tensor (b, 1, S, S)) → Tensor (b, …)`` and
-            an ``image_size`` attribute (int, or None for any size).
-        images: float32 (B, 1, S, S) in [−1, 1].
+        model: an object with ``extract_features(x: Tensor (b, C, S, S)) → Tensor (b, …)``, an
+            ``image_size`` attribute (int, or None for any size) and optionally
+            ``in_channels`` (the C it takes; absent: 1 or 3).
+        images: float32 (B, C, S, S) in [−1, 1].
         batch_size: images per forward pass.
+        device: where a :class:`ReferenceClassifier` runs (it is moved there; None: the CPU);
+            the features are float64 on the CPU either way.
 
     Returns:
         float64 (B, D) numpy array.
@@ -524,35 +576,44 @@ def features(model: Any, images: np.ndarray | torch.Tensor, batch_size: int = 25
     Raises:
         DataError: bad images (see :func:`check_model_images`).
     """
-    x = check_model_images(images, getattr(model, "image_size", None))
+    x = check_model_images(
+        images, getattr(model, "image_size", None), getattr(model, "in_channels", None)
+    )
+    target = _on_device(model, device)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            feats = model.extract_features(x[start : start + batch_size])
-            out.append(torch.flatten(feats, 1).to(torch.float64))
+            feats = model.extract_features(x[start : start + batch_size].to(target))
+            out.append(torch.flatten(feats, 1).to("cpu", torch.float64))
     if was_training:
         model.train()
     return torch.cat(out).numpy()
 
 
 def predict_proba(
-    model: ReferenceClassifier, images: np.ndarray | torch.Tensor, batch_size: int = 256
+    model: ReferenceClassifier,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """Softmax class probabilities float64 (B, K) of images float32 (B, 1, S, S) in [−1, 1];
-    column k is class ``model.metadata["classes"][k]``.
+    """Softmax class probabilities float64 (B, K) of images float32 (B, C, S, S) in [−1, 1];
+    column k is class ``model.metadata["classes"][k]``. ``device``: where the model runs (it
+    is moved there; None: the CPU).
 
     Raises:
         DataError: bad images (see :func:`check_model_images`).
     """
-    x = check_model_images(images, model.image_size)
+    x = check_model_images(images, model.image_size, model.in_channels)
+    target = _on_device(model, device)
     model.eval()
     out = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            out.append(torch.softmax(model(x[start : start + batch_size]), dim=1).double())
+            logits = model(x[start : start + batch_size].to(target))
+            out.append(torch.softmax(logits, dim=1).to("cpu", torch.float64))
     return torch.cat(out).numpy()
 
 

@@ -37,6 +37,7 @@ from offchain.quality.classifier import (
     ClassifierConfig,
     ReferenceClassifier,
     features,
+    image_channels,
     load_reference_classifier,
     predict_proba,
     train_reference_classifier,
@@ -140,9 +141,13 @@ class FeatureStats:
 
 
 def feature_stats(
-    model: Any, images: np.ndarray | torch.Tensor, batch_size: int = 256
+    model: Any,
+    images: np.ndarray | torch.Tensor,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
 ) -> FeatureStats:
-    """:class:`FeatureStats` of ``features(model, images)`` (float32 (B, 1, S, S) in [−1, 1]).
+    """:class:`FeatureStats` of ``features(model, images, device=device)`` (float32
+    (B, C, S, S) in [−1, 1]).
 
     Raises:
         DataError: bad images, or B < 2.
@@ -150,7 +155,9 @@ def feature_stats(
     n = len(images)
     if n < 2:
         raise DataError(f"FID needs at least 2 images for a covariance, got {n}")
-    return FeatureStats.from_features(features(model, images, batch_size=batch_size))
+    return FeatureStats.from_features(
+        features(model, images, batch_size=batch_size, device=device)
+    )
 
 
 def frechet_distance(
@@ -250,6 +257,7 @@ def fid(
     reference: FeatureStats,
     model: Any,
     batch_size: int = 256,
+    device: torch.device | str | None = None,
 ) -> float:
     """FID of generated images against reference statistics, in ``model``'s feature space.
 
@@ -257,13 +265,14 @@ def fid(
     compare FIDs only at equal M (see docs/quality.md for the spread per M).
 
     Args:
-        generated: float32 (M, 1, S, S) in [−1, 1], M ≥ 2 (e.g.
+        generated: float32 (M, C, S, S) in [−1, 1], M ≥ 2 (e.g.
             :func:`offchain.diffusion.generate_samples`).
         reference: statistics of real held-out images in the same feature space
             (:func:`reference_stats`).
         model: the feature extractor (:class:`ReferenceClassifier` or
             :class:`TorchScriptFeatureExtractor`).
         batch_size: images per forward pass.
+        device: where the classifier runs (None: the CPU).
 
     Returns:
         FID ≥ 0 in squared feature units.
@@ -271,7 +280,7 @@ def fid(
     Raises:
         DataError: bad images, M < 2, or feature dimension ≠ the reference's.
     """
-    stats = feature_stats(model, generated, batch_size=batch_size)
+    stats = feature_stats(model, generated, batch_size=batch_size, device=device)
     if stats.dim != reference.dim:
         raise DataError(
             f"generated features have dimension {stats.dim}, the reference statistics "
@@ -281,7 +290,8 @@ def fid(
 
 
 def images_hash(images: np.ndarray) -> str:
-    """Hex SHA-256 of uint8 (N, H, W) images: ``"<N>x<H>x<W>:"`` + row-major pixel bytes."""
+    """Hex SHA-256 of uint8 (N, H, W) or (N, H, W, 3) images: the shape joined by ``x``
+    (``"<N>x<H>x<W>:"``, ``"<N>x<H>x<W>x3:"``) + row-major pixel bytes."""
     digest = hashlib.sha256(("x".join(map(str, images.shape)) + ":").encode())
     digest.update(np.ascontiguousarray(images).tobytes())
     return digest.hexdigest()
@@ -293,6 +303,7 @@ def reference_stats(
     model: Any | None = None,
     extractor_id: str | None = None,
     batch_size: int = 256,
+    device: torch.device | str | None = None,
 ) -> FeatureStats:
     """Feature statistics of real held-out reference images, cached next to the classifier.
 
@@ -303,13 +314,15 @@ def reference_stats(
 
     Args:
         classifier_dir: folder of the reference classifier (the cache lives there).
-        images: uint8 (N, H, W) real images, N ≥ 2, none of them a holder's; resized to the
-            model's S by :func:`offchain.diffusion.preprocess` (S = 16 when the model takes any
-            size).
+        images: uint8 (N, H, W) grayscale or (N, H, W, 3) RGB real images, N ≥ 2, none of
+            them a holder's; resized to the model's S by :func:`offchain.diffusion.preprocess`
+            (S = 16 when the model takes any size) with the model's channels (its
+            ``in_channels``, else the images').
         model: feature extractor; None loads the classifier in ``classifier_dir``.
         extractor_id: identity of a non-classifier ``model`` for the cache key (e.g.
             :attr:`TorchScriptFeatureExtractor.sha256`); default: the classifier's weight hash.
         batch_size: images per forward pass.
+        device: where the model runs (None: the CPU).
 
     Raises:
         StageError: no classifier in ``classifier_dir`` (when ``model`` is None).
@@ -325,9 +338,11 @@ def reference_stats(
         )
         if extractor_id is None:
             raise ConfigError("extractor_id is required for a model without a recorded hash")
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or not (
+        images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)
+    ):
         raise DataError(
-            "reference images must be a uint8 array of shape (N, H, W), got "
+            "reference images must be a uint8 array of shape (N, H, W) or (N, H, W, 3), got "
             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
         )
     data = images_hash(images)
@@ -338,7 +353,10 @@ def reference_stats(
             logger.debug("reference statistics from cache %s", path)
             return FeatureStats.load(path)
     size = getattr(model, "image_size", None) or 16
-    stats = feature_stats(model, preprocess(images, size), batch_size=batch_size)
+    channels = getattr(model, "in_channels", None) or image_channels(images)
+    stats = feature_stats(
+        model, preprocess(images, size, channels=channels), batch_size=batch_size, device=device
+    )
     stats.save(path, images_hash=data, extractor_id=extractor_id)
     logger.info("reference statistics of %d images written to %s", stats.n, path)
     return stats
@@ -358,8 +376,9 @@ class TorchScriptFeatureExtractor:
     also used by clean-fid: ``module(x, return_features=True)`` on float (B, 3, 299, 299) with
     pixels in [0, 255] returns (B, 2048) pool3 features. Nothing is downloaded: pass the file.
 
-    Grayscale inputs (B, 1, S, S) in [−1, 1] are mapped to ``lo + (x + 1)/2 · (hi − lo)`` for
-    ``input_range = (lo, hi)``, repeated to 3 channels and resized bilinearly to
+    Inputs (B, 1, S, S) grayscale or (B, 3, S, S) RGB in [−1, 1] are mapped to
+    ``lo + (x + 1)/2 · (hi − lo)`` for ``input_range = (lo, hi)``, grayscale repeated to 3
+    channels, and resized bilinearly to
     ``resize_to`` × ``resize_to`` (None: kept). The module is called with
     ``return_features=True`` and, if it does not take that argument, without it; a tuple or
     list output gives its first element; the output is flattened to (B, D).
@@ -397,10 +416,11 @@ class TorchScriptFeatureExtractor:
         self._with_flag: bool | None = None
 
     def extract_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Features (b, D) of float32 (b, 1, S, S) images in [−1, 1]."""
+        """Features (b, D) of float32 (b, 1 or 3, S, S) images in [−1, 1]."""
         lo, hi = self.input_range
         x = lo + (x + 1.0) * 0.5 * (hi - lo)
-        x = x.repeat(1, 3, 1, 1)
+        if x.shape[1] == 1:
+            x = x.repeat(1, 3, 1, 1)
         if self.resize_to is not None and tuple(x.shape[-2:]) != (self.resize_to,) * 2:
             x = F.interpolate(
                 x, size=(self.resize_to, self.resize_to), mode="bilinear", align_corners=False
@@ -431,18 +451,22 @@ def quality_report(
     model: ReferenceClassifier | None = None,
     inception: TorchScriptFeatureExtractor | None = None,
     batch_size: int = 256,
+    device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Quality of one round's samples, as the dict the round writes to ``quality.json``.
 
     Args:
-        samples: float32 (M, 1, S, S) in [−1, 1], M ≥ 2 (the round's ``samples.npy``).
+        samples: float32 (M, C, S, S) in [−1, 1], M ≥ 2 (the round's ``samples.npy``), C the
+            classifier's channels (1 grayscale, 3 RGB).
         classifier_dir: the reference classifier's folder.
-        reference: the real reference: uint8 (N, H, W) held-out images (statistics cached by
+        reference: the real reference: uint8 (N, H, W) or (N, H, W, 3) held-out images (statistics cached by
             :func:`reference_stats`), a :class:`FeatureStats`, or the path of its ``.npz``.
         model: the loaded classifier (None: loaded from ``classifier_dir``).
         inception: also report ``fid_inception`` with this extractor; needs ``reference`` as
             images.
         batch_size: images per forward pass.
+        device: where the classifier runs (None: the CPU; the Inception extractor stays on
+            the CPU).
 
     Returns:
         A JSON-able dict::
@@ -473,11 +497,13 @@ def quality_report(
     if isinstance(reference, FeatureStats):
         ref = reference
     elif isinstance(reference, np.ndarray):
-        ref = reference_stats(classifier_dir, reference, model=model, batch_size=batch_size)
+        ref = reference_stats(
+            classifier_dir, reference, model=model, batch_size=batch_size, device=device
+        )
     else:
         ref = FeatureStats.load(Path(reference))
-    value = fid(samples, ref, model, batch_size=batch_size)
-    proba = predict_proba(model, samples, batch_size=batch_size)
+    value = fid(samples, ref, model, batch_size=batch_size, device=device)
+    proba = predict_proba(model, samples, batch_size=batch_size, device=device)
     k = proba.shape[1]
     hist = np.bincount(proba.argmax(axis=1), minlength=k)
     p = hist / hist.sum()
@@ -501,7 +527,9 @@ def quality_report(
     }
     if inception is not None:
         if not isinstance(reference, np.ndarray):
-            raise ConfigError("fid_inception needs the reference as uint8 images (N, H, W)")
+            raise ConfigError(
+                "fid_inception needs the reference as uint8 images (N, H, W) or (N, H, W, 3)"
+            )
         inc_ref = reference_stats(
             classifier_dir,
             reference,
@@ -535,6 +563,7 @@ def prepare_reference(
     classifier_fraction: float = 0.5,
     seed: int = 0,
     progress: bool = True,
+    device: torch.device | str | None = None,
 ) -> QualityReference:
     """Train the reference classifier and cache the reference statistics, in one call.
 
@@ -548,7 +577,7 @@ def prepare_reference(
         report = quality_report(samples, ref.classifier_dir, ref.stats_path)
 
     Args:
-        images: uint8 (N, H, W) held-out real images (no holder's; see
+        images: uint8 (N, H, W) or (N, H, W, 3) held-out real images (no holder's; see
             :func:`offchain.quality.held_out.held_out_images`).
         labels: integer (N,) labels.
         out_dir: classifier folder (created).
@@ -556,6 +585,8 @@ def prepare_reference(
         classifier_fraction: share of each class for the classifier, in (0, 1).
         seed: seed of the split.
         progress: tqdm progress bar while training.
+        device: where the reference statistics' features are computed (None: the CPU; the
+            classifier trains on the CPU).
 
     Raises:
         ConfigError, DataError, StageError: as :func:`split_reference`,
@@ -566,7 +597,7 @@ def prepare_reference(
     )
     out_dir = train_reference_classifier(clf_images, clf_labels, out_dir, cfg, progress=progress)
     model = load_reference_classifier(out_dir)
-    stats = reference_stats(out_dir, ref_images, model=model)
+    stats = reference_stats(out_dir, ref_images, model=model, device=device)
     return QualityReference(
         classifier_dir=Path(out_dir),
         stats_path=reference_stats_path(

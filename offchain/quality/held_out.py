@@ -3,10 +3,14 @@
 The reference classifier and the FID reference statistics must never see a data holder's
 images, or the metric would reward memorising them. The helpers here take a labelled real
 dataset from the registry (:func:`offchain.data.datasets.load_dataset`: ``"mnist"``,
-``"digits"``, ``"lfw"`` or any registered one) at its native resolution as uint8 (N, H, W),
-drop every image whose :func:`offchain.data.holders.image_hash` belongs to a holder, and split
-the rest into a part that trains the classifier and a disjoint part whose statistics are the
-FID reference.
+``"digits"``, ``"lfw"``, ``"emoji"`` or any registered one) at its native resolution as uint8
+(N, H, W) grayscale or (N, H, W, 3) RGB, drop every image whose
+:func:`offchain.data.holders.image_hash` belongs to a holder, and split the rest into a part
+that trains the classifier and a disjoint part whose statistics are the FID reference.
+
+For ``emoji`` the labels are the emoji's categories over every artist (Noto, Twemoji, …), and
+the holders' images are the dataset's own 64×64 RGB images (:func:`offchain.data.emoji.
+emoji_holders`), so every holder image is found by its hash and left out.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ def exclude_images(
     too.
 
     Args:
-        images: uint8 (N, H, W).
+        images: uint8 (N, H, W) or (N, H, W, 3).
         labels: integer (N,).
         hashes: hex SHA-256 image hashes to exclude.
 
@@ -62,7 +66,9 @@ def held_out_images(
     """Images of dataset ``name`` that belong to none of ``holders``.
 
     For the MNIST demo the holders come from :func:`offchain.data.holders.mnist_holders`, whose
-    images are byte-identical to MNIST test images, so every holder image is found and dropped.
+    images are byte-identical to MNIST test images, and for the emoji campaign from
+    :func:`offchain.data.emoji.emoji_holders`, byte-identical to the ``emoji`` dataset's 64×64
+    RGB images: every holder image is found and dropped.
     Holder images at another resolution (e.g. resized by ``load_holder_folders``) cannot be
     matched: a warning is logged when some holder hashes match no image.
 
@@ -72,7 +78,8 @@ def held_out_images(
             without options.
 
     Returns:
-        ``(images, labels)``: uint8 (N', H, W) and int64 (N',) of the held-out images.
+        ``(images, labels)``: uint8 (N', H, W) or (N', H, W, 3) and int64 (N',) of the
+        held-out images.
 
     Raises:
         ConfigError: unknown dataset name, or one that needs options (``folders``).
@@ -114,7 +121,7 @@ def split_reference(
     the classifier part (at least one to each part when the class has two or more).
 
     Args:
-        images: uint8 (N, H, W).
+        images: uint8 (N, H, W) or (N, H, W, 3).
         labels: integer (N,).
         classifier_fraction: share in (0, 1) of each class for the classifier.
         seed: seed of the permutation.
