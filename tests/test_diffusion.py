@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from offchain.diffusion import (
+    DDPMBackend,
     DiffusionConfig,
     checkpoint_hash,
     generate_samples,
@@ -17,8 +19,10 @@ from offchain.diffusion import (
     load_checkpoint,
     preprocess,
     read_train_log,
+    samples_to_uint8,
     train_round,
 )
+from offchain.diffusion.model import luma
 from offchain.errors import ConfigError, DataError, StageError
 
 TINY = DiffusionConfig(
@@ -73,13 +77,45 @@ def test_preprocess_resizes_to_the_model_range_and_shape() -> None:
     assert x.min() >= -1.0 and x.max() <= 1.0
 
 
+def test_luma_is_pillows_grayscale_bit_for_bit() -> None:
+    rgb = np.random.default_rng(1).integers(0, 256, size=(5, 7, 9, 3), dtype=np.uint8)
+    expected = np.stack([np.asarray(Image.fromarray(im).convert("L")) for im in rgb])
+    assert np.array_equal(luma(rgb), expected)
+
+
+def test_preprocess_turns_rgb_into_luma_for_one_channel_and_gray_into_three() -> None:
+    rgb = np.random.default_rng(2).integers(0, 256, size=(3, 12, 12, 3), dtype=np.uint8)
+    assert torch.equal(preprocess(rgb, 8), preprocess(luma(rgb), 8))
+    gray = rgb[..., 0]
+    x = preprocess(gray, 8, channels=3)
+    assert x.shape == (3, 3, 8, 8) and x.is_contiguous()
+    assert torch.equal(x[:, 0], preprocess(gray, 8)[:, 0]) and torch.equal(x[:, 0], x[:, 2])
+    colour = preprocess(rgb, 12, channels=3)  # no resize: the channels come straight through
+    assert torch.allclose(colour[:, 1], torch.from_numpy(rgb[..., 1] / 127.5 - 1).float(), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "bad",
-    [np.zeros((0, 8, 8), np.uint8), np.zeros((2, 8, 8), np.float32), np.zeros((8, 8), np.uint8)],
+    [
+        np.zeros((0, 8, 8), np.uint8),
+        np.zeros((2, 8, 8), np.float32),
+        np.zeros((8, 8), np.uint8),
+        np.zeros((2, 8, 8, 4), np.uint8),  # RGBA: composite on white first
+        np.zeros((0, 8, 8, 3), np.uint8),
+    ],
 )
 def test_preprocess_rejects_empty_or_mistyped_images(bad: np.ndarray) -> None:
     with pytest.raises(DataError):
         preprocess(bad, 8)
+
+
+def test_samples_to_uint8_keeps_gray_2d_and_rgb_channels_last() -> None:
+    samples = np.linspace(-1, 1, 2 * 3 * 4 * 4, dtype=np.float32).reshape(2, 3, 4, 4)
+    rgb = samples_to_uint8(samples)
+    assert rgb.shape == (2, 4, 4, 3) and rgb[0, 0, 0, 0] == 0 and rgb[1, 3, 3, 2] == 255
+    assert samples_to_uint8(samples[:, :1]).shape == (2, 4, 4)
+    with pytest.raises(DataError):
+        samples_to_uint8(samples[:, :2])
 
 
 def test_train_round_rejects_empty_images(tmp_path: Path) -> None:
@@ -206,3 +242,33 @@ def test_num_threads_applies_during_sampling_and_is_restored(round_one: Path) ->
     one = generate_samples(round_one, 2, dataclasses.replace(TINY, num_threads=1), seed=0)
     assert torch.get_num_threads() == before
     assert one.shape == (2, 1, 8, 8)
+
+
+# --- the ddpm backend ---------------------------------------------------------------------------
+
+
+def test_the_ddpm_backend_trains_colour_images_on_their_luma(
+    tmp_path: Path, round_one: Path, images: np.ndarray
+) -> None:
+    # A gray image in RGB has luma = itself: the checkpoint is the gray run's, bit for bit.
+    rgb = np.repeat(images[..., None], 3, axis=3)
+    backend = DDPMBackend(TINY)
+    assert not backend.conditional
+    ckpt = backend.train_round(
+        rgb, tmp_path / "ck", seed=TINY.seed, captions=[""] * len(rgb), progress=False
+    )
+    assert checkpoint_hash(ckpt) == checkpoint_hash(round_one)
+
+
+def test_the_ddpm_backend_refuses_captions_but_not_null_ones(
+    tmp_path: Path, round_one: Path, images: np.ndarray
+) -> None:
+    backend = DDPMBackend(TINY)
+    captions = ["a square"] + [""] * (len(images) - 1)
+    with pytest.raises(ConfigError, match="unconditional"):
+        backend.train_round(images, tmp_path / "ck", seed=0, captions=captions, progress=False)
+    assert not (tmp_path / "ck").exists()
+    plain = backend.sample(round_one, 2, seed=1)
+    assert np.array_equal(backend.sample(round_one, 2, seed=1, captions=["", ""]), plain)
+    with pytest.raises(ConfigError, match="unconditional"):
+        backend.sample(round_one, 2, seed=1, captions=["a", "b"])

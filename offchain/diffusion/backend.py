@@ -16,7 +16,7 @@ deferred.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -44,10 +44,17 @@ class DenoisingModel:
 
     unet: Any
     """ε_θ, a ``torch.nn.Module``: ``unet(x_t, t).sample`` maps noisy images x_t float32
-    (B, C, S, S) and timesteps t int64 (B,) (or a scalar) to the predicted noise (B, C, S, S)."""
+    (B, C, S, S) and timesteps t int64 (B,) (or a scalar) to the predicted noise (B, C, S, S).
+    A conditional backend's ``unet`` also takes ``caption_ids`` int64 (B, L) (from
+    :attr:`encode_captions`): ``unet(x_t, t, caption_ids).sample``; without them it predicts
+    the noise of the null (empty) caption, so ``unet(x_t, t).sample`` works for every backend."""
     scheduler: Any
     """The noise schedule: ``alphas_cumprod`` float (T,) (ᾱ_t) and
     ``config.num_train_timesteps`` (T), as a diffusers ``DDPMScheduler`` has them."""
+    encode_captions: Callable[[Sequence[str]], Any] | None = None
+    """A conditional backend's tokenizer: B caption strings → int64 tensor (B, L) of token ids
+    on the CPU, the ``caption_ids`` ``unet`` takes ("" → the null caption). None for an
+    unconditional backend."""
 
 
 @runtime_checkable
@@ -61,6 +68,9 @@ class ModelBackend(Protocol):
 
     name: str
     """The registry name (``"ddpm"``)."""
+    conditional: bool
+    """True for a text-conditioned backend (it trains on captions and samples from them with
+    classifier-free guidance); False for an unconditional one, which refuses captions."""
 
     @classmethod
     def from_settings(cls, settings: Any) -> ModelBackend:
@@ -99,11 +109,12 @@ class ModelBackend(Protocol):
         ...
 
     def preprocess(self, images: np.ndarray) -> Any:
-        """Holders' uint8 images (N, H, W) as the model's inputs x_0: a float32 tensor
-        (N, C, S, S) in [−1, 1].
+        """Holders' uint8 images, grayscale (N, H, W) or RGB (N, H, W, 3), as the model's inputs
+        x_0: a float32 tensor (N, C, S, S) in [−1, 1], C the model's channels (a grayscale
+        model takes the luma of RGB images; an RGB model replicates a gray channel).
 
         Raises:
-            DataError: not uint8 (N, H, W), or empty.
+            DataError: not uint8 (N, H, W) or (N, H, W, 3), or empty.
         """
         ...
 
@@ -115,15 +126,19 @@ class ModelBackend(Protocol):
         seed: int,
         init_checkpoint: Path | None = None,
         progress: bool = True,
+        captions: Sequence[str] | None = None,
     ) -> Path:
-        """Train on uint8 ``images`` (N, H, W), continuing from ``init_checkpoint`` (the last
-        round's) or from :meth:`build` ``(seed)``; write the checkpoint to ``out_dir`` and
-        return it. A complete ``out_dir`` is returned untouched.
+        """Train on uint8 ``images`` (N, H, W) or (N, H, W, 3), continuing from
+        ``init_checkpoint`` (the last round's) or from :meth:`build` ``(seed)``; write the
+        checkpoint to ``out_dir`` and return it. A complete ``out_dir`` is returned untouched.
+
+        ``captions``: N strings, one per image ("" = no caption: the image trains the null
+        caption); None = all "". An unconditional backend accepts only None or all "".
 
         Raises:
-            DataError: bad images. ConfigError: settings that do not match
-            ``init_checkpoint``. StageError: a missing ``init_checkpoint`` or an incomplete
-            ``out_dir``.
+            DataError: bad images, or captions not N strings. ConfigError: settings that do not
+            match ``init_checkpoint``, or captions an unconditional backend cannot use.
+            StageError: a missing ``init_checkpoint`` or an incomplete ``out_dir``.
         """
         ...
 
@@ -134,20 +149,28 @@ class ModelBackend(Protocol):
         *,
         seed: int,
         captions: Sequence[str] | None = None,
+        guidance_scale: float | None = None,
     ) -> np.ndarray:
         """``n_samples`` = M ≥ 1 images drawn from the checkpoint's model, seeded by ``seed``:
-        float32 (M, C, S, S) in [−1, 1]. ``captions`` (M strings) condition a text-conditioned
-        backend; an unconditional backend refuses them.
+        float32 (M, C, S, S) in [−1, 1].
+
+        ``captions`` (M strings) condition a text-conditioned backend, which samples with
+        classifier-free guidance ε̂ = ε(∅) + w · (ε(c) − ε(∅)), w = ``guidance_scale`` (None:
+        the backend's configured scale); captions None = the null caption (unconditional
+        samples). An unconditional backend refuses captions other than None or all "" and
+        ignores ``guidance_scale``.
 
         Raises:
-            ConfigError: ``n_samples`` < 1, or captions the backend cannot use.
+            ConfigError: ``n_samples`` < 1, ``len(captions) != n_samples``, or captions the
+                backend cannot use.
             StageError: a missing or incomplete checkpoint.
         """
         ...
 
     def trainable_parameters(self, model: DenoisingModel) -> Iterator[tuple[str, Any]]:
         """``(name, tensor)`` of the parameters training updates (and attribution
-        differentiates), in ``named_parameters`` order."""
+        differentiates), in ``named_parameters`` order (for a conditional backend, the UNet's
+        and the caption encoder's)."""
         ...
 
 

@@ -1,5 +1,8 @@
 """The ``ddpm`` model backend: the unconditional grayscale DDPM of :mod:`offchain.diffusion.model`.
 
+RGB images are trained on their luma (:func:`~offchain.diffusion.model.luma`); captions are
+refused (only the null caption "" is accepted, which is no conditioning).
+
 It wraps :func:`~offchain.diffusion.train.train_round`,
 :func:`~offchain.diffusion.sample.generate_samples`,
 :func:`~offchain.diffusion.model.load_checkpoint`, :func:`~offchain.diffusion.model.preprocess`
@@ -44,6 +47,7 @@ class DDPMBackend:
     """
 
     name = "ddpm"
+    conditional = False
 
     def __init__(self, config: DiffusionConfig | None = None) -> None:
         self.config = config if config is not None else DiffusionConfig()
@@ -51,10 +55,15 @@ class DDPMBackend:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DDPMBackend:
-        """Reads ``settings.image_size`` and ``settings.train_steps``; the rest are the
-        :class:`DiffusionConfig` defaults."""
+        """Reads ``settings.image_size``, ``settings.train_steps`` and ``settings.device``
+        (``"auto"`` where the settings have none); the rest are the :class:`DiffusionConfig`
+        defaults."""
         return cls(
-            DiffusionConfig(image_size=settings.image_size, train_steps=settings.train_steps)
+            DiffusionConfig(
+                image_size=settings.image_size,
+                train_steps=settings.train_steps,
+                device=getattr(settings, "device", DiffusionConfig.device),
+            )
         )
 
     def build(self, seed: int) -> DenoisingModel:
@@ -79,7 +88,8 @@ class DDPMBackend:
         return checkpoint_hash(ckpt_dir)
 
     def preprocess(self, images: np.ndarray) -> torch.Tensor:
-        """:func:`preprocess` to float32 (N, 1, S, S) in [−1, 1], S = ``config.image_size``."""
+        """:func:`preprocess` of uint8 (N, H, W) or (N, H, W, 3) (→ luma) to float32
+        (N, 1, S, S) in [−1, 1], S = ``config.image_size``."""
         return preprocess(images, self.config.image_size)
 
     def train_round(
@@ -90,8 +100,14 @@ class DDPMBackend:
         seed: int,
         init_checkpoint: Path | None = None,
         progress: bool = True,
+        captions: Sequence[str] | None = None,
     ) -> Path:
-        """:func:`train_round` with ``config`` seeded by ``seed``."""
+        """:func:`train_round` with ``config`` seeded by ``seed``.
+
+        Raises:
+            ConfigError: ``captions`` other than None or all "" (this DDPM is unconditional).
+        """
+        _refuse_captions(captions, "train on")
         cfg = dataclasses.replace(self.config, seed=seed)
         return train_round(images, out_dir, cfg, init_checkpoint=init_checkpoint, progress=progress)
 
@@ -102,20 +118,29 @@ class DDPMBackend:
         *,
         seed: int,
         captions: Sequence[str] | None = None,
+        guidance_scale: float | None = None,
     ) -> np.ndarray:
-        """:func:`generate_samples`: float32 (M, 1, S, S) in [−1, 1].
+        """:func:`generate_samples`: float32 (M, 1, S, S) in [−1, 1]; ``guidance_scale`` is
+        ignored (no conditioning to guide).
 
         Raises:
-            ConfigError: ``captions`` given (this DDPM is unconditional), or as
-                :func:`generate_samples`.
+            ConfigError: ``captions`` other than None or all "" (this DDPM is unconditional),
+                or as :func:`generate_samples`.
         """
-        if captions is not None:
-            raise ConfigError(
-                "the ddpm backend is unconditional and cannot sample from captions; "
-                "use a text-conditioned backend or pass captions=None"
-            )
+        _refuse_captions(captions, "sample from")
         return generate_samples(ckpt_dir, n_samples, self.config, seed=seed)
 
     def trainable_parameters(self, model: DenoisingModel) -> Iterator[tuple[str, Any]]:
         """Every UNet parameter (the whole network trains)."""
         return model.unet.named_parameters()
+
+
+def _refuse_captions(captions: Sequence[str] | None, action: str) -> None:
+    """ConfigError unless ``captions`` is None or only null captions ("")."""
+    if captions is None:
+        return
+    if isinstance(captions, str) or any(c != "" for c in captions):
+        raise ConfigError(
+            f"the ddpm backend is unconditional and cannot {action} captions; "
+            "use a text-conditioned backend (e.g. text-unet) or pass captions=None"
+        )

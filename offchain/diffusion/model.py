@@ -34,9 +34,11 @@ __all__ = [
     "DiffusionConfig",
     "build_scheduler",
     "build_unet",
+    "check_images",
     "checkpoint_hash",
     "is_complete_checkpoint",
     "load_checkpoint",
+    "luma",
     "preprocess",
     "torch_threads",
 ]
@@ -92,6 +94,10 @@ class DiffusionConfig:
     seed: int = 0
     """Seed of weight initialisation, batch order, timesteps and noise in training; vary it per
     round (``dataclasses.replace(cfg, seed=...)``) so rounds do not repeat the same noise."""
+    device: str = "auto"
+    """Where training and sampling run (:func:`offchain.diffusion.device.select_device`):
+    ``auto`` (CUDA when present, with bfloat16 autocast; else the CPU), ``cpu`` or ``cuda``.
+    Random draws come from CPU generators either way, so a seed gives the same noise."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -138,40 +144,71 @@ class DiffusionConfig:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
 
 
-def preprocess(images: np.ndarray, image_size: int) -> torch.Tensor:
-    """Turn uint8 grayscale images into model inputs x_0.
+def luma(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB images (..., 3) → their uint8 luma (...), ITU-R 601-2 as Pillow's
+    ``convert("L")`` computes it, bit for bit: ``(19595·R + 38470·G + 7471·B + 2¹⁵) >> 16``
+    (so a holder's color image gives the same gray whether converted on reading or here)."""
+    rgb = images.astype(np.uint32)
+    y = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return y.astype(np.uint8)
 
-    Pixels are scaled from {0, …, 255} to [−1, 1] (``x / 127.5 − 1``), then resized to
-    S × S with antialiased bilinear interpolation (``F.interpolate(mode="bilinear",
-    antialias=True, align_corners=False)``: a triangle filter widened by the downscale factor)
-    and clamped back into [−1, 1]. Images already S × S are only rescaled.
 
-    Args:
-        images: uint8 array of shape (N, H, W), N ≥ 1.
-        image_size: output side S in pixels.
-
-    Returns:
-        float32 tensor of shape (N, 1, S, S), values in [−1, 1].
-
-    Raises:
-        DataError: not uint8, not 3-D, or empty.
-    """
-    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 3:
+def check_images(images: np.ndarray) -> None:
+    """Raise :class:`DataError` unless ``images`` is a non-empty uint8 array of shape (N, H, W)
+    (grayscale) or (N, H, W, 3) (RGB)."""
+    ok = (
+        isinstance(images, np.ndarray)
+        and images.dtype == np.uint8
+        and (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3))
+    )
+    if not ok:
         raise DataError(
-            "images must be a uint8 array of shape (N, H, W), got "
+            "images must be a uint8 array of shape (N, H, W) or (N, H, W, 3), got "
             f"{getattr(images, 'dtype', type(images).__name__)} {getattr(images, 'shape', '')}"
         )
-    if images.shape[0] == 0 or images.shape[1] == 0 or images.shape[2] == 0:
+    if 0 in images.shape[:3]:
         raise DataError(f"images must be non-empty, got shape {images.shape}")
+
+
+def preprocess(images: np.ndarray, image_size: int, channels: int = 1) -> torch.Tensor:
+    """Turn uint8 grayscale or RGB images into model inputs x_0 with ``channels`` channels.
+
+    Channels first: for ``channels`` = 1 RGB images become their :func:`luma`; for 3 a
+    grayscale image is replicated into R, G and B. Pixels are then scaled from {0, …, 255} to
+    [−1, 1] (``x / 127.5 − 1``), resized to S × S with antialiased bilinear interpolation
+    (``F.interpolate(mode="bilinear", antialias=True, align_corners=False)``: a triangle filter
+    widened by the downscale factor) and clamped back into [−1, 1]. Images already S × S are
+    only rescaled.
+
+    Args:
+        images: uint8 array of shape (N, H, W) or (N, H, W, 3), N ≥ 1.
+        image_size: output side S in pixels.
+        channels: C, 1 (grayscale model) or 3 (RGB model).
+
+    Returns:
+        float32 tensor of shape (N, C, S, S), values in [−1, 1].
+
+    Raises:
+        DataError: not uint8 (N, H, W) or (N, H, W, 3), or empty; ``image_size`` < 1 or
+            ``channels`` not 1 or 3.
+    """
+    check_images(images)
     if image_size < 1:
         raise DataError(f"image_size must be >= 1, got {image_size}")
-    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32).unsqueeze(1)
+    if channels not in (1, 3):
+        raise DataError(f"channels must be 1 or 3, got {channels}")
+    if channels == 1 and images.ndim == 4:
+        images = luma(images)
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
+    x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)  # (N, 1 or 3, H, W)
+    if x.shape[1] != channels:
+        x = x.expand(-1, channels, -1, -1)
     x = x / 127.5 - 1.0
     if x.shape[-2:] != (image_size, image_size):
         x = F.interpolate(
             x, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False
         )
-    return x.clamp_(-1.0, 1.0)
+    return x.clamp_(-1.0, 1.0).contiguous()
 
 
 def build_unet(cfg: DiffusionConfig) -> UNet2DModel:

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler, UNet2DModel
 from tqdm.auto import tqdm
 
+from offchain.diffusion.device import autocast, select_device
 from offchain.diffusion.model import (
     SCHEDULER_SUBDIR,
     TRAIN_LOG,
@@ -65,8 +66,13 @@ def train_round(
     checkpoint, nothing is trained and ``out_dir`` is returned. Same inputs and ``cfg.seed`` →
     the same weights (on the same machine, torch build and thread count).
 
+    Training runs on ``cfg.device`` (:func:`~offchain.diffusion.device.select_device`; on CUDA
+    the forward pass under bfloat16 autocast); batches, timesteps and noise are drawn from a CPU
+    generator and moved there, and the weights are saved from the CPU.
+
     Args:
-        images: uint8 array of shape (N, H, W), N ≥ 1; resized by :func:`preprocess`.
+        images: uint8 array of shape (N, H, W) or (N, H, W, 3) (RGB, trained on its luma),
+            N ≥ 1; resized by :func:`preprocess`.
         out_dir: checkpoint folder to create (must not exist, or be empty).
         cfg: hyperparameters; None: :class:`DiffusionConfig` defaults.
         init_checkpoint: previous round's checkpoint folder, or None to start from scratch.
@@ -76,8 +82,9 @@ def train_round(
         ``out_dir``.
 
     Raises:
-        DataError: ``images`` is empty or not uint8 (N, H, W).
-        ConfigError: ``cfg`` is out of range or does not match ``init_checkpoint``'s model.
+        DataError: ``images`` is empty or not uint8 (N, H, W) or (N, H, W, 3).
+        ConfigError: ``cfg`` is out of range (or names an absent device) or does not match
+            ``init_checkpoint``'s model.
         StageError: ``init_checkpoint`` is missing or incomplete, or ``out_dir`` holds an
             incomplete checkpoint (not overwritten: remove it to retrain).
     """
@@ -91,9 +98,11 @@ def train_round(
             f"{out_dir} exists but is not a complete checkpoint; remove it to train this round"
         )
     cfg.validate()
+    device = select_device(cfg.device)
     x0_all = preprocess(images, cfg.image_size)  # (N, 1, S, S) float32 in [-1, 1]
     with torch_threads(cfg.num_threads):
-        unet, scheduler, log = _train(x0_all, cfg, init_checkpoint, out_dir.name, progress)
+        unet, scheduler, log = _train(x0_all, cfg, init_checkpoint, out_dir.name, progress,
+                                      device)
     log["image_shape_in"] = [int(s) for s in images.shape[1:]]
     save_checkpoint(unet, scheduler, log, out_dir)
     logger.info(
@@ -113,9 +122,10 @@ def _train(
     init_checkpoint: Path | None,
     name: str,
     progress: bool,
+    device: torch.device,
 ) -> tuple[UNet2DModel, DDPMScheduler, dict]:
-    """The training loop on preprocessed images x0_all (N, 1, S, S); returns the trained UNet,
-    its scheduler and the log."""
+    """The training loop on preprocessed images x0_all (N, 1, S, S) on ``device``; returns the
+    trained UNet (back on the CPU), its scheduler and the log."""
     n_images = x0_all.shape[0]
 
     seed_everything(cfg.seed)  # fixes the fresh UNet's initial weights
@@ -126,7 +136,8 @@ def _train(
     else:
         unet, scheduler = build_unet(cfg), build_scheduler(cfg)
         init_hash = None
-    unet.train()
+    unet.to(device).train()
+    x0_all = x0_all.to(device)
 
     generator = torch.Generator().manual_seed(cfg.seed)  # batches, timesteps and noise
     optimizer = torch.optim.AdamW(
@@ -146,20 +157,21 @@ def _train(
         while len(order) < cfg.batch_size:
             order = torch.cat([order, torch.randperm(n_images, generator=generator)])
         batch_index, order = order[: cfg.batch_size], order[cfg.batch_size :]
-        clean_images = x0_all[batch_index]
+        clean_images = x0_all[batch_index.to(device)]
 
         # Sample noise ε ~ N(0, I) and a timestep t ~ U{0, …, T−1} for every image.
-        noise = torch.randn(clean_images.shape, generator=generator)
+        noise = torch.randn(clean_images.shape, generator=generator).to(device)
         timesteps = torch.randint(
             0, num_train_timesteps, (clean_images.shape[0],), generator=generator
-        )
+        ).to(device)
 
         # Forward diffusion: x_t = √ᾱ_t · x_0 + √(1 − ᾱ_t) · ε.
         noisy_images = scheduler.add_noise(clean_images, noise, timesteps)
 
         # Predict the noise residual ε_θ(x_t, t) and regress it onto the true noise ε.
-        noise_pred = unet(noisy_images, timesteps).sample
-        loss = F.mse_loss(noise_pred, noise)
+        with autocast(device):
+            noise_pred = unet(noisy_images, timesteps).sample
+        loss = F.mse_loss(noise_pred.float(), noise)
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -169,6 +181,8 @@ def _train(
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     seconds = time.perf_counter() - started
+    unet.to("cpu")
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.cpu()  # add_noise moved it to `device`
 
     log = {
         "steps": cfg.train_steps,
@@ -176,6 +190,7 @@ def _train(
         "final_loss_mean_last_20": float(np.mean(losses[-20:])) if losses else None,
         "seconds": seconds,
         "n_images": n_images,
+        "device": str(device),
         "init_checkpoint": str(init_checkpoint) if init_checkpoint is not None else None,
         "init_checkpoint_hash": init_hash,
         "config": dataclasses.asdict(cfg),
