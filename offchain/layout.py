@@ -2,13 +2,25 @@
 
 ``<run_dir>/round_<NNN>/`` holds, in pipeline order::
 
-    manifest.json          participants, holder → image hashes, dataset root hash, previous checkpoint
-    train_images.npy       uint8 (N, H, W) images of the participants, in manifest order
+    manifest.json          participants, holder → image hashes (and licence, attribution where
+                           set), dataset root hash, previous checkpoint
+    train_images.npy       uint8 (N, H, W) grayscale or (N, H, W, 3) RGB images of the
+                           participants, in manifest order
+    train_captions.json    JSON list of N strings, the caption of each training image ("" where
+                           its holder has none: the image trains the null caption)
     holder_index.npy       int64 (N,) holder index of each training image
-    checkpoint/            diffusers UNet2DModel + DDPMScheduler (save_pretrained)
-    samples.npy            float32 (M, 1, S, S) generated samples in [-1, 1]
+    checkpoint/            the model backend's checkpoint (ddpm: diffusers UNet2DModel +
+                           DDPMScheduler, save_pretrained)
+    prompts.json           (conditional backends) JSON list of M strings: the fixed prompt set
+                           the round's generations were sampled from, one per sample
+    samples.npy            float32 (M, C, S, S) generated samples in [-1, 1]
+    generations.png        grid of the round's generations (with their prompts) next to
+                           holders' works
     trak/                  TRAK features and scores (traker save_dir); trak/scores.npy (M, N)
     contributions.json     per-holder raw and normalized contribution
+    copyright_probes.npz   (conditional backends) generations from works' captions: float32
+                           ``samples`` (P, C, S, S), int64 ``work_index`` (P,) into the
+                           training set, int64 ``holder`` (P,)
     copyright.json         per-holder copyright loss (calibrated) and components
     copyright_calibration.json  the round's fitted probability of substantial similarity
     quality.json           FID of the round's model in the reference classifier's feature space
@@ -54,6 +66,10 @@ class RoundPaths:
         return self.dir / "train_images.npy"
 
     @property
+    def train_captions(self) -> Path:
+        return self.dir / "train_captions.json"
+
+    @property
     def holder_index(self) -> Path:
         return self.dir / "holder_index.npy"
 
@@ -62,8 +78,16 @@ class RoundPaths:
         return self.dir / "checkpoint"
 
     @property
+    def prompts(self) -> Path:
+        return self.dir / "prompts.json"
+
+    @property
     def samples(self) -> Path:
         return self.dir / "samples.npy"
+
+    @property
+    def generations_png(self) -> Path:
+        return self.dir / "generations.png"
 
     @property
     def trak_dir(self) -> Path:
@@ -72,6 +96,10 @@ class RoundPaths:
     @property
     def contributions(self) -> Path:
         return self.dir / "contributions.json"
+
+    @property
+    def copyright_probes(self) -> Path:
+        return self.dir / "copyright_probes.npz"
 
     @property
     def copyright(self) -> Path:

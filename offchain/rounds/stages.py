@@ -12,6 +12,16 @@ by name from ``cfg.backend`` (:func:`offchain.diffusion.get_backend`) and ``cfg.
 (:func:`offchain.attribution.get_attributor`). Those registries import an implementation's
 module (and with it torch) on first use, so importing this module stays torch-free; the
 copyright and quality packages, which import torch at once, are imported inside their stages.
+Every stage that loads the model moves it to ``select_device(cfg.device)``
+(:mod:`offchain.diffusion.device`); training and sampling pick the device inside the backend.
+
+Captions. ``prepare`` writes each training image's caption (``train_captions.json``, "" where
+its holder has none). A conditional backend (``backend.conditional``, e.g. ``text-unet``) trains
+on them; ``generate`` then samples the round's M generations from a fixed prompt set, drawn
+once per round (:func:`draw_prompts`: M captions of the round's training images, seeded by the
+round) and recorded in ``prompts.json``; attribution differentiates the caption-conditioned
+output of both; the copyright stage regenerates works from their own captions. An
+unconditional backend (``ddpm``) trains and samples without captions, exactly as before.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from offchain.allocation import (
     wei_str_or_none,
 )
 from offchain.attribution import SCORES_FILE, Attributor, get_attributor
-from offchain.data.holders import Holder, training_set
+from offchain.data.holders import Holder, training_captions, training_set
 from offchain.diffusion import DenoisingModel, ModelBackend, get_backend
 from offchain.errors import StageError
 from offchain.layout import RoundPaths
@@ -53,6 +63,7 @@ __all__ = [
     "assess_quality",
     "attribute",
     "decide",
+    "draw_prompts",
     "generate",
     "prepare",
     "prepare_quality_reference",
@@ -87,14 +98,60 @@ def _require(path, stage: str) -> None:
         raise StageError(f"{stage}: missing input artifact {path}")
 
 
+def _device(cfg: MLConfig):  # -> torch.device (torch imported lazily)
+    """The torch device of ``cfg.device`` (:func:`offchain.diffusion.device.select_device`).
+
+    Raises:
+        ConfigError: CUDA asked for where there is none.
+    """
+    from offchain.diffusion.device import select_device
+
+    return select_device(cfg.device)
+
+
+def _train_captions(paths: RoundPaths) -> list[str]:
+    """The round's training captions (N strings, "" = none); all "" for a round prepared
+    before captions were recorded (no ``train_captions.json``)."""
+    if paths.train_captions.exists():
+        return [str(c) for c in read_json(paths.train_captions)]
+    return [""] * int(read_json(paths.manifest)["n_train"])
+
+
+def draw_prompts(captions: Sequence[str], n: int, seed: int) -> list[str]:
+    """The fixed prompt set of a round's generations: ``n`` captions drawn from the round's
+    training captions.
+
+    Only non-empty captions are drawn (each training image's caption once, so a caption
+    shared by several images is more likely), without replacement when there are at least
+    ``n`` of them, else with replacement; with no caption at all every prompt is "" (the null
+    caption: unconditional samples). The draw depends only on ``captions``, ``n`` and
+    ``seed`` (``numpy.random.default_rng(seed)``).
+
+    Args:
+        captions: the round's training captions (N strings, "" = none).
+        n: prompts M ≥ 1.
+        seed: the round's sampling seed.
+
+    Returns:
+        ``n`` strings.
+    """
+    pool = [c for c in captions if c]
+    if not pool:
+        return [""] * n
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(pool), size=n, replace=len(pool) < n)
+    return [pool[int(i)] for i in picked]
+
+
 def prepare(
     paths: RoundPaths, holders: Sequence[Holder], participating: Sequence[bool] | np.ndarray
 ) -> RoundPaths:
     """Write the round's manifest and its training set from the participating holders.
 
     Outputs: ``manifest.json`` (holders with address, price, image hashes and a root per holder,
-    the dataset root, participants), ``train_images.npy`` uint8 (N, H, W) and
-    ``holder_index.npy`` int64 (N,).
+    licence and attribution where set, the dataset root, participants), ``train_images.npy``
+    uint8 (N, H, W) or (N, H, W, 3), ``train_captions.json`` (N strings, "" where the holder
+    has no captions) and ``holder_index.npy`` int64 (N,).
 
     Raises:
         StageError: no holder participates, or the mask's length differs from the holders'.
@@ -112,21 +169,24 @@ def prepare(
     if len(shapes) != 1:
         raise StageError(f"holders' images differ in size: {sorted(shapes)}")
     images, holder_index = training_set(holders, participating)
+    captions = training_captions(holders, participating)
     entries = []
     for i, holder in enumerate(holders):
         hashes = list(holder.image_hashes)
-        entries.append(
-            {
-                "index": i,
-                "name": holder.name,
-                "address": holder.address,
-                "reservation_price_wei": wei_str(int(holder.reservation_price_wei)),
-                "n_images": holder.n_images,
-                "images_root": _hash_list(hashes),
-                "image_hashes": hashes,
-                "participating": bool(participating[i]),
-            }
-        )
+        entry = {
+            "index": i,
+            "name": holder.name,
+            "address": holder.address,
+            "reservation_price_wei": wei_str(int(holder.reservation_price_wei)),
+            "n_images": holder.n_images,
+            "images_root": _hash_list(hashes),
+            "image_hashes": hashes,
+            "participating": bool(participating[i]),
+        }
+        for key in ("licence", "attribution"):  # only where set: MNIST manifests unchanged
+            if getattr(holder, key) is not None:
+                entry[key] = getattr(holder, key)
+        entries.append(entry)
     previous = paths.previous()
     manifest = {
         "round_id": paths.round_id,
@@ -138,6 +198,7 @@ def prepare(
     }
     write_npy(paths.train_images, images)
     write_npy(paths.holder_index, holder_index)
+    write_json(paths.train_captions, list(captions))
     write_json(paths.manifest, manifest)  # last: its presence marks the stage done
     return paths
 
@@ -146,7 +207,9 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """Train the round's model on ``train_images.npy``, continuing from the last round's.
 
     Output: ``checkpoint/`` (the backend's checkpoint folder; for ``ddpm`` the diffusers
-    ``save_pretrained`` of the UNet and scheduler), trained with seed ``cfg.seed + round_id``.
+    ``save_pretrained`` of the UNet and scheduler), trained with seed ``cfg.seed + round_id``
+    on ``cfg.device``. A conditional backend trains on ``train_captions.json`` (an image with
+    "" trains the null caption); an unconditional one trains on the images alone.
     """
     _require(paths.manifest, "train")
     previous = paths.previous()
@@ -154,12 +217,14 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     if init is not None:
         _require(init, "train (previous round's checkpoint)")
     images = np.load(paths.train_images)
-    _backend(cfg).train_round(
+    backend = _backend(cfg)
+    backend.train_round(
         images,
         paths.checkpoint,
         seed=_train_seed(paths, cfg),
         init_checkpoint=init,
         progress=cfg.progress,
+        captions=_train_captions(paths) if backend.conditional else None,
     )
     return paths
 
@@ -167,25 +232,46 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
 def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """Sample ``cfg.n_samples`` images from the round's model into ``samples.npy``.
 
-    Output: float32 (M, C, S, S) in [-1, 1], seeded by the round.
+    Output: float32 (M, C, S, S) in [-1, 1], seeded by the round. A conditional backend samples
+    sample m from prompt m of the round's fixed prompt set (:func:`draw_prompts` over
+    ``train_captions.json``, seeded like the sampling), with classifier-free guidance
+    ``cfg.guidance_scale``; the prompts are written first, to ``prompts.json``, and reused if
+    the stage is run again.
     """
     if paths.samples.exists():
         return paths
     _require(paths.checkpoint, "generate")
-    samples = _backend(cfg).sample(paths.checkpoint, cfg.n_samples, seed=_sample_seed(paths, cfg))
+    backend = _backend(cfg)
+    seed = _sample_seed(paths, cfg)
+    if not backend.conditional:
+        samples = backend.sample(paths.checkpoint, cfg.n_samples, seed=seed)
+    else:
+        if not paths.prompts.exists():
+            prompts = draw_prompts(_train_captions(paths), cfg.n_samples, seed)
+            write_json(paths.prompts, prompts)
+        prompts = [str(p) for p in read_json(paths.prompts)]
+        samples = backend.sample(paths.checkpoint, cfg.n_samples, seed=seed, captions=prompts,
+                                 guidance_scale=cfg.guidance_scale)
     write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
     return paths
+
+
+def _prompts(paths: RoundPaths) -> list[str] | None:
+    """The round's recorded prompts (``prompts.json``), or None (an unconditional round)."""
+    return [str(p) for p in read_json(paths.prompts)] if paths.prompts.exists() else None
 
 
 def _round_inputs(
     paths: RoundPaths, cfg: MLConfig, stage: str
 ) -> tuple[DenoisingModel, object, np.ndarray, np.ndarray, int]:
-    """``(model, train images (N, C, S, S) as the backend preprocesses them, samples float32
-    (M, C, S, S), holder_index int64 (N,), n_holders)`` of a trained and sampled round."""
+    """``(model on cfg.device, train images (N, C, S, S) as the backend preprocesses them,
+    samples float32 (M, C, S, S), holder_index int64 (N,), n_holders)`` of a trained and
+    sampled round."""
     for p in (paths.manifest, paths.checkpoint, paths.samples):
         _require(p, stage)
     backend = _backend(cfg)
     model = backend.load(paths.checkpoint)
+    model.unet.to(_device(cfg))  # nn.Module.to moves the module in place
     train_images = backend.preprocess(np.load(paths.train_images))
     holder_index = np.load(paths.holder_index)
     samples = np.load(paths.samples)
@@ -201,7 +287,8 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     Outputs: ``trak/scores.npy`` float32 (M, N) and ``contributions.json`` with the
     attributor's settings, ``raw`` (for TRAK: Σ τ over the holder's images, mean over targets)
     and ``normalized`` (positive part, summing to 1) per holder (0 for holders that did not
-    train this round).
+    train this round). For a conditional model the output is conditioned on each training
+    image's caption and each target's prompt (``prompts.json``).
 
     Raises:
         StageError: an input is missing, or the attributor left no ``trak/scores.npy``.
@@ -210,6 +297,7 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         return paths
     model, train_images, samples, holder_index, n_holders = _round_inputs(paths, cfg, "attribute")
     attributor = _attributor(cfg)
+    conditional = model.encode_captions is not None
     scores = attributor.scores(
         model,
         train_images,
@@ -217,6 +305,8 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         paths.trak_dir,
         seed=_train_seed(paths, cfg),
         progress=cfg.progress,
+        train_captions=_train_captions(paths) if conditional else None,
+        target_captions=_prompts(paths) if conditional else None,
     )
     _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
     raw, normalized = attributor.holder_contributions(scores, holder_index, n_holders)
@@ -277,9 +367,10 @@ def prepare_quality_reference(
     """Train the run's reference classifier and cache the reference statistics, once per run.
 
     The held-out real images are ``dataset``'s images minus every holder's
-    (:func:`offchain.quality.held_out_images`): half (per class) trains the classifier, the
-    other half gives the reference statistics. Output: ``<run_dir>/quality_reference/``;
-    skipped when it is there for the same data and settings.
+    (:func:`offchain.quality.held_out_images`; for ``emoji`` every artist's emoji, labelled by
+    category, in color): half (per class) trains the classifier at ``cfg.image_size`` (on the
+    CPU), the other half gives the reference statistics (features on ``cfg.device``). Output:
+    ``<run_dir>/quality_reference/``; skipped when it is there for the same data and settings.
 
     Raises:
         ConfigError: unknown ``dataset``.
@@ -298,6 +389,7 @@ def prepare_quality_reference(
         ),
         seed=cfg.seed,
         progress=cfg.progress,
+        device=_device(cfg),
     )
 
 
@@ -306,9 +398,11 @@ def assess_quality(paths: RoundPaths, cfg: MLConfig, reference) -> RoundPaths:
     feature space (docs/quality.md).
 
     Draws ``cfg.quality_samples`` fresh samples (a seed distinct from ``samples.npy``'s; the
-    attribution targets are too few for a usable FID) and writes ``quality.json``:
-    ``fid`` (≥ 0, lower is better), the class histogram and entropy of the samples, and the
-    classifier's identity (see :func:`offchain.quality.quality_report`).
+    attribution targets are too few for a usable FID; a conditional backend samples them from
+    as many training captions, :func:`draw_prompts` with that seed, with guidance) and writes
+    ``quality.json``: ``fid`` (≥ 0, lower is better), the class histogram and entropy of the
+    samples, and the classifier's identity (see :func:`offchain.quality.quality_report`; the
+    classifier runs on ``cfg.device``), plus ``n_prompts`` for a conditional backend.
 
     Args:
         reference: the run's :class:`offchain.quality.QualityReference`.
@@ -319,13 +413,19 @@ def assess_quality(paths: RoundPaths, cfg: MLConfig, reference) -> RoundPaths:
     if paths.quality.exists():
         return paths
     _require(paths.checkpoint, "quality")
-    samples = _backend(cfg).sample(
-        paths.checkpoint,
-        cfg.quality_samples,
-        seed=_sample_seed(paths, cfg) + 1,  # other draws than samples.npy
-    )
-    report = quality_report(samples, reference.classifier_dir, reference.stats_path)
-    write_json(paths.quality, {"round_id": paths.round_id, **report})
+    backend = _backend(cfg)
+    seed = _sample_seed(paths, cfg) + 1  # other draws than samples.npy
+    extra: dict[str, object] = {}
+    if not backend.conditional:
+        samples = backend.sample(paths.checkpoint, cfg.quality_samples, seed=seed)
+    else:
+        prompts = draw_prompts(_train_captions(paths), cfg.quality_samples, seed)
+        samples = backend.sample(paths.checkpoint, cfg.quality_samples, seed=seed,
+                                 captions=prompts, guidance_scale=cfg.guidance_scale)
+        extra["n_prompts"] = len(set(prompts))
+    report = quality_report(samples, reference.classifier_dir, reference.stats_path,
+                            device=_device(cfg))
+    write_json(paths.quality, {"round_id": paths.round_id, **report, **extra})
     return paths
 
 
