@@ -35,6 +35,8 @@ from offchain.attribution.featurize import (
     select_projector,
 )
 from offchain.attribution.kernel import absolute_lambda, gram_matrix, kernel_scores
+from offchain.attribution.trak_attributor import TrakAttributor
+from offchain.diffusion.backend import DenoisingModel
 from offchain.errors import ConfigError, DataError, StageError
 
 N_TRAIN, N_TARGETS = 64, 16
@@ -541,6 +543,276 @@ def test_negative_model_id_is_rejected(model, tmp_path):
     unet, scheduler, images = model
     with pytest.raises(ConfigError, match="model_id"):
         compute_trak_scores(unet, scheduler, images[:4], images[:2], tmp_path, model_id=-1)
+
+
+# ----------------------------------------------------------------- captions (conditional models)
+
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_VOCAB = {w: i + 2 for i, w in enumerate(("digit", *DIGIT_WORDS))}  # 0 = padding, 1 = unknown
+
+
+def _encode_captions(captions) -> torch.Tensor:
+    """A word-level tokenizer: int64 (B, L) ids, L = the longest caption (≥ 1), 0-padded;
+    "" is all padding (the null caption)."""
+    tokens = [[_VOCAB.get(w, 1) for w in c.split()] for c in captions]
+    out = torch.zeros(len(tokens), max(1, *(len(t) for t in tokens)), dtype=torch.int64)
+    for i, t in enumerate(tokens):
+        out[i, : len(t)] = torch.tensor(t, dtype=torch.int64)
+    return out
+
+
+class CaptionUNet(torch.nn.Module):
+    """A tiny, real text-conditioned ε-network with the conditional backend's signature
+    ``unet(x_t, t, caption_ids=None)``: a word embedding mean-pooled over the caption's tokens
+    (padding left out), added to the timestep embedding (``class_embed_type="identity"``);
+    no ids = the null caption (a zero embedding)."""
+
+    def __init__(self, channels=(8, 16), in_channels=1):
+        super().__init__()
+        torch.manual_seed(0)
+        self.unet = UNet2DModel(
+            sample_size=16,
+            in_channels=in_channels,
+            out_channels=in_channels,
+            block_out_channels=channels,
+            layers_per_block=1,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+            norm_num_groups=8,
+            class_embed_type="identity",
+        )
+        self.embed = torch.nn.Embedding(len(_VOCAB) + 2, channels[0] * 4)
+
+    def forward(self, sample, timestep, caption_ids=None):
+        if caption_ids is None:
+            caption_ids = torch.zeros(sample.shape[0], 1, dtype=torch.int64, device=sample.device)
+        mask = (caption_ids > 0).to(sample.dtype).unsqueeze(-1)
+        cond = (self.embed(caption_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.unet(sample, timestep, class_labels=cond)
+
+
+@pytest.fixture(scope="module")
+def captioned():
+    """The conditional network trained 150 steps on 64 digits captioned "digit <name>"."""
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    images = _digits(N_TRAIN)
+    labels = load_digits().target[:N_TRAIN]
+    captions = [f"digit {DIGIT_WORDS[k]}" for k in labels]
+    ids = _encode_captions(captions)
+    net = CaptionUNet()
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    for _ in range(150):
+        b = torch.randint(0, N_TRAIN, (32,), generator=gen)
+        eps = torch.randn(images[b].shape, generator=gen)
+        t = torch.randint(0, 1000, (32,), generator=gen)
+        pred = net(scheduler.add_noise(images[b], eps, t), t, ids[b]).sample
+        loss = F.mse_loss(pred, eps)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    model = DenoisingModel(net, scheduler, encode_captions=_encode_captions)
+    return model, images, labels, captions
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_conditional_output_differentiates_the_caption_under_vmap(captioned):
+    model, images, _, captions = captioned
+    net, out = model.unet, DTrakOutput(model.scheduler.alphas_cumprod, 2)
+    weights, buffers = dict(net.named_parameters()), dict(net.named_buffers())
+    noise = make_noise(np.arange(3), 2, (1, 16, 16), seed=0, stream=0)
+    ids = _encode_captions(captions[:3])
+    grad = torch.func.grad(out.get_output, argnums=1)
+    batched = torch.func.vmap(grad, in_dims=(None, None, None, 0, 0, 0))(
+        net, weights, buffers, images[:3], noise, ids
+    )
+    single = grad(net, weights, buffers, images[1], noise[1], ids[1])
+    for name in ("embed.weight", "unet.conv_out.weight"):
+        assert torch.allclose(batched[name][1], single[name], rtol=1e-4, atol=1e-7), name
+    # The caption encoder is differentiated: only the example's own tokens get a gradient.
+    rows = batched["embed.weight"][1].abs().sum(1) > 0
+    assert set(torch.nonzero(rows).flatten().tolist()) == set(ids[1].tolist()) - {0}
+    with torch.no_grad():
+        conditioned = out.get_output(net, weights, buffers, images[1], noise[1], ids[1])
+        null = out.get_output(net, weights, buffers, images[1], noise[1])
+    assert not torch.isclose(conditioned, null)
+
+
+def _trak_scores(model, images, targets, folder, train_captions, target_captions, **kw):
+    return TrakAttributor(TrakConfig(proj_dim=128, batch_size=32), **kw).scores(
+        model,
+        images,
+        targets,
+        folder,
+        seed=0,
+        progress=False,
+        train_captions=train_captions,
+        target_captions=target_captions,
+    )
+
+
+def _class_mass(scores, labels, target_classes):
+    """Per target m: mean score of the training images of class target_classes[m] minus the
+    mean over the other images, float (M,)."""
+    same = labels[None, :] == np.asarray(target_classes)[:, None]
+    return np.array([s[m].mean() - s[~m].mean() for s, m in zip(scores, same, strict=True)])
+
+
+def test_a_targets_caption_moves_attribution_to_the_images_with_that_caption(captioned, tmp_path):
+    """Targets = 16 training digits; captioned with their own class, then with the next class.
+    Measured: the class named by the caption gains attribution mass for 16/16 targets (wrong
+    caption) and 15/16 (true caption) — the conditioning reaches the scores."""
+    model, images, labels, captions = captioned
+    targets, true = images[:16], labels[:16]
+    wrong = (true + 1) % 10
+    wrong_captions = [f"digit {DIGIT_WORDS[k]}" for k in wrong]
+    s_true = _trak_scores(model, images, targets, tmp_path / "a", captions, captions[:16])
+    s_wrong = _trak_scores(model, images, targets, tmp_path / "b", captions, wrong_captions)
+    assert s_true.shape == (16, N_TRAIN) and np.isfinite(s_true).all()
+    gain_wrong = _class_mass(s_wrong, labels, wrong) - _class_mass(s_true, labels, wrong)
+    gain_true = _class_mass(s_true, labels, true) - _class_mass(s_wrong, labels, true)
+    assert (gain_wrong > 0).mean() >= 0.8, gain_wrong
+    assert (gain_true > 0).mean() >= 0.8, gain_true
+    meta = trak_module.read_json(tmp_path / "a" / "meta.json")
+    assert meta["train_captions_sha256"] and meta["targets_captions_sha256"]
+
+
+def test_other_captions_are_another_request_for_scores_and_feature_stores(captioned, tmp_path):
+    model, images, _, captions = captioned
+    targets = images[:8]
+    _trak_scores(model, images, targets, tmp_path / "done", captions, captions[:8])
+    with pytest.raises(StageError, match="targets_captions_sha256"):
+        _trak_scores(model, images, targets, tmp_path / "done", captions, [""] * 8)
+
+    def crash(name, done, total):
+        raise _Crash
+
+    cfg = TrakConfig(proj_dim=16, batch_size=32)
+    ids = _encode_captions(captions)
+    with pytest.raises(_Crash):
+        compute_trak_scores(
+            model.unet,
+            model.scheduler,
+            images,
+            targets,
+            tmp_path / "partial",
+            cfg,
+            False,
+            on_batch=crash,
+            train_caption_ids=ids,
+            target_caption_ids=ids[:8],
+        )
+    shuffled = ids[torch.randperm(N_TRAIN, generator=torch.Generator().manual_seed(0))]
+    with pytest.raises(StageError, match="captions_sha256"):
+        compute_trak_scores(
+            model.unet,
+            model.scheduler,
+            images,
+            targets,
+            tmp_path / "partial",
+            cfg,
+            False,
+            train_caption_ids=shuffled,
+            target_caption_ids=ids[:8],
+        )
+
+
+def test_caption_lists_and_ids_are_checked(captioned, tmp_path):
+    model, images, _, captions = captioned
+    with pytest.raises(DataError, match="train_captions must be 64 strings"):
+        _trak_scores(model, images, images[:4], tmp_path, captions[:10], None)
+    with pytest.raises(DataError, match="target_captions must be 4 strings"):
+        _trak_scores(model, images, images[:4], tmp_path, None, "digit one")
+    with pytest.raises(DataError, match="integer token ids"):
+        compute_trak_scores(
+            model.unet,
+            model.scheduler,
+            images,
+            images[:4],
+            tmp_path,
+            train_caption_ids=torch.zeros(N_TRAIN, 2),
+        )
+    with pytest.raises(DataError, match=r"\(4, L ≥ 1\)"):
+        compute_trak_scores(
+            model.unet,
+            model.scheduler,
+            images,
+            images[:4],
+            tmp_path,
+            target_caption_ids=torch.zeros(3, 2, dtype=torch.int64),
+        )
+
+
+def test_null_captions_by_default_and_in_the_ensemble(captioned, tmp_path):
+    """Captions None on a conditional model = all null captions ("" each); the ensemble passes
+    the captions to its members and records their hashes."""
+    model, images, _, captions = captioned
+    default = _trak_scores(model, images, images[:4], tmp_path / "a", None, None)
+    empty = _trak_scores(model, images, images[:4], tmp_path / "b", [""] * N_TRAIN, [""] * 4)
+    assert np.array_equal(default, empty)
+    ens = TrakAttributor(TrakConfig(proj_dim=16, batch_size=32), ensemble=2).scores(
+        model,
+        images,
+        images[:4],
+        tmp_path / "e",
+        seed=0,
+        progress=False,
+        train_captions=captions,
+        target_captions=captions[:4],
+    )
+    assert ens.shape == (4, N_TRAIN) and np.isfinite(ens).all()
+    meta = trak_module.read_json(tmp_path / "e" / "meta.json")
+    assert meta["train_captions_sha256"] == trak_module._sha256_ids(_encode_captions(captions))
+
+
+def test_an_unconditional_model_ignores_captions(model, run, tmp_path):
+    """The ddpm path is unchanged: same scores as before captions existed, no caption hashes."""
+    unet, scheduler, images = model
+    scores, _, cfg, _ = run
+    attributor = TrakAttributor(cfg)
+    got = attributor.scores(
+        DenoisingModel(unet, scheduler),
+        images,
+        images[:N_TARGETS],
+        tmp_path,
+        seed=cfg.seed,
+        progress=False,
+        train_captions=["digit"] * N_TRAIN,
+        target_captions=None,
+    )
+    assert np.array_equal(got, scores)
+    meta = trak_module.read_json(tmp_path / "meta.json")
+    assert meta["train_captions_sha256"] is None and meta["targets_captions_sha256"] is None
+    identity = trak_module.read_json(tmp_path / "features" / "train.json")
+    assert "captions_sha256" not in identity
+
+
+def test_colour_images_are_attributed(tmp_path):
+    """RGB (C = 3): featurize, kernel and scores; a training image as target ranks itself first."""
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    gray = _digits(32)
+    tint = torch.tensor([[1.0, 0.2, -0.5], [-0.3, 1.0, 0.4]])[torch.arange(32) % 2]
+    images = (gray * tint[:, :, None, None]).clamp(-1, 1)  # (32, 3, 16, 16)
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=16,
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    unet = _train(unet, scheduler, images, steps=60)
+    scores = compute_trak_scores(
+        unet, scheduler, images, images[:8], tmp_path, TrakConfig(proj_dim=128), progress=False
+    )
+    assert scores.shape == (8, 32) and np.isfinite(scores).all()
+    assert trak_module.read_json(tmp_path / "meta.json")["sample_shape"] == [3, 16, 16]
+    own = scores[np.arange(8), np.arange(8)]
+    assert np.mean((scores > own[:, None]).sum(1) < 3) >= 0.6
 
 
 # ---------------------------------------------------------------------- holder contributions

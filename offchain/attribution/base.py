@@ -14,6 +14,7 @@ first :func:`get_attributor`, so this module (and the CLI that imports it) stays
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -57,6 +58,8 @@ class Attributor(Protocol):
         *,
         seed: int,
         progress: bool = True,
+        train_captions: Sequence[str] | None = None,
+        target_captions: Sequence[str] | None = None,
     ) -> np.ndarray:
         """τ, float32 (M, N): ``scores[m, i]`` is training example i's attribution to target m
         (positive: i supports m), for the round's ``model``.
@@ -69,10 +72,16 @@ class Attributor(Protocol):
                 ``out_dir / SCORES_FILE`` (float32 (M, N), ``.npy``) when this returns.
             seed: the round's attribution seed (≥ 0).
             progress: show progress bars.
+            train_captions: N strings, the caption each training image was trained with
+                ("" = the null caption), or None (all null). Used when the model is
+                conditional (``model.encode_captions`` is not None); an unconditional model
+                ignores them.
+            target_captions: M strings, the prompts the targets were generated from, or None
+                (all null); as ``train_captions``.
 
         Raises:
-            DataError: bad shapes or values. StageError: unusable scores, or ``out_dir``
-            holds another request's results.
+            DataError: bad shapes or values, or a caption list of the wrong length.
+            StageError: unusable scores, or ``out_dir`` holds another request's results.
         """
         ...
 

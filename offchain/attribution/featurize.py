@@ -340,17 +340,22 @@ class GradientFeaturizer:
         self.grad_dim = sum(int(v.numel()) for v in self.weights.values())
         # traker's normalize_factor, computed the same way (float32)
         self.normalize = torch.sqrt(torch.tensor(self.grad_dim, dtype=torch.float32))
-        self._grad_fn = torch.func.vmap(
-            torch.func.grad(output.get_output, argnums=1), in_dims=(None, None, None, 0, 0)
-        )
+        grad = torch.func.grad(output.get_output, argnums=1)
+        self._grad_fn = torch.func.vmap(grad, in_dims=(None, None, None, 0, 0))
+        # Conditional models: the caption ids are mapped over the batch like the images.
+        self._grad_fn_captioned = torch.func.vmap(grad, in_dims=(None, None, None, 0, 0, 0))
         self._buffer = torch.empty(0)
 
-    def __call__(self, images: Tensor, noise: Tensor) -> np.ndarray:
+    def __call__(
+        self, images: Tensor, noise: Tensor, caption_ids: Tensor | None = None
+    ) -> np.ndarray:
         """Features of one batch.
 
         Args:
             images: float32 (B, C, S, S).
             noise: float32 (B, K, C, S, S) from :func:`make_noise`.
+            caption_ids: int64 (B, L) token ids of each example's caption for a conditional
+                model, or None (the model is called without captions).
 
         Returns:
             float32 (B, proj_dim) on the CPU.
@@ -358,7 +363,13 @@ class GradientFeaturizer:
         images = images.to(self.device, torch.float32)
         noise = noise.to(self.device, torch.float32)
         with _quiet_vmap_fallback():
-            grads = self._grad_fn(self.model, self.weights, self.buffers, images, noise)
+            if caption_ids is None:
+                grads = self._grad_fn(self.model, self.weights, self.buffers, images, noise)
+            else:
+                ids = caption_ids.to(self.device, torch.int64)
+                grads = self._grad_fn_captioned(
+                    self.model, self.weights, self.buffers, images, noise, ids
+                )
         flat = _flatten(grads, self._buffer)  # (B, p); the dict is emptied on the way
         self._buffer = flat
         projected = self.projector.project(flat, model_id=self.model_id)
@@ -498,6 +509,7 @@ def featurize_into(
     stream: int,
     progress: bool = True,
     on_batch: BatchHook | None = None,
+    caption_ids: Tensor | None = None,
 ) -> int:
     """Featurize the rows of ``store`` that are not done; returns how many were computed.
 
@@ -516,13 +528,24 @@ def featurize_into(
         seed, stream: noise seed and stream id.
         progress: show a tqdm bar.
         on_batch: optional :data:`BatchHook`.
+        caption_ids: int64 (n_rows, L), row i the token ids of example i's caption (a
+            conditional model), or None.
 
     Raises:
-        DataError: ``len(images) != store.n_rows``.
+        DataError: ``len(images) != store.n_rows``, or ``caption_ids`` not int64 (n_rows, L).
         StageError: non-finite features (the batch is not stored).
     """
     if images.shape[0] != store.n_rows:
         raise DataError(f"{len(images)} images for a store of {store.n_rows} rows")
+    if caption_ids is not None and (
+        caption_ids.dtype != torch.int64
+        or caption_ids.ndim != 2
+        or caption_ids.shape[0] != store.n_rows
+    ):
+        raise DataError(
+            f"caption_ids must be int64 ({store.n_rows}, L), got {caption_ids.dtype} "
+            f"{tuple(caption_ids.shape)}"
+        )
     if batch_size < 1:
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
     n = store.n_rows
@@ -537,7 +560,9 @@ def featurize_into(
         rows = np.arange(start, min(start + batch_size, n))
         rows = rows[~store.done[rows]]
         noise = make_noise(rows, num_timesteps, sample_shape, seed, stream)
-        values = fz(images[torch.from_numpy(rows)], noise)
+        picked = torch.from_numpy(rows)
+        ids = None if caption_ids is None else caption_ids[picked]
+        values = fz(images[picked], noise, ids)
         if not np.isfinite(values).all():
             raise StageError(
                 f"non-finite TRAK features for {store.name} rows {rows[0]}..{rows[-1]}: the "

@@ -18,7 +18,15 @@ The noise is not drawn inside the output function: it travels in the batch, ``ba
 noise)`` with ``images`` float32 (B, C, S, S) and ``noise`` float32 (B, K, C, S, S) made by
 :func:`make_noise` from a seed, a stream id and each example's *global* index. This keeps the
 output function pure (so ``torch.func.vmap`` can map it over the batch) and makes an example's
-features independent of how the data set was batched. Inside the vmapped function nothing is
+features independent of how the data set was batched.
+
+Text-conditioned models: the caption travels in the batch too, ``batch = (images, noise,
+caption_ids)`` with ``caption_ids`` int64 (B, L) from the backend's ``encode_captions``, and the
+output differentiates the conditional prediction ε_θ(x_t, t, c) — the example's own caption c,
+repeated over its K timesteps, passed as ``unet(x_t, t, caption_ids=...)``. ``vmap`` maps the
+embedding lookup of the ids like any other index (it has a batching rule); nothing else about
+the output function changes. Without ids the call is ``unet(x_t, t)`` exactly as before, so an
+unconditional model's features are bit-for-bit those of the earlier pipeline. Inside the vmapped function nothing is
 indexed by a tensor: the coefficients sqrt(ᾱ_t), sqrt(1 − ᾱ_t) are gathered once at construction
 with ``index_select`` (indexing ``alphas_cumprod[t]`` inside ``vmap`` fails, see
 docs/toolchain.md).
@@ -137,14 +145,19 @@ class DiffusionModelOutput(AbstractModelOutput):
         buffers: dict[str, Tensor],
         image: Tensor,
         noise: Tensor,
+        caption_ids: Tensor | None = None,
     ) -> Tensor:
         """f(x; θ) for ONE example (TRAK vmaps this over the batch).
 
         Args:
-            model: the UNet (a ``diffusers.UNet2DModel``); only its structure is used.
+            model: the ε-network (a ``diffusers.UNet2DModel``, or a conditional backend's
+                module taking ``caption_ids``); only its structure is used.
             weights, buffers: the functional parameters θ (``dict(model.named_parameters())``).
             image: x, float32 (C, S, S) in [-1, 1].
             noise: ε, float32 (K, C, S, S).
+            caption_ids: the example's caption c as token ids, int64 (L,), or None (an
+                unconditional call, ``model(x_t, t)``). Given, the prediction is
+                ε_θ(x_t, t, c) with c repeated over the K timesteps.
 
         Returns:
             A 0-d float32 tensor.
@@ -153,9 +166,12 @@ class DiffusionModelOutput(AbstractModelOutput):
         sqrt_a = self.sqrt_alpha.to(device)
         sqrt_1ma = self.sqrt_one_minus_alpha.to(device)
         x_t = sqrt_a * image.unsqueeze(0) + sqrt_1ma * noise  # (K, C, S, S): forward diffusion
+        kwargs = {}
+        if caption_ids is not None:  # (L,) → (K, L): the same caption at every timestep
+            kwargs["caption_ids"] = caption_ids.unsqueeze(0).expand(self.num_timesteps, -1)
         eps_pred = torch.func.functional_call(
-            model, (weights, buffers), args=(x_t, self.timesteps.to(device))
-        ).sample  # (K, C, S, S): predicted noise residual ε_θ(x_t, t)
+            model, (weights, buffers), args=(x_t, self.timesteps.to(device)), kwargs=kwargs
+        ).sample  # (K, C, S, S): predicted noise residual ε_θ(x_t, t[, c])
         return self._reduce(noise, eps_pred)
 
     def get_out_to_loss_grad(

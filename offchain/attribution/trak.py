@@ -34,6 +34,10 @@ The pipeline is ours; traker (MadryLab, ``traker==0.3.2``) supplies the projecto
   uses ``lambda_reg`` as the absolute λ (traker's convention).
 - Noise: training examples use noise stream 0, targets stream 1 (both from ``cfg.seed``), so a
   target that happens to equal a training image does not reuse its noise.
+- Captions (text-conditioned models): each example's caption token ids travel with it and the
+  output function differentiates ε_θ(x_t, t, c) (see :mod:`offchain.attribution.model_output`);
+  every parameter of the network passed in — for the ``text-unet`` backend the UNet and the
+  caption encoder — is differentiated.
 
 Artifacts in ``save_dir``::
 
@@ -46,8 +50,8 @@ Resuming: when ``scores.npy`` exists and ``meta.json`` matches the request the s
 returned without recomputing (a different request: :class:`StageError`). Otherwise the feature
 stores are reopened and only their missing rows are computed (batches on a fixed grid, noise per
 global index: the final scores are bit-identical to an uninterrupted run's with the same config
-and thread count). The stores record what they are of (model fingerprint, image hashes, output
-function, K, seed, projector); a store of a different request raises :class:`StageError` rather
+and thread count). The stores record what they are of (model fingerprint, image hashes, the hash of
+the caption token ids for a conditional model, output function, K, seed, projector); a store of a different request raises :class:`StageError` rather
 than being discarded — remove the folder to recompute. ``lambda_reg``/``lambda_relative`` and
 ``batch_size`` are not part of a store's identity: to try another λ, delete ``scores.npy`` and
 ``meta.json`` and call again; only the kernel is recomputed. A ``traker/`` folder left by the
@@ -109,6 +113,7 @@ from offchain.attribution.model_output import (
     TRAIN_STREAM,
     make_model_output,
 )
+from offchain.diffusion.device import select_device
 from offchain.diffusion.tensors import image_batch
 from offchain.errors import ConfigError, DataError, StageError
 from offchain.utils import read_json, write_json, write_npy
@@ -185,6 +190,34 @@ def _sha256_tensor(t: Tensor) -> str:
     return hashlib.sha256(t.numpy().tobytes()).hexdigest()
 
 
+def _sha256_ids(ids: Tensor | None) -> str | None:
+    """SHA-256 of caption token ids int64 (n, L), shape included; None without captions."""
+    if ids is None:
+        return None
+    h = hashlib.sha256(f"{tuple(ids.shape)}".encode())
+    h.update(ids.numpy().tobytes())
+    return h.hexdigest()
+
+
+def _checked_caption_ids(ids: Tensor | np.ndarray | None, n: int, name: str) -> Tensor | None:
+    """``ids`` as a contiguous int64 CPU tensor (n, L), L ≥ 1, entries ≥ 0; None stays None.
+
+    Raises:
+        DataError: another shape or row count, a non-integer dtype, or a negative id.
+    """
+    if ids is None:
+        return None
+    t = ids if isinstance(ids, Tensor) else torch.from_numpy(np.asarray(ids))
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise DataError(f"{name} must be integer token ids, got {t.dtype}")
+    t = t.detach().to("cpu", torch.int64).contiguous()
+    if t.ndim != 2 or t.shape[0] != n or t.shape[1] < 1:
+        raise DataError(f"{name} must have shape ({n}, L ≥ 1), got {tuple(t.shape)}")
+    if t.numel() and int(t.min()) < 0:
+        raise DataError(f"{name} contains negative token ids")
+    return t
+
+
 def _model_fingerprint(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -194,11 +227,13 @@ def _model_fingerprint(model: torch.nn.Module) -> str:
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None``/``"cpu"`` → CPU; ``"auto"`` → CUDA when available, else CPU; else as given."""
+    """``None`` → CPU; a setting string (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:<i>"``) →
+    :func:`~offchain.diffusion.device.select_device`; a ``torch.device`` as given (CUDA checked).
+    """
     if device is None:
         return torch.device("cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, str):
+        return select_device(device)
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device!r} requested but CUDA is not available")
@@ -248,12 +283,15 @@ def compute_trak_scores(
     model_id: int = 0,
     device: str | torch.device | None = None,
     on_batch: BatchHook | None = None,
+    train_caption_ids: Tensor | np.ndarray | None = None,
+    target_caption_ids: Tensor | np.ndarray | None = None,
 ) -> np.ndarray:
     """TRAK scores τ of every target against every training image (one checkpoint).
 
     Args:
-        unet: the round's ε-prediction ``diffusers.UNet2DModel`` (not modified: a float32 copy
-            on ``device`` is used).
+        unet: the round's ε-prediction network (not modified: a float32 copy on ``device`` is
+            used): a ``diffusers.UNet2DModel``, or a conditional backend's module
+            ``unet(x_t, t, caption_ids=None)``; every one of its parameters is differentiated.
         scheduler: its ``DDPMScheduler`` (only ``alphas_cumprod``, float (T,), is read).
         train_images: float32 (N, C, S, S) in [-1, 1], the training set in holder order.
         target_images: float32 (M, C, S, S) in [-1, 1], usually the round's generated samples.
@@ -268,25 +306,33 @@ def compute_trak_scores(
         on_batch: ``hook(name, rows_done, n_rows)`` after every stored feature batch (``name``
             ``"train"`` or ``"target"``); an exception from it aborts the run, leaving a
             resumable store (used by the tests to simulate a crash).
-
-    Returns:
+        train_caption_ids: int64 (N, L), the token ids of each training image's caption
+            (a conditional model's ``encode_captions``), or None: the model is called without
+            captions. Given, the output function differentiates ε_θ(x_t, t, c) with the
+            example's own caption; the ids' hash is part of the request (and of the train
+            feature store's identity), so other captions are another request.
+        target_caption_ids: int64 (M, L), the targets' captions (their prompts), or None.
         float32 (M, N): ``scores[m, i]`` = τ(target m, training image i), in units of the
         linearised output function (see :mod:`offchain.attribution.kernel`).
 
     Raises:
-        DataError: bad shapes or non-finite inputs.
+        DataError: bad shapes, non-finite inputs, or caption ids that are not int64 (N, L) /
+            (M, L).
         ConfigError: ``num_timesteps`` beyond the scheduler's T, bad ``model_id`` or device.
         StageError: ``save_dir`` holds scores or features of a different request (model,
-            images or config), or TRAK produced non-finite or degenerate features or scores.
+            images, captions or config), or TRAK produced non-finite or degenerate features or
+            scores.
     """
     t_start = time.perf_counter()
     cfg = cfg or TrakConfig()
     train, targets, model_id, dev = _checked_inputs(train_images, target_images, model_id, device)
+    train_ids = _checked_caption_ids(train_caption_ids, train.shape[0], "train_caption_ids")
+    target_ids = _checked_caption_ids(target_caption_ids, targets.shape[0], "target_caption_ids")
     alphas_cumprod = _checked_alphas_cumprod(scheduler, cfg)
     model = copy.deepcopy(unet).to("cpu").float().eval()
     save_dir = Path(save_dir)
     scores_path, meta_path = save_dir / SCORES_FILE, save_dir / META_FILE
-    meta = _request_meta(cfg, model, train, targets, model_id)
+    meta = _request_meta(cfg, model, train, targets, model_id, train_ids, target_ids)
     if scores_path.exists():
         return _load_existing(scores_path, meta_path, meta)
 
@@ -296,7 +342,10 @@ def compute_trak_scores(
     output = make_model_output(cfg.output, alphas_cumprod, cfg.num_timesteps)
     lazy = _LazyFeaturizer(model, output, grad_dim, cfg, dev, model_id, kind)
     t_setup = time.perf_counter() - t_start
-    jobs = ((train_store, train, TRAIN_STREAM), (target_store, targets, TARGET_STREAM))
+    jobs = (
+        (train_store, train, TRAIN_STREAM, train_ids),
+        (target_store, targets, TARGET_STREAM, target_ids),
+    )
     timing, computed = _featurize_stores(lazy, jobs, cfg, progress, on_batch)
     scores, lambda_abs, timing["kernel"] = _scores_from_stores(
         train_store, target_store, cfg, progress, meta
@@ -335,9 +384,16 @@ def _checked_alphas_cumprod(scheduler: Any, cfg: TrakConfig) -> Tensor:
 
 
 def _request_meta(
-    cfg: TrakConfig, model: torch.nn.Module, train: Tensor, targets: Tensor, model_id: int
+    cfg: TrakConfig,
+    model: torch.nn.Module,
+    train: Tensor,
+    targets: Tensor,
+    model_id: int,
+    train_ids: Tensor | None = None,
+    target_ids: Tensor | None = None,
 ) -> dict[str, Any]:
-    """The identity of the request (the :data:`_IDENTITY_KEYS` of ``meta.json``) as a dict."""
+    """The identity of the request (the :data:`_IDENTITY_KEYS` of ``meta.json``) as a dict;
+    the caption hashes are None without captions (as in a ``meta.json`` written before them)."""
     return {
         "config": asdict(cfg),
         "n_train": int(train.shape[0]),
@@ -347,6 +403,8 @@ def _request_meta(
         "train_sha256": _sha256_tensor(train),
         "targets_sha256": _sha256_tensor(targets),
         "model_id": model_id,
+        "train_captions_sha256": _sha256_ids(train_ids),
+        "targets_captions_sha256": _sha256_ids(target_ids),
     }
 
 
@@ -383,27 +441,37 @@ def _store_identity(
 def _open_feature_stores(
     folder: Path, meta: dict[str, Any], common: dict[str, Any], cfg: TrakConfig
 ) -> tuple[FeatureStore, FeatureStore]:
-    """``(train store (N, proj_dim), target store (M, proj_dim))``, reopened when present."""
+    """``(train store (N, proj_dim), target store (M, proj_dim))``, reopened when present.
+
+    A store of captioned examples also records their ids' hash (``captions_sha256``); a store
+    without captions has no such key, so its identity is the one written before captions."""
+
+    def identity(data_key: str, captions_key: str, stream: int) -> dict[str, Any]:
+        ident = {**common, "data_sha256": meta[data_key], "noise_stream": stream}
+        if meta[captions_key] is not None:
+            ident["captions_sha256"] = meta[captions_key]
+        return ident
+
     train_store = FeatureStore(
         folder,
         "train",
         meta["n_train"],
         cfg.proj_dim,
-        {**common, "data_sha256": meta["train_sha256"], "noise_stream": TRAIN_STREAM},
+        identity("train_sha256", "train_captions_sha256", TRAIN_STREAM),
     )
     target_store = FeatureStore(
         folder,
         "target",
         meta["n_targets"],
         cfg.proj_dim,
-        {**common, "data_sha256": meta["targets_sha256"], "noise_stream": TARGET_STREAM},
+        identity("targets_sha256", "targets_captions_sha256", TARGET_STREAM),
     )
     return train_store, target_store
 
 
 def _featurize_stores(
     lazy: _LazyFeaturizer,
-    jobs: Sequence[tuple[FeatureStore, Tensor, int]],
+    jobs: Sequence[tuple[FeatureStore, Tensor, int, Tensor | None]],
     cfg: TrakConfig,
     progress: bool,
     on_batch: BatchHook | None,
@@ -412,7 +480,7 @@ def _featurize_stores(
     timing: dict[str, float] = {}
     computed: dict[str, int] = {}
     try:
-        for store, images, stream in jobs:
+        for store, images, stream, caption_ids in jobs:
             t0 = time.perf_counter()
             projector_before = lazy.seconds
             computed[store.name] = featurize_into(
@@ -425,6 +493,7 @@ def _featurize_stores(
                 stream=stream,
                 progress=progress,
                 on_batch=on_batch,
+                caption_ids=caption_ids,
             )
             spent_on_projector = lazy.seconds - projector_before
             timing[f"featurize_{store.name}"] = time.perf_counter() - t0 - spent_on_projector
@@ -520,6 +589,8 @@ def compute_trak_ensemble(
     *,
     device: str | torch.device | None = None,
     on_batch: BatchHook | None = None,
+    train_caption_ids: Tensor | np.ndarray | None = None,
+    target_caption_ids: Tensor | np.ndarray | None = None,
 ) -> np.ndarray:
     """TRAK ensemble: the mean of the per-member scores over checkpoints × seeds.
 
@@ -536,7 +607,8 @@ def compute_trak_ensemble(
         save_dir: folder (created): members' subfolders, ``meta.json`` and ``scores.npy``.
         cfg: shared settings (its ``seed`` is replaced by each member's).
         seeds: distinct seeds ≥ 0 (default ``[cfg.seed]``).
-        progress, device, on_batch: passed to each member.
+        progress, device, on_batch, train_caption_ids, target_caption_ids: passed to each
+            member (the captions' hashes are part of the ensemble's identity too).
 
     Returns:
         float32 (M, N), the mean of the members' scores (computed in float64).
@@ -560,6 +632,8 @@ def compute_trak_ensemble(
     train = image_batch(train_images, "train_images")
     targets = image_batch(target_images, "target_images")
     _check_pair(train, targets)
+    train_ids = _checked_caption_ids(train_caption_ids, train.shape[0], "train_caption_ids")
+    target_ids = _checked_caption_ids(target_caption_ids, targets.shape[0], "target_caption_ids")
     save_dir = Path(save_dir)
     meta: dict[str, Any] = {
         "ensemble": True,
@@ -571,6 +645,8 @@ def compute_trak_ensemble(
         "model_sha256": [_model_fingerprint(unet) for unet, _ in models],
         "train_sha256": _sha256_tensor(train),
         "targets_sha256": _sha256_tensor(targets),
+        "train_captions_sha256": _sha256_ids(train_ids),
+        "targets_captions_sha256": _sha256_ids(target_ids),
     }
     scores_path, meta_path = save_dir / SCORES_FILE, save_dir / META_FILE
     if scores_path.exists():
@@ -592,6 +668,8 @@ def compute_trak_ensemble(
                 model_id=j,
                 device=device,
                 on_batch=on_batch,
+                train_caption_ids=train_ids,
+                target_caption_ids=target_ids,
             )
             total += tau
             members.append({"dir": name, "model_index": j, "seed": int(s)})
@@ -611,6 +689,8 @@ _IDENTITY_KEYS = (
     "train_sha256",
     "targets_sha256",
     "model_id",
+    "train_captions_sha256",
+    "targets_captions_sha256",
 )
 _ENSEMBLE_KEYS = (
     "ensemble",
@@ -622,6 +702,8 @@ _ENSEMBLE_KEYS = (
     "model_sha256",
     "train_sha256",
     "targets_sha256",
+    "train_captions_sha256",
+    "targets_captions_sha256",
 )
 
 

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from offchain.attribution.defaults import DEFAULT_TRAK_ENSEMBLE, ENSEMBLE_SEED_STRIDE
 from offchain.attribution.trak import (
@@ -17,9 +19,41 @@ from offchain.attribution.trak import (
     holder_contributions,
 )
 from offchain.diffusion.backend import DenoisingModel
-from offchain.errors import ConfigError
+from offchain.errors import ConfigError, DataError
 
-__all__ = ["TrakAttributor"]
+__all__ = ["TrakAttributor", "caption_token_ids"]
+
+
+def caption_token_ids(
+    model: DenoisingModel, captions: Sequence[str] | None, n: int, what: str
+) -> torch.Tensor | None:
+    """The token ids a conditional model attributes ``captions`` with, int64 (n, L); None for
+    an unconditional model (``model.encode_captions`` is None), whatever ``captions`` holds.
+
+    Args:
+        model: the loaded checkpoint.
+        captions: n strings ("" = the null caption), or None: n null captions.
+        n: the number of images the captions belong to.
+        what: ``"train"`` or ``"target"``, for error messages.
+
+    Raises:
+        DataError: ``captions`` is a single string or not n long, or the tokenizer returned
+            something other than an integer tensor (n, L).
+    """
+    if model.encode_captions is None:
+        return None
+    if captions is None:
+        captions = [""] * n
+    if isinstance(captions, str) or len(captions) != n:
+        got = "a string" if isinstance(captions, str) else f"{len(captions)} captions"
+        raise DataError(f"{what}_captions must be {n} strings, one per {what} image; got {got}")
+    ids = torch.as_tensor(model.encode_captions(list(captions)))
+    if ids.ndim != 2 or ids.shape[0] != n or ids.dtype.is_floating_point:
+        raise DataError(
+            f"encode_captions returned {ids.dtype} {tuple(ids.shape)} for {n} {what} captions; "
+            "expected integer token ids (n, L)"
+        )
+    return ids.to(torch.int64)
 
 
 class TrakAttributor:
@@ -29,26 +63,37 @@ class TrakAttributor:
         config: :class:`TrakConfig` (its ``seed`` is replaced by each call's); None: defaults.
         ensemble: E ≥ 1; E > 1 averages E members with seeds ``seed + 1000·k``
             (:func:`compute_trak_ensemble`), E = 1 is :func:`compute_trak_scores`.
+        device: where the per-example gradients run: None (the CPU), a ``device`` setting
+            (``"auto"``, ``"cpu"``, ``"cuda"``, :func:`~offchain.diffusion.device.select_device`)
+            or a ``torch.device``. Gradients are float32 on every device (no autocast: the
+            features are sums of tiny per-parameter products that bfloat16 would round away).
     """
 
     name = "trak"
 
-    def __init__(self, config: TrakConfig | None = None, ensemble: int = DEFAULT_TRAK_ENSEMBLE):
+    def __init__(
+        self,
+        config: TrakConfig | None = None,
+        ensemble: int = DEFAULT_TRAK_ENSEMBLE,
+        device: str | torch.device | None = None,
+    ):
         if not isinstance(ensemble, int) or ensemble < 1:
             raise ConfigError(f"trak ensemble must be an int ≥ 1, got {ensemble!r}")
         self.config = config if config is not None else TrakConfig()
         self.ensemble = ensemble
+        self.device = device
 
     @classmethod
     def from_settings(cls, settings: Any) -> TrakAttributor:
         """Reads ``proj_dim``, ``trak_timesteps`` (K, :attr:`TrakConfig.num_timesteps`),
-        ``trak_output`` and ``trak_ensemble``; the rest are :class:`TrakConfig` defaults."""
+        ``trak_output``, ``trak_ensemble`` and ``device``; the rest are :class:`TrakConfig`
+        defaults."""
         config = TrakConfig(
             proj_dim=settings.proj_dim,
             num_timesteps=settings.trak_timesteps,
             output=settings.trak_output,
         )
-        return cls(config, ensemble=settings.trak_ensemble)
+        return cls(config, ensemble=settings.trak_ensemble, device=settings.device)
 
     def scores(
         self,
@@ -59,10 +104,29 @@ class TrakAttributor:
         *,
         seed: int,
         progress: bool = True,
+        train_captions: Sequence[str] | None = None,
+        target_captions: Sequence[str] | None = None,
     ) -> np.ndarray:
         """τ float32 (M, N) of ``model.unet`` (its scheduler's ᾱ), saved as
-        ``out_dir/scores.npy`` with TRAK's resumable artifacts (see :mod:`offchain.attribution.trak`)."""
+        ``out_dir/scores.npy`` with TRAK's resumable artifacts (see
+        :mod:`offchain.attribution.trak`).
+
+        A conditional model (``model.encode_captions`` not None) is attributed with its
+        captions: every training image's and target's caption is tokenized once
+        (:func:`caption_token_ids`; None → all null captions) and the D-TRAK output
+        differentiates ε_θ(x_t, t, c) over every parameter of ``model.unet`` (the UNet and the
+        caption encoder). An unconditional model ignores the captions (scores unchanged).
+
+        Raises:
+            DataError: a caption list whose length is not N (train) or M (targets), or token
+                ids that are not int64 (n, L); as :func:`compute_trak_scores` otherwise.
+        """
         cfg = replace(self.config, seed=seed)
+        n_train, n_targets = len(train_images), len(targets)
+        captions = {
+            "train_caption_ids": caption_token_ids(model, train_captions, n_train, "train"),
+            "target_caption_ids": caption_token_ids(model, target_captions, n_targets, "target"),
+        }
         if self.ensemble > 1:
             seeds = [seed + ENSEMBLE_SEED_STRIDE * k for k in range(self.ensemble)]
             return compute_trak_ensemble(
@@ -73,9 +137,19 @@ class TrakAttributor:
                 cfg,
                 seeds=seeds,
                 progress=progress,
+                device=self.device,
+                **captions,
             )
         return compute_trak_scores(
-            model.unet, model.scheduler, train_images, targets, out_dir, cfg, progress=progress
+            model.unet,
+            model.scheduler,
+            train_images,
+            targets,
+            out_dir,
+            cfg,
+            progress=progress,
+            device=self.device,
+            **captions,
         )
 
     def holder_contributions(
