@@ -43,7 +43,7 @@ def test_a_registered_toy_dataset_is_listed_split_and_held_out_by_name() -> None
 
 
 def test_built_in_datasets_are_registered() -> None:
-    assert {"mnist", "digits", "lfw", "folders"} <= set(dataset_names())
+    assert {"mnist", "digits", "lfw", "folders", "emoji"} <= set(dataset_names())
 
 
 def test_an_unknown_dataset_is_refused_naming_the_choices() -> None:

@@ -16,7 +16,11 @@ Built-in sources (:func:`dataset_names`):
 * ``"lfw"``     :func:`offchain.data.lfw.lfw_images`, scikit-image's LFW subset, 200 images of
   25×25, face = 1 / non-face = 0.
 * ``"folders"`` :func:`offchain.data.folders.holder_folder_images`, a user's holder folders
-  (option ``root``, required); the label of an image is its holder's index.
+  (option ``root``, required; ``channels=3`` for color); the label of an image is its holder's
+  index.
+* ``"emoji"``   :func:`offchain.data.emoji.emoji_images`, openly licensed emoji art of Noto,
+  Twemoji and OpenMoji from the project's ``node_modules`` (5,726 RGB images of 64×64);
+  label = Unicode category index (:data:`offchain.data.emoji.CATEGORIES`).
 
 Adding a dataset is one new module with one such function plus one entry in ``_SOURCES`` below;
 code that cannot edit this module (a test, a plug-in) calls :func:`register_dataset`.
@@ -30,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from offchain.data.digits import digits_images
+from offchain.data.emoji import emoji_images
 from offchain.data.folders import holder_folder_images
 from offchain.data.lfw import lfw_images
 from offchain.data.mnist import load_mnist
@@ -54,6 +59,7 @@ _SOURCES: dict[str, DatasetSource] = {
     "digits": digits_images,
     "lfw": lfw_images,
     "folders": holder_folder_images,
+    "emoji": emoji_images,
 }
 
 

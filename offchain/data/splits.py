@@ -2,18 +2,25 @@
 
 The split itself is :func:`offchain.data.holders.split_holders`, the one behind
 :func:`offchain.data.holders.mnist_holders`; here the images come from the dataset registry and
-the default sizes leave about half of a small dataset to the quality stage.
+the default sizes leave about half of a small dataset to the quality stage. A dataset whose
+holders follow their own rule (``emoji``: artist × category groups,
+:func:`offchain.data.emoji.emoji_holders`) is listed in :data:`HOLDER_RULES` and split by it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from offchain.data.datasets import get_dataset, load_dataset
+from offchain.data.emoji import emoji_holders
 from offchain.data.holders import Holder, default_holder_sizes, split_holders
 from offchain.errors import DataError
 
-__all__ = ["MAX_HOLDER_SHARE", "dataset_holder_sizes", "dataset_holders"]
+__all__ = ["HOLDER_RULES", "MAX_HOLDER_SHARE", "dataset_holder_sizes", "dataset_holders"]
+
+HOLDER_RULES: dict[str, Callable[..., list[Holder]]] = {"emoji": emoji_holders}
+"""Datasets whose holders are not a class-mix split: name → ``rule(n_holders, sizes, seed,
+reservation_prices_wei)`` returning the holders."""
 
 MAX_HOLDER_SHARE = 0.5
 """Default holder sizes take at most this share of a dataset: the rest is held out for the
@@ -56,7 +63,10 @@ def dataset_holders(
     :func:`~offchain.data.holders.dominant_classes`, exactly as in ``mnist_holders`` (so
     ``dataset_holders("mnist", …)`` equals ``mnist_holders(…)`` for the same arguments, the
     defaults included); with fewer classes (LFW's two) it comes from one class, ``h mod K``,
-    and the other 30 % from the remaining classes.
+    and the other 30 % from the remaining classes. Grayscale (N, H, W) and RGB (N, H, W, 3)
+    datasets split alike. A dataset of :data:`HOLDER_RULES` is split by its own rule instead:
+    ``dataset_holders("emoji", …)`` is :func:`offchain.data.emoji.emoji_holders` ``(…)``
+    (holders ``noto-smileys``, ``twemoji-smileys``, … with captions and licences).
 
     Args:
         dataset: a registered dataset name.
@@ -67,7 +77,7 @@ def dataset_holders(
         reservation_prices_wei: per-holder prices in wei; None: 5 … 40 tokens, seeded order.
 
     Returns:
-        H holders ``holder_<h>`` with labels and demo addresses
+        H holders ``holder_<h>`` (or the rule's names) with labels and demo addresses
         (:func:`~offchain.data.holders.holder_address`).
 
     Raises:
@@ -77,6 +87,8 @@ def dataset_holders(
     get_dataset(dataset)  # an unknown name is refused before anything else
     if n_holders < 1:
         raise DataError(f"n_holders must be >= 1, got {n_holders}")
+    if dataset in HOLDER_RULES:
+        return HOLDER_RULES[dataset](n_holders, sizes, seed, reservation_prices_wei)
     images, labels = load_dataset(dataset)
     if sizes is None:
         sizes = dataset_holder_sizes(n_holders, len(images))
