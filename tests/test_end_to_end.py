@@ -90,6 +90,13 @@ def test_round_table_and_plot_are_produced(campaign):
     _, result, output = campaign
     assert "Round 1" in output and "copyright loss" in output and "Campaign summary" in output
     assert result.plot.exists() and result.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for round_id in range(1, result.rounds + 1):  # each round's generations next to the works
+        grid = RoundPaths(result.run_dir, round_id).generations_png
+        assert grid.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Generations from" not in output  # ddpm: unconditional, no prompts
+    assert not RoundPaths(result.run_dir, 1).prompts.exists()
+    detail = TestClient(create_app(result.run_dir)).get("/rounds/1").json()
+    assert {(h["licence"], h["attribution"]) for h in detail["holders"]} == {(None, None)}
 
 
 def test_api_serves_each_holders_proofs(campaign):

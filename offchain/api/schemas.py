@@ -60,6 +60,11 @@ class HolderPayment(BaseModel):
     amount_wei: str
     claimed: bool | None
     """None for a holder paid 0 wei (no leaf to claim)."""
+    licence: str | None = None
+    """SPDX id of the licence of the holder's works (the round's ``manifest.json``), None when
+    not stated (the MNIST demo)."""
+    attribution: str | None = None
+    """The credit text that licence requires, None when not stated."""
 
 
 class RoundSignature(BaseModel):

@@ -12,7 +12,10 @@ from offchain.allocation.wei import WEI_PER_TOKEN, parse_wei
 from offchain.layout import RoundPaths
 from offchain.utils import atomic_write, read_json
 
-__all__ = ["format_tokens", "payments_plot", "round_table", "summary_table"]
+__all__ = ["format_tokens", "payments_plot", "prompts_line", "round_table", "summary_table"]
+
+PROMPTS_SHOWN = 4
+"""Prompts of the round's generations the round table names (``prompts.json``'s first)."""
 
 def format_tokens(amount_wei: int, decimals: int = 18, places: int = 4) -> str:
     """``amount_wei`` as a decimal token amount, rounded down to ``places`` digits (display only)."""
@@ -21,8 +24,22 @@ def format_tokens(amount_wei: int, decimals: int = 18, places: int = 4) -> str:
     return f"{whole:,}.{frac_digits}"
 
 
+def prompts_line(paths: RoundPaths, shown: int = PROMPTS_SHOWN) -> str | None:
+    """``Generations from: "a", "b", … (M prompts; grid in generations.png)`` for a round with
+    a recorded prompt set (``prompts.json``), else None."""
+    if not paths.prompts.exists():
+        return None
+    prompts = read_json(paths.prompts)
+    quoted = ", ".join(f'"{p}"' if p else "(no caption)" for p in prompts[:shown])
+    more = ", …" if len(prompts) > shown else ""
+    return (f"Generations from: {quoted}{more} ({len(prompts)} prompts; grid in "
+            f"{paths.generations_png.name})")
+
+
 def round_table(paths: RoundPaths) -> Table:
-    """One row per holder: images, participated, contribution, copyright loss, payment, claimed."""
+    """One row per holder: images, participated, contribution, copyright loss, payment,
+    claimed, and licence and attribution where any holder states them; the caption names a few
+    prompts of the round's generations (:func:`prompts_line`)."""
     manifest = read_json(paths.manifest)
     contributions = read_json(paths.contributions)
     copyright_ = read_json(paths.copyright)
@@ -40,6 +57,8 @@ def round_table(paths: RoundPaths) -> Table:
             f"({decision['policy']}), root {str(allocation['merkle_root'])[:10]}…{quality}"
         )
     )
+    table.caption = prompts_line(paths)
+    licensed = any(h.get("licence") or h.get("attribution") for h in manifest["holders"])
     for column, justify in [
         ("holder", "left"),
         ("images", "right"),
@@ -48,11 +67,13 @@ def round_table(paths: RoundPaths) -> Table:
         ("copyright loss", "right"),
         ("payment (TST)", "right"),
         ("claimed", "center"),
+        *([("licence", "left"), ("attribution", "left")] if licensed else []),
     ]:
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for i, holder in enumerate(manifest["holders"]):
         amount = parse_wei(allocation["holders"][i]["amount_wei"], "amount_wei")
         claim = claimed.get(holder["index"])
+        licence = [holder.get("licence") or "—", holder.get("attribution") or "—"]
         table.add_row(
             holder["name"],
             str(holder["n_images"]),
@@ -61,6 +82,7 @@ def round_table(paths: RoundPaths) -> Table:
             f"{copyright_['loss'][i]:.3f}",
             format_tokens(amount),
             "—" if amount == 0 else ("yes" if claim and claim["ok"] else "no"),
+            *(licence if licensed else []),
         )
     return table
 

@@ -236,24 +236,48 @@ def generate(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     sample m from prompt m of the round's fixed prompt set (:func:`draw_prompts` over
     ``train_captions.json``, seeded like the sampling), with classifier-free guidance
     ``cfg.guidance_scale``; the prompts are written first, to ``prompts.json``, and reused if
-    the stage is run again.
+    the stage is run again. ``generations.png`` (:func:`offchain.rounds.figures.
+    generations_figure`: generations with their prompts next to holders' works) is written
+    before ``samples.npy``.
     """
     if paths.samples.exists():
         return paths
     _require(paths.checkpoint, "generate")
     backend = _backend(cfg)
     seed = _sample_seed(paths, cfg)
+    prompts = None
     if not backend.conditional:
         samples = backend.sample(paths.checkpoint, cfg.n_samples, seed=seed)
     else:
         if not paths.prompts.exists():
-            prompts = draw_prompts(_train_captions(paths), cfg.n_samples, seed)
-            write_json(paths.prompts, prompts)
-        prompts = [str(p) for p in read_json(paths.prompts)]
+            write_json(paths.prompts, draw_prompts(_train_captions(paths), cfg.n_samples, seed))
+        prompts = _prompts(paths)
         samples = backend.sample(paths.checkpoint, cfg.n_samples, seed=seed, captions=prompts,
                                  guidance_scale=cfg.guidance_scale)
-    write_npy(paths.samples, np.asarray(samples, dtype=np.float32))
+    samples = np.asarray(samples, dtype=np.float32)
+    _generations_figure(paths, samples, prompts)
+    write_npy(paths.samples, samples)
     return paths
+
+
+def _generations_figure(paths: RoundPaths, samples: np.ndarray, prompts: list[str] | None
+                        ) -> None:
+    """Write ``generations.png`` of the round (see :func:`offchain.rounds.figures.
+    generations_figure`)."""
+    from offchain.rounds.figures import generations_figure  # matplotlib: only when drawing
+
+    manifest = read_json(paths.manifest)
+    n_train = int(manifest["n_train"])
+    generations_figure(
+        paths.generations_png,
+        samples,
+        prompts,
+        np.load(paths.train_images),
+        np.load(paths.holder_index),
+        _train_captions(paths)[:n_train],
+        [h["name"] for h in manifest["holders"]],
+        title=f"Round {paths.round_id}: generations next to the works they were trained on",
+    )
 
 
 def _prompts(paths: RoundPaths) -> list[str] | None:

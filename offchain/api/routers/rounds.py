@@ -31,6 +31,17 @@ def _signature_pairs(signed: dict) -> list[tuple[str, str]]:
     return []
 
 
+def _credits(paths: RoundPaths) -> dict[int, tuple[str | None, str | None]]:
+    """Holder index → (licence, attribution) from the round's ``manifest.json`` (None where
+    not stated, or for a round folder without a manifest)."""
+    if not paths.manifest.exists():
+        return {}
+    return {
+        int(h["index"]): (h.get("licence"), h.get("attribution"))
+        for h in read_json(paths.manifest)["holders"]
+    }
+
+
 @router.get("/rounds/{round_id}", response_model=RoundDetail)
 def round_detail(
     round_id: int,
@@ -41,7 +52,8 @@ def round_detail(
     deployment: DeploymentData,
 ) -> RoundDetail:
     """A round: budget, Merkle root, provenance, the k-of-n signatures and threshold, and each
-    holder's payment (wei) with whether it is claimed (see ``claimed_source``)."""
+    holder's payment (wei) with whether it is claimed (see ``claimed_source``) and the licence
+    and attribution of its works (where stated)."""
     if round_id not in round_ids(run_dir):
         raise HTTPException(status_code=404, detail=f"unknown round {round_id}")
     paths = RoundPaths(run_dir, round_id)
@@ -50,14 +62,17 @@ def round_detail(
     db = state.deployed_round(deployment, round_id)
     rnd = cache.get(paths)
     view = chain_view(request)
+    credits = _credits(paths)
     holders = []
     for h in allocation["holders"]:
         amount = parse_wei(h["amount_wei"], "amount_wei")
         index = int(h["index"])
+        licence, attribution = credits.get(index, (None, None))
         holders.append(HolderPayment(
             index=index, name=h["name"], address=h["address"], participating=h["participating"],
             amount_wei=wei_str(amount, "amount_wei"),
             claimed=None if amount == 0 else rnd.is_claimed(round_id, index, view),
+            licence=licence, attribution=attribution,
         ))
     return RoundDetail(
         **round_summary(paths).model_dump(),
