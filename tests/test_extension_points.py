@@ -76,7 +76,8 @@ class BrightnessAttributor:
     def from_settings(cls, settings) -> BrightnessAttributor:
         return cls()
 
-    def scores(self, model, train_images, targets, out_dir, *, seed, progress=True):
+    def scores(self, model, train_images, targets, out_dir, *, seed, progress=True,
+               train_captions=None, target_captions=None):
         train = np.asarray(train_images, dtype=np.float64).mean(axis=(1, 2, 3)) + 1.0
         target = np.asarray(targets, dtype=np.float64).mean(axis=(1, 2, 3)) + 1.0
         tau = np.outer(target, train).astype(np.float32)
@@ -125,9 +126,11 @@ def tiny_round(tmp_path_factory: pytest.TempPathFactory) -> tuple[RoundPaths, ML
 
 
 def test_the_registries_list_the_built_ins_and_the_registered_toys() -> None:
-    assert {"ddpm", "tiny-ddpm"} <= set(backend_names())
+    assert {"ddpm", "text-unet", "tiny-ddpm"} <= set(backend_names())
     assert {"trak", "brightness"} <= set(attributor_names())
-    assert isinstance(get_backend("ddpm").from_settings(MLConfig()), ModelBackend)
+    for name, conditional in (("ddpm", False), ("text-unet", True)):
+        backend = get_backend(name).from_settings(MLConfig())
+        assert isinstance(backend, ModelBackend) and backend.conditional is conditional
     assert isinstance(get_attributor("trak").from_settings(MLConfig()), Attributor)
     assert isinstance(BrightnessAttributor(), Attributor)
 

@@ -1,8 +1,10 @@
 """The per-round diffusion model behind the :class:`ModelBackend` protocol and its registry.
 
-The first backend, ``ddpm``, is a small DDPM (diffusers ``UNet2DModel`` + ``DDPMScheduler``):
-``train_round`` continues the previous round's checkpoint on this round's images;
-``generate_samples`` draws the samples that attribution and the copyright loss look at.
+The first backend, ``ddpm``, is a small unconditional grayscale DDPM (diffusers ``UNet2DModel`` +
+``DDPMScheduler``): ``train_round`` continues the previous round's checkpoint on this round's
+images; ``generate_samples`` draws the samples that attribution and the copyright loss look at.
+``text-unet`` (:mod:`offchain.diffusion.text_unet`) is an RGB UNet conditioned on captions
+through a small caption encoder trained with it, sampled with classifier-free guidance.
 
 Importing this package does not import torch: the protocol and the registry
 (:mod:`offchain.diffusion.backend`) are loaded at once, the torch-backed names below on first
@@ -23,6 +25,9 @@ from offchain.registry import lazy_attributes
 
 _LAZY = {
     "DDPMBackend": "offchain.diffusion.ddpm",
+    "TextUNetBackend": "offchain.diffusion.text_unet",
+    "TextUNetConfig": "offchain.diffusion.text_unet",
+    "WordTokenizer": "offchain.diffusion.text_encoder",
     "DiffusionConfig": "offchain.diffusion.model",
     "build_scheduler": "offchain.diffusion.model",
     "build_unet": "offchain.diffusion.model",
