@@ -69,6 +69,49 @@ def test_manifest_registration_is_read_back_by_the_loader_with_identical_hashes(
     assert sorted(sha(p.read_bytes()) for p in (holders / "alice").glob("*.*g")) == stored
 
 
+def test_manifest_registration_with_captions_by_hash_is_signed_and_stored(env):
+    api, holders, source, images = env
+    captions = ["one", "two", "three"]
+    request = {
+        **body(ALICE, images, source, captions=captions),
+        "captions": {sha(b): c for b, c in zip(images, captions, strict=True)},
+    }
+    response = api.post("/holders/manifest", json=request)
+    assert response.status_code == 201, response.text
+    (holder,) = load_holder_folders(holders, image_size=28)
+    by_hash = {sha(b): c for b, c in zip(images, captions, strict=True)}
+    assert list(holder.captions) == [by_hash[h] for h in sorted(by_hash)]
+
+
+@pytest.mark.parametrize(
+    "captions, signed, status, needle",
+    [
+        ({"img0.png": "one"}, ["one", "two", "three"], 422, "names no image"),
+        ("not an object", ["one", "two", "three"], 422, "dict"),
+        (["one", "two", "three"], ["one", "two", "three"], 422, "dict"),
+        ({0: "one"}, ["one", "two", "three"], 422, "names no image"),
+        (None, ["one", "two", "three"], 403, "does not sign"),
+        ("by hash", None, 403, "does not sign"),
+        ("by hash", ["one", "two", "3"], 403, "does not sign"),
+        ("first empty", ["", "two", "three"], 422, "is empty"),
+    ],
+    ids=["file name key", "string", "list", "int key", "unsent", "unsigned", "other", "empty"],
+)
+def test_bad_manifest_captions_are_refused_and_change_nothing(env, captions, signed, status, needle):
+    api, holders, source, images = env
+    before = listing(holders)
+    by_hash = {sha(b): c for b, c in zip(images, ["one", "two", "three"], strict=True)}
+    if captions == "by hash":
+        captions = by_hash
+    elif captions == "first empty":
+        captions = {**by_hash, sha(images[0]): ""}
+    request = {**body(ALICE, images, source, captions=signed), "captions": captions}
+    response = api.post("/holders/manifest", json=request)
+    assert response.status_code == status, response.text
+    assert needle in json.dumps(response.json()["detail"]), response.json()["detail"]
+    assert listing(holders) == before
+
+
 def _escape_link(tmp_path, source):
     outside = tmp_path / "outside"
     outside.mkdir()

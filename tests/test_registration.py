@@ -40,13 +40,18 @@ def sign(
     issued_at: int | None = None,
     address: str | None = None,
     replace: bool = False,
+    captions: list[str] | None = None,
 ) -> dict[str, str]:
     """The form fields of a registration signed by ``account`` (with ``replace=true`` when
-    ``replace``: the v2 message covers it)."""
+    ``replace``: the v2 message covers it; ``captions``, one per image, signed as
+    ``captions_root``)."""
     issued_at = int(time.time()) if issued_at is None else issued_at
     address = address or account.address
     hashes = [hashlib.sha256(b).hexdigest() for b in images]
-    message = registration_message(address, name, price, hashes, issued_at, replace=replace)
+    signed = dict(zip(hashes, captions, strict=True)) if captions is not None else None
+    message = registration_message(
+        address, name, price, hashes, issued_at, replace=replace, captions=signed
+    )
     signature = account.sign_message(encode_defunct(text=message)).signature.hex()
     fields = {
         "address": address,
@@ -272,3 +277,124 @@ def test_chunked_body_without_length_is_cut_off_past_the_limit(client):
     )
     assert response.status_code == 413 and "stopped reading" in response.json()["detail"]
     assert listing(holders) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Captions (issue 15 §2)
+# ---------------------------------------------------------------------------------------------
+
+
+def captions_file(table: object, raw: bytes | None = None) -> list[tuple]:
+    data = raw if raw is not None else json.dumps(table, ensure_ascii=False).encode()
+    return [("captions", ("captions.json", data, "application/json"))]
+
+
+def test_captions_are_validated_signed_stored_and_read_back_by_the_loader(client):
+    api, holders = client
+    images = [png(1), png(2), png(3, fmt="JPEG")]
+    names = ["apple.png", "cat.png", "dog.jpg"]
+    sent = {"apple.png": " red apple", "cat.png": "caf\u0065\u0301 cat", sha_of(images[2]): "dog"}
+    stored = ["red apple", "caf\u00e9 cat", "dog"]  # NFC, stripped: what is signed and kept
+    response = api.post(
+        "/holders",
+        data=sign(ALICE, images, captions=stored),
+        files=files(images, names) + captions_file(sent),
+    )
+    assert response.status_code == 201, response.text
+    on_disk = json.loads((holders / "alice" / "captions.json").read_text(encoding="utf-8"))
+    ext = [".png", ".png", ".jpg"]
+    assert on_disk == {f"{sha_of(b)}{e}": c for b, e, c in zip(images, ext, stored, strict=True)}
+    (holder,) = load_holder_folders(holders, image_size=28)
+    by_hash = dict(zip((sha_of(b) for b in images), stored, strict=True))
+    assert list(holder.captions) == [by_hash[h] for h in sorted(by_hash)]
+
+
+def sha_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+GOOD = [png(1), png(2)]
+NAMES = ["a.png", "b.png"]
+
+
+def _caption_cases() -> dict:
+    ok = ["apple", "cat"]
+    return {
+        # name: (captions part(s), signed captions, status, needle)
+        "not utf-8": (captions_file(None, b'{"a.png": "\xff", "b.png": "c"}'), ok, 422, "UTF-8"),
+        "bad json": (captions_file(None, b'{"a.png": '), ok, 422, "not valid JSON"),
+        "a list": (captions_file(["apple", "cat"]), ok, 422, "must be a JSON object"),
+        "empty caption": (captions_file({"a.png": " ", "b.png": "cat"}), ok, 422, "is empty"),
+        "too long": (captions_file({"a.png": "x" * 201, "b.png": "c"}), ok, 422, "at most 200"),
+        "control character": (
+            captions_file({"a.png": "red\napple", "b.png": "cat"}), ok, 422, "U+000A"
+        ),
+        "not text": (captions_file({"a.png": 5, "b.png": "cat"}), ok, 422, "must be text"),
+        "unknown image": (
+            captions_file({"a.png": "apple", "b.png": "cat", "c.png": "dog"}),
+            ok,
+            422,
+            "'c.png' names no image",
+        ),
+        "image without caption": (
+            captions_file({"a.png": "apple"}), ok, 422, "image 'b.png' has no caption"
+        ),
+        "two captions for one image": (
+            captions_file({"a.png": "apple", sha_of(GOOD[0]): "apple", "b.png": "cat"}),
+            ok,
+            422,
+            "two captions",
+        ),
+        "two captions files": (
+            captions_file({"a.png": "apple", "b.png": "cat"}) * 2, ok, 422, "2 captions files"
+        ),
+        "captions not signed": (
+            captions_file({"a.png": "apple", "b.png": "cat"}), None, 403, "does not sign"
+        ),
+        "other captions signed": (
+            captions_file({"a.png": "apple", "b.png": "cat"}), ["apple", "dog"], 403, "captions"
+        ),
+        "oversized captions": (
+            captions_file({"a.png": "apple", "b.png": "x" * 20_000}), ok, 413, "captions are"
+        ),
+    }
+
+
+CAPTION_CASES = _caption_cases()
+
+
+@pytest.mark.parametrize("case", sorted(CAPTION_CASES))
+def test_bad_captions_are_a_clear_4xx_and_change_nothing(client, case):
+    api, holders = client
+    before = listing(holders)
+    parts, signed, status, needle = CAPTION_CASES[case]
+    response = api.post(
+        "/holders", data=sign(ALICE, GOOD, captions=signed), files=files(GOOD, NAMES) + parts
+    )
+    assert response.status_code == status, response.text
+    assert needle in response.json()["detail"], response.json()["detail"]
+    assert listing(holders) == before
+
+
+def test_captions_by_a_file_name_two_uploads_share_or_as_a_text_field_are_refused(client):
+    api, holders = client
+    data = sign(ALICE, GOOD, captions=["apple", "cat"])
+    shared = captions_file({"x.png": "apple", sha_of(GOOD[1]): "cat"})
+    response = api.post("/holders", data=data, files=files(GOOD, ["x.png", "x.png"]) + shared)
+    assert response.status_code == 422 and "shared by several" in response.json()["detail"]
+    by_hash = captions_file({sha_of(GOOD[0]): "apple", "0x" + sha_of(GOOD[1]): "cat"})
+    as_text = {**data, "captions": json.dumps({"a.png": "apple", "b.png": "cat"})}
+    response = api.post("/holders", data=as_text, files=files(GOOD, NAMES))
+    assert response.status_code == 422 and "as a file part" in response.json()["detail"]
+    assert not (holders / "alice").exists()
+    response = api.post("/holders", data=data, files=files(GOOD, ["x.png", "x.png"]) + by_hash)
+    assert response.status_code == 201, response.text  # keyed by hash, shared names are fine
+    assert len(json.loads((holders / "alice" / "captions.json").read_text())) == 2
+
+
+def test_a_registration_without_captions_signs_and_stores_as_before(client):
+    api, holders = client
+    response = api.post("/holders", data=sign(ALICE, GOOD), files=files(GOOD))
+    assert response.status_code == 201, response.text
+    assert not (holders / "alice" / "captions.json").exists()
+    assert load_holder_folders(holders)[0].captions is None

@@ -5,6 +5,7 @@ Layout, exactly what :func:`offchain.data.holders.load_holder_folders` reads::
 
     <holders_dir>/<name>/<sha256 of the file>.png | .jpg     the images, as uploaded
     <holders_dir>/<name>/holder.json                         {"address", "reservation_price_wei"}
+    <holders_dir>/<name>/captions.json                       optional: {"<file name>": caption}
     <holders_dir>/<name>/.registration.json                  {"address", "issued_at", "signature"}
 
 Hidden entries (a leading ``.``) are the service's own and ignored by the loader: the lock file
@@ -40,7 +41,7 @@ from pathlib import Path
 
 from eth_utils import is_address, to_checksum_address
 
-from offchain.data.holders import HOLDER_JSON, IMAGE_EXTENSIONS, holder_address
+from offchain.data.holders import CAPTIONS_JSON, HOLDER_JSON, IMAGE_EXTENSIONS, holder_address
 from offchain.errors import DataError
 from offchain.faults import fault_point
 from offchain.jsonsafe import UnsafeJSON, loads_bounded
@@ -256,6 +257,7 @@ def publish_holder(
     files: Sequence[tuple[str, bytes]],
     meta: dict[str, str],
     replaced: Sequence[Path],
+    captions: dict[str, str] | None = None,
 ) -> None:
     """Write holder folder ``name`` atomically, replacing the folders ``replaced``.
 
@@ -271,6 +273,8 @@ def publish_holder(
         meta: ``holder.json``'s content (``address``, ``reservation_price_wei``).
         replaced: the folders of the same address this one replaces (moved aside, then
             deleted).
+        captions: stored file name → caption (validated by the caller), written as
+            ``captions.json`` (UTF-8); None: no captions file.
     """
     tmp = Path(tempfile.mkdtemp(prefix=_TMP_PREFIX, dir=holders_dir))
     try:
@@ -280,6 +284,11 @@ def publish_holder(
         for file_name, data in files:
             (tmp / file_name).write_bytes(data)
         (tmp / HOLDER_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        if captions is not None:
+            (tmp / CAPTIONS_JSON).write_text(
+                json.dumps(captions, indent=2, ensure_ascii=False, sort_keys=True) + "\n",
+                encoding="utf-8",
+            )
         _sync_folder(tmp)
         _move_into_place(tmp, holders_dir / name, replaced)
     except BaseException:

@@ -7,6 +7,7 @@ folder's layout, the registration lock, the atomic write and crash recovery)::
 
     <holders_dir>/<name>/<sha256 of the file>.png | .jpg     the images, as uploaded
     <holders_dir>/<name>/holder.json                         {"address", "reservation_price_wei"}
+    <holders_dir>/<name>/captions.json                       optional: {"<sha256>.png": caption}
 
 Everything is written into a hidden temporary folder (``<holders_dir>/.tmp-…``, ignored by the
 loader) that is renamed into place at the end, so a refused or failed registration leaves the
@@ -27,7 +28,23 @@ builds — eight lines joined by ``\\n``, no trailing newline::
     issued_at: <unix seconds, decimal>
 
 (``images_root`` is on one line; it is wrapped here only for reading.) A file's hash is the
-SHA-256 of its bytes as uploaded (``sha256sum``). The signature binds the address, the name, the
+SHA-256 of its bytes as uploaded (``sha256sum``). A registration with captions has one more
+line right after ``images_root`` (without captions the message is exactly the one above)::
+
+    captions_root: 0x<hex SHA-256 of, for each image sorted ascending by hash, its 32-byte
+                   SHA-256 digest followed by the 32-byte SHA-256 of its caption's UTF-8 bytes>
+
+(:func:`captions_root`; the captions as stored: NFC-normalised and stripped.)
+
+**Captions** (optional): one per image or none. An upload sends them as one file part
+``captions``, a JSON object (UTF-8) from the image's uploaded file name or SHA-256 hex to its
+caption, the holder folder's ``captions.json`` format; a manifest registration sends the JSON
+field ``captions``, keyed by SHA-256 hex. Each caption passes
+:func:`offchain.data.captions.validate_caption` (valid UTF-8, 1 … 200 characters after NFC
+normalisation and stripping, no control characters); if any image has a caption every image
+needs one; a key naming no image, two captions for one image, or a file name shared by two
+uploads is refused. They are stored as ``captions.json`` keyed by the stored file names, which
+:func:`offchain.data.holders.load_holder_folders` reads back. The signature binds the address, the name, the
 price, the exact image set and whether it replaces the address's registration, so it cannot be
 reused for another image set, holder or price, nor turned into a replacement; it is accepted
 only while ``issued_at`` lies in ``[now - signature_max_age_s, now + signature_max_skew_s]`` (10
@@ -45,7 +62,7 @@ is refused (:class:`DemoKeyRefused`), and so is one that targets a folder withou
 warning in listings and refuses registrations under its name.
 
 Order of checks (cheap ones first, so an unauthenticated request never makes the server decode
-images): fields, per-file and total sizes and count, signature, the demo key of the name, image
+images): fields, per-file and total sizes and count, captions, signature, the demo key of the name, image
 type (magic bytes), dimensions and the total pixel budget from the headers of all images, then
 decoding with Pillow (``verify()`` then a full decode), then, under the registration lock, the
 uniqueness of the address and the name, demo-keyed folders and the freshness of ``issued_at``.
@@ -78,7 +95,8 @@ import io
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +118,7 @@ from offchain.api.holders_store import (
     recover_locked,
     stored_issued_at,
 )
+from offchain.data.captions import MAX_CAPTION_CHARS, validate_caption
 from offchain.data.holders import (
     HOLDER_JSON,
     IMAGE_DECODE_ERRORS,
@@ -109,6 +128,7 @@ from offchain.data.holders import (
     decode_grayscale,
 )
 from offchain.errors import ConfigError, DataError
+from offchain.jsonsafe import UnsafeJSON, loads_bounded
 
 __all__ = [
     "MESSAGE_HEADER",
@@ -122,6 +142,7 @@ __all__ = [
     "SourceNotAllowed",
     "StaleRegistration",
     "UploadTooLarge",
+    "captions_root",
     "check_address",
     "images_root",
     "register_from_manifest",
@@ -212,6 +233,13 @@ class RegistrationLimits:
     max_price_wei: int = UINT256_MAX
     """Largest reservation price (uint256)."""
 
+    @property
+    def max_captions_bytes(self) -> int:
+        """Largest captions JSON in bytes: per image a caption of :data:`MAX_CAPTION_CHARS`
+        characters of up to 4 UTF-8 bytes (or 6-byte JSON escapes), a 260-byte key and the
+        punctuation."""
+        return 1024 + self.max_images * (6 * MAX_CAPTION_CHARS + 270)
+
     def __post_init__(self) -> None:
         for name in ("min_images", "max_image_bytes", "max_total_bytes", "min_side_px",
                      "max_total_pixels", "signature_max_age_s"):
@@ -234,6 +262,9 @@ class Registration:
     reservation_price_wei: str | int
     signature: str
     issued_at: str | int
+    captions: bytes | Mapping[str, object] | None = None
+    """Optional captions: the uploaded ``captions`` file (UTF-8 JSON bytes) or the object it
+    holds, image file name or SHA-256 hex → caption; None: no captions."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,6 +280,22 @@ def images_root(hashes: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
+def captions_root(captions: Mapping[str, str]) -> str:
+    """Hex SHA-256 binding each image to its caption: over the images sorted ascending by hash,
+    the concatenation of the image's 32-byte SHA-256 digest and the 32-byte SHA-256 of its
+    caption's UTF-8 bytes.
+
+    Args:
+        captions: image SHA-256 hex (``0x`` optional, any case) → caption as stored.
+    """
+    digest = hashlib.sha256()
+    pairs = {h.lower().removeprefix("0x"): text for h, text in captions.items()}
+    for h in sorted(pairs):
+        digest.update(bytes.fromhex(h))
+        digest.update(hashlib.sha256(pairs[h].encode("utf-8")).digest())
+    return digest.hexdigest()
+
+
 def registration_message(
     address: str,
     name: str,
@@ -257,11 +304,14 @@ def registration_message(
     issued_at: int,
     *,
     replace: bool,
+    captions: Mapping[str, str] | None = None,
 ) -> str:
     """The text a holder signs with ``personal_sign`` (format in the module docstring).
 
     ``replace``: whether the registration replaces the address's current one (signed, so a
-    first registration cannot be re-sent as a replacement).
+    first registration cannot be re-sent as a replacement). ``captions``: image SHA-256 hex →
+    caption as stored; when given, the line ``captions_root: 0x…`` (:func:`captions_root`)
+    follows ``images_root``.
 
     >>> registration_message(
     ...     "0x" + "ab" * 20, "alice", 5, ["00" * 32], 1700000000, replace=False
@@ -279,6 +329,7 @@ def registration_message(
             f"reservation_price_wei: {int(reservation_price_wei)}",
             f"images: {len(hashes)}",
             f"images_root: 0x{images_root(hashes)}",
+            *([f"captions_root: 0x{captions_root(captions)}"] if captions is not None else []),
             f"replace: {'true' if replace else 'false'}",
             f"issued_at: {int(issued_at)}",
         ]
@@ -354,6 +405,82 @@ def _check_sizes(images: Sequence[tuple[str, bytes]], limits: RegistrationLimits
         )
 
 
+def _check_captions(
+    raw: bytes | Mapping[str, object] | None,
+    hashes: Sequence[str],
+    filenames: Sequence[str] | None,
+    limits: RegistrationLimits,
+) -> dict[str, str] | None:
+    """The registration's captions as image SHA-256 hex → validated caption, or None.
+
+    ``raw`` is the uploaded captions file (bytes: strict UTF-8 JSON) or its object; keys are an
+    image's SHA-256 hex or, where ``filenames`` (the uploads' names, in ``hashes`` order) are
+    given, its file name.
+
+    Raises:
+        UploadTooLarge: the captions file is over ``limits.max_captions_bytes``.
+        InvalidRegistration: not UTF-8, not a JSON object, a key naming no image (or a file name
+            two uploads share), two captions for one image, an invalid caption
+            (:func:`~offchain.data.captions.validate_caption`), or an image without a caption.
+    """
+    if raw is None:
+        return None
+    if isinstance(raw, bytes | bytearray):
+        if len(raw) > limits.max_captions_bytes:
+            raise UploadTooLarge(
+                f"captions are {len(raw)} bytes > {limits.max_captions_bytes} (max_images × "
+                f"{MAX_CAPTION_CHARS}-character captions)"
+            )
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidRegistration(
+                f"captions are not valid UTF-8 (byte {exc.start}: {exc.reason})"
+            ) from None
+        try:
+            raw = loads_bounded(text, max_bytes=limits.max_captions_bytes, what="captions")
+        except UnsafeJSON as exc:
+            raise InvalidRegistration(str(exc)) from None
+    if not isinstance(raw, Mapping):
+        raise InvalidRegistration(
+            f"captions must be a JSON object of image file name or SHA-256 → caption, got "
+            f"{type(raw).__name__}"
+        )
+    known = set(hashes)
+    names = dict(zip(filenames, hashes, strict=True)) if filenames is not None else {}
+    shared = {n for n, count in Counter(filenames or ()).items() if count > 1}
+    captions: dict[str, str] = {}
+    for key, text in raw.items():
+        h = key.lower().removeprefix("0x") if HEX_SHA256.fullmatch(str(key)) else None
+        if h not in known:
+            if key in shared:
+                raise InvalidRegistration(
+                    f"captions: file name {key!r} is shared by several images; key their "
+                    "captions by SHA-256"
+                )
+            h = names.get(key)
+        if h is None:
+            what = "file name or SHA-256" if filenames is not None else "SHA-256"
+            raise InvalidRegistration(
+                f"captions: {key!r} names no image of this registration (expected an image's "
+                f"{what})"
+            )
+        if h in captions:
+            raise InvalidRegistration(f"captions: two captions for image {key!r} (sha256 {h})")
+        try:
+            captions[h] = validate_caption(text, f"captions[{key!r}]")
+        except DataError as exc:
+            raise InvalidRegistration(str(exc)) from None
+    missing = [i for i, h in enumerate(hashes) if h not in captions]
+    if missing:
+        label = filenames[missing[0]] if filenames is not None else hashes[missing[0]]
+        raise InvalidRegistration(
+            f"image {label!r} has no caption; with captions every image needs one "
+            f"({len(missing)} without)"
+        )
+    return captions
+
+
 def _check_signature(message: str, signature: str, address: str) -> None:
     try:
         raw = bytes.fromhex(signature.removeprefix("0x"))
@@ -368,8 +495,8 @@ def _check_signature(message: str, signature: str, address: str) -> None:
     if signer.lower() != address.lower():
         raise SignatureRejected(
             f"signature is by {signer}, not by {address}: it does not sign this registration "
-            "(address, name, price, image set, replace and issued_at must match the signed "
-            "message, format v2)"
+            "(address, name, price, image set, captions, replace and issued_at must match the "
+            "signed message, format v2)"
         )
 
 
@@ -482,9 +609,10 @@ def register_holder(
 
     Raises:
         InvalidRegistration: a bad field, a corrupt image, a wrong type or size in pixels, too
-            few or too many images, the same image twice, a malformed signature.
-        UploadTooLarge: an image over ``max_image_bytes``, all over ``max_total_bytes``, or
-            their headers over ``max_total_pixels``.
+            few or too many images, the same image twice, a malformed signature, bad captions
+            (see the module docstring).
+        UploadTooLarge: an image over ``max_image_bytes``, all over ``max_total_bytes``, their
+            headers over ``max_total_pixels``, or captions over ``max_captions_bytes``.
         SignatureRejected: the signer is not the address (the signed message includes
             ``allow_replace``), or ``issued_at`` is out of the window.
         DemoKeyRefused: the address is the demo-derived address of the name or of an existing
@@ -506,8 +634,11 @@ def register_holder(
             )
         seen[h] = filename
 
-    _check_signed(fields, hashes, limits, now)
-    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits)
+    captions = _check_captions(
+        registration.captions, hashes, [filename for filename, _ in images], limits
+    )
+    _check_signed(fields, hashes, limits, now, captions)
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, captions)
 
 
 def register_from_manifest(
@@ -555,11 +686,12 @@ def register_from_manifest(
     limits = limits or RegistrationLimits()
     fields = _check_fields(registration, limits, allow_replace)
     hashes = _check_manifest(image_sha256, limits)
-    _check_signed(fields, hashes, limits, now)
+    captions = _check_captions(registration.captions, hashes, None, limits)
+    _check_signed(fields, hashes, limits, now, captions)
     folder, root = _check_source_dir(source_dir, allowed_roots)
     images = _read_manifest_images(folder, root, hashes, limits)
     _check_sizes(images, limits)  # enforced while reading already; the upload's checks, as is
-    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits)
+    return _validate_and_store(Path(holders_dir), fields, images, hashes, limits, captions)
 
 
 @dataclass(frozen=True)
@@ -588,10 +720,14 @@ def _check_fields(registration: Registration, limits: RegistrationLimits, replac
 
 
 def _check_signed(
-    fields: _Fields, hashes: Sequence[str], limits: RegistrationLimits, now: float | None
+    fields: _Fields,
+    hashes: Sequence[str],
+    limits: RegistrationLimits,
+    now: float | None,
+    captions: Mapping[str, str] | None = None,
 ) -> None:
-    """``issued_at`` within the window, the signature over the v2 message of ``hashes``, then
-    the address not a demo-derived one of the name."""
+    """``issued_at`` within the window, the signature over the v2 message of ``hashes`` (and
+    ``captions``), then the address not a demo-derived one of the name."""
     now = time.time() if now is None else now
     address, name, price, issued_at = fields.address, fields.name, fields.price, fields.issued_at
     if issued_at < now - limits.signature_max_age_s:
@@ -604,7 +740,9 @@ def _check_signed(
             f"issued_at {issued_at} is {int(issued_at - now)} s in the future "
             f"> signature_max_skew_s {limits.signature_max_skew_s}"
         )
-    message = registration_message(address, name, price, hashes, issued_at, replace=fields.replace)
+    message = registration_message(
+        address, name, price, hashes, issued_at, replace=fields.replace, captions=captions
+    )
     _check_signature(message, fields.signature, address)
     if address == demo_address(name):
         raise DemoKeyRefused(_demo_key_text(address, name))
@@ -746,9 +884,11 @@ def _validate_and_store(
     images: Sequence[tuple[str, bytes]],
     hashes: Sequence[str],
     limits: RegistrationLimits,
+    captions: Mapping[str, str] | None = None,
 ) -> RegisteredHolder:
     """Check the (authenticated) images' headers and pixel budget, decode them, then write them
-    atomically: the part of a registration shared by uploads and manifests."""
+    (and ``captions``, image SHA-256 → caption, as ``captions.json``) atomically: the part of a
+    registration shared by uploads and manifests."""
     extensions = _check_headers(images, limits)
     for filename, data in images:
         _check_decodes(filename, data)
@@ -771,6 +911,11 @@ def _validate_and_store(
             ],
             meta={"address": fields.address, "reservation_price_wei": str(fields.price)},
             replaced=own,
+            captions=(
+                {f"{h}{ext}": captions[h] for h, ext in zip(hashes, extensions, strict=True)}
+                if captions is not None
+                else None
+            ),
         )
 
     sorted_hashes = tuple(sorted(hashes))

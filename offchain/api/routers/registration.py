@@ -9,6 +9,7 @@ into HTTP errors; what a registration must satisfy, and how it is stored, is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,7 +42,17 @@ _REGISTRATION_FIELDS = frozenset(
     {"address", "name", "reservation_price_wei", "signature", "issued_at", "replace"}
 )
 _MULTIPART_OVERHEAD = 64 * 1024
-"""Bytes of field values and part headers allowed on top of ``max_total_bytes``."""
+"""Bytes of field values and part headers allowed on top of ``max_total_bytes`` (and of the
+captions file, :attr:`RegistrationLimits.max_captions_bytes`)."""
+_CAPTIONS_PART = "captions"
+"""The upload's optional file part: a JSON object, image file name or SHA-256 → caption."""
+
+
+class ManifestWithCaptionsIn(ManifestRegistrationIn):
+    """:class:`ManifestRegistrationIn` plus optional ``captions``: image SHA-256 hex → caption
+    (checked by :func:`offchain.api.registration.register_from_manifest`)."""
+
+    captions: dict[str, Any] | None = None
 
 
 _STATUS: tuple[tuple[type[RegistrationError], int], ...] = (
@@ -70,7 +81,7 @@ async def _read_form(request: Request, limits: RegistrationLimits) -> list[tuple
         MultiPartParser(
             request.headers,
             request.stream(),
-            max_files=limits.max_images,
+            max_files=limits.max_images + 1,  # + the captions file
             max_fields=len(_REGISTRATION_FIELDS),
         )
         if multipart  # a form without files comes urlencoded (it then has no images)
@@ -96,6 +107,14 @@ async def _read_upload(upload: UploadFile, limits: RegistrationLimits) -> bytes:
     return data
 
 
+async def _read_captions(upload: UploadFile, limits: RegistrationLimits) -> bytes:
+    """The captions file's bytes (UTF-8 JSON, checked by the registration)."""
+    data = await upload.read(limits.max_captions_bytes + 1)
+    if len(data) > limits.max_captions_bytes:
+        raise UploadTooLarge(f"captions are over {limits.max_captions_bytes} bytes")
+    return data
+
+
 router = APIRouter(tags=["registration"])
 
 
@@ -116,6 +135,12 @@ _REGISTRATION_BODY = {
                         "type": "array",
                         "items": {"type": "string", "format": "binary"},
                         "description": "PNG or JPEG files, one part per image",
+                    },
+                    "captions": {
+                        "type": "string",
+                        "format": "binary",
+                        "description": "optional JSON file (UTF-8): image file name or SHA-256 "
+                        "-> caption, one per image; signed as captions_root",
                     },
                 },
                 "required": [
@@ -141,19 +166,27 @@ _REGISTRATION_BODY = {
 )
 async def register(request: Request, holders_dir: HoldersDir, limits: Limits) -> RegistrationOut:
     """Register a holder: multipart fields ``address``, ``name``, ``reservation_price_wei``,
-    ``signature``, ``issued_at`` (optional ``replace=true``) and files ``images`` (see
-    docs/api.md, "Holder registration")."""
+    ``signature``, ``issued_at`` (optional ``replace=true``), files ``images`` and an optional
+    file ``captions`` (see docs/api.md, "Holder registration")."""
     uploads: list[UploadFile] = []
+    captions: list[UploadFile] = []
     try:
         items = await _read_form(request, limits)
         fields: dict[str, str] = {}
         for key, value in items:
             if isinstance(value, UploadFile):
+                if key == _CAPTIONS_PART:
+                    captions.append(value)
+                    continue
                 if key not in ("images", "images[]"):
                     raise InvalidRegistration(
-                        f"unexpected file field {key!r}; send files as images"
+                        f"unexpected file field {key!r}; send files as images (and captions)"
                     )
                 uploads.append(value)
+            elif key == _CAPTIONS_PART:
+                raise InvalidRegistration(
+                    "send captions as a file part (a UTF-8 JSON file), not as a text field"
+                )
             elif key not in _REGISTRATION_FIELDS:
                 raise InvalidRegistration(
                     f"unknown field {key!r}; expected {sorted(_REGISTRATION_FIELDS)}"
@@ -163,6 +196,8 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
         missing = sorted(_REGISTRATION_FIELDS - {"replace"} - set(fields))
         if missing:
             raise InvalidRegistration(f"missing fields {missing}")
+        if len(captions) > 1:
+            raise InvalidRegistration(f"{len(captions)} captions files; send one")
         images = [
             (u.filename or f"images[{i}]", await _read_upload(u, limits))
             for i, u in enumerate(uploads)
@@ -173,6 +208,7 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
             reservation_price_wei=fields["reservation_price_wei"],
             signature=fields["signature"],
             issued_at=fields["issued_at"],
+            captions=await _read_captions(captions[0], limits) if captions else None,
         )
         replace = fields.get("replace", "false").lower() in ("1", "true", "yes")
         stored = await run_in_threadpool(
@@ -181,7 +217,7 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
     except RegistrationError as exc:
         raise _http_error(exc) from exc
     finally:
-        for upload in uploads:
+        for upload in uploads + captions:
             await upload.close()
     return RegistrationOut.of(stored)
 
@@ -193,22 +229,22 @@ async def register(request: Request, holders_dir: HoldersDir, limits: Limits) ->
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": ManifestRegistrationIn.model_json_schema()}},
+            "content": {"application/json": {"schema": ManifestWithCaptionsIn.model_json_schema()}},
         }
     },
 )
 async def register_manifest(
     request: Request, holders_dir: HoldersDir, roots: ManifestRoots, limits: Limits
 ) -> RegistrationOut:
-    """Register a holder from files on the server: JSON body :class:`ManifestRegistrationIn`;
-    the folder's image files must be exactly the manifest set (see
-    :func:`offchain.api.registration.register_from_manifest`)."""
+    """Register a holder from files on the server: JSON body :class:`ManifestWithCaptionsIn`
+    (optional ``captions``: image SHA-256 → caption); the folder's image files must be exactly
+    the manifest set (see :func:`offchain.api.registration.register_from_manifest`)."""
     try:
         if not request.headers.get("content-type", "").startswith("application/json"):
             raise HTTPException(status_code=415, detail="expected application/json")
         body = await request.body()  # bounded and depth-checked by BodyGuardMiddleware
         try:
-            payload = ManifestRegistrationIn.model_validate_json(body)
+            payload = ManifestWithCaptionsIn.model_validate_json(body)
         except ValidationError as exc:
             raise RequestValidationError(
                 exc.errors(include_url=False, include_input=False, include_context=False)
@@ -219,6 +255,7 @@ async def register_manifest(
             reservation_price_wei=payload.reservation_price_wei,
             signature=payload.signature,
             issued_at=payload.issued_at,
+            captions=payload.captions,
         )
         stored = await run_in_threadpool(
             register_from_manifest,
@@ -248,16 +285,21 @@ def registered_holders(holders_dir: HoldersDir) -> list[RegisteredHolderOut]:
 
 def body_rule(scope: dict) -> BodyRule:
     """The body limit of a request: a registration upload streams up to ``max_total_bytes``
-    plus the fields, a manifest holds up to ``max_images`` hashes, the rest 64 KiB."""
+    plus the captions and the fields, a manifest holds up to ``max_images`` hashes and
+    captions, the rest 64 KiB."""
     if scope["method"] == "POST" and scope["path"] in ("/holders", "/holders/manifest"):
         limits: RegistrationLimits = scope["app"].state.registration_limits
+        captions = limits.max_captions_bytes
         if scope["path"] == "/holders":
             return BodyRule(
-                limits.max_total_bytes + _MULTIPART_OVERHEAD,
-                f"max_total_bytes {limits.max_total_bytes} (+{_MULTIPART_OVERHEAD} bytes of "
-                "fields)",
+                limits.max_total_bytes + captions + _MULTIPART_OVERHEAD,
+                f"max_total_bytes {limits.max_total_bytes} (+{captions} bytes of captions, "
+                f"+{_MULTIPART_OVERHEAD} bytes of fields)",
                 stream=True,
             )
-        limit = 128 * limits.max_images + _MULTIPART_OVERHEAD
-        return BodyRule(limit, f"{limit} bytes for a manifest of max_images {limits.max_images}")
+        limit = 128 * limits.max_images + captions + _MULTIPART_OVERHEAD
+        return BodyRule(
+            limit,
+            f"{limit} bytes for a manifest of max_images {limits.max_images} with captions",
+        )
     return BodyRule(DEFAULT_BODY_LIMIT, f"{DEFAULT_BODY_LIMIT} bytes for {scope['path']}")
