@@ -71,8 +71,8 @@ class Settings(BaseSettings):
     n_holders: int = Field(8, ge=1, le=256)
     """Holders the dataset's split makes (ignored with ``holders_dir``)."""
     holder_sizes: tuple[int, ...] | None = None
-    """Images per MNIST holder; None: the profile's default unequal sizes (``emoji``: the most
-    images per holder, each holder's first ones in the dataset's order)."""
+    """Images per holder of the dataset's split; None: the profile's default unequal sizes
+    (``emoji``: :data:`offchain.data.emoji.DEFAULT_EMOJI_HOLDER_SIZES` for 8 holders)."""
     n_rounds: int = Field(3, ge=1)
     """Rounds T of the campaign."""
     total_budget_wei: int = Field(1500 * WEI_PER_TOKEN, gt=0, le=UINT256_MAX)
@@ -336,7 +336,9 @@ def _mnist_source(settings: Settings) -> list[Holder]:
 def _emoji_source(settings: Settings) -> list[Holder]:
     from offchain.data.emoji import emoji_holders  # reads node_modules/: only when used
 
-    return emoji_holders(n_holders=settings.n_holders, sizes=settings.holder_sizes)
+    return emoji_holders(
+        n_holders=settings.n_holders, sizes=settings.holder_sizes, seed=settings.seed
+    )
 
 
 HOLDER_SOURCES: dict[str, Callable[[Settings], list[Holder]]] = {
@@ -345,7 +347,8 @@ HOLDER_SOURCES: dict[str, Callable[[Settings], list[Holder]]] = {
 }
 """``dataset`` → the function building its holders from the settings: ``mnist`` →
 :func:`offchain.data.holders.mnist_holders` (``n_holders``, ``holder_sizes``, ``seed``),
-``emoji`` → :func:`offchain.data.emoji.emoji_holders` (``n_holders``, ``holder_sizes``)."""
+``emoji`` → :func:`offchain.data.emoji.emoji_holders` (``n_holders``, ``holder_sizes``,
+``seed``)."""
 
 
 def _setting_names() -> set[str]:
