@@ -273,3 +273,11 @@ def test_holder_json_may_state_licence_and_attribution(art: Path) -> None:
     _write(art, "holder.json", json.dumps({"licence": "not a licence!"}))
     with pytest.raises(DataError, match="holder.json: licence 'not a licence!' is not an SPDX"):
         load_holder_folders(art, image_size=8)
+
+
+def test_a_16_bit_grayscale_png_in_a_color_folder_is_scaled_not_clipped(tmp_path: Path) -> None:
+    folder = tmp_path / "g"
+    folder.mkdir()
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(folder / "mid.png")
+    (holder,) = load_holder_folders(tmp_path, image_size=8, channels=3)
+    assert (holder.images == 128).all()
