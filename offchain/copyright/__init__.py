@@ -3,7 +3,9 @@
 Per pair (generated sample, training work): semantic (extrinsic test), SSIM (intrinsic test) and
 tiled ℓ2 (near-exact copy) features → a calibrated probability of substantial similarity
 (:mod:`offchain.copyright.calibration`) → per holder the expected number of generations that
-copy its works (:mod:`offchain.copyright.loss`). Settings: :mod:`offchain.copyright.config`;
+copy its works (:mod:`offchain.copyright.loss`), or, for a text-to-image round, the paper's
+procedure: regenerate works from their captions and charge each copy to the holder whose work
+it copies (:mod:`offchain.copyright.probes`). Settings: :mod:`offchain.copyright.config`;
 encoders: :mod:`offchain.copyright.encoders`; augmentations of the calibration's positives:
 :mod:`offchain.copyright.augment`.
 """
@@ -29,6 +31,11 @@ from offchain.copyright.encoders import (
     load_encoder,
 )
 from offchain.copyright.loss import CopyrightResult, compute_copyright_losses
+from offchain.copyright.probes import (
+    PROBE_PROCEDURE,
+    choose_probe_works,
+    compute_caption_copyright,
+)
 from offchain.copyright.similarity import (
     centered_cosine,
     perceptual_similarity,
@@ -42,6 +49,7 @@ from offchain.copyright.similarity import (
 __all__ = [
     "AUGMENTATIONS",
     "FEATURE_NAMES",
+    "PROBE_PROCEDURE",
     "Calibration",
     "CalibrationConfig",
     "CopyrightConfig",
@@ -55,7 +63,9 @@ __all__ = [
     "UNetFeatureEncoder",
     "augment",
     "centered_cosine",
+    "choose_probe_works",
     "choose_thresholds",
+    "compute_caption_copyright",
     "compute_copyright_losses",
     "copyright_calibration_report",
     "fit_calibration",

@@ -12,7 +12,9 @@ jitter, JPEG, noise; Pizzi et al., CVPR 2022), with strengths sized for small im
 ``flip``   horizontal mirror image
 ``noise``  additive Gaussian noise, σ ∈ [0.05, 0.15] in the [−1, 1] scale (2.5–7.5 % of range)
 ``colour`` brightness shift b ∈ [−0.2, 0.2] and contrast factor c ∈ [0.7, 1.3] about the
-           image mean, ``(x − mean) · c + mean + b`` (grayscale "colour" jitter)
+           image mean, ``(x − mean) · c + mean + b``; on RGB images also a saturation
+           factor s ∈ [0.6, 1.4] about each pixel's luma, ``luma + s · (x − luma)`` (drawn
+           after b and c, so grayscale images get the same jitter as before)
 ``jpeg``   JPEG re-encoding with Pillow at quality ∈ [20, 60] (8 × 8 block artefacts)
 =========  =============================================================================
 
@@ -47,6 +49,9 @@ CROP_SIDE = (0.75, 0.9)
 NOISE_SIGMA = (0.05, 0.15)
 BRIGHTNESS = (-0.2, 0.2)
 CONTRAST = (0.7, 1.3)
+SATURATION = (0.6, 1.4)
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights of R, G, B (Pillow's ``convert("L")``)."""
 JPEG_QUALITY = (20, 60)
 
 
@@ -94,7 +99,12 @@ def _colour(x: Tensor, rng: np.random.Generator) -> Tensor:
     bright = torch.from_numpy(rng.uniform(*BRIGHTNESS, size=b)).float().view(-1, 1, 1, 1)
     contrast = torch.from_numpy(rng.uniform(*CONTRAST, size=b)).float().view(-1, 1, 1, 1)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * contrast + mean + bright
+    x = (x - mean) * contrast + mean + bright
+    if x.shape[1] == 3:
+        sat = torch.from_numpy(rng.uniform(*SATURATION, size=b)).float().view(-1, 1, 1, 1)
+        luma = (x * torch.tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        x = luma + sat * (x - luma)
+    return x
 
 
 def _jpeg(x: Tensor, rng: np.random.Generator) -> Tensor:

@@ -1115,6 +1115,7 @@ def run_calibration(
     seed: int = 0,
     external: np.ndarray | None = None,
     cfg: CopyrightConfig | None = None,
+    backend: Any | None = None,
 ) -> Path:
     """Calibrate on a trained round checkpoint and holder works; write JSON + markdown.
 
@@ -1123,17 +1124,24 @@ def run_calibration(
     ``calibration.json`` exists (the markdown is rewritten from it if missing).
 
     Args:
-        checkpoint_dir: a round checkpoint (``offchain.diffusion.load_checkpoint``).
-        works: uint8 (N, H, W) grayscale holder works (resized to ``image_size``).
+        checkpoint_dir: a round checkpoint (``offchain.diffusion.load_checkpoint``, or the
+            ``backend``'s).
+        works: uint8 holder works, (N, H, W) grayscale or (N, H, W, 3) RGB (resized to the
+            model's side).
         holder_index: optional int (N,) holder of each work.
         out_dir: output folder (created).
-        image_size: side S the works are resized to (the model's).
+        image_size: side S the works are resized to (the ddpm model's; ignored with
+            ``backend``).
         encoder_spec: ``"unet"``, ``"torchscript:<path>"`` or ``"hf:<path>"``
             (:func:`~offchain.copyright.encoders.load_encoder`).
         seed: seed of the anchors, augmentations, negatives and the UNet encoder's noise.
-        external: optional uint8 (E, H, W) unrelated images (extra negatives).
+        external: optional uint8 (E, H, W) or (E, H, W, 3) unrelated images (extra negatives).
         cfg: :class:`~offchain.copyright.config.CopyrightConfig` (its ``seed`` is replaced by
             ``seed``); None: defaults.
+        backend: the round's :class:`~offchain.diffusion.backend.ModelBackend` (e.g. the
+            ``text-unet`` backend of an emoji round): it loads the checkpoint and preprocesses
+            the images (its channels and side); the UNet encoder runs a conditional model with
+            the null caption. None: the ``ddpm`` functions with ``image_size``.
 
     Returns:
         The path of ``calibration.json``.
@@ -1142,9 +1150,6 @@ def run_calibration(
         StageError: the checkpoint is missing or incomplete.
         DataError, ConfigError: as :func:`fit_calibration` / :func:`load_encoder`.
     """
-    # diffusers (behind offchain.diffusion.model) is heavy: imported only when calibrating
-    from offchain.diffusion import load_checkpoint, preprocess
-
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / CALIBRATION_JSON, out_dir / CALIBRATION_MD
     if json_path.exists():
@@ -1154,7 +1159,7 @@ def run_calibration(
         logger.info("calibration %s exists; skipping", json_path)
         return json_path
     cfg = replace(cfg if cfg is not None else CopyrightConfig(), seed=seed)
-    unet, scheduler = load_checkpoint(Path(checkpoint_dir))
+    unet, scheduler, prep = _checkpoint_model(Path(checkpoint_dir), image_size, backend)
     encoder = load_encoder(
         encoder_spec,
         unet,
@@ -1163,10 +1168,25 @@ def run_calibration(
         seed=cfg.seed,
         batch_size=cfg.batch_size,
     )
-    x = preprocess(works, image_size)
-    ext = preprocess(external, image_size) if external is not None else None
+    x = prep(works)
+    ext = prep(external) if external is not None else None
     cal = fit_calibration(encoder, x, holder_index, cfg, external=ext)
     title = f"Copyright calibration of {Path(checkpoint_dir).name}"
     atomic_write(md_path, lambda tmp: tmp.write_text(copyright_calibration_report(cal, title)))
     cal.save(json_path)
     return json_path
+
+
+def _checkpoint_model(
+    checkpoint_dir: Path, image_size: int, backend: Any | None
+) -> tuple[Any, Any, Any]:
+    """``(unet, scheduler, preprocess(uint8 images) → float32 (N, C, S, S))`` of a checkpoint:
+    the backend's, or the ddpm functions at ``image_size``."""
+    if backend is not None:
+        model = backend.load(checkpoint_dir)
+        return model.unet, model.scheduler, backend.preprocess
+    # diffusers (behind offchain.diffusion.model) is heavy: imported only when calibrating
+    from offchain.diffusion import load_checkpoint, preprocess
+
+    unet, scheduler = load_checkpoint(checkpoint_dir)
+    return unet, scheduler, lambda images: preprocess(images, image_size)

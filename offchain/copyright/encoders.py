@@ -35,6 +35,7 @@ __all__ = [
     "HuggingFaceEncoder",
     "TorchScriptEncoder",
     "UNetFeatureEncoder",
+    "default_unet_layers",
     "encoder_name",
     "load_encoder",
 ]
@@ -86,13 +87,21 @@ class UNetFeatureEncoder:
     copies, ≈ 0.20 for other images of the same digit, ≈ −0.02 for other digits. Raw
     (uncentered) cosines are ≈ 0.99 for every pair — centering is what makes them useful.
 
+    A text-conditioned network (the ``text-unet`` backend's ``unet(x_t, t, caption_ids=None)``,
+    a module holding a diffusers UNet and a caption encoder) is run without caption ids, i.e.
+    with the null caption: the embedding describes the image alone, whatever its caption, and
+    the default layers are those of the diffusers UNet inside it (:func:`default_unet_layers`).
+    RGB images are encoded as they are (the UNet takes C channels).
+
     Args:
-        unet: a ``diffusers.UNet2DModel`` (ε-prediction), run in place (its device and dtype),
-            in eval mode and without gradients; its training flag is restored afterwards.
+        unet: a ``diffusers.UNet2DModel`` (ε-prediction) or a conditional wrapper of one, run in
+            place (its device and dtype), in eval mode and without gradients; its training flag
+            is restored afterwards.
         scheduler: its ``DDPMScheduler`` (``alphas_cumprod`` is read).
         timestep: t in [0, T), the noise level (default 20: ᾱ ≈ 0.998).
         layers: dotted names of sub-modules to read (default: the deepest down block and the
-            mid block). A module returning a tuple contributes its first element.
+            mid block, :func:`default_unet_layers`). A module returning a tuple contributes its
+            first element.
         seed: seed of the shared noise field.
         batch_size: images per forward pass.
         pool_grid: g ≥ 1; each layer is pooled to g × g cells (D = Σ channels · g²). 1 (global
@@ -126,8 +135,7 @@ class UNetFeatureEncoder:
         self.alpha_bar = float(acp[self.timestep])
         modules = dict(unet.named_modules())
         if layers is None:
-            n_down = len(getattr(unet, "down_blocks", []))
-            layers = ([f"down_blocks.{n_down - 1}"] if n_down else []) + ["mid_block"]
+            layers = default_unet_layers(unet)
         missing = [name for name in layers if name not in modules]
         if missing or not layers:
             raise ConfigError(f"unknown UNet layers {missing or layers}")
@@ -187,6 +195,27 @@ class UNetFeatureEncoder:
                 h.remove()
             self.unet.train(was_training)
         return torch.cat(chunks, 0)
+
+
+def default_unet_layers(unet: torch.nn.Module) -> tuple[str, ...]:
+    """The default layers of :class:`UNetFeatureEncoder`: the deepest down block and the mid
+    block of the first sub-module (``unet`` itself first) that has ``down_blocks`` and
+    ``mid_block`` — a diffusers UNet, bare or inside a conditional wrapper (its dotted names
+    then carry the wrapper's prefix, e.g. ``unet.mid_block``).
+
+    Raises:
+        ConfigError: no such sub-module.
+    """
+    for name, module in unet.named_modules():
+        if hasattr(module, "down_blocks") and hasattr(module, "mid_block"):
+            prefix = f"{name}." if name else ""
+            n_down = len(module.down_blocks)
+            down = [f"{prefix}down_blocks.{n_down - 1}"] if n_down else []
+            return (*down, f"{prefix}mid_block")
+    raise ConfigError(
+        f"{type(unet).__name__} holds no diffusers UNet (a module with down_blocks and "
+        "mid_block); pass the encoder's layers explicitly"
+    )
 
 
 def _check_images(images: Tensor) -> Tensor:

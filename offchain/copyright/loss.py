@@ -53,7 +53,7 @@ from offchain.copyright.encoders import Encoder, UNetFeatureEncoder
 from offchain.diffusion.tensors import clamped_image_batch
 from offchain.errors import ConfigError, DataError
 
-__all__ = ["CopyrightResult", "compute_copyright_losses"]
+__all__ = ["CopyrightResult", "compute_copyright_losses", "pair_views", "per_holder"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +96,26 @@ class CopyrightResult:
     """The calibration used (fitted on the fly when none was passed)."""
     n_generations: int
     """M."""
+    procedure: str = "generations"
+    """``"generations"`` (:func:`compute_copyright_losses`: the round's M samples against every
+    work) or ``"caption_probes"`` (:func:`offchain.copyright.probes.compute_caption_copyright`:
+    M = P generations from works' captions, the fields below set)."""
+    probe_work_index: np.ndarray | None = None
+    """int64 (P,): the work whose caption generated each probe (caption probes only)."""
+    n_probes: np.ndarray | None = None
+    """int64 (H,): probes generated from each holder's captions (caption probes only)."""
+    own_probability: np.ndarray | None = None
+    """float64 (P,) in [0, 1]: p[p, j_p], each probe against its own work — the paper's
+    pairwise comparison (caption probes only)."""
+    own_copies: np.ndarray | None = None
+    """float64 (H,): Σ of ``own_probability`` over each holder's probes, the expected copies
+    of the paper's pairwise test alone (caption probes only)."""
+    copies_per_probe: np.ndarray | None = None
+    """float64 (H,) ≥ 0: expected_copies / n_probes (0 without probes), the replication rate
+    of h's works per probe of h's captions (caption probes only; reported, not the loss)."""
+    charged: np.ndarray | None = None
+    """float64 (H, H): ``charged[a, b]`` = expected copies of b's works among the probes of a's
+    captions; column sums are ``expected_copies`` (caption probes only)."""
 
     @property
     def share(self) -> np.ndarray:
@@ -108,7 +128,11 @@ class CopyrightResult:
         Keys: ``loss`` (= share), ``expected_copies``, ``weighted``, ``n_replications``,
         ``n_copies``, ``semantic``, ``perceptual``, ``tiled_l2`` (each a list of H numbers),
         ``n_generations`` and ``calibration`` (encoder, feature names, coef, intercept,
-        thresholds, prior, fit_seconds; the full record is ``calibration.to_dict()``).
+        thresholds, prior, fit_seconds; the full record is ``calibration.to_dict()``). Caption
+        probes add ``procedure`` (``"caption_probes"``), ``n_probes`` (H ints),
+        ``own_copies`` (H: Σ of ``own_probability`` over each holder's probes),
+        ``copies_per_probe`` (H),
+        ``charged`` (H × H lists) and ``probe_work_index`` (P ints).
         """
         per_holder = {
             name: [float(v) for v in getattr(self, name)]
@@ -122,7 +146,7 @@ class CopyrightResult:
             )
         }
         full = self.calibration.to_dict()
-        return {
+        summary = {
             **per_holder,
             "n_replications": [int(v) for v in self.n_replications],
             "n_copies": [int(v) for v in self.n_copies],
@@ -139,6 +163,65 @@ class CopyrightResult:
                     "fit_seconds",
                 )
             },
+        }
+        if self.procedure != "generations":
+            summary.update(self._probe_summary())
+        return summary
+
+    @classmethod
+    def build(
+        cls,
+        loss: np.ndarray,
+        totals: dict[str, np.ndarray],
+        n_rep: np.ndarray,
+        n_copy: np.ndarray,
+        closest: np.ndarray,
+        scores: PairScores,
+        sem: np.ndarray,
+        perc: np.ndarray,
+        sim: np.ndarray,
+        calibration: Calibration,
+    ) -> CopyrightResult:
+        """The result of the ``"generations"`` procedure from the per-holder arrays (H,) of
+        :func:`per_holder` (``totals``: expected, weighted, semantic, perceptual, tiled_l2), the
+        loss (H,) and the pair matrices (M, N), stored as float32."""
+        return cls(
+            loss=loss,
+            expected_copies=totals["expected"],
+            weighted=totals["weighted"],
+            n_replications=n_rep,
+            n_copies=n_copy,
+            semantic=totals["semantic"],
+            perceptual=totals["perceptual"],
+            tiled_l2=totals["tiled_l2"],
+            pair_probability=scores.probability.astype(np.float32),
+            pair_similarity=sim.astype(np.float32),
+            pair_semantic=sem.astype(np.float32),
+            pair_perceptual=perc.astype(np.float32),
+            pair_tiled_l2=scores.tiled_l2.astype(np.float32),
+            closest_work=closest,
+            calibration=calibration,
+            n_generations=int(scores.probability.shape[0]),
+        )
+
+    def _probe_summary(self) -> dict[str, Any]:
+        """The caption-probe keys of :meth:`summary`."""
+        fields = (
+            self.probe_work_index,
+            self.n_probes,
+            self.own_copies,
+            self.copies_per_probe,
+            self.charged,
+        )
+        if any(f is None for f in fields):
+            raise DataError(f"a {self.procedure!r} result lacks its probe fields")
+        return {
+            "procedure": self.procedure,
+            "n_probes": [int(v) for v in self.n_probes],
+            "own_copies": [float(v) for v in self.own_copies],
+            "copies_per_probe": [float(v) for v in self.copies_per_probe],
+            "charged": [[float(v) for v in row] for row in self.charged],
+            "probe_work_index": [int(v) for v in self.probe_work_index],
         }
 
 
@@ -197,7 +280,16 @@ def _encoder_and_calibration(
     return encoder, calibration
 
 
-def _per_holder(
+def pair_views(scores: PairScores, cfg: CopyrightConfig) -> tuple[np.ndarray, ...]:
+    """``(semantic⁺, perceptual⁺, s)``, float64 (M, N) each in [0, 1]: max(cos, 0), max(SSIM, 0)
+    and the uncalibrated similarity s = w_semantic · semantic⁺ + w_perceptual · perceptual⁺."""
+    sem = np.clip(scores.semantic, 0.0, 1.0)
+    perc = np.clip(scores.ssim, 0.0, 1.0)
+    sim = np.clip(cfg.w_semantic * sem + cfg.w_perceptual * perc, 0.0, 1.0)
+    return sem, perc, sim
+
+
+def per_holder(
     scores: PairScores,
     sem: np.ndarray,
     perc: np.ndarray,
@@ -206,8 +298,13 @@ def _per_holder(
     n_holders: int,
     calibration: Calibration,
 ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """(float64 (H,) totals "expected", "weighted", "semantic", "perceptual", "tiled_l2";
-    replications (H,); copies (H,); closest work (H, M), −1 for holders without works)."""
+    """Per-holder aggregates over the M query rows of the pair matrices (M, N).
+
+    Returns:
+        (float64 (H,) totals ``expected`` (Σ_m max_{i∈W(h)} p), ``weighted``, ``semantic``,
+        ``perceptual``, ``tiled_l2`` (means over m of the max / min over W(h)); replications
+        int64 (H,); copies int64 (H,); closest work int64 (H, M), −1 for holders without works).
+    """
     p, z = scores.probability, scores.logit
     m = p.shape[0]
     out = {
@@ -298,44 +395,9 @@ def compute_copyright_losses(
     ref = ReferenceSet(encoder, train, calibration.features)
     scores = score_pairs(encoder, gen, ref, calibration)
 
-    sem = np.clip(scores.semantic, 0.0, 1.0)
-    perc = np.clip(scores.ssim, 0.0, 1.0)
-    sim = np.clip(cfg.w_semantic * sem + cfg.w_perceptual * perc, 0.0, 1.0)
-    out, n_rep, n_copy, closest = _per_holder(scores, sem, perc, sim, idx, n_holders, calibration)
-    m = gen.shape[0]
-    share = _share(out["expected"], m, train.shape[0], n_holders)
-    return _result(share, out, n_rep, n_copy, closest, scores, sem, perc, sim, calibration, m)
-
-
-def _result(
-    share: np.ndarray,
-    out: dict[str, np.ndarray],
-    n_rep: np.ndarray,
-    n_copy: np.ndarray,
-    closest: np.ndarray,
-    scores: PairScores,
-    sem: np.ndarray,
-    perc: np.ndarray,
-    sim: np.ndarray,
-    calibration: Calibration,
-    m: int,
-) -> CopyrightResult:
-    """The :class:`CopyrightResult`: per-holder arrays (H,) and float32 pair matrices (M, N)."""
-    return CopyrightResult(
-        loss=share,
-        expected_copies=out["expected"],
-        weighted=out["weighted"],
-        n_replications=n_rep,
-        n_copies=n_copy,
-        semantic=out["semantic"],
-        perceptual=out["perceptual"],
-        tiled_l2=out["tiled_l2"],
-        pair_probability=scores.probability.astype(np.float32),
-        pair_similarity=sim.astype(np.float32),
-        pair_semantic=sem.astype(np.float32),
-        pair_perceptual=perc.astype(np.float32),
-        pair_tiled_l2=scores.tiled_l2.astype(np.float32),
-        closest_work=closest,
-        calibration=calibration,
-        n_generations=int(m),
+    sem, perc, sim = pair_views(scores, cfg)
+    out, n_rep, n_copy, closest = per_holder(scores, sem, perc, sim, idx, n_holders, calibration)
+    share = _share(out["expected"], gen.shape[0], train.shape[0], n_holders)
+    return CopyrightResult.build(
+        share, out, n_rep, n_copy, closest, scores, sem, perc, sim, calibration
     )
