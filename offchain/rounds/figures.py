@@ -135,7 +135,7 @@ def generations_figure(
         if len(picked):
             row[0].set_ylabel(holder_names[holders[r]], fontsize=6, rotation=0, ha="right",
                               va="center")
-    fig.suptitle(title, fontsize=9, y=1.0)
+    fig.suptitle(title, fontsize=9, y=1.04)
     target = Path(out)
     atomic_write(target, lambda tmp: fig.savefig(tmp, format="png", dpi=100,
                                                  bbox_inches="tight"))

@@ -55,7 +55,7 @@ from offchain.policy import (
     apply_caps,
 )
 from offchain.rounds.config import MLConfig
-from offchain.utils import read_json, sha256_file, write_json, write_npy
+from offchain.utils import atomic_write, read_json, sha256_file, write_json, write_npy
 
 __all__ = [
     "allocate",
@@ -348,16 +348,31 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
 
 
 def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
-    """Each holder's copyright loss for the round's samples, from a calibrated probability of
-    substantial similarity (docs/copyright.md).
+    """Each holder's copyright loss this round, from a calibrated probability of substantial
+    similarity (docs/copyright.md).
 
     The calibration is fitted on this round's encoder and works (augmented copies versus
-    unrelated works) and saved as ``copyright_calibration.json``. Output ``copyright.json``:
-    per holder ``loss`` (share of generations that substantially copy one of its works, the
-    expected number divided by M, in [0, 1]; 0 for holders that did not train this round),
-    ``expected_copies``, ``weighted``, ``n_replications``, ``n_copies`` and the raw
-    ``semantic`` / ``perceptual`` / ``tiled_l2`` statistics
-    (:meth:`offchain.copyright.CopyrightResult.summary`).
+    unrelated works) and saved as ``copyright_calibration.json``. What is compared depends on
+    the backend:
+
+    - unconditional (``ddpm``): the round's M generations (``samples.npy``) against every work
+      (:func:`offchain.copyright.compute_copyright_losses`); ``loss`` = share of generations
+      that substantially copy one of the holder's works;
+    - conditional (``text-unet``): the paper's procedure. Up to ``cfg.copyright_probes`` works
+      per participating holder are drawn (:func:`offchain.copyright.probes.choose_probe_works`,
+      seeded by the round), the model generates from each one's caption (with guidance), and
+      every generation is compared with every work
+      (:func:`offchain.copyright.probes.compute_caption_copyright`): a generation copying a
+      work charges that work's holder, whoever's caption asked for it; ``loss`` = expected
+      copies of the holder's works per probe of its captions, capped at 1. The probes are
+      written first, to ``copyright_probes.npz`` (``samples`` float32 (P, C, S, S),
+      ``work_index`` int64 (P,) into the training set, ``holder`` int64 (P,)), and reused if
+      the stage is run again.
+
+    Output ``copyright.json``: per holder ``loss`` in [0, 1] (0 for holders that did not
+    train this round), ``expected_copies``, ``weighted``, ``n_replications``, ``n_copies`` and
+    the raw ``semantic`` / ``perceptual`` / ``tiled_l2`` statistics
+    (:meth:`offchain.copyright.CopyrightResult.summary`; the probe procedure adds its own keys).
 
     Raises:
         ConfigError: an unknown or missing encoder (``cfg.copyright_encoder``).
@@ -374,15 +389,55 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     encoder = load_encoder(
         cfg.copyright_encoder, unet, scheduler, timestep=copyright_cfg.semantic_timestep
     )
-    result = compute_copyright_losses(
-        unet, scheduler, samples, train_images, holder_index, n_holders, copyright_cfg, encoder
-    )
+    backend = _backend(cfg)
+    if backend.conditional:
+        from offchain.copyright.probes import compute_caption_copyright
+
+        work_index, probes = _copyright_probes(paths, cfg, backend, holder_index, n_holders)
+        result = compute_caption_copyright(
+            encoder, train_images, holder_index, n_holders, work_index, probes, copyright_cfg
+        )
+    else:
+        result = compute_copyright_losses(
+            unet, scheduler, samples, train_images, holder_index, n_holders, copyright_cfg,
+            encoder,
+        )
     result.calibration.save(paths.copyright_calibration)
     summary = result.summary()
     participating = [h["participating"] for h in read_json(paths.manifest)["holders"]]
     summary["loss"] = [x if p else 0.0 for x, p in zip(summary["loss"], participating, strict=True)]
     write_json(paths.copyright, {"round_id": paths.round_id, **summary})
     return paths
+
+
+def _copyright_probes(
+    paths: RoundPaths, cfg: MLConfig, backend: ModelBackend, holder_index: np.ndarray,
+    n_holders: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(work_index int64 (P,), generations float32 (P, C, S, S))``: the round's copyright
+    probes, read from ``copyright_probes.npz`` or drawn, generated and written there."""
+    from offchain.copyright.probes import choose_probe_works
+
+    if paths.copyright_probes.exists():
+        with np.load(paths.copyright_probes) as saved:
+            return saved["work_index"], saved["samples"]
+    seed = _sample_seed(paths, cfg) + 2  # other draws than samples.npy and the quality's
+    work_index = choose_probe_works(holder_index, n_holders, cfg.copyright_probes, seed)
+    captions = _train_captions(paths)
+    generations = np.asarray(
+        backend.sample(paths.checkpoint, len(work_index), seed=seed,
+                       captions=[captions[int(j)] for j in work_index],
+                       guidance_scale=cfg.guidance_scale),
+        dtype=np.float32,
+    )
+
+    def _write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, samples=generations, work_index=work_index,
+                     holder=np.asarray(holder_index)[work_index].astype(np.int64))
+
+    atomic_write(paths.copyright_probes, _write)
+    return work_index, generations
 
 
 def prepare_quality_reference(
