@@ -124,6 +124,28 @@ def test_demo_fresh_refuses_an_older_run_folder_holding_a_foreign_file(
     assert_refused(result, "not a run folder")
 
 
+def test_holders_lists_the_emoji_artists_with_their_licences() -> None:
+    result = invoke("holders", "--dataset", "emoji", "--profile", "tiny")
+    assert result.exit_code == 0, result.output
+    assert "noto-smileys" in result.output and "Apache-2.0" in result.output
+    assert "twemoji-smileys" in result.output and "CC-BY-4.0" in result.output
+    mnist = invoke("holders", "--profile", "tiny")
+    assert "holder_0" in mnist.output and "Apache" not in mnist.output
+
+
+def test_demo_refuses_an_unknown_dataset_or_device_before_touching_the_run(
+    tmp_path: Path,
+) -> None:
+    run = _old_run(tmp_path / "run")
+    before = snapshot(run)
+    assert_refused(invoke("demo", "--run-dir", str(run), "--dataset", "cifar"),
+                   "unknown dataset 'cifar'", "mnist, emoji")
+    assert_refused(invoke("demo", "--run-dir", str(run), "--device", "tpu"), "device")
+    assert_refused(invoke("demo", "--run-dir", str(run), env={"CCOMP_DATASET": "cifar"}),
+                   "unknown dataset")
+    assert snapshot(run) == before
+
+
 def test_prepare_run_dir_marks_new_folders_and_empties_only_run_folders(tmp_path: Path) -> None:
     new = tmp_path / "new"
     prepare_run_dir(new, fresh=True)
