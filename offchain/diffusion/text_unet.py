@@ -103,8 +103,9 @@ class TextUNetConfig:
     """Side S in pixels; divisible by 2^(levels − 1)."""
     channels: int = 3
     """C: 3 (RGB; gray images replicated) or 1 (RGB images as luma)."""
-    block_out_channels: tuple[int, ...] = (32, 64, 64)
-    """UNet channels per resolution level (32, 16, 8 px at the default size)."""
+    block_out_channels: tuple[int, ...] = (16, 32, 64)
+    """UNet channels per resolution level (32, 16, 8 px at the default size). (32, 64, 64)
+    costs about twice as much per step on the CPU (``bench/train_step.py``)."""
     layers_per_block: int = 1
     """ResNet layers per UNet block."""
     norm_num_groups: int = 8
@@ -135,10 +136,14 @@ class TextUNetConfig:
     """T of the DDPM β schedule."""
     beta_schedule: str = "linear"
     """β_t schedule (diffusers name)."""
-    sampler: str = "ddim"
-    """``"ddim"`` (deterministic given x_T, η = 0) or ``"ddpm"`` (ancestral)."""
+    sampler: str = "ddpm"
+    """``"ddpm"`` (ancestral) or ``"ddim"`` (deterministic given x_T, η = 0). Measured on a
+    small model trained a few hundred steps (tests' red squares / blue circles, 16 px): DDPM
+    ancestral sampling gave clean shapes at 25 and 50 steps, DDIM left high-frequency noise at
+    10, 25 and 50 steps (mean neighbour difference 0.21–0.26 against 0.17–0.18 for DDPM and
+    0.09 in the data): an under-trained ε_θ's errors survive DDIM's deterministic update."""
     num_inference_steps: int = 25
-    """Denoising steps when sampling."""
+    """Denoising steps when sampling (each a guided pair of UNet passes)."""
     train_steps: int = 300
     """Optimizer steps per round."""
     batch_size: int = 32
