@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +19,8 @@ from offchain.attribution.lds import (
     pixel_scores,
     run_lds,
 )
+from offchain.diffusion.backend import register_backend
+from offchain.diffusion.text_unet import TextUNetBackend, TextUNetConfig
 from offchain.errors import ConfigError, DataError, StageError
 
 HOLDERS = np.repeat(np.arange(6), [3, 4, 5, 6, 7, 8])  # 33 images, 6 holders
@@ -194,20 +198,20 @@ def test_the_driver_runs_resumes_and_refuses_a_different_run(tmp_path):
 
 
 def test_a_run_can_be_rescored_with_other_trak_settings_without_retraining(tmp_path, monkeypatch):
-    import offchain.diffusion as diffusion
+    import offchain.diffusion.ddpm as ddpm
 
     images, index = _mnist_subset()
     cfg = TINY
     first = run_lds(tmp_path, images, index, cfg, methods=("dtrak",), progress=False)
 
-    real_train = diffusion.train_round
+    real_train = ddpm.train_round
 
     def _no_training(images, out_dir, *args, **kwargs):
-        if not diffusion.is_complete_checkpoint(out_dir):  # the full model is kept and reused
+        if not ddpm.is_complete_checkpoint(out_dir):  # the full model is kept and reused
             raise AssertionError(f"re-scoring must not train {out_dir}")
         return real_train(images, out_dir, *args, **kwargs)
 
-    monkeypatch.setattr(diffusion, "train_round", _no_training)
+    monkeypatch.setattr(ddpm, "train_round", _no_training)
     wider = LDSConfig(**{**cfg.__dict__, "proj_dim": 24, "trak_ensemble": 2})
     second = run_lds(tmp_path, images, index, wider, methods=("dtrak", "pixel"), progress=False)
     assert second["config"]["proj_dim"] == 24 and "pixel" in second["results"]["examples"]
@@ -227,3 +231,87 @@ def test_several_training_seeds_per_subset_average_their_measured_losses(tmp_pat
         assert np.allclose(np.load(folder / "loss.npy"), (seeds[0] + seeds[1]) / 2)
     with pytest.raises(StageError, match="train_seeds"):
         run_lds(tmp_path, images, index, TINY, methods=("random",), kinds=("holders",))
+
+
+# ------------------------------------------------------------------------ text-to-image rounds
+
+
+@register_backend("lds-test-text-unet")
+class _TinyTextUNet(TextUNetBackend):
+    """The ``text-unet`` backend at the smallest size (8 × 8 RGB, two levels), for the test."""
+
+    @classmethod
+    def from_settings(cls, settings) -> _TinyTextUNet:
+        return cls(
+            TextUNetConfig(
+                image_size=settings.image_size,
+                train_steps=settings.train_steps,
+                device=settings.device,
+                guidance_scale=settings.guidance_scale,
+                block_out_channels=(8, 16),
+                text_dim=16,
+                text_heads=2,
+                max_tokens=4,
+                mid_attention=False,
+                num_inference_steps=4,
+                lr_warmup_steps=1,
+            )
+        )
+
+
+def _emoji_like():
+    """24 RGB images of 4 holders with captions (two holders share their subjects)."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    index = np.repeat(np.arange(4), 6)
+    subjects = ["red apple", "green pear", "blue ball", "cat face", "dog face", "owl"]
+    captions = subjects * 2 + [f"{s} drawn" for s in subjects] + [""] * 6  # last: no captions
+    return images, index, captions
+
+
+def test_holder_level_lds_runs_on_rgb_captioned_images_with_a_conditional_backend(tmp_path):
+    images, index, captions = _emoji_like()
+    cfg = LDSConfig(**{**TINY.__dict__, "backend": "lds-test-text-unet", "device": "cpu"})
+    report = run_lds(
+        tmp_path, images, index, cfg, methods=("dtrak", "pixel", "count"), kinds=("holders",),
+        progress=False, captions=captions,
+    )  # fmt: skip
+    prompts = report["prompts"]
+    assert len(prompts) == 3 and set(prompts) <= set(captions) - {""}
+    assert np.load(tmp_path / "targets.npy").shape == (3, 3, 8, 8)
+    for method in ("dtrak", "pixel", "count"):
+        r = report["results"]["holders"][method]
+        assert len(r["per_target"]) == 3 and (r["n"] == 0 or -1 <= r["mean"] <= 1)
+    meta = json.loads((tmp_path / "scores" / "dtrak_p16_k2_l0.01" / "member_m0_s0" / "meta.json")
+                      .read_text())  # fmt: skip
+    assert meta["train_captions_sha256"] and meta["targets_captions_sha256"]
+    assert json.loads((tmp_path / "run.json").read_text())["training"]["backend"] == (
+        "lds-test-text-unet"
+    )
+    other = list(captions)
+    other[0] = "yellow star"
+    with pytest.raises(StageError, match="different data"):
+        run_lds(tmp_path, images, index, cfg, methods=("count",), kinds=("holders",),
+                captions=other)  # fmt: skip
+
+
+def test_measured_loss_of_a_conditional_model_uses_each_targets_caption():
+    backend = _TinyTextUNet.from_settings(LDSConfig(image_size=8, device="cpu"))
+    model = backend.build(0, captions=["red apple", "green pear"])
+    targets = torch.rand(2, 3, 8, 8) * 2 - 1
+    ids = model.encode_captions(["red apple", "green pear"])
+    conditional = measured_loss(model.unet, model.scheduler, targets, 3, seed=0, caption_ids=ids)
+    swapped = measured_loss(model.unet, model.scheduler, targets, 3, 0, caption_ids=ids[[1, 0]])
+    null = measured_loss(model.unet, model.scheduler, targets, 3, seed=0)
+    assert conditional.shape == (2,) and not np.allclose(conditional, swapped)
+    assert not np.allclose(conditional, null)
+    with pytest.raises(DataError, match=r"\(2, L\)"):
+        measured_loss(model.unet, model.scheduler, targets, 3, seed=0, caption_ids=ids[:1])
+
+
+def test_an_unconditional_backend_refuses_captions(tmp_path):
+    images, index, captions = _emoji_like()
+    with pytest.raises(ConfigError, match="unconditional"):
+        run_lds(tmp_path, images, index, TINY, methods=("count",), captions=captions)
+    with pytest.raises(ConfigError, match="backend"):
+        run_lds(tmp_path, images, index, LDSConfig(backend="nope"), methods=("count",))
