@@ -29,7 +29,7 @@ from offchain.attribution.defaults import DEFAULT_PROJ_DIM, DEFAULT_TRAK_TIMESTE
 from offchain.cli.register import private_key, register_holder_cmd
 from offchain.config import Settings, settings_from
 from offchain.cpu import configure_openmp
-from offchain.data.holders import holder_private_key, training_set
+from offchain.data.holders import holder_private_key, training_captions, training_set
 from offchain.errors import ConfigError, OffchainError, StageError
 from offchain.jsonsafe import pin_recursion_limit
 from offchain.layout import RoundPaths
@@ -279,20 +279,31 @@ def lds(
         str, typer.Option(help="Comma list: dtrak,loss,random,pixel,count.")
     ] = "dtrak,loss,random,pixel,count",
     profile: Annotated[
-        str | None, typer.Option(help="Holder split preset (MNIST); default $CCOMP_PROFILE or demo.")
+        str | None, typer.Option(help="Holder split preset; default $CCOMP_PROFILE or demo.")
+    ] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(help="mnist or emoji (its backend, image size and captions); default "
+                     "$CCOMP_DATASET or mnist."),
     ] = None,
     holders_dir: Annotated[Path | None, typer.Option(help="Own data folder.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of models, subsets and noise.")] = 0,
     threads: Annotated[int, typer.Option(help="torch CPU threads.")] = 1,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
-    """Validate TRAK: linear datamodeling score over models retrained on 50 % subsets."""
+    """Validate TRAK: linear datamodeling score over models retrained on 50 % subsets (with the
+    dataset's backend, image size, device and guidance; a conditional backend trains on the
+    holders' captions)."""
     _setup_logging(verbose)
     from offchain.attribution.lds import LDSConfig, run_lds
+    from offchain.diffusion import get_backend
 
     try:
-        found = load_holders(Settings.for_profile(profile, holders_dir=holders_dir))
+        settings = Settings.for_profile(profile, holders_dir=holders_dir, dataset=dataset)
+        found = load_holders(settings)
         images, index = training_set(found)
+        captions = training_captions(found)
+        conditional = get_backend(settings.backend).conditional
         cfg = LDSConfig(
             n_subsets=subsets,
             train_steps=train_steps,
@@ -304,6 +315,10 @@ def lds(
             train_seeds=train_seeds,
             seed=seed,
             num_threads=threads,
+            image_size=settings.image_size,
+            backend=settings.backend,
+            device=settings.device,
+            guidance_scale=settings.guidance_scale,
         )
         run_lds(
             out,
@@ -312,6 +327,7 @@ def lds(
             cfg,
             methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
             kinds=tuple(k.strip() for k in kinds.split(",") if k.strip()),
+            captions=captions if conditional and any(captions) else None,
         )
     except OffchainError as exc:
         _fail(exc)
