@@ -33,12 +33,14 @@ def _signature_pairs(signed: dict) -> list[tuple[str, str]]:
 
 def _credits(paths: RoundPaths) -> dict[int, tuple[str | None, str | None]]:
     """Holder index → (licence, attribution) from the round's ``manifest.json`` (None where
-    not stated, or for a round folder without a manifest)."""
+    not stated, or for a round folder without a manifest or holder entries)."""
     if not paths.manifest.exists():
         return {}
+    entries = read_json(paths.manifest).get("holders") or []
     return {
         int(h["index"]): (h.get("licence"), h.get("attribution"))
-        for h in read_json(paths.manifest)["holders"]
+        for h in entries
+        if isinstance(h, dict) and "index" in h
     }
 
 
