@@ -150,8 +150,11 @@ class TextUNetConfig:
     """Images per training step."""
     sample_batch_size: int = 64
     """Images per sampling batch (each doubled for guidance)."""
-    learning_rate: float = 1e-3
-    """Peak AdamW learning rate."""
+    learning_rate: float = 2e-3
+    """Peak AdamW learning rate. Measured on the 440 images of the 8 emoji holders, one
+    300-step round from scratch: final loss (mean of the last 20 steps) 0.0669 at 2e-3 against
+    0.0766 at 1e-3, and a larger gain from the image's own caption over the null caption
+    (ε-MSE at t = 100: 0.1435 vs 0.1448, against 0.1513 vs 0.1518)."""
     lr_warmup_steps: int = 20
     """Linear warm-up steps at the start of every round."""
     weight_decay: float = 0.0
