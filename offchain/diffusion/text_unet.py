@@ -104,8 +104,9 @@ class TextUNetConfig:
     channels: int = 3
     """C: 3 (RGB; gray images replicated) or 1 (RGB images as luma)."""
     block_out_channels: tuple[int, ...] = (16, 32, 64)
-    """UNet channels per resolution level (32, 16, 8 px at the default size). (32, 64, 64)
-    costs about twice as much per step on the CPU (``bench/train_step.py``)."""
+    """UNet channels per resolution level (32, 16, 8 px at the default size). Per training step
+    at batch 32, 2 threads (``bench/train_step.py``, load average 1.6): 0.168 s; (32, 64, 64)
+    0.310 s."""
     layers_per_block: int = 1
     """ResNet layers per UNet block."""
     norm_num_groups: int = 8
@@ -115,7 +116,10 @@ class TextUNetConfig:
     cross-attention there)."""
     conditioning: str = "time"
     """``"time"`` (pooled caption vector added to the timestep embedding) or ``"cross"``
-    (cross-attention at the lowest resolution)."""
+    (cross-attention at the lowest resolution: 0.226 s per step against 0.168 s, batch 32).
+    On the 440 emoji of the 8 holders (nearly one caption per image) one 300-step round of
+    either learns little from the caption: the ε-MSE with the image's own caption is below the
+    null caption's by 0.5–1 % at t = 100 (time 0.1435 vs 0.1448, cross 0.1453 vs 0.1460)."""
     attention_heads: int = 4
     """Heads of the cross-attention (``"cross"``)."""
     text_dim: int = 64
@@ -147,7 +151,8 @@ class TextUNetConfig:
     train_steps: int = 300
     """Optimizer steps per round."""
     batch_size: int = 32
-    """Images per training step."""
+    """Images per training step: 0.168 s per step, 50 s per 300-step round on 2 quiet threads;
+    64 takes 0.294 s (88 s)."""
     sample_batch_size: int = 64
     """Images per sampling batch (each doubled for guidance)."""
     learning_rate: float = 2e-3
