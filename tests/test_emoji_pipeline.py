@@ -164,3 +164,26 @@ def test_the_report_and_the_api_show_prompts_licence_and_attribution(emoji_campa
     assert licences["noto-smileys"][0] == "Apache-2.0"
     assert licences["twemoji-smileys"][0] == "CC-BY-4.0"
     assert all(attribution for _, attribution in licences.values())
+
+
+def test_own_folders_keep_their_colour_and_captions_for_a_text_to_image_backend(tmp_path) -> None:
+    from PIL import Image
+
+    from offchain.oracle.run_folder import OWN_COLOR_IMAGE_SIDE_PX, load_holders
+
+    folder = tmp_path / "holders" / "alice"
+    folder.mkdir(parents=True)
+    Image.new("RGBA", (20, 20), (255, 0, 0, 255)).save(folder / "apple.png")
+    Image.new("RGBA", (20, 20), (0, 0, 255, 0)).save(folder / "clear.png")  # transparent
+    (folder / "captions.json").write_text('{"apple.png": "red apple", "clear.png": "nothing"}')
+
+    color = load_holders(Settings.for_profile("tiny", holders_dir=tmp_path / "holders",
+                                              backend="text-unet"))
+    side = OWN_COLOR_IMAGE_SIDE_PX
+    assert color[0].images.shape == (2, side, side, 3)
+    assert color[0].images[0, 0, 0].tolist() == [255, 0, 0]
+    assert color[0].images[1, 0, 0].tolist() == [255, 255, 255]  # composited on white
+    assert color[0].captions == ("red apple", "nothing")
+
+    gray = load_holders(Settings.for_profile("tiny", holders_dir=tmp_path / "holders"))
+    assert gray[0].images.shape == (2, 28, 28)  # the grayscale ddpm, as before

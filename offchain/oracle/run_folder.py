@@ -20,6 +20,7 @@ from offchain.data.holders import (
     manifest_hashes,
     write_dataset_manifest,
 )
+from offchain.diffusion import get_backend
 from offchain.errors import ConfigError
 from offchain.policy import BudgetPolicy, make_policy
 from offchain.rounds import stages
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # the state database (sqlalchemy) is imported when a run open
     from offchain.state import RoundStore
 
 __all__ = [
+    "OWN_COLOR_IMAGE_SIDE_PX",
     "RUN_MARKER",
     "is_run_folder",
     "load_holders",
@@ -39,6 +41,10 @@ __all__ = [
     "quality_reference_dataset",
 ]
 
+
+OWN_COLOR_IMAGE_SIDE_PX = 64
+"""Side in pixels of holders' own colour images for a text-to-image backend (the emoji
+artwork's native size; the backend resizes to its ``image_size``)."""
 
 RUN_MARKER = ".ccomp-run"
 """File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
@@ -141,7 +147,8 @@ def quality_reference_dataset(settings: Settings) -> str | None:
 
 
 def load_holders(settings: Settings) -> list[Holder]:
-    """The campaign's holders: the user's folders (``holders_dir``), else those of
+    """The campaign's holders: the user's folders (``holders_dir``: 64×64 RGB for a
+    text-to-image backend, 28×28 grayscale for ``ddpm``), else those of
     ``settings.dataset`` (:data:`offchain.config.HOLDER_SOURCES`: the shipped MNIST split, or
     the emoji artists × categories).
 
@@ -149,6 +156,13 @@ def load_holders(settings: Settings) -> list[Holder]:
         DataError: the holders cannot be loaded (a bad folder, missing emoji packages …).
     """
     if settings.holders_dir is not None:
+        if get_backend(settings.backend).conditional:
+            # A text-to-image backend models colour: holders' folders keep theirs (composited
+            # on white), at the emoji artwork's native 64 px; the model resizes them.
+            return load_holder_folders(
+                settings.holders_dir, image_size=OWN_COLOR_IMAGE_SIDE_PX, channels=3
+            )
+        # The grayscale ddpm: 28 px grayscale as before, so running campaigns keep their hashes.
         return load_holder_folders(settings.holders_dir)
     return HOLDER_SOURCES[settings.dataset](settings)
 
