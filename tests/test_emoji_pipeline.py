@@ -187,3 +187,21 @@ def test_own_folders_keep_their_colour_and_captions_for_a_text_to_image_backend(
 
     gray = load_holders(Settings.for_profile("tiny", holders_dir=tmp_path / "holders"))
     assert gray[0].images.shape == (2, 28, 28)  # the grayscale ddpm, as before
+
+
+def test_calibrate_copyright_loads_an_emoji_round_with_its_text_backend(emoji_campaign) -> None:
+    from typer.testing import CliRunner
+
+    from offchain.cli.main import app
+
+    settings, result, _ = emoji_campaign
+    round_dir = result.run_dir / "round_001"
+    out = round_dir / "calibration-cli"
+    run = CliRunner().invoke(app, [
+        "calibrate-copyright", "--round-dir", str(round_dir), "--dataset", "emoji",
+        "--n-external", "40", "--out", str(out),
+    ])
+    assert run.exit_code == 0, run.output
+    calibration = read_json(out / "calibration.json")
+    assert calibration["image_shape"][0] == 3  # RGB works through the text-unet backend
+    assert "precision" in run.output.lower()

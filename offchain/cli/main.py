@@ -394,10 +394,14 @@ def calibrate_copyright(
     out: Annotated[
         Path | None, typer.Option(help="Output folder; default <round>/calibration.")
     ] = None,
+    dataset: Annotated[
+        str, typer.Option(help="The run's dataset (mnist, emoji): its model backend.")
+    ] = "mnist",
     external: Annotated[
         str | None,
-        typer.Option(help="Extra unrelated negatives: mnist, digits or lfw minus the holders'."),
-    ] = "mnist",
+        typer.Option(help="Extra unrelated negatives: a registered dataset minus the holders' "
+                     "(default: --dataset's)."),
+    ] = None,
     n_external: Annotated[int, typer.Option(help="How many external negatives.")] = 500,
     encoder: Annotated[str, typer.Option(help="unet | torchscript:<path> | hf:<path>.")] = "unet",
     seed: Annotated[int, typer.Option(help="Seed of augmentations and negatives.")] = 0,
@@ -407,6 +411,7 @@ def calibrate_copyright(
     _setup_logging(verbose)
     from offchain.copyright import run_calibration
     from offchain.data.datasets import load_dataset
+    from offchain.diffusion import get_backend
     from offchain.quality import exclude_images
 
     try:
@@ -415,6 +420,11 @@ def calibrate_copyright(
             if not needed.exists():
                 raise StageError(f"{round_dir} is not a trained round: {needed.name} is missing")
         manifest = read_json(paths.manifest)
+        image_size = int(read_json(paths.checkpoint / "unet" / "config.json")["sample_size"])
+        settings = Settings.for_profile(None, dataset=dataset, image_size=image_size)
+        ml = MLConfig.from_settings(settings, progress=False)
+        backend = get_backend(ml.backend).from_settings(ml)
+        external = external or dataset
         extra = None
         if external:
             images, labels = load_dataset(external)
@@ -427,10 +437,11 @@ def calibrate_copyright(
             np.load(paths.train_images),
             np.load(paths.holder_index),
             out or round_dir / "calibration",
-            image_size=int(read_json(paths.checkpoint / "unet" / "config.json")["sample_size"]),
+            image_size=image_size,
             encoder_spec=encoder,
             seed=seed,
             external=extra,
+            backend=backend if backend.conditional else None,  # ddpm: its numbers as before
         )
     except (OffchainError, ValueError) as exc:
         _fail(exc if isinstance(exc, OffchainError) else StageError(str(exc)))

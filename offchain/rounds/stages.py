@@ -363,8 +363,9 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
       seeded by the round), the model generates from each one's caption (with guidance), and
       every generation is compared with every work
       (:func:`offchain.copyright.probes.compute_caption_copyright`): a generation copying a
-      work charges that work's holder, whoever's caption asked for it; ``loss`` = expected
-      copies of the holder's works per probe of its captions, capped at 1. The probes are
+      work charges that work's holder, whoever's caption asked for it; ``loss`` = the
+      holder's expected copies over all P probes (the share of the round's prompts whose
+      generation copies one of its works, as the unconditional procedure). The probes are
       written first, to ``copyright_probes.npz`` (``samples`` float32 (P, C, S, S),
       ``work_index`` int64 (P,) into the training set, ``holder`` int64 (P,)), and reused if
       the stage is run again.
