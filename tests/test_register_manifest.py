@@ -344,3 +344,34 @@ def test_cli_signs_with_a_keystore_and_env_password(env, monkeypatch, tmp_path):
         cli, [*args, "--keystore", str(tmp_path / "keys"), "--holders-dir", str(holders)]
     )
     assert result.exit_code == 1 and "wrong keystore password" in flat(result)
+
+
+def test_cli_sends_the_folders_captions_and_the_loader_reads_them_back(env, server, tmp_path):
+    _, holders, source, images = env
+    (source / "captions.json").write_text(json.dumps({"img0.png": "red apple", "img1.png": "cat"}))
+    (source / "img2.txt").write_text("blue whale\n")  # a sidecar caption for img2.jpg
+    args = ["register-holder", "--images", str(source), "--price-wei", "9"]
+
+    direct = tmp_path / "direct"
+    result = CliRunner().invoke(
+        cli, [*args, "--name", "dora", "--dev-index", "3", "--holders-dir", str(direct)]
+    )
+    assert result.exit_code == 0, result.output
+    (holder,) = load_holder_folders(direct, channels=3)
+    by_hash = dict(zip(sorted(sha(b) for b in images), holder.captions, strict=True))
+    assert by_hash[sha(images[0])] == "red apple" and by_hash[sha(images[2])] == "blue whale"
+
+    result = CliRunner().invoke(cli, [*args, "--name", "erin", "--dev-index", "4", "--api", server])
+    assert result.exit_code == 0, result.output
+    time.sleep(1.01 - time.time() % 1)
+    result = CliRunner().invoke(cli, [*args, "--name", "fay", "--dev-index", "5", "--api", server,
+                                      "--manifest"])
+    assert result.exit_code == 0, result.output
+    loaded = {h.name: h for h in load_holder_folders(holders, channels=3)}
+    assert sorted(loaded["erin"].captions) == sorted(loaded["fay"].captions) == [
+        "blue whale", "cat", "red apple"
+    ]
+
+    (source / "img2.txt").unlink()  # one image without a caption: refused before sending
+    result = CliRunner().invoke(cli, [*args, "--name", "gus", "--dev-index", "6", "--api", server])
+    assert result.exit_code == 1 and "no caption" in flat(result) and "img2.txt" in flat(result)

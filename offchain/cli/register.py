@@ -1,7 +1,8 @@
 """``offchain register-holder``: sign a holder registration for a local image folder and send it.
 
 The command hashes the folder's image files (names ending ``.png``, ``.jpg``, ``.jpeg``, not
-starting with ``.``), signs the v2 registration message
+starting with ``.``), reads their captions where the folder has them (``captions.json`` or
+sidecar ``<stem>.txt``, the round loader's rule: all or none), signs the v2 registration message
 (:func:`offchain.api.registration.registration_message`, which covers ``--replace``) with the
 holder's key and registers:
 
@@ -32,7 +33,7 @@ from rich.table import Table
 
 from offchain.api.registration import Registration, register_holder, registration_message
 from offchain.config import settings_from
-from offchain.data.holders import IMAGE_EXTENSIONS
+from offchain.data.holders import IMAGE_EXTENSIONS, folder_captions
 from offchain.errors import ConfigError, OffchainError
 from offchain.oracle.keys import DEV_ACCOUNTS, dev_keys
 from offchain.oracle.keystore import load_keystores, read_password
@@ -98,13 +99,34 @@ def private_key(keystore: Path | None, password_file: Path | None, dev_index: in
     return keys[0]
 
 
+def _captions_by_hash(folder: Path, files: list[Path], hashes: list[str]) -> dict[str, str] | None:
+    """The folder's captions (``captions.json`` or sidecar ``<stem>.txt``, as the round loader
+    reads them) keyed by each image's SHA-256 hex; None when it has none.
+
+    Raises:
+        DataError: as :func:`offchain.data.holders.folder_captions` (an image without a caption
+            when others have one, an invalid caption …).
+    """
+    by_name = folder_captions(folder, files)
+    if by_name is None:
+        return None
+    return {digest: by_name[p.name] for p, digest in zip(files, hashes, strict=True)}
+
+
 def _signed_fields(
-    key: str, name: str, price_wei: int, hashes: list[str], issued_at: int, replace: bool
+    key: str,
+    name: str,
+    price_wei: int,
+    hashes: list[str],
+    issued_at: int,
+    replace: bool,
+    captions: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """The registration's form fields, signed (the message covers ``replace``)."""
+    """The registration's form fields, signed (the message covers ``replace`` and, when
+    given, the captions' root)."""
     account = Account.from_key(key)
     message = registration_message(
-        account.address, name, price_wei, hashes, issued_at, replace=replace
+        account.address, name, price_wei, hashes, issued_at, replace=replace, captions=captions
     )
     signature = account.sign_message(encode_defunct(text=message)).signature.hex()
     return {
@@ -117,7 +139,12 @@ def _signed_fields(
 
 
 def _post(
-    api: str, fields: dict[str, str], files: list[Path], manifest: bool, replace: bool
+    api: str,
+    fields: dict[str, str],
+    files: list[Path],
+    manifest: bool,
+    replace: bool,
+    captions: dict[str, str] | None = None,
 ) -> dict:
     """POST the registration to the server; returns its JSON answer (exit 1 on non-2xx)."""
     import httpx  # the HTTP client loads only when a registration is posted
@@ -130,6 +157,7 @@ def _post(
                 "image_sha256": [hashlib.sha256(p.read_bytes()).hexdigest() for p in files],
                 "source_dir": str(files[0].parent.resolve()),
                 "replace": replace,
+                **({"captions": captions} if captions is not None else {}),
             }
             response = httpx.post(f"{base}/holders/manifest", json=body, timeout=60.0)
         else:
@@ -137,6 +165,10 @@ def _post(
                 ("images", (p.name, p.read_bytes(), _CONTENT_TYPES[p.suffix.lower()]))
                 for p in files
             ]
+            if captions is not None:
+                parts.append(
+                    ("captions", ("captions.json", json.dumps(captions).encode(), "application/json"))
+                )
             data = {**fields, "replace": "true" if replace else "false"}
             response = httpx.post(f"{base}/holders", data=data, files=parts, timeout=60.0)
     except httpx.HTTPError as exc:
@@ -192,13 +224,14 @@ def register_holder_cmd(
         key = private_key(keystore, password_file, dev_index)
         data = [(p.name, p.read_bytes()) for p in files]
         hashes = [hashlib.sha256(b).hexdigest() for _, b in data]
-        fields = _signed_fields(key, name, price_wei, hashes, int(time.time()), replace)
+        captions = _captions_by_hash(images, files, hashes)
+        fields = _signed_fields(key, name, price_wei, hashes, int(time.time()), replace, captions)
         if api is not None:
-            result = _post(api, fields, files, manifest, replace)
+            result = _post(api, fields, files, manifest, replace, captions)
         else:
             assert holders_dir is not None
             stored = register_holder(
-                holders_dir, Registration(**fields), data, allow_replace=replace
+                holders_dir, Registration(**fields, captions=captions), data, allow_replace=replace
             )
             result = {
                 "address": stored.address,

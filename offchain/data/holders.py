@@ -56,6 +56,7 @@ __all__ = [
     "decode_grayscale",
     "decode_rgb",
     "dominant_classes",
+    "folder_captions",
     "holder_address",
     "holder_private_key",
     "image_hash",
@@ -572,6 +573,27 @@ def _holder_files(folder: Path) -> tuple[list[Path], list[Path]]:
     if not image_files:
         raise DataError(f"holder folder {folder} has no images ({sorted(IMAGE_EXTENSIONS)})")
     return image_files, sidecars
+
+
+def folder_captions(folder: Path, image_files: Sequence[Path]) -> dict[str, str] | None:
+    """The captions of ``image_files`` (files in ``folder``), image file name → caption, by
+    :func:`load_holder_folders`' rule (``captions.json`` and sidecar ``<stem>.txt`` files; all
+    or none); other files of the folder are not looked at. None when there are none.
+
+    Raises:
+        DataError: as :func:`load_holder_folders` for the captions (an invalid caption, a
+            caption of a file not in ``image_files``, an image without one when others have one).
+    """
+    folder = Path(folder)
+    sidecars = [
+        folder / f"{p.stem}{CAPTION_SUFFIX}"
+        for p in image_files
+        if (folder / f"{p.stem}{CAPTION_SUFFIX}").is_file()
+    ]
+    captions = _read_captions(folder, image_files, sidecars)
+    if captions is None:
+        return None
+    return {p.name: text for p, text in zip(image_files, captions, strict=True)}
 
 
 def _read_captions(
