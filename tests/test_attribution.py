@@ -877,3 +877,13 @@ def test_default_settings_score_512_training_images_against_32_targets(tmp_path)
     # model (the previous traker-driven code: 31 %). Speed: bench/featurize.py, not a test.
     top5 = np.argsort(-scores, axis=1)[:, :5]
     assert (top5 == np.arange(32)[:, None]).any(axis=1).mean() >= 0.25
+
+
+def test_the_featurize_batch_shrinks_with_the_example_size_only() -> None:
+    from offchain.attribution.trak_attributor import featurize_batch_size
+
+    assert featurize_batch_size((1, 16, 16), 4, 32) == 32  # the MNIST demo: unchanged
+    assert featurize_batch_size((3, 32, 32), 4, 32) == 16  # the emoji demo
+    assert featurize_batch_size((3, 64, 64), 4, 32) == 4
+    assert featurize_batch_size((3, 512, 512), 10, 32) == 1
+    assert featurize_batch_size((1, 8, 8), 1, 8) == 8
