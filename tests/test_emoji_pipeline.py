@@ -159,6 +159,9 @@ def test_the_report_and_the_api_show_prompts_licence_and_attribution(emoji_campa
     _, result, output = emoji_campaign
     assert "Generations from:" in output and "generations.png" in output
     assert "Apache-2.0" in output and "CC-BY-4.0" in output
+    credits = " ".join(output[output.index("Credits:"):].split())
+    assert "Noto Emoji by Google" in credits and "(noto-smileys)" in credits
+    assert "Twemoji by Twitter" in credits and "(twemoji-smileys)" in credits
     detail = TestClient(create_app(result.run_dir)).get("/rounds/1").json()
     licences = {h["name"]: (h["licence"], h["attribution"]) for h in detail["holders"]}
     assert licences["noto-smileys"][0] == "Apache-2.0"

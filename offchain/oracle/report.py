@@ -12,7 +12,14 @@ from offchain.allocation.wei import WEI_PER_TOKEN, parse_wei
 from offchain.layout import RoundPaths
 from offchain.utils import atomic_write, read_json
 
-__all__ = ["format_tokens", "payments_plot", "prompts_line", "round_table", "summary_table"]
+__all__ = [
+    "credits_line",
+    "format_tokens",
+    "payments_plot",
+    "prompts_line",
+    "round_table",
+    "summary_table",
+]
 
 PROMPTS_SHOWN = 4
 """Prompts of the round's generations the round table names (``prompts.json``'s first)."""
@@ -36,10 +43,25 @@ def prompts_line(paths: RoundPaths, shown: int = PROMPTS_SHOWN) -> str | None:
             f"{paths.generations_png.name})")
 
 
+def credits_line(holders: Sequence[dict]) -> str | None:
+    """``Credits: <attribution> (<holders>); …``: each attribution text the holders' licences
+    require, once, with the holders it covers; None when no holder states one."""
+    by_text: dict[str, list[str]] = {}
+    for holder in holders:
+        if holder.get("attribution"):
+            by_text.setdefault(holder["attribution"], []).append(holder["name"])
+    if not by_text:
+        return None
+    return "Credits: " + "; ".join(
+        f"{text} ({', '.join(names)})" for text, names in by_text.items()
+    )
+
+
 def round_table(paths: RoundPaths) -> Table:
     """One row per holder: images, participated, contribution, copyright loss, payment,
-    claimed, and licence and attribution where any holder states them; the caption names a few
-    prompts of the round's generations (:func:`prompts_line`)."""
+    claimed, and the licence where any holder states one; the caption names a few prompts of
+    the round's generations (:func:`prompts_line`) and the attribution each licence requires
+    (:func:`credits_line`)."""
     manifest = read_json(paths.manifest)
     contributions = read_json(paths.contributions)
     copyright_ = read_json(paths.copyright)
@@ -57,8 +79,10 @@ def round_table(paths: RoundPaths) -> Table:
             f"({decision['policy']}), root {str(allocation['merkle_root'])[:10]}…{quality}"
         )
     )
-    table.caption = prompts_line(paths)
     licensed = any(h.get("licence") or h.get("attribution") for h in manifest["holders"])
+    table.caption = "\n".join(
+        line for line in (prompts_line(paths), credits_line(manifest["holders"])) if line
+    )
     for column, justify in [
         ("holder", "left"),
         ("images", "right"),
@@ -67,13 +91,15 @@ def round_table(paths: RoundPaths) -> Table:
         ("copyright loss", "right"),
         ("payment (TST)", "right"),
         ("claimed", "center"),
-        *([("licence", "left"), ("attribution", "left")] if licensed else []),
+        *([("licence", "left")] if licensed else []),
     ]:
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        # a narrow terminal folds holder names onto two lines rather than cutting them short
+        table.add_column(column, justify=justify,  # type: ignore[arg-type]
+                         overflow="fold" if column == "holder" else "ellipsis")
     for i, holder in enumerate(manifest["holders"]):
         amount = parse_wei(allocation["holders"][i]["amount_wei"], "amount_wei")
         claim = claimed.get(holder["index"])
-        licence = [holder.get("licence") or "—", holder.get("attribution") or "—"]
+        licence = [holder.get("licence") or "—"]
         table.add_row(
             holder["name"],
             str(holder["n_images"]),
