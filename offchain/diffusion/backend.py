@@ -190,3 +190,4 @@ use); ConfigError naming the choices when there is none."""
 
 register_backend("ddpm", "offchain.diffusion.ddpm:DDPMBackend")
 register_backend("text-unet", "offchain.diffusion.text_unet:TextUNetBackend")
+register_backend("sd-lora", "offchain.diffusion.sd_lora:SDLoraBackend")

@@ -1,0 +1,670 @@
+"""The ``sd-lora`` model backend: a local Stable Diffusion 1.x/2.x folder fine-tuned with LoRA.
+
+The operator names a diffusers Stable Diffusion folder on disk (``model_path``: the
+``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/`` and ``scheduler/``
+that ``StableDiffusionPipeline.save_pretrained`` writes); nothing is fetched from a hub. Each
+round adds (or continues) rank-r LoRA adapters (peft) on the UNet's attention projections
+(defaults as the paper: rank 4, α 4, ``to_q, to_k, to_v, to_out.0``) and trains only them on the
+holders' captioned images: images → VAE latents (the posterior mean × ``scaling_factor``,
+cached per image hash), captions → the frozen CLIP text encoder, the ε-prediction DDPM loss in
+latent space with caption dropout (classifier-free guidance). The text encoder, the VAE and the
+UNet's own weights stay frozen. bfloat16 autocast on CUDA, float32 on the CPU; seeded.
+
+A checkpoint is a folder holding only the adapter::
+
+    <ckpt_dir>/adapter_model.safetensors   peft's get_peft_model_state_dict of the UNet
+    <ckpt_dir>/sd_lora.json                the SDLoraConfig that trained it (with model_path)
+    <ckpt_dir>/train_log.json              written last: a complete folder is a finished round
+
+The loaded :class:`DenoisingModel`'s ``unet`` works in latent space (4 × S/8 × S/8 for SD):
+attribution over its LoRA parameters needs latents as x_0, while :meth:`SDLoraBackend.preprocess`
+returns pixels in [−1, 1] as the protocol asks (:func:`encode_latents` maps them); wiring the
+attribution stage to latents is the follow-up of this backend. SDXL folders (two text encoders)
+are not supported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from offchain.diffusion.backend import DenoisingModel
+from offchain.diffusion.device import autocast, select_device
+from offchain.diffusion.model import TRAIN_LOG, check_images, preprocess, torch_threads
+from offchain.errors import ConfigError, DataError, StageError
+from offchain.utils import read_json, seed_everything, sha256_file, write_json
+
+__all__ = [
+    "ADAPTER_FILE",
+    "CONFIG_FILE",
+    "SDLoraBackend",
+    "SDLoraConfig",
+    "SDLoraUNet",
+    "encode_latents",
+    "load_base",
+    "missing_model_parts",
+]
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_FILE = "adapter_model.safetensors"
+CONFIG_FILE = "sd_lora.json"
+_MODEL_PARTS = (  # (what, files of which one must exist)
+    ("model_index.json", ("model_index.json",)),
+    ("unet/", ("unet/config.json",)),
+    ("vae/", ("vae/config.json",)),
+    ("text_encoder/", ("text_encoder/config.json",)),
+    ("tokenizer/", ("tokenizer/vocab.json", "tokenizer/tokenizer.json")),
+    ("scheduler/", ("scheduler/scheduler_config.json",)),
+)
+_ADAPTER_SHAPE = ("lora_rank", "lora_alpha", "target_modules")
+
+
+@dataclass(frozen=True)
+class SDLoraConfig:
+    """Where the base model is, the LoRA adapters, training and sampling."""
+
+    model_path: str | None = None
+    """The local diffusers Stable Diffusion folder (required to train; a checkpoint records
+    it)."""
+    resolution: int = 256
+    """Side S in pixels of training images and samples; divisible by the VAE's downscale (8)."""
+    lora_rank: int = 4
+    """r of every adapter."""
+    lora_alpha: float = 4.0
+    """α: the adapter's update is scaled by α / r."""
+    target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """UNet module names that get adapters (peft's ``target_modules``)."""
+    learning_rate: float = 1e-4
+    """AdamW learning rate of the adapters (constant)."""
+    train_steps: int = 100
+    """Optimizer steps per round."""
+    batch_size: int = 4
+    """Images per training step."""
+    caption_dropout: float = 0.1
+    """Probability that training replaces a caption by "" (trains ε(x_t, ∅) for guidance)."""
+    guidance_scale: float = 7.5
+    """w of classifier-free guidance when sampling."""
+    num_inference_steps: int = 25
+    """Denoising steps when sampling (the folder's scheduler class)."""
+    sample_batch_size: int = 4
+    """Images per sampling batch (each doubled for guidance)."""
+    latent_cache_dir: str | None = None
+    """Folder of cached VAE latents (one file per image hash, per VAE and resolution); None:
+    ``<out_dir's parent>/.sd-latent-cache``. Give a run-level folder to share it across rounds."""
+    num_threads: int | None = None
+    """torch intra-op threads while training and sampling; None keeps torch's."""
+    device: str = "auto"
+    """``auto`` | ``cpu`` | ``cuda`` (:func:`~offchain.diffusion.device.select_device`)."""
+    seed: int = 0
+    """Seed of the adapters' initialisation, batches, timesteps, noise and caption dropout."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming the first out-of-range field."""
+        for name in ("resolution", "lora_rank", "batch_size", "num_inference_steps",
+                     "sample_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resolution % 8:
+            raise ConfigError(f"resolution must be a multiple of 8, got {self.resolution}")
+        if self.train_steps < 0 or not self.lora_alpha > 0 or not self.learning_rate > 0:
+            raise ConfigError("train_steps must be >= 0, lora_alpha and learning_rate > 0")
+        if not self.target_modules:
+            raise ConfigError("target_modules must name at least one module")
+        if not 0.0 <= self.caption_dropout < 1.0:
+            raise ConfigError(f"caption_dropout must lie in [0, 1), got {self.caption_dropout}")
+        if not self.guidance_scale >= 0.0:
+            raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be >= 1 or None, got {self.num_threads}")
+
+
+# --- the base model -----------------------------------------------------------------------------
+
+
+def missing_model_parts(model_path: Path) -> list[str]:
+    """The parts of a diffusers Stable Diffusion folder absent from ``model_path`` (empty when
+    it looks complete): ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``,
+    ``tokenizer/``, ``scheduler/``, or the folder itself."""
+    model_path = Path(model_path)
+    if not model_path.is_dir():
+        return [f"the folder {model_path}"]
+    return [what for what, files in _MODEL_PARTS
+            if not any((model_path / f).is_file() for f in files)]
+
+
+def load_base(model_path: Path) -> Any:
+    """The folder's ``StableDiffusionPipeline`` (float32, CPU, no safety checker), loaded with
+    ``local_files_only=True``: components ``unet``, ``vae``, ``text_encoder``, ``tokenizer``,
+    ``scheduler``.
+
+    Raises:
+        ConfigError: the folder or one of its parts is missing (named), or it cannot be loaded.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    model_path = Path(model_path)
+    missing = missing_model_parts(model_path)
+    if missing:
+        raise ConfigError(f"model_path {model_path} is not a diffusers Stable Diffusion folder: "
+                          f"missing {', '.join(missing)}")
+    try:
+        return StableDiffusionPipeline.from_pretrained(
+            model_path, local_files_only=True, safety_checker=None, feature_extractor=None,
+            requires_safety_checker=False, torch_dtype=torch.float32,
+        )
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot load the Stable Diffusion folder {model_path}: {exc}") from exc
+
+
+class SDLoraUNet(nn.Module):
+    """ε_θ(z_t, t, c): the UNet (with LoRA adapters) and the frozen CLIP text encoder as one
+    module (``unet.*`` and ``text_encoder.*`` parameters).
+
+    ``forward(noisy_latents, timesteps, caption_ids=None)``: z_t float32 (B, 4, s, s), t int64
+    (B,) or a scalar, caption ids int64 (B, L) from the CLIP tokenizer (None: the empty caption)
+    → the UNet's output, ``.sample`` float32 (B, 4, s, s) the predicted noise.
+    """
+
+    def __init__(self, unet: nn.Module, text_encoder: nn.Module, null_ids: Tensor) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+        self.register_buffer("null_ids", null_ids.to(torch.int64), persistent=False)
+
+    def forward(self, noisy_latents: Tensor, timesteps: Tensor | int,
+                caption_ids: Tensor | None = None):
+        if caption_ids is None:
+            caption_ids = self.null_ids.expand(noisy_latents.shape[0], -1)
+        hidden = self.text_encoder(caption_ids.to(self.null_ids.device))[0]
+        return self.unet(noisy_latents, timesteps, encoder_hidden_states=hidden)
+
+
+class _CaptionIds:
+    """The CLIP tokenizer as ``encode_captions``: B strings → int64 (B, L) ids on the CPU,
+    padded and truncated to the tokenizer's ``model_max_length`` L."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, captions: Sequence[str]) -> Tensor:
+        return self.tokenizer(
+            list(captions), padding="max_length", max_length=self.tokenizer.model_max_length,
+            truncation=True, return_tensors="pt",
+        ).input_ids.to(torch.int64)
+
+
+def _lora_config(cfg: SDLoraConfig) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha,
+                      target_modules=list(cfg.target_modules), init_lora_weights=True)
+
+
+def build_model(cfg: SDLoraConfig, pipe: Any, seed: int,
+                adapter: dict[str, Tensor] | None = None) -> DenoisingModel:
+    """The base pipeline's parts with fresh adapters (initialised from ``seed``: A random, B
+    zero) or ``adapter``'s weights, everything but the adapters frozen, eval mode, CPU."""
+    from peft.utils import set_peft_model_state_dict
+
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    pipe.unet.requires_grad_(False)
+    seed_everything(seed)
+    pipe.unet.add_adapter(_lora_config(cfg))
+    if adapter is not None:
+        result = set_peft_model_state_dict(pipe.unet, adapter)
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise StageError(f"the adapter has weights the UNet lacks: {unexpected[:3]}")
+    encode = _CaptionIds(pipe.tokenizer)
+    model = SDLoraUNet(pipe.unet, pipe.text_encoder, encode([""])[0])
+    model.eval()
+    return DenoisingModel(model, pipe.scheduler, encode_captions=encode)
+
+
+def lora_parameters(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """``(name, tensor)`` of the LoRA parameters (names containing ``lora_``), in
+    ``named_parameters`` order."""
+    return ((n, p) for n, p in model.named_parameters() if "lora_" in n)
+
+
+# --- latents ------------------------------------------------------------------------------------
+
+
+def _vae_key(vae: nn.Module, resolution: int) -> str:
+    """A short hash of the VAE's weights and the resolution: the latent cache's subfolder."""
+    digest = hashlib.sha256(f"{resolution}\n".encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def encode_latents(vae: nn.Module, pixels: Tensor, device: torch.device,
+                   batch_size: int = 8) -> Tensor:
+    """VAE latents z_0 = mean of q(z | x) × ``vae.config.scaling_factor``: float32 (N, 4, s, s)
+    on the CPU, from pixels float32 (N, 3, S, S) in [−1, 1] (s = S / the VAE's downscale)."""
+    vae.to(device)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(pixels), batch_size):
+            batch = pixels[start : start + batch_size].to(device)
+            out.append(vae.encode(batch).latent_dist.mean.float().cpu())
+    vae.to("cpu")
+    return torch.cat(out) * float(vae.config.scaling_factor)
+
+
+def cached_latents(vae: nn.Module, images: np.ndarray, cfg: SDLoraConfig, cache_dir: Path,
+                   device: torch.device) -> tuple[Tensor, int]:
+    """Latents float32 (N, 4, s, s) of uint8 ``images`` (N, H, W[, 3]) at ``cfg.resolution``,
+    read from or added to ``cache_dir/<VAE key>/<image sha256>.npy``; also the number of cache
+    hits."""
+    folder = Path(cache_dir) / _vae_key(vae, cfg.resolution)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = [hashlib.sha256(repr(img.shape).encode() + img.tobytes()).hexdigest() for img in images]
+    todo = [i for i, k in enumerate(keys) if not (folder / f"{k}.npy").is_file()]
+    if todo:
+        fresh = encode_latents(vae, preprocess(images[todo], cfg.resolution, 3), device)
+        for i, z in zip(todo, fresh, strict=True):
+            tmp = folder / f".{keys[i]}.{os.getpid()}.npy"
+            np.save(tmp, z.numpy())
+            os.replace(tmp, folder / f"{keys[i]}.npy")
+    latents = [torch.from_numpy(np.load(folder / f"{k}.npy")) for k in keys]
+    return torch.stack(latents), len(images) - len(todo)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def _missing_checkpoint(ckpt_dir: Path, require_log: bool = True) -> list[str]:
+    if not ckpt_dir.is_dir():
+        return [f"the folder {ckpt_dir}"]
+    needed = [ADAPTER_FILE, CONFIG_FILE, *([TRAIN_LOG] if require_log else [])]
+    return [name for name in needed if not (ckpt_dir / name).is_file()]
+
+
+def checkpoint_hash(ckpt_dir: Path) -> str:
+    """Hex SHA-256 of the adapter file (the base model is named by the config, not hashed).
+
+    Raises:
+        StageError: no adapter file.
+    """
+    path = Path(ckpt_dir) / ADAPTER_FILE
+    if not path.is_file():
+        raise StageError(f"no adapter weights {path}")
+    return sha256_file(path)
+
+
+def save_checkpoint(model: DenoisingModel, cfg: SDLoraConfig, log: dict[str, Any],
+                    out_dir: Path) -> Path:
+    """Write the adapter, the config and ``log`` (last) into a temporary sibling, then rename
+    it to ``out_dir`` (absent, or an empty folder); returns ``out_dir``."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        state = get_peft_model_state_dict(model.unet.unet)
+        save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / ADAPTER_FILE)
+        write_json(tmp / CONFIG_FILE, dataclasses.asdict(cfg))
+        write_json(tmp / TRAIN_LOG, log)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir
+
+
+def load_checkpoint(ckpt_dir: Path, model_path: str | None = None
+                    ) -> tuple[DenoisingModel, Any, dict[str, Any]]:
+    """``(model with the checkpoint's adapter, eval mode on the CPU; the base pipeline; the
+    saved config as a dict)``. ``model_path`` overrides the base folder the checkpoint names.
+
+    Raises:
+        StageError: the checkpoint is missing, incomplete or unreadable.
+        ConfigError: the base folder is missing a part.
+    """
+    from safetensors.torch import load_file
+
+    ckpt_dir = Path(ckpt_dir)
+    missing = _missing_checkpoint(ckpt_dir, require_log=False)
+    if missing:
+        raise StageError(f"checkpoint {ckpt_dir} is incomplete: missing {', '.join(missing)}")
+    try:
+        saved = read_json(ckpt_dir / CONFIG_FILE)
+        adapter = load_file(ckpt_dir / ADAPTER_FILE)
+        cfg = SDLoraConfig(**{**saved, "target_modules": tuple(saved["target_modules"])})
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise StageError(f"cannot load checkpoint {ckpt_dir}: {exc}") from exc
+    base = model_path or cfg.model_path
+    if base is None:
+        raise StageError(f"checkpoint {ckpt_dir} names no model_path")
+    pipe = load_base(Path(base))
+    return build_model(cfg, pipe, cfg.seed, adapter), pipe, saved
+
+
+# --- training -----------------------------------------------------------------------------------
+
+
+def _check_captions(captions: Sequence[str] | None, n: int) -> list[str]:
+    """``captions`` as a list of ``n`` strings (None: ``n`` empty captions); DataError else."""
+    if captions is None:
+        return [""] * n
+    if isinstance(captions, str) or len(captions) != n:
+        raise DataError(f"captions must be {n} strings (one per image), got "
+                        f"{'one string' if isinstance(captions, str) else len(captions)}")
+    bad = [i for i, c in enumerate(captions) if not isinstance(c, str)]
+    if bad:
+        raise DataError(f"caption {bad[0]} is a {type(captions[bad[0]]).__name__}, not a string")
+    return list(captions)
+
+
+def _check_compatible(cfg: SDLoraConfig, saved: dict[str, Any], ckpt: Path) -> None:
+    """ConfigError when ``cfg``'s adapter shape or resolution differs from the checkpoint's."""
+    diff = []
+    for name in (*_ADAPTER_SHAPE, "resolution"):
+        mine, theirs = getattr(cfg, name), saved.get(name)
+        if isinstance(mine, tuple):
+            theirs = tuple(theirs) if isinstance(theirs, list) else theirs
+        if mine != theirs:
+            diff.append(f"{name}: config {mine!r} vs checkpoint {theirs!r}")
+    if diff:
+        raise ConfigError(f"config does not match checkpoint {ckpt}: {', '.join(diff)}")
+
+
+def train_lora_round(
+    images: np.ndarray,
+    captions: Sequence[str] | None,
+    out_dir: Path,
+    cfg: SDLoraConfig,
+    init_checkpoint: Path | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train the LoRA adapters on ``images`` and their ``captions``; save them to ``out_dir``.
+
+    Continues ``init_checkpoint``'s adapter when given, else starts fresh adapters from
+    ``cfg.seed`` on the base folder ``cfg.model_path``. Loss: for each image of the batch,
+    c ← "" with probability ``cfg.caption_dropout``, t ~ U{0, …, T−1}, ε ~ N(0, I),
+    ‖ε − ε_θ(√ᾱ_t z_0 + √(1−ᾱ_t) ε, t, c)‖² with z_0 the image's cached VAE latent. AdamW over
+    the adapters only; batches, noise, timesteps and dropout from a CPU generator seeded
+    ``cfg.seed``; bfloat16 autocast on CUDA. A complete ``out_dir`` is returned untouched.
+
+    Args:
+        images: uint8 (N, H, W) or (N, H, W, 3), N ≥ 1 (resized to ``cfg.resolution``, RGB).
+        captions: N strings ("" trains the empty caption), or None (all "").
+        out_dir: the checkpoint folder to create (absent or empty).
+        cfg: settings; ``model_path`` is required.
+        init_checkpoint: the previous round's checkpoint, or None.
+        progress: show a progress bar.
+
+    Raises:
+        DataError: bad images or captions. ConfigError: no ``model_path``, a base folder missing
+        a part, an absent device, or an adapter unlike ``init_checkpoint``'s. StageError:
+        ``init_checkpoint`` missing or incomplete, or ``out_dir`` an incomplete checkpoint.
+    """
+    out_dir = Path(out_dir)
+    if not _missing_checkpoint(out_dir):
+        logger.info("checkpoint %s is complete; skipping training", out_dir)
+        return out_dir
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise StageError(f"{out_dir} exists but is not a complete checkpoint; remove it to "
+                         "train this round")
+    check_images(images)
+    captions = _check_captions(captions, len(images))
+    cfg.validate()
+    if cfg.model_path is None:
+        raise ConfigError("sd-lora needs the setting model_path (a local diffusers Stable "
+                          "Diffusion folder)")
+    device = select_device(cfg.device)
+    with torch_threads(cfg.num_threads):
+        init_hash = None
+        if init_checkpoint is not None:
+            model, pipe, saved = load_checkpoint(init_checkpoint, cfg.model_path)
+            _check_compatible(cfg, saved, Path(init_checkpoint))
+            init_hash = checkpoint_hash(init_checkpoint)
+        else:
+            pipe = load_base(Path(cfg.model_path))
+            model = build_model(cfg, pipe, cfg.seed)
+        cache = Path(cfg.latent_cache_dir or out_dir.parent / ".sd-latent-cache")
+        latents, hits = cached_latents(pipe.vae, images, cfg, cache, device)
+        log = _train(model, latents, model.encode_captions(captions), cfg, device,
+                     f"train {out_dir.name}", progress)
+    log.update(
+        n_images=len(images),
+        n_captioned=sum(c.strip() != "" for c in captions),
+        latent_cache=str(cache),
+        latent_cache_hits=hits,
+        trainable_parameters=sum(p.numel() for _, p in lora_parameters(model.unet)),
+        init_checkpoint=str(init_checkpoint) if init_checkpoint is not None else None,
+        init_checkpoint_hash=init_hash,
+        config=dataclasses.asdict(cfg),
+    )
+    save_checkpoint(model, cfg, log, out_dir)
+    logger.info("trained %s: %d LoRA steps on %d images in %.1f s on %s", out_dir,
+                cfg.train_steps, len(images), log["seconds"], device)
+    return out_dir
+
+
+def _train(model: DenoisingModel, latents: Tensor, ids_all: Tensor, cfg: SDLoraConfig,
+           device: torch.device, desc: str, progress: bool) -> dict[str, Any]:
+    """The loop on latents float32 (N, 4, s, s) and caption ids int64 (N, L); leaves the model
+    on the CPU in eval mode and returns the log (losses, seconds, device)."""
+    seed_everything(cfg.seed)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    net, scheduler = model.unet, model.scheduler
+    net.to(device).train()
+    params = [p for _, p in lora_parameters(net)]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
+    latents, ids_all = latents.to(device), ids_all.to(device)
+    n, t_max = latents.shape[0], scheduler.config.num_train_timesteps
+    losses: list[float] = []
+    order = torch.empty(0, dtype=torch.long)
+    started = time.perf_counter()
+    bar = tqdm(range(cfg.train_steps), desc=desc, disable=not progress)
+    for _ in bar:
+        while len(order) < cfg.batch_size:
+            order = torch.cat([order, torch.randperm(n, generator=generator)])
+        index, order = order[: cfg.batch_size].to(device), order[cfg.batch_size :]
+        clean, ids = latents[index], ids_all[index]
+        drop = (torch.rand(len(index), generator=generator) < cfg.caption_dropout).to(device)
+        ids = torch.where(drop.unsqueeze(1), net.null_ids, ids)
+        noise = torch.randn(clean.shape, generator=generator).to(device)
+        timesteps = torch.randint(0, t_max, (len(index),), generator=generator).to(device)
+        noisy = scheduler.add_noise(clean, noise, timesteps)
+        with autocast(device):
+            noise_pred = net(noisy, timesteps, ids).sample
+        loss = F.mse_loss(noise_pred.float(), noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    seconds = time.perf_counter() - started
+    net.to("cpu").eval()
+    scheduler.alphas_cumprod = scheduler.alphas_cumprod.cpu()
+    return {
+        "steps": cfg.train_steps,
+        "loss": losses,
+        "final_loss_mean_last_20": float(np.mean(losses[-20:])) if losses else None,
+        "seconds": seconds,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+    }
+
+
+# --- sampling -----------------------------------------------------------------------------------
+
+
+def sample_lora(ckpt_dir: Path, n_samples: int, cfg: SDLoraConfig, seed: int,
+                captions: Sequence[str] | None = None,
+                guidance_scale: float | None = None) -> np.ndarray:
+    """``n_samples`` images from the base model with the checkpoint's adapter, conditioned on
+    ``captions`` with classifier-free guidance: float32 (M, 3, S, S) in [−1, 1], S the
+    checkpoint's resolution.
+
+    z_T ~ N(0, σ_init² I) in latent space; ``cfg.num_inference_steps`` steps of the folder's
+    scheduler class with ε̂ = ε(z_t, ∅) + w · (ε(z_t, c) − ε(z_t, ∅)) (one batch for both);
+    then the VAE decodes z_0 / ``scaling_factor``. Noise from one CPU generator seeded ``seed``.
+
+    Raises:
+        ConfigError: M < 1, ``len(captions) != M``, w < 0, a base folder missing a part.
+        DataError: a caption that is not a string. StageError: a missing or incomplete
+        checkpoint.
+    """
+    if n_samples < 1:
+        raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
+    if captions is not None and not isinstance(captions, str) and len(captions) != n_samples:
+        raise ConfigError(f"{len(captions)} captions for {n_samples} samples")
+    captions = _check_captions(captions, n_samples)
+    w = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
+    if not w >= 0.0:
+        raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
+    device = select_device(cfg.device)
+    with torch.no_grad(), torch_threads(cfg.num_threads):
+        model, pipe, saved = load_checkpoint(ckpt_dir, cfg.model_path)
+        sampler = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        side = saved["resolution"] // pipe.vae_scale_factor
+        shape = (pipe.unet.config.in_channels, side, side)
+        ids_all = model.encode_captions(captions)
+        generator = torch.Generator().manual_seed(seed)
+        net = model.unet.to(device)
+        pipe.vae.to(device)
+        batches = []
+        for start in range(0, n_samples, cfg.sample_batch_size):
+            ids = ids_all[start : start + cfg.sample_batch_size].to(device)
+            sampler.set_timesteps(cfg.num_inference_steps)
+            z = torch.randn((len(ids), *shape), generator=generator) * sampler.init_noise_sigma
+            z = z.to(device)
+            for t in sampler.timesteps:
+                eps = _guided_noise(net, sampler.scale_model_input(z, t), t, ids, w)
+                z = sampler.step(eps, t, z, generator=generator).prev_sample
+            with autocast(device):
+                x = pipe.vae.decode(z / float(pipe.vae.config.scaling_factor)).sample
+            batches.append(x.float().cpu())
+    return torch.cat(batches).clamp_(-1.0, 1.0).numpy().astype(np.float32, copy=False)
+
+
+def _guided_noise(net: SDLoraUNet, z: Tensor, t: Tensor, ids: Tensor, w: float) -> Tensor:
+    """ε̂ = ε(z, ∅) + w · (ε(z, c) − ε(z, ∅)) float32 (B, 4, s, s)."""
+    null = net.null_ids.expand_as(ids)
+    with autocast(z.device):
+        if w == 0.0 or bool((ids == null).all()):
+            return net(z, t, null).sample.float()
+        if w == 1.0:
+            return net(z, t, ids).sample.float()
+        both = net(torch.cat([z, z]), t, torch.cat([ids, null])).sample.float()
+    cond, uncond = both.chunk(2)
+    return uncond + w * (cond - uncond)
+
+
+# --- the backend --------------------------------------------------------------------------------
+
+
+class SDLoraBackend:
+    """Stable Diffusion with LoRA as a :class:`~offchain.diffusion.backend.ModelBackend`.
+
+    Args:
+        config: settings; their ``seed`` is replaced by each call's. ``model_path`` is required
+            to build or train (a checkpoint records its own).
+    """
+
+    name = "sd-lora"
+    conditional = True
+
+    def __init__(self, config: SDLoraConfig | None = None) -> None:
+        self.config = config if config is not None else SDLoraConfig()
+        self.config.validate()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SDLoraBackend:
+        """Reads ``model_path`` (required: ConfigError naming it when absent or None),
+        ``image_size`` (the resolution), ``train_steps``, ``device`` and ``guidance_scale``
+        (the last three with :class:`SDLoraConfig`'s defaults where absent)."""
+        model_path = getattr(settings, "model_path", None)
+        if model_path is None:
+            raise ConfigError("the sd-lora backend needs the setting model_path (a local "
+                              "diffusers Stable Diffusion folder)")
+        return cls(SDLoraConfig(
+            model_path=str(model_path),
+            resolution=getattr(settings, "image_size", SDLoraConfig.resolution),
+            train_steps=getattr(settings, "train_steps", SDLoraConfig.train_steps),
+            device=getattr(settings, "device", SDLoraConfig.device),
+            guidance_scale=getattr(settings, "guidance_scale", SDLoraConfig.guidance_scale),
+        ))
+
+    def _base_path(self) -> Path:
+        if self.config.model_path is None:
+            raise ConfigError("the sd-lora backend needs the setting model_path")
+        return Path(self.config.model_path)
+
+    def build(self, seed: int) -> DenoisingModel:
+        """The base model with fresh adapters from ``seed`` (eval mode, CPU)."""
+        return build_model(self.config, load_base(self._base_path()), seed)
+
+    def load(self, ckpt_dir: Path) -> DenoisingModel:
+        """The base model with the checkpoint's adapter (eval mode, CPU); ``unet`` is a
+        :class:`SDLoraUNet` over latents, ``encode_captions`` the CLIP tokenizer. StageError when
+        the checkpoint is incomplete, ConfigError when the base folder is."""
+        return load_checkpoint(ckpt_dir, self.config.model_path)[0]
+
+    def save(self, model: DenoisingModel, ckpt_dir: Path, log: dict[str, Any]) -> Path:
+        """The adapter, the config and ``log``, written atomically (``model`` from :meth:`build`
+        or :meth:`load`)."""
+        if not isinstance(model.unet, SDLoraUNet):
+            raise ConfigError("an sd-lora model's unet is an SDLoraUNet")
+        return save_checkpoint(model, self.config, log, Path(ckpt_dir))
+
+    def is_complete(self, ckpt_dir: Path) -> bool:
+        return not _missing_checkpoint(Path(ckpt_dir))
+
+    def checkpoint_hash(self, ckpt_dir: Path) -> str:
+        """SHA-256 of the adapter file."""
+        return checkpoint_hash(ckpt_dir)
+
+    def preprocess(self, images: np.ndarray) -> Tensor:
+        """Pixels float32 (N, 3, S, S) in [−1, 1], S the resolution (gray replicated); the
+        model's x_0 are their VAE latents (:func:`encode_latents`)."""
+        return preprocess(images, self.config.resolution, 3)
+
+    def train_round(self, images: np.ndarray, out_dir: Path, *, seed: int,
+                    init_checkpoint: Path | None = None, progress: bool = True,
+                    captions: Sequence[str] | None = None) -> Path:
+        """:func:`train_lora_round` with the config seeded by ``seed``."""
+        cfg = dataclasses.replace(self.config, seed=seed)
+        return train_lora_round(images, captions, out_dir, cfg, init_checkpoint, progress)
+
+    def sample(self, ckpt_dir: Path, n_samples: int, *, seed: int,
+               captions: Sequence[str] | None = None,
+               guidance_scale: float | None = None) -> np.ndarray:
+        """:func:`sample_lora`: float32 (M, 3, S, S) in [−1, 1]."""
+        return sample_lora(ckpt_dir, n_samples, self.config, seed, captions, guidance_scale)
+
+    def trainable_parameters(self, model: DenoisingModel) -> Iterator[tuple[str, Any]]:
+        """The LoRA parameters only (names containing ``lora_``)."""
+        return lora_parameters(model.unet)
