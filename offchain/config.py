@@ -129,6 +129,10 @@ class Settings(BaseSettings):
     copyright_probes: int = Field(_ML.copyright_probes, ge=1)
     """Works per participating holder regenerated from their captions by the copyright stage of
     a text-conditioned backend (docs/copyright.md); the ``ddpm`` backend ignores it."""
+    model_path: Path | None = None
+    """Local diffusers Stable Diffusion folder (``model_index.json``, ``unet/``, ``vae/``,
+    ``text_encoder/``, ``tokenizer/``, ``scheduler/``) that the ``sd-lora`` backend fine-tunes
+    with LoRA; read from disk only, never fetched. Other backends ignore it."""
     challenge_window_s: int = Field(3600, ge=0)
     """Seconds a posted round stays revocable by the guardian before holders may claim (on a
     local anvil node the node advances the chain clock past it)."""

@@ -147,3 +147,29 @@ def test_adapter_round_trips_and_shape_must_match(backend, rounds, images, tmp_p
     with pytest.raises(ConfigError, match="lora_rank"):
         wider.train_round(images, tmp_path / "r3", seed=3, init_checkpoint=rounds[0],
                           progress=False, captions=CAPTIONS)
+
+
+def test_the_model_path_setting_reaches_the_backend(tmp_path, monkeypatch) -> None:
+    from offchain.config import Settings
+    from offchain.diffusion import get_backend
+    from offchain.rounds.config import MLConfig
+
+    monkeypatch.setenv("CCOMP_MODEL_PATH", str(tmp_path / "sd"))
+    settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8)
+    backend = get_backend("sd-lora").from_settings(MLConfig.from_settings(settings))
+    assert backend.config.model_path == str(tmp_path / "sd")
+    assert backend.config.resolution == 8
+
+
+def test_a_campaign_refuses_sd_lora_until_its_round_stages_exist(tmp_path) -> None:
+    import pytest
+
+    from offchain.config import Settings
+    from offchain.errors import ConfigError
+    from offchain.oracle.run_folder import load_run_inputs
+
+    settings = Settings.for_profile("tiny", backend="sd-lora", model_path=tmp_path / "sd",
+                                    run_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match="not wired yet"):
+        load_run_inputs(settings)
+    assert not (tmp_path / "run").exists()

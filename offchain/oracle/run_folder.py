@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # the state database (sqlalchemy) is imported when a run open
 
 __all__ = [
     "OWN_COLOR_IMAGE_SIDE_PX",
+    "ROUND_INCOMPLETE_BACKENDS",
     "RUN_MARKER",
     "is_run_folder",
     "load_holders",
@@ -45,6 +46,10 @@ __all__ = [
 OWN_COLOR_IMAGE_SIDE_PX = 64
 """Side in pixels of holders' own colour images for a text-to-image backend (the emoji
 artwork's native size; the backend resizes to its ``image_size``)."""
+
+ROUND_INCOMPLETE_BACKENDS = frozenset({"sd-lora"})
+"""Registered backends whose train and sample work but whose attribution and copyright stages
+do not run yet (latent-space models): a campaign refuses them before touching the run folder."""
 
 RUN_MARKER = ".ccomp-run"
 """File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
@@ -105,10 +110,17 @@ def load_run_inputs(
     ``<run_dir>/holders.json``.
 
     Raises:
-        ConfigError: the holders differ from those the run folder started with.
+        ConfigError: the holders differ from those the run folder started with, or the backend
+            cannot run a whole round yet (:data:`ROUND_INCOMPLETE_BACKENDS`).
         DataError: the holders cannot be loaded.
     """
     run_dir = Path(settings.run_dir)
+    if settings.backend in ROUND_INCOMPLETE_BACKENDS:
+        raise ConfigError(
+            f"the {settings.backend} backend trains and samples, but a campaign round also "
+            "attributes and measures copyright on the model's latents, which is not wired yet "
+            "(issue 16); run the campaign with text-unet or ddpm"
+        )
     seed_everything(settings.seed)
     holders = holders if holders is not None else load_holders(settings)
     policy = make_policy(settings.policy, seed=settings.seed)

@@ -74,6 +74,9 @@ class MLConfig:
     copyright_probes: int = 8
     """Works per participating holder whose captions a conditional backend's copyright stage
     generates from (docs/copyright.md); unconditional backends ignore it."""
+    model_path: str | None = None
+    """Local diffusers Stable Diffusion folder the ``sd-lora`` backend fine-tunes (nothing is
+    downloaded); other backends ignore it."""
 
     def __post_init__(self) -> None:
         lows = {"n_samples": 1, "image_size": 8, "train_steps": 1, "proj_dim": 8,
@@ -115,4 +118,5 @@ class MLConfig:
             device=settings.device,
             guidance_scale=float(settings.guidance_scale),
             copyright_probes=settings.copyright_probes,
+            model_path=None if settings.model_path is None else str(settings.model_path),
         )
