@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,31 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
     finally:
         if tmp.exists():
             tmp.unlink()
+    return target
+
+
+def atomic_dir(path: str | os.PathLike[str], write: Callable[[Path], None]) -> Path:
+    """Fill a folder through ``write(tmp_dir)`` and rename it into place: the folder version of
+    :func:`atomic_write`.
+
+    ``write`` receives a fresh temporary sibling folder (``.<name>.tmp-<pid>``, created); a
+    crash mid-write leaves no half-written ``path``. ``path`` must be absent or an empty folder
+    (a rename cannot replace a full one; callers check that).
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        write(tmp)
+        if target.exists():
+            target.rmdir()
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return target
 
 

@@ -28,8 +28,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -44,9 +42,17 @@ from tqdm.auto import tqdm
 
 from offchain.diffusion.backend import DenoisingModel
 from offchain.diffusion.device import autocast, select_device
+from offchain.diffusion.guidance import check_captions, guided_noise
 from offchain.diffusion.model import TRAIN_LOG, check_images, preprocess, torch_threads
-from offchain.errors import ConfigError, DataError, StageError
-from offchain.utils import read_json, seed_everything, sha256_file, write_json
+from offchain.errors import ConfigError, StageError
+from offchain.utils import (
+    atomic_dir,
+    read_json,
+    seed_everything,
+    sha256_file,
+    write_json,
+    write_npy,
+)
 
 __all__ = [
     "ADAPTER_FILE",
@@ -285,9 +291,7 @@ def cached_latents(vae: nn.Module, images: np.ndarray, cfg: SDLoraConfig, cache_
     if todo:
         fresh = encode_latents(vae, preprocess(images[todo], cfg.resolution, 3), device)
         for i, z in zip(todo, fresh, strict=True):
-            tmp = folder / f".{keys[i]}.{os.getpid()}.npy"
-            np.save(tmp, z.numpy())
-            os.replace(tmp, folder / f"{keys[i]}.npy")
+            write_npy(folder / f"{keys[i]}.npy", z.numpy())
     latents = [torch.from_numpy(np.load(folder / f"{k}.npy")) for k in keys]
     return torch.stack(latents), len(images) - len(todo)
 
@@ -321,24 +325,13 @@ def save_checkpoint(model: DenoisingModel, cfg: SDLoraConfig, log: dict[str, Any
     from peft.utils import get_peft_model_state_dict
     from safetensors.torch import save_file
 
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
+    def write(tmp: Path) -> None:
         state = get_peft_model_state_dict(model.unet.unet)
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, tmp / ADAPTER_FILE)
         write_json(tmp / CONFIG_FILE, dataclasses.asdict(cfg))
         write_json(tmp / TRAIN_LOG, log)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+
+    return atomic_dir(out_dir, write)
 
 
 def load_checkpoint(ckpt_dir: Path, model_path: str | None = None
@@ -371,18 +364,6 @@ def load_checkpoint(ckpt_dir: Path, model_path: str | None = None
 
 # --- training -----------------------------------------------------------------------------------
 
-
-def _check_captions(captions: Sequence[str] | None, n: int) -> list[str]:
-    """``captions`` as a list of ``n`` strings (None: ``n`` empty captions); DataError else."""
-    if captions is None:
-        return [""] * n
-    if isinstance(captions, str) or len(captions) != n:
-        raise DataError(f"captions must be {n} strings (one per image), got "
-                        f"{'one string' if isinstance(captions, str) else len(captions)}")
-    bad = [i for i, c in enumerate(captions) if not isinstance(c, str)]
-    if bad:
-        raise DataError(f"caption {bad[0]} is a {type(captions[bad[0]]).__name__}, not a string")
-    return list(captions)
 
 
 def _check_compatible(cfg: SDLoraConfig, saved: dict[str, Any], ckpt: Path) -> None:
@@ -436,7 +417,7 @@ def train_lora_round(
         raise StageError(f"{out_dir} exists but is not a complete checkpoint; remove it to "
                          "train this round")
     check_images(images)
-    captions = _check_captions(captions, len(images))
+    captions = check_captions(captions, len(images))
     cfg.validate()
     if cfg.model_path is None:
         raise ConfigError("sd-lora needs the setting model_path (a local diffusers Stable "
@@ -541,7 +522,7 @@ def sample_lora(ckpt_dir: Path, n_samples: int, cfg: SDLoraConfig, seed: int,
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     if captions is not None and not isinstance(captions, str) and len(captions) != n_samples:
         raise ConfigError(f"{len(captions)} captions for {n_samples} samples")
-    captions = _check_captions(captions, n_samples)
+    captions = check_captions(captions, n_samples)
     w = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
     if not w >= 0.0:
         raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
@@ -562,25 +543,13 @@ def sample_lora(ckpt_dir: Path, n_samples: int, cfg: SDLoraConfig, seed: int,
             z = torch.randn((len(ids), *shape), generator=generator) * sampler.init_noise_sigma
             z = z.to(device)
             for t in sampler.timesteps:
-                eps = _guided_noise(net, sampler.scale_model_input(z, t), t, ids, w)
+                eps = guided_noise(net, sampler.scale_model_input(z, t), t, ids, w)
                 z = sampler.step(eps, t, z, generator=generator).prev_sample
             with autocast(device):
                 x = pipe.vae.decode(z / float(pipe.vae.config.scaling_factor)).sample
             batches.append(x.float().cpu())
     return torch.cat(batches).clamp_(-1.0, 1.0).numpy().astype(np.float32, copy=False)
 
-
-def _guided_noise(net: SDLoraUNet, z: Tensor, t: Tensor, ids: Tensor, w: float) -> Tensor:
-    """ε̂ = ε(z, ∅) + w · (ε(z, c) − ε(z, ∅)) float32 (B, 4, s, s)."""
-    null = net.null_ids.expand_as(ids)
-    with autocast(z.device):
-        if w == 0.0 or bool((ids == null).all()):
-            return net(z, t, null).sample.float()
-        if w == 1.0:
-            return net(z, t, ids).sample.float()
-        both = net(torch.cat([z, z]), t, torch.cat([ids, null])).sample.float()
-    cond, uncond = both.chunk(2)
-    return uncond + w * (cond - uncond)
 
 
 # --- the backend --------------------------------------------------------------------------------

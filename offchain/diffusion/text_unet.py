@@ -30,8 +30,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -49,6 +47,7 @@ from tqdm.auto import tqdm
 
 from offchain.diffusion.backend import DenoisingModel
 from offchain.diffusion.device import autocast, select_device
+from offchain.diffusion.guidance import check_captions, guided_noise
 from offchain.diffusion.model import (
     SCHEDULER_SUBDIR,
     TRAIN_LOG,
@@ -64,8 +63,8 @@ from offchain.diffusion.text_encoder import (
     CaptionEncoderConfig,
     WordTokenizer,
 )
-from offchain.errors import ConfigError, DataError, StageError
-from offchain.utils import read_json, seed_everything, sha256_file, write_json
+from offchain.errors import ConfigError, StageError
+from offchain.utils import atomic_dir, read_json, seed_everything, sha256_file, write_json
 
 __all__ = [
     "CONFIG_FILE",
@@ -370,12 +369,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint folder (layout in the module docstring) into a temporary sibling,
     ``train_log.json`` last, then rename it to ``out_dir`` (absent, or an empty folder)."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    def write(tmp: Path) -> None:
         model.unet.save_pretrained(tmp / UNET_SUBDIR)
         scheduler.save_pretrained(tmp / SCHEDULER_SUBDIR)
         encoder_dir = tmp / TEXT_ENCODER_SUBDIR
@@ -386,13 +380,8 @@ def save_checkpoint(
         (tmp / TOKENIZER_FILE).write_text(tokenizer.to_json(), encoding="utf-8")
         write_json(tmp / CONFIG_FILE, dataclasses.asdict(cfg))
         write_json(tmp / TRAIN_LOG, log)
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-    return out_dir
+
+    return atomic_dir(out_dir, write)
 
 
 def load_checkpoint(
@@ -442,18 +431,6 @@ def _check_compatible(cfg: TextUNetConfig, saved: dict[str, Any], ckpt: Path) ->
 # --- training -----------------------------------------------------------------------------------
 
 
-def _check_captions(captions: Sequence[str] | None, n: int) -> list[str]:
-    """``captions`` as a list of ``n`` strings (None: ``n`` null captions)."""
-    if captions is None:
-        return [""] * n
-    if isinstance(captions, str) or len(captions) != n:
-        raise DataError(f"captions must be {n} strings (one per image), got "
-                        f"{'one string' if isinstance(captions, str) else len(captions)}")
-    bad = [i for i, c in enumerate(captions) if not isinstance(c, str)]
-    if bad:
-        raise DataError(f"caption {bad[0]} is a {type(captions[bad[0]]).__name__}, not a string")
-    return list(captions)
-
 
 def train_text_round(
     images: np.ndarray,
@@ -496,7 +473,7 @@ def train_text_round(
             f"{out_dir} exists but is not a complete checkpoint; remove it to train this round"
         )
     check_images(images)
-    captions = _check_captions(captions, len(images))
+    captions = check_captions(captions, len(images))
     cfg.validate()
     device = select_device(cfg.device)
     x0_all = preprocess(images, cfg.image_size, cfg.channels)
@@ -629,7 +606,7 @@ def sample_text(
         raise ConfigError(f"n_samples must be >= 1, got {n_samples}")
     if captions is not None and not isinstance(captions, str) and len(captions) != n_samples:
         raise ConfigError(f"{len(captions)} captions for {n_samples} samples")
-    captions = _check_captions(captions, n_samples)
+    captions = check_captions(captions, n_samples)
     w = cfg.guidance_scale if guidance_scale is None else float(guidance_scale)
     if not w >= 0.0:
         raise ConfigError(f"guidance_scale must be >= 0, got {guidance_scale}")
@@ -651,24 +628,11 @@ def sample_text(
             ids = ids_all[start : start + cfg.sample_batch_size].to(device)
             x = torch.randn((len(ids), *shape), generator=generator).to(device)
             for t in sampler.timesteps:
-                eps = _guided_noise(model, x, t, ids, w)
+                eps = guided_noise(model, x, t, ids, w)
                 x = sampler.step(eps, t, x, generator=generator).prev_sample
             batches.append(x.cpu())
     return torch.cat(batches).clamp_(-1.0, 1.0).numpy().astype(np.float32, copy=False)
 
-
-def _guided_noise(model: TextConditionedUNet, x: Tensor, t: Tensor, ids: Tensor, w: float) -> Tensor:
-    """ε̂ = ε(x, ∅) + w · (ε(x, c) − ε(x, ∅)) float32 (B, C, S, S)."""
-    null = model.null_ids.expand_as(ids)
-    device = x.device
-    with autocast(device):
-        if w == 0.0 or bool((ids == null).all()):
-            return model(x, t, null).sample.float()
-        if w == 1.0:
-            return model(x, t, ids).sample.float()
-        both = model(torch.cat([x, x]), t, torch.cat([ids, null])).sample.float()
-    cond, uncond = both.chunk(2)
-    return uncond + w * (cond - uncond)
 
 
 # --- the backend --------------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from offchain.diffusion.model import (
     torch_threads,
 )
 from offchain.errors import ConfigError, StageError
-from offchain.utils import read_json, seed_everything, write_json
+from offchain.utils import atomic_dir, read_json, seed_everything, write_json
 
 __all__ = ["read_train_log", "save_checkpoint", "train_round"]
 
@@ -210,20 +208,12 @@ def read_train_log(ckpt_dir: Path) -> dict:
 def save_checkpoint(unet: UNet2DModel, scheduler: DDPMScheduler, log: dict, out_dir: Path) -> None:
     """Write ``unet/``, ``scheduler/`` and ``train_log.json`` (last) into a temporary sibling
     folder, then rename it to ``out_dir`` (which must not exist, or be empty)."""
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    def write(tmp: Path) -> None:
         unet.save_pretrained(tmp / UNET_SUBDIR)
         scheduler.save_pretrained(tmp / SCHEDULER_SUBDIR)
         write_json(tmp / TRAIN_LOG, log)
-        if out_dir.exists():
-            out_dir.rmdir()  # empty (checked by the caller); rename cannot replace a full folder
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+
+    atomic_dir(out_dir, write)  # out_dir empty or absent (checked by the caller)
 
 
 def _check_compatible(cfg: DiffusionConfig, unet_config, scheduler_config, ckpt: Path) -> None:
