@@ -133,6 +133,14 @@ class Settings(BaseSettings):
     """Local diffusers Stable Diffusion folder (``model_index.json``, ``unet/``, ``vae/``,
     ``text_encoder/``, ``tokenizer/``, ``scheduler/``) that the ``sd-lora`` backend fine-tunes
     with LoRA; read from disk only, never fetched. Other backends ignore it."""
+    num_processes: int = Field(_ML.num_processes, ge=1)
+    """Processes of the distributed stages (data-parallel training, TRAK featurization): 1 runs
+    them in the node's process; N > 1 launches them with ``accelerate launch`` (one per GPU, or
+    gloo processes on the CPU). docs/scale-out.md."""
+    accelerate_config: Path | None = None
+    """An ``accelerate config`` YAML file for the distributed stages (several GPUs, several
+    machines: its ``num_machines``, ``machine_rank``, ``main_process_ip``); None: accelerate's
+    defaults with ``num_processes``."""
     challenge_window_s: int = Field(3600, ge=0)
     """Seconds a posted round stays revocable by the guardian before holders may claim (on a
     local anvil node the node advances the chain clock past it)."""

@@ -184,8 +184,10 @@ def test_the_ddpm_backend_refuses_captions(tiny_round) -> None:
 def test_ml_config_from_settings_takes_every_ml_setting() -> None:
     settings = Settings.for_profile("tiny", seed=3)
     ml = MLConfig.from_settings(settings, progress=False)
-    shared = {f.name for f in dataclasses.fields(MLConfig)} - {"progress", "backend", "attributor"}
+    shared = {f.name for f in dataclasses.fields(MLConfig)} - {
+        "progress", "backend", "attributor", "cache_dir"}
     assert {name: getattr(ml, name) for name in shared} == {
         name: getattr(settings, name) for name in shared
     }
     assert (ml.progress, ml.backend, ml.attributor) == (False, "ddpm", "trak")
+    assert ml.cache_dir == str(settings.run_dir / "cache")

@@ -19,6 +19,7 @@ from offchain.diffusion.backend import (
     ModelBackend,
     backend_names,
     get_backend,
+    model_inputs,
     register_backend,
 )
 from offchain.registry import lazy_attributes
@@ -52,6 +53,7 @@ __all__ = [
     "ModelBackend",
     "backend_names",
     "get_backend",
+    "model_inputs",
     "register_backend",
     *_LAZY,
 ]

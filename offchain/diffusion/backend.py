@@ -30,6 +30,7 @@ __all__ = [
     "ModelBackend",
     "backend_names",
     "get_backend",
+    "model_inputs",
     "register_backend",
 ]
 
@@ -55,6 +56,18 @@ class DenoisingModel:
     """A conditional backend's tokenizer: B caption strings → int64 tensor (B, L) of token ids
     on the CPU, the ``caption_ids`` ``unet`` takes ("" → the null caption). None for an
     unconditional backend."""
+    encode_images: Callable[[Any], Any] | None = None
+    """A latent diffusion model's encoder: images as :meth:`ModelBackend.preprocess` returns
+    them, float32 (N, C, S, S) in [−1, 1] on any device → the x_0 that ``unet`` denoises, float32
+    (N, C', s, s) on the same device (``sd-lora``: the VAE's scaled latents, 4 × S/8 × S/8).
+    None for a pixel-space model, whose x_0 are the preprocessed images themselves. Attribution
+    and the ``unet`` copyright encoder apply it (:func:`model_inputs`)."""
+
+
+def model_inputs(model: DenoisingModel, images: Any) -> Any:
+    """The x_0 that ``model.unet`` denoises for preprocessed ``images`` float32 (N, C, S, S) in
+    [−1, 1]: ``model.encode_images(images)`` for a latent model, ``images`` otherwise."""
+    return images if model.encode_images is None else model.encode_images(images)
 
 
 @runtime_checkable

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from offchain.attribution.defaults import (
@@ -20,7 +21,7 @@ from offchain.attribution.defaults import (
 )
 from offchain.errors import ConfigError
 
-__all__ = ["DEFAULT_ATTRIBUTOR", "DEFAULT_BACKEND", "DEVICES", "MLConfig"]
+__all__ = ["DEFAULT_ATTRIBUTOR", "DEFAULT_BACKEND", "DEVICES", "EXECUTION_FIELDS", "MLConfig"]
 
 DEFAULT_BACKEND = "ddpm"
 """The model backend of a run unless its settings name another."""
@@ -29,6 +30,11 @@ DEFAULT_ATTRIBUTOR = "trak"
 DEVICES = ("auto", "cpu", "cuda")
 """Device preferences (:func:`offchain.diffusion.device.select_device`): ``auto`` is CUDA when
 available, else the CPU."""
+
+
+EXECUTION_FIELDS = ("progress", "cache_dir", "num_processes", "accelerate_config")
+"""MLConfig fields that say how a round runs, not what it computes: results do not depend on
+them (a sweep's recorded design leaves them out)."""
 
 
 @dataclass(frozen=True)
@@ -77,12 +83,23 @@ class MLConfig:
     model_path: str | None = None
     """Local diffusers Stable Diffusion folder the ``sd-lora`` backend fine-tunes (nothing is
     downloaded); other backends ignore it."""
+    cache_dir: str | None = None
+    """Run-level folder where a backend caches what it derives from holders' images and reuses
+    across rounds (``sd-lora``: VAE latents per image hash); set by the run to
+    ``<run_dir>/cache``. None: each backend's own default."""
+    num_processes: int = 1
+    """Processes of the distributed stages (training of a data-parallel backend, TRAK
+    featurization): 1 runs them in the node's process; N > 1 launches them with
+    ``accelerate launch`` (one process per GPU, or gloo processes on the CPU)."""
+    accelerate_config: str | None = None
+    """An ``accelerate config`` YAML file for the distributed stages (multi-GPU, several
+    machines); None: accelerate's defaults with ``num_processes``."""
 
     def __post_init__(self) -> None:
         lows = {"n_samples": 1, "image_size": 8, "train_steps": 1, "proj_dim": 8,
                 "trak_timesteps": 1, "trak_ensemble": 1, "quality_samples": 2,
                 "quality_classifier_epochs": 1,
-                "copyright_probes": 1}  # the ranges of the matching Settings fields
+                "copyright_probes": 1, "num_processes": 1}  # the ranges of the matching Settings fields
         for name, low in lows.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -99,7 +116,8 @@ class MLConfig:
     def from_settings(cls, settings: Any, progress: bool = True) -> MLConfig:
         """The round's ML settings of a run's ``settings`` (an :class:`offchain.config.Settings`,
         read by attribute name: ``offchain.config`` sits above this module and imports it):
-        the one place they are derived (the settings' defaults are this class's)."""
+        the one place they are derived (the settings' defaults are this class's).
+        ``cache_dir`` is ``<settings.run_dir>/cache``."""
         return cls(
             image_size=settings.image_size,
             train_steps=settings.train_steps,
@@ -119,4 +137,8 @@ class MLConfig:
             guidance_scale=float(settings.guidance_scale),
             copyright_probes=settings.copyright_probes,
             model_path=None if settings.model_path is None else str(settings.model_path),
+            cache_dir=str(Path(settings.run_dir) / "cache"),
+            num_processes=settings.num_processes,
+            accelerate_config=(None if settings.accelerate_config is None
+                               else str(settings.accelerate_config)),
         )

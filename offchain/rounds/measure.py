@@ -29,7 +29,7 @@ from offchain.errors import ConfigError, StageError
 from offchain.layout import RoundPaths
 from offchain.policy.calibrate import CAMPAIGN_FILE
 from offchain.rounds import stages
-from offchain.rounds.config import MLConfig
+from offchain.rounds.config import EXECUTION_FIELDS, MLConfig
 from offchain.rounds.pipeline import MEASURED_STAGES, bind_stages
 from offchain.utils import read_json, write_json
 
@@ -114,7 +114,7 @@ def measure_rounds(
     for c in range(n_campaigns):
         run_dir = out_dir / f"campaign_{c}"
         masks = participation_design(len(holders), n_rounds, seed, c)
-        ml_c = dataclasses.replace(ml, seed=ml.seed + 1000 * c)
+        ml_c = dataclasses.replace(ml, seed=ml.seed + 1000 * c, cache_dir=str(run_dir / "cache"))
         design = {
             "dataset": dataset,
             "seed": seed,
@@ -122,7 +122,8 @@ def measure_rounds(
             "n_rounds": n_rounds,
             "n_images": [h.n_images for h in holders],
             "participating": masks.tolist(),
-            "ml": {k: v for k, v in dataclasses.asdict(ml_c).items() if k != "progress"},
+            "ml": {k: v for k, v in dataclasses.asdict(ml_c).items()
+                   if k not in EXECUTION_FIELDS},
         }
         _check_design(run_dir, design)
         write_dataset_manifest(holders, run_dir / "holders.json")
@@ -172,7 +173,8 @@ def _check_design(run_dir: Path, design: dict[str, Any]) -> None:
         return
     stored = read_json(path)
     if isinstance(stored.get("ml"), dict):  # settings added since (backend, …) at their defaults
-        defaults = {k: v for k, v in dataclasses.asdict(MLConfig()).items() if k != "progress"}
+        defaults = {k: v for k, v in dataclasses.asdict(MLConfig()).items()
+                    if k not in EXECUTION_FIELDS}
         stored["ml"] = {**defaults, **stored["ml"]}
     if stored != design:
         raise ConfigError(
