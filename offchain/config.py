@@ -32,6 +32,7 @@ from offchain.policy import make_policy
 from offchain.rounds.config import MLConfig
 
 __all__ = [
+    "BACKEND_PRESETS",
     "DATASET_PRESETS",
     "ENV_PREFIX",
     "HOLDER_SOURCES",
@@ -207,7 +208,9 @@ class Settings(BaseSettings):
             raise ConfigError(
                 f"unknown dataset {dataset!r}; choose one of {', '.join(HOLDER_SOURCES)}"
             )
-        return {**_PROFILES[profile], **DATASET_PRESETS[dataset].get(profile, {}), **data}
+        preset = {**_PROFILES[profile], **DATASET_PRESETS[dataset].get(profile, {})}
+        backend = data.get("backend", preset.get("backend"))
+        return {**preset, **BACKEND_PRESETS.get(str(backend), {}), **data}
 
     @field_validator("policy")
     @classmethod
@@ -337,6 +340,14 @@ the profile's (:data:`_PROFILES`) and yield to explicit values. ``emoji``: the t
 ``text-unet`` backend at 32 px (16 px in ``tiny``), FID against held-out emoji, 128 quality
 samples (the least docs/quality.md accepts, halving the stage's sampling time); ``tiny``
 keeps two small holders and two copyright probes per holder for a test that runs in seconds."""
+
+BACKEND_PRESETS: dict[str, dict[str, object]] = {
+    "sd-lora": {"image_size": 256, "guidance_scale": 7.5},
+}
+"""Backend → the settings it implies; they override the profile's and the dataset's presets and
+yield to explicit values. ``sd-lora``: 256 px (Stable Diffusion's VAE downsamples by 8, so the
+dataset presets' 16–32 px would leave 2–4 latent pixels; set 512 for SD 1.x at full size) and
+guidance 7.5, Stable Diffusion's usual scale."""
 
 
 def _mnist_source(settings: Settings) -> list[Holder]:

@@ -110,6 +110,21 @@ def demo(
     device: Annotated[
         str | None, typer.Option(help="auto, cpu or cuda; default $CCOMP_DEVICE or auto.")
     ] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(help="Model backend: ddpm, text-unet or sd-lora; default $CCOMP_BACKEND "
+                     "or the dataset's."),
+    ] = None,
+    model_path: Annotated[
+        Path | None,
+        typer.Option(help="Local diffusers Stable Diffusion folder (sd-lora); default "
+                     "$CCOMP_MODEL_PATH."),
+    ] = None,
+    num_processes: Annotated[
+        int | None,
+        typer.Option(help="Processes of the distributed stages (accelerate launch); default "
+                     "$CCOMP_NUM_PROCESSES or 1."),
+    ] = None,
     rpc_url: Annotated[str | None, typer.Option(help="Chain RPC; default: a local anvil.")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of everything.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -130,6 +145,9 @@ def demo(
             dataset=dataset,
             holders_dir=holders_dir,
             device=device,
+            backend=backend,
+            model_path=model_path,
+            num_processes=num_processes,
             rpc_url=rpc_url,
             seed=seed,
         )
