@@ -6,6 +6,13 @@ user's ``--model-path`` names: ``model_index.json``, ``unet/`` (a small
 have the image's side, 4 channels), ``text_encoder/`` (a 2-layer ``CLIPTextModel``, width 32),
 ``tokenizer/`` (a ``CLIPTokenizer`` over a byte-level BPE vocabulary this module writes) and
 ``scheduler/`` (``DDPMScheduler``). Weights are random, from a seed.
+
+:func:`build_tiny_sdxl` writes the SDXL counterpart with ``StableDiffusionXLPipeline``: the UNet
+takes SDXL's added conditioning (``addition_embed_type="text_time"``), ``text_encoder/`` a
+``CLIPTextModel`` and ``text_encoder_2/`` a ``CLIPTextModelWithProjection`` (width 32 each, so
+cross-attention width 64), ``tokenizer/`` and ``tokenizer_2/`` two ``CLIPTokenizer`` over the same
+vocabulary (the second pads with "!" as SDXL's does), ``scheduler/`` an ``EulerDiscreteScheduler``
+(SDXL's sampler).
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TINY_SD_RESOLUTION", "build_tiny_sd", "bytes_to_unicode"]
+__all__ = ["TINY_SD_RESOLUTION", "build_tiny_sd", "build_tiny_sdxl", "bytes_to_unicode"]
 
 TINY_SD_RESOLUTION = 8
 """Image side in pixels the tiny folder is meant for (the VAE keeps the side: latents 8×8)."""
@@ -94,6 +101,75 @@ def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
     pipeline = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+    pipeline.save_pretrained(folder)
+    return folder
+
+
+def _tiny_vae() -> torch.nn.Module:
+    """A one-level ``AutoencoderKL`` (the latents keep the image's side, 4 channels)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32,),
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        layers_per_block=1, norm_num_groups=32, sample_size=TINY_SD_RESOLUTION,
+    )
+
+
+def _tiny_clip_config(tokenizer, projection_dim: int = 32):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=_MAX_TOKENS, projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
+    """Write a tiny random SDXL pipeline folder to ``folder`` and return it.
+
+    The UNet's cross-attention width is 64 (two 32-wide encoders), its added conditioning
+    ``text_embeds`` (32, ``text_encoder_2``'s projection) and ``time_ids`` (6 × 8 sinusoidal):
+    ``projection_class_embeddings_input_dim`` = 6 · 8 + 32 = 80.
+
+    Raises:
+        OSError: ``folder`` cannot be written.
+    """
+    from diffusers import (
+        EulerDiscreteScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    folder = Path(folder)
+    vocab_file, merges_file = _write_tokenizer_files(folder.parent / f".{folder.name}-bpe")
+    tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS)
+    tokenizer_2 = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS,
+                                pad_token="!")
+    torch.manual_seed(seed)
+    time_embed_dim, pooled_dim = 8, 32
+    unet = UNet2DConditionModel(
+        sample_size=TINY_SD_RESOLUTION, in_channels=4, out_channels=4,
+        block_out_channels=(32, 64), layers_per_block=1, norm_num_groups=32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=(2, 4), use_linear_projection=True,
+        addition_embed_type="text_time", addition_time_embed_dim=time_embed_dim,
+        projection_class_embeddings_input_dim=6 * time_embed_dim + pooled_dim,
+    )
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2, pooled_dim))
+    scheduler = EulerDiscreteScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                                       beta_start=0.00085, beta_end=0.012, steps_offset=1,
+                                       timestep_spacing="leading")
+    pipeline = StableDiffusionXLPipeline(
+        vae=_tiny_vae(), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler,
+        add_watermarker=False,
     )
     pipeline.save_pretrained(folder)
     return folder
