@@ -26,7 +26,11 @@ are not supported.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
+import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -53,6 +57,7 @@ from offchain.diffusion.sd_base import (
     missing_model_parts,
 )
 from offchain.errors import ConfigError, StageError
+from offchain.faults import fault_point
 from offchain.utils import (
     atomic_dir,
     read_json,
@@ -117,6 +122,8 @@ class SDLoraConfig:
     """``auto`` | ``cpu`` | ``cuda`` (:func:`~offchain.diffusion.device.select_device`)."""
     seed: int = 0
     """Seed of the adapters' initialisation, batches, timesteps, noise and caption dropout."""
+    checkpoint_every: int = 25
+    """Steps between writes of the resumable training state (``<out_dir>.partial``); 0: none."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
@@ -138,6 +145,8 @@ class SDLoraConfig:
             raise ConfigError(f"caption_dropout must lie in [0, 1), got {self.caption_dropout}")
         if not self.guidance_scale >= 0.0:
             raise ConfigError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
+        if self.checkpoint_every < 0:
+            raise ConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ConfigError(f"num_threads must be >= 1 or None, got {self.num_threads}")
 
@@ -217,6 +226,13 @@ def load_checkpoint(ckpt_dir: Path, model_path: str | None = None
 
 # --- training -----------------------------------------------------------------------------------
 
+PARTIAL_SUFFIX = ".partial"
+"""``<out_dir>.partial``: the folder of an unfinished round's training state (see
+:func:`train_lora_round`)."""
+_STATE_FILE = "state.pt"
+_PARTIAL_IDENTITY = "identity.json"
+_EXECUTION_FIELDS = ("num_threads", "device", "latent_cache_dir", "checkpoint_every")
+"""SDLoraConfig fields that do not change what is trained (not part of a partial's identity)."""
 
 
 def _check_compatible(cfg: SDLoraConfig, saved: dict[str, Any], ckpt: Path) -> None:
@@ -230,6 +246,28 @@ def _check_compatible(cfg: SDLoraConfig, saved: dict[str, Any], ckpt: Path) -> N
             diff.append(f"{name}: config {mine!r} vs checkpoint {theirs!r}")
     if diff:
         raise ConfigError(f"config does not match checkpoint {ckpt}: {', '.join(diff)}")
+
+
+def partial_dir(out_dir: Path) -> Path:
+    """The training-state folder of an unfinished ``out_dir``: ``<out_dir>.partial``."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}{PARTIAL_SUFFIX}"
+
+
+def _accelerator(device: torch.device) -> Any:
+    """An ``accelerate.Accelerator`` for ``device``: bf16 mixed precision on a CUDA device that
+    supports it, fp32 otherwise (gloo processes on the CPU under ``accelerate launch``).
+
+    Outside a launch (one process) the process-wide accelerate state is reset first, so rounds
+    trained one after another in one process may use different devices."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if "LOCAL_RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    cuda = device.type == "cuda"
+    precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=precision)
 
 
 def train_lora_round(
@@ -247,7 +285,22 @@ def train_lora_round(
     c ← "" with probability ``cfg.caption_dropout``, t ~ U{0, …, T−1}, ε ~ N(0, I),
     ‖ε − ε_θ(√ᾱ_t z_0 + √(1−ᾱ_t) ε, t, c)‖² with z_0 the image's cached VAE latent. AdamW over
     the adapters only; batches, noise, timesteps and dropout from a CPU generator seeded
-    ``cfg.seed``; bfloat16 autocast on CUDA. A complete ``out_dir`` is returned untouched.
+    ``cfg.seed``; the loop runs under ``accelerate`` (bf16 autocast on CUDA, fp32 on the CPU).
+    A complete ``out_dir`` is returned untouched.
+
+    Data-parallel: under ``accelerate launch --num_processes N`` every process draws the same
+    global batch of ``cfg.batch_size`` (B, divisible by N) and trains on its B/N slice; the
+    gradients are averaged across processes (DDP), so each step is the step of one process on
+    the global batch (equal up to floating-point summation order). Only the main process
+    writes files.
+
+    Resumable: every ``cfg.checkpoint_every`` steps the main process writes the training state
+    (the adapter, AdamW's state, the generator's state, the remaining batch order, the step and
+    the losses) to ``<out_dir>.partial/step-<k>/`` (atomically, replacing the previous one). A
+    rerun after a kill resumes from it — the finished adapter is bit-identical to an
+    uninterrupted run's on the same device and thread count — provided it is of the same
+    request (the config's training fields, the images' latents, the captions and the initial
+    adapter); the folder is removed once ``out_dir`` is complete.
 
     Args:
         images: uint8 (N, H, W) or (N, H, W, 3), N ≥ 1 (resized to ``cfg.resolution``, RGB).
@@ -255,12 +308,14 @@ def train_lora_round(
         out_dir: the checkpoint folder to create (absent or empty).
         cfg: settings; ``model_path`` is required.
         init_checkpoint: the previous round's checkpoint, or None.
-        progress: show a progress bar.
+        progress: show a progress bar (main process only).
 
     Raises:
         DataError: bad images or captions. ConfigError: no ``model_path``, a base folder missing
-        a part, an absent device, or an adapter unlike ``init_checkpoint``'s. StageError:
-        ``init_checkpoint`` missing or incomplete, or ``out_dir`` an incomplete checkpoint.
+        a part, an absent device, an adapter unlike ``init_checkpoint``'s, or a batch size not
+        divisible by the number of processes. StageError: ``init_checkpoint`` missing or
+        incomplete, ``out_dir`` an incomplete checkpoint, or ``<out_dir>.partial`` the state of
+        a different request (remove it to start over).
     """
     out_dir = Path(out_dir)
     if not _missing_checkpoint(out_dir):
@@ -275,7 +330,10 @@ def train_lora_round(
     if cfg.model_path is None:
         raise ConfigError("sd-lora needs the setting model_path (a local diffusers Stable "
                           "Diffusion folder)")
-    device = select_device(cfg.device)
+    accelerator = _accelerator(select_device(cfg.device))
+    if cfg.batch_size % accelerator.num_processes:
+        raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
+                          f"{accelerator.num_processes} processes")
     with torch_threads(cfg.num_threads):
         init_hash = None
         if init_checkpoint is not None:
@@ -286,9 +344,14 @@ def train_lora_round(
             pipe = load_base(Path(cfg.model_path))
             model = build_model(pipe, _lora_config(cfg), cfg.seed)
         cache = Path(cfg.latent_cache_dir or out_dir.parent / ".sd-latent-cache")
-        latents, hits = cached_latents(pipe.vae, images, cfg.resolution, cache, device)
-        log = _train(model, latents, model.encode_captions(captions), cfg, device,
-                     f"train {out_dir.name}", progress)
+        with accelerator.main_process_first():  # the main process fills the cache
+            latents, hits = cached_latents(pipe.vae, images, cfg.resolution, cache,
+                                           accelerator.device)
+        ids_all = model.encode_captions(captions)
+        run = _TrainRun(accelerator, partial_dir(out_dir),
+                        _partial_identity(cfg, latents, ids_all, init_hash))
+        log = _train(model, latents, ids_all, cfg, run, f"train {out_dir.name}",
+                     progress and accelerator.is_main_process)
     log.update(
         n_images=len(images),
         n_captioned=sum(c.strip() != "" for c in captions),
@@ -299,47 +362,152 @@ def train_lora_round(
         init_checkpoint_hash=init_hash,
         config=dataclasses.asdict(cfg),
     )
-    save_checkpoint(model, cfg, log, out_dir)
-    logger.info("trained %s: %d LoRA steps on %d images in %.1f s on %s", out_dir,
-                cfg.train_steps, len(images), log["seconds"], device)
+    if accelerator.is_main_process:
+        save_checkpoint(model, cfg, log, out_dir)
+        shutil.rmtree(run.partial, ignore_errors=True)
+        logger.info("trained %s: %d LoRA steps on %d images in %.1f s on %s (%d processes)",
+                    out_dir, cfg.train_steps, len(images), log["seconds"], log["device"],
+                    accelerator.num_processes)
+    accelerator.wait_for_everyone()
     return out_dir
 
 
+def _partial_identity(cfg: SDLoraConfig, latents: Tensor, ids_all: Tensor,
+                      init_hash: str | None) -> dict[str, Any]:
+    """What a training state is of: the config's training fields, SHA-256 of the latents
+    float32 (N, 4, s, s) and of the caption ids int64 (N, L), and the initial adapter's hash."""
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _EXECUTION_FIELDS}
+    return json.loads(json.dumps({
+        "config": fields,
+        "latents_sha256": hashlib.sha256(latents.contiguous().numpy().tobytes()).hexdigest(),
+        "caption_ids_sha256": hashlib.sha256(ids_all.contiguous().numpy().tobytes()).hexdigest(),
+        "init_checkpoint_hash": init_hash,
+    }))
+
+
+def _flat(identity: dict[str, Any]) -> dict[str, Any]:
+    """An identity with its ``config`` fields lifted to the top level (for error messages)."""
+    return {**{k: v for k, v in identity.items() if k != "config"},
+            **identity.get("config", {})}
+
+
+@dataclass
+class _TrainRun:
+    """The accelerator of a training run, its partial-state folder and the request's identity."""
+
+    accelerator: Any
+    partial: Path
+    identity: dict[str, Any]
+
+    def latest(self) -> Path | None:
+        """The newest complete ``step-<k>`` folder of the partial state, or None.
+
+        Raises:
+            StageError: the state is of a different request."""
+        steps = sorted(p for p in self.partial.glob("step-*") if p.is_dir()) \
+            if self.partial.is_dir() else []
+        if not steps:
+            return None
+        saved = read_json(steps[-1] / _PARTIAL_IDENTITY)
+        if saved != self.identity:
+            flat = [_flat(saved), _flat(self.identity)]
+            differs = sorted(k for k in set(flat[0]) | set(flat[1])
+                             if flat[0].get(k) != flat[1].get(k))
+            raise StageError(f"training state {self.partial} is of a different request "
+                             f"(differs in {differs}); remove it to train from the start")
+        return steps[-1]
+
+    def save(self, net: SDLoraUNet, optimizer: Any, state: dict[str, Any]) -> None:
+        """Main process: write ``step-<k>`` atomically and drop the older ones; all wait."""
+        from safetensors.torch import save_file
+
+        if self.accelerator.is_main_process:
+            step_dir = self.partial / f"step-{state['step']:08d}"
+
+            def write(tmp: Path) -> None:
+                save_file({n: p.detach().cpu().contiguous() for n, p in lora_parameters(net)},
+                          tmp / ADAPTER_FILE)
+                torch.save({**state, "optimizer": optimizer.state_dict()}, tmp / _STATE_FILE)
+                write_json(tmp / _PARTIAL_IDENTITY, self.identity)
+
+            atomic_dir(step_dir, write)
+            for old in self.partial.glob("step-*"):
+                if old != step_dir:
+                    shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+
+    def restore(self, net: SDLoraUNet, optimizer: Any) -> dict[str, Any] | None:
+        """Load the newest state into ``net``'s adapters and ``optimizer``; its ``step``,
+        ``order``, ``generator`` and ``loss`` (None: no state, start from step 0)."""
+        from safetensors.torch import load_file
+
+        step_dir = self.latest()
+        if step_dir is None:
+            return None
+        adapter = load_file(step_dir / ADAPTER_FILE)
+        with torch.no_grad():
+            for name, param in lora_parameters(net):
+                param.copy_(adapter[name])
+        state = torch.load(step_dir / _STATE_FILE, weights_only=True)
+        optimizer.load_state_dict(state.pop("optimizer"))
+        logger.info("resuming training from %s (step %d)", step_dir, state["step"])
+        return state
+
+
 def _train(model: DenoisingModel, latents: Tensor, ids_all: Tensor, cfg: SDLoraConfig,
-           device: torch.device, desc: str, progress: bool) -> dict[str, Any]:
-    """The loop on latents float32 (N, 4, s, s) and caption ids int64 (N, L); leaves the model
-    on the CPU in eval mode and returns the log (losses, seconds, device)."""
+           run: _TrainRun, desc: str, progress: bool) -> dict[str, Any]:
+    """The loop on latents float32 (N, 4, s, s) and caption ids int64 (N, L), this process's
+    slice of each global batch on ``run.accelerator.device``; leaves the model on the CPU in
+    eval mode and returns the log (losses of the global batch, seconds, device)."""
+    accelerator = run.accelerator
+    rank, world = accelerator.process_index, accelerator.num_processes
     seed_everything(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
     net, scheduler = model.unet, model.scheduler
-    net.to(device).train()
-    params = [p for _, p in lora_parameters(net)]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    latents, ids_all = latents.to(device), ids_all.to(device)
-    n, t_max = latents.shape[0], scheduler.config.num_train_timesteps
+    net.train()
+    optimizer = torch.optim.AdamW([p for _, p in lora_parameters(net)], lr=cfg.learning_rate)
     losses: list[float] = []
     order = torch.empty(0, dtype=torch.long)
+    start_step = 0
+    state = run.restore(net, optimizer)
+    if state is not None:
+        generator.set_state(state["generator"])
+        order, losses, start_step = state["order"], list(state["loss"]), int(state["step"])
+    ddp_net, ddp_optimizer = accelerator.prepare(net, optimizer)
+    device = accelerator.device
+    latents, ids_all = latents.to(device), ids_all.to(device)
+    n, t_max = latents.shape[0], scheduler.config.num_train_timesteps
+    share = slice(rank * cfg.batch_size // world, (rank + 1) * cfg.batch_size // world)
     started = time.perf_counter()
-    bar = tqdm(range(cfg.train_steps), desc=desc, disable=not progress)
-    for _ in bar:
+    bar = tqdm(range(start_step, cfg.train_steps), desc=desc, disable=not progress,
+               initial=start_step, total=cfg.train_steps)
+    for step in bar:
         while len(order) < cfg.batch_size:
             order = torch.cat([order, torch.randperm(n, generator=generator)])
-        index, order = order[: cfg.batch_size].to(device), order[cfg.batch_size :]
-        clean, ids = latents[index], ids_all[index]
-        drop = (torch.rand(len(index), generator=generator) < cfg.caption_dropout).to(device)
-        ids = torch.where(drop.unsqueeze(1), net.null_ids, ids)
-        noise = torch.randn(clean.shape, generator=generator).to(device)
-        timesteps = torch.randint(0, t_max, (len(index),), generator=generator).to(device)
+        index, order = order[: cfg.batch_size], order[cfg.batch_size :]
+        drop = torch.rand(len(index), generator=generator) < cfg.caption_dropout
+        noise = torch.randn((len(index), *latents.shape[1:]), generator=generator)
+        timesteps = torch.randint(0, t_max, (len(index),), generator=generator)
+        index, drop = index[share].to(device), drop[share].to(device)
+        noise, timesteps = noise[share].to(device), timesteps[share].to(device)
+        clean = latents[index]
+        ids = torch.where(drop.unsqueeze(1), net.null_ids, ids_all[index])
         noisy = scheduler.add_noise(clean, noise, timesteps)
-        with autocast(device):
-            noise_pred = net(noisy, timesteps, ids).sample
+        with accelerator.autocast():
+            noise_pred = ddp_net(noisy, timesteps, ids).sample
         loss = F.mse_loss(noise_pred.float(), noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+        ddp_optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        ddp_optimizer.step()
+        losses.append(float(accelerator.reduce(loss.detach(), reduction="mean")))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        done = step + 1
+        if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < cfg.train_steps:
+            run.save(net, optimizer, {"step": done, "order": order,
+                                      "generator": generator.get_state(), "loss": losses})
+        fault_point(f"sd-lora:step:{done}")
     seconds = time.perf_counter() - started
+    accelerator.free_memory()
     net.to("cpu").eval()
     scheduler.alphas_cumprod = scheduler.alphas_cumprod.cpu()
     return {
@@ -347,7 +515,9 @@ def _train(model: DenoisingModel, latents: Tensor, ids_all: Tensor, cfg: SDLoraC
         "loss": losses,
         "final_loss_mean_last_20": float(np.mean(losses[-20:])) if losses else None,
         "seconds": seconds,
+        "resumed_from_step": start_step,
         "device": str(device),
+        "num_processes": world,
         "threads": torch.get_num_threads(),
     }
 
