@@ -405,12 +405,34 @@ class FeatureStore:
     :class:`StageError` (we never silently discard rows that may have cost hours; remove the
     folder to start over).
 
+    Several processes (sharded featurization, :func:`featurize_into` with ``shard``): process
+    r opens the store with ``writer=r`` after the main process (``writer=0``) has created or
+    opened it, and writes disjoint rows: rows into the shared memmap (disjoint bytes of one
+    file), its done-mask to its own file ``<name>.done.rank<r>.npy`` (atomically), never to
+    the shared ``<name>.done.npy``. After a barrier the main process :meth:`merge` s them (OR
+    into ``<name>.done.npy``, then removes the rank files). Opening with ``writer`` None or 0
+    also merges rank files left by a killed run, so their rows are not recomputed; rank files
+    are only written after their rows are flushed, so the argument above holds for them too.
+
+    Args:
+        folder, name: where the files are and their stem.
+        n_rows, proj_dim: Φ's shape, ≥ 1.
+        identity: what the rows are of (JSON-serialisable).
+        writer: None (one process) or this process's rank r ≥ 0 in a sharded run.
+
     Raises:
+        DataError: n_rows or proj_dim < 1.
         StageError: identity mismatch, or a store whose arrays are missing or malformed.
     """
 
     def __init__(
-        self, folder: str | Path, name: str, n_rows: int, proj_dim: int, identity: dict
+        self,
+        folder: str | Path,
+        name: str,
+        n_rows: int,
+        proj_dim: int,
+        identity: dict,
+        writer: int | None = None,
     ) -> None:
         if n_rows < 1 or proj_dim < 1:
             raise DataError(f"a feature store needs n_rows, proj_dim ≥ 1, got {n_rows}, {proj_dim}")
@@ -421,6 +443,7 @@ class FeatureStore:
         self.features_path = self.folder / f"{name}.npy"
         self.done_path = self.folder / f"{name}.done.npy"
         self.identity_path = self.folder / f"{name}.json"
+        self.writer = writer
         self.features: np.memmap
         self.done: np.ndarray
         self._open()
@@ -453,6 +476,36 @@ class FeatureStore:
         if done.shape != (self.n_rows,) or done.dtype != np.bool_:
             raise StageError(f"{self.done_path} has shape {done.shape} / dtype {done.dtype}")
         self.done = done.copy()
+        if self.writer is None or self.writer == 0:
+            self.merge()
+
+    def _rank_done_paths(self) -> list[Path]:
+        return sorted(self.folder.glob(f"{self.name}.done.rank*.npy"))
+
+    def merge(self) -> int:
+        """Main process: OR every ``<name>.done.rank<r>.npy`` into ``<name>.done.npy`` (and
+        this object's mask), then remove them; returns how many rank files were merged. Call it
+        only while no other process writes this store (after a barrier).
+
+        Raises:
+            StageError: a rank file of the wrong shape or dtype."""
+        paths = self._rank_done_paths()
+        if not paths:
+            return 0
+        done = np.load(self.done_path, allow_pickle=False) | self.done
+        for path in paths:
+            try:
+                part = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise StageError(f"feature store {self.folder} is damaged: {exc}") from exc
+            if part.shape != (self.n_rows,) or part.dtype != np.bool_:
+                raise StageError(f"{path} has shape {part.shape} / dtype {part.dtype}")
+            done |= part
+        write_npy(self.done_path, done)
+        for path in paths:
+            path.unlink()
+        self.done = done
+        return len(paths)
 
     def _create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -478,7 +531,10 @@ class FeatureStore:
         self.features[rows] = values
         self.features.flush()
         self.done[rows] = True
-        write_npy(self.done_path, self.done)
+        if self.writer is None:
+            write_npy(self.done_path, self.done)
+        else:
+            write_npy(self.folder / f"{self.name}.done.rank{self.writer}.npy", self.done)
 
     def array(self) -> np.ndarray:
         """Φ as a read-only float32 (n_rows, proj_dim) memmap view; :class:`StageError` if
@@ -510,13 +566,17 @@ def featurize_into(
     progress: bool = True,
     on_batch: BatchHook | None = None,
     caption_ids: Tensor | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> int:
     """Featurize the rows of ``store`` that are not done; returns how many were computed.
 
     Batches follow the fixed grid ``[b·batch_size, (b+1)·batch_size)`` and batches whose rows
     are all done are skipped, so a resumed run computes exactly the batches it lacks, with the
     same composition as an uninterrupted run (bit-identical rows). Example i's noise is
-    ``make_noise([i], K, shape, seed, stream)`` (global index).
+    ``make_noise([i], K, shape, seed, stream)`` (global index). With ``shard = (r, n)`` this
+    process computes every n-th of the missing batches, starting at the r-th: n processes that
+    see the same done-mask split the work without overlap, each batch as one process would
+    compute it.
 
     Args:
         store: the :class:`FeatureStore` to fill (``store.n_rows == len(images)``).
@@ -530,9 +590,11 @@ def featurize_into(
         on_batch: optional :data:`BatchHook`.
         caption_ids: int64 (n_rows, L), row i the token ids of example i's caption (a
             conditional model), or None.
+        shard: ``(rank, world_size)``, 0 ≤ rank < world_size (default: all batches).
 
     Raises:
         DataError: ``len(images) != store.n_rows``, or ``caption_ids`` not int64 (n_rows, L).
+        ConfigError: ``batch_size`` < 1 or a bad ``shard``.
         StageError: non-finite features (the batch is not stored).
     """
     if images.shape[0] != store.n_rows:
@@ -548,8 +610,12 @@ def featurize_into(
         )
     if batch_size < 1:
         raise ConfigError(f"batch_size must be ≥ 1, got {batch_size}")
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ConfigError(f"shard must be (rank, world_size) with 0 ≤ rank < world_size, got {shard}")
     n = store.n_rows
     todo = [s for s in range(0, n, batch_size) if not store.done[s : s + batch_size].all()]
+    todo = todo[rank::world]
     if not todo:
         return 0
     fz = featurizer if isinstance(featurizer, GradientFeaturizer) else featurizer()

@@ -80,7 +80,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -118,7 +118,15 @@ from offchain.diffusion.tensors import image_batch
 from offchain.errors import ConfigError, DataError, StageError
 from offchain.utils import read_json, write_json, write_npy
 
-__all__ = ["TrakConfig", "compute_trak_ensemble", "compute_trak_scores", "holder_contributions"]
+__all__ = [
+    "TrakConfig",
+    "compute_trak_ensemble",
+    "compute_trak_scores",
+    "ensemble_member_dir",
+    "featurize_trak",
+    "holder_contributions",
+    "resolve_device",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -226,7 +234,7 @@ def _model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
+def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` → CPU; a setting string (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:<i>"``) →
     :func:`~offchain.diffusion.device.select_device`; a ``torch.device`` as given (CUDA checked).
     """
@@ -325,36 +333,160 @@ def compute_trak_scores(
     """
     t_start = time.perf_counter()
     cfg = cfg or TrakConfig()
-    train, targets, model_id, dev = _checked_inputs(train_images, target_images, model_id, device)
-    train_ids = _checked_caption_ids(train_caption_ids, train.shape[0], "train_caption_ids")
-    target_ids = _checked_caption_ids(target_caption_ids, targets.shape[0], "target_caption_ids")
-    alphas_cumprod = _checked_alphas_cumprod(scheduler, cfg)
-    model = copy.deepcopy(unet).to("cpu").float().eval()
-    save_dir = Path(save_dir)
-    scores_path, meta_path = save_dir / SCORES_FILE, save_dir / META_FILE
-    meta = _request_meta(cfg, model, train, targets, model_id, train_ids, target_ids)
-    if scores_path.exists():
-        return _load_existing(scores_path, meta_path, meta)
-
-    model, grad_dim, kind = _frozen_on_device(model, dev)
-    common = _store_identity(meta, cfg, model_id, kind, grad_dim)
-    train_store, target_store = _open_feature_stores(save_dir / FEATURES_DIR, meta, common, cfg)
-    output = make_model_output(cfg.output, alphas_cumprod, cfg.num_timesteps)
-    lazy = _LazyFeaturizer(model, output, grad_dim, cfg, dev, model_id, kind)
-    t_setup = time.perf_counter() - t_start
-    jobs = (
-        (train_store, train, TRAIN_STREAM, train_ids),
-        (target_store, targets, TARGET_STREAM, target_ids),
+    request = _Request.of(
+        unet, scheduler, train_images, target_images, Path(save_dir), cfg, model_id, device,
+        train_caption_ids, target_caption_ids,
     )
+    scores_path, meta_path = request.save_dir / SCORES_FILE, request.save_dir / META_FILE
+    if scores_path.exists():
+        return _load_existing(scores_path, meta_path, request.meta)
+
+    common, lazy, jobs = request.featurization()
+    train_store, target_store = (job[0] for job in jobs)
+    t_setup = time.perf_counter() - t_start
     timing, computed = _featurize_stores(lazy, jobs, cfg, progress, on_batch)
     scores, lambda_abs, timing["kernel"] = _scores_from_stores(
-        train_store, target_store, cfg, progress, meta
+        train_store, target_store, cfg, progress, request.meta
     )
     timing["setup"] = t_setup
     timing["total"] = time.perf_counter() - t_start
+    meta, dev = request.meta, request.device
     _save_results(meta_path, scores_path, meta, scores, lambda_abs, common, dev, computed, timing)
     _log_run(meta, cfg, timing, computed)
     return scores
+
+
+def featurize_trak(
+    unet: torch.nn.Module,
+    scheduler: Any,
+    train_images: Tensor | np.ndarray,
+    target_images: Tensor | np.ndarray,
+    save_dir: str | Path,
+    cfg: TrakConfig | None = None,
+    progress: bool = True,
+    *,
+    model_id: int = 0,
+    device: str | torch.device | None = None,
+    train_caption_ids: Tensor | np.ndarray | None = None,
+    target_caption_ids: Tensor | np.ndarray | None = None,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] | None = None,
+) -> dict[str, int]:
+    """Fill the feature stores :func:`compute_trak_scores` would fill with the same arguments,
+    sharing the work among ``world_size`` processes, without the kernel or scores.
+
+    Every process calls it with the same arguments and its ``rank``; ``barrier`` blocks until
+    all have reached it (e.g. accelerate's ``wait_for_everyone``). The main process (rank 0)
+    creates or reopens the stores (merging the rank done-masks of a killed run), then each
+    process computes every ``world_size``-th missing batch of the fixed batch grid into the
+    shared memmaps (:func:`~offchain.attribution.featurize.featurize_into` with ``shard``) and,
+    after a barrier, the main process merges the done-masks. A later
+    :func:`compute_trak_scores` with the same arguments in one process finds every row done and
+    only computes the kernel and the scores. Rows are bit-identical to a one-process run's on
+    the same device and thread count (each batch has the same composition and noise); so are
+    the scores computed from them.
+
+    Args:
+        unet, scheduler, train_images, target_images, save_dir, cfg, progress, model_id,
+            device, train_caption_ids, target_caption_ids: as in :func:`compute_trak_scores`
+            (``device``: this process's device).
+        rank: this process's index, 0 ≤ rank < world_size.
+        world_size: the number of processes (≥ 1).
+        barrier: the processes' barrier; None only when ``world_size`` is 1.
+
+    Returns:
+        Rows this process computed per store (``{"train": n, "target": m}``); empty when
+        ``save_dir`` already holds this request's scores.
+
+    Raises:
+        ConfigError: a bad rank, world size or missing barrier; as :func:`compute_trak_scores`
+            otherwise (DataError, StageError).
+    """
+    if not 0 <= rank < world_size or (world_size > 1 and barrier is None):
+        raise ConfigError(
+            f"featurize_trak needs 0 ≤ rank < world_size and a barrier for several processes, "
+            f"got rank {rank}, world_size {world_size}"
+        )
+    wait = barrier or (lambda: None)
+    cfg = cfg or TrakConfig()
+    request = _Request.of(
+        unet, scheduler, train_images, target_images, Path(save_dir), cfg, model_id, device,
+        train_caption_ids, target_caption_ids,
+    )
+    scores_path = request.save_dir / SCORES_FILE
+    if scores_path.exists():
+        _load_existing(scores_path, request.save_dir / META_FILE, request.meta)
+        return {}
+    if rank == 0:
+        _, lazy, jobs = request.featurization(writer=0)
+    wait()  # the stores exist and the masks of a killed run are merged
+    if rank != 0:
+        _, lazy, jobs = request.featurization(writer=rank)
+    _, computed = _featurize_stores(
+        lazy, jobs, cfg, progress and rank == 0, None, shard=(rank, world_size)
+    )
+    wait()  # every shard is written (a process that failed ends the launch instead)
+    if rank == 0:
+        for job in jobs:
+            job[0].merge()
+    wait()
+    return computed
+
+
+@dataclass
+class _Request:
+    """One checkpoint's TRAK request, checked: inputs on the CPU, the frozen float32 model copy
+    on its device, its identity (``meta``) and ``save_dir``."""
+
+    model: torch.nn.Module
+    alphas_cumprod: Tensor
+    train: Tensor
+    targets: Tensor
+    train_ids: Tensor | None
+    target_ids: Tensor | None
+    model_id: int
+    device: torch.device
+    cfg: TrakConfig
+    meta: dict[str, Any]
+    save_dir: Path
+
+    @classmethod
+    def of(cls, unet, scheduler, train_images, target_images, save_dir: Path, cfg: TrakConfig,
+           model_id, device, train_caption_ids, target_caption_ids) -> _Request:
+        """Check the arguments of :func:`compute_trak_scores` (its errors)."""
+        train, targets, model_id, dev = _checked_inputs(
+            train_images, target_images, model_id, device
+        )
+        train_ids = _checked_caption_ids(train_caption_ids, train.shape[0], "train_caption_ids")
+        target_ids = _checked_caption_ids(
+            target_caption_ids, targets.shape[0], "target_caption_ids"
+        )
+        alphas_cumprod = _checked_alphas_cumprod(scheduler, cfg)
+        model = copy.deepcopy(unet).to("cpu").float().eval()
+        meta = _request_meta(cfg, model, train, targets, model_id, train_ids, target_ids)
+        return cls(model, alphas_cumprod, train, targets, train_ids, target_ids, model_id, dev,
+                   cfg, meta, save_dir)
+
+    def featurization(
+        self, writer: int | None = None
+    ) -> tuple[dict[str, Any], _LazyFeaturizer, tuple[tuple[FeatureStore, Tensor, int, Any], ...]]:
+        """``(the stores' common identity, the lazy featurizer, the (store, images, noise
+        stream, caption ids) jobs)``: the model moved to the device and the stores opened (as
+        ``writer``, see :class:`~offchain.attribution.featurize.FeatureStore`)."""
+        model, grad_dim, kind = _frozen_on_device(self.model, self.device)
+        cfg = self.cfg
+        common = _store_identity(self.meta, cfg, self.model_id, kind, grad_dim)
+        train_store, target_store = _open_feature_stores(
+            self.save_dir / FEATURES_DIR, self.meta, common, cfg, writer
+        )
+        output = make_model_output(cfg.output, self.alphas_cumprod, cfg.num_timesteps)
+        lazy = _LazyFeaturizer(model, output, grad_dim, cfg, self.device, self.model_id, kind)
+        jobs = (
+            (train_store, self.train, TRAIN_STREAM, self.train_ids),
+            (target_store, self.targets, TARGET_STREAM, self.target_ids),
+        )
+        return common, lazy, jobs
 
 
 def _checked_inputs(
@@ -369,7 +501,7 @@ def _checked_inputs(
     _check_pair(train, targets)
     if not isinstance(model_id, int | np.integer) or model_id < 0:
         raise ConfigError(f"model_id must be an int ≥ 0, got {model_id!r}")
-    return train, targets, int(model_id), _resolve_device(device)
+    return train, targets, int(model_id), resolve_device(device)
 
 
 def _checked_alphas_cumprod(scheduler: Any, cfg: TrakConfig) -> Tensor:
@@ -439,7 +571,11 @@ def _store_identity(
 
 
 def _open_feature_stores(
-    folder: Path, meta: dict[str, Any], common: dict[str, Any], cfg: TrakConfig
+    folder: Path,
+    meta: dict[str, Any],
+    common: dict[str, Any],
+    cfg: TrakConfig,
+    writer: int | None = None,
 ) -> tuple[FeatureStore, FeatureStore]:
     """``(train store (N, proj_dim), target store (M, proj_dim))``, reopened when present.
 
@@ -458,6 +594,7 @@ def _open_feature_stores(
         meta["n_train"],
         cfg.proj_dim,
         identity("train_sha256", "train_captions_sha256", TRAIN_STREAM),
+        writer,
     )
     target_store = FeatureStore(
         folder,
@@ -465,6 +602,7 @@ def _open_feature_stores(
         meta["n_targets"],
         cfg.proj_dim,
         identity("targets_sha256", "targets_captions_sha256", TARGET_STREAM),
+        writer,
     )
     return train_store, target_store
 
@@ -475,8 +613,10 @@ def _featurize_stores(
     cfg: TrakConfig,
     progress: bool,
     on_batch: BatchHook | None,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[dict[str, float], dict[str, int]]:
-    """``(timing_s, rows computed per store)`` after filling each store's missing rows."""
+    """``(timing_s, rows computed per store)`` after filling each store's missing rows (this
+    process's ``shard`` of them)."""
     timing: dict[str, float] = {}
     computed: dict[str, int] = {}
     try:
@@ -494,6 +634,7 @@ def _featurize_stores(
                 progress=progress,
                 on_batch=on_batch,
                 caption_ids=caption_ids,
+                shard=shard,
             )
             spent_on_projector = lazy.seconds - projector_before
             timing[f"featurize_{store.name}"] = time.perf_counter() - t0 - spent_on_projector
@@ -656,7 +797,7 @@ def compute_trak_ensemble(
     members = []
     for j, (unet, scheduler) in enumerate(models):
         for s in seeds:
-            name = f"member_m{j}_s{int(s)}"
+            name = ensemble_member_dir(j, int(s))
             tau = compute_trak_scores(
                 unet,
                 scheduler,
@@ -678,6 +819,11 @@ def compute_trak_ensemble(
     write_json(meta_path, meta)
     write_npy(scores_path, scores)
     return scores
+
+
+def ensemble_member_dir(model_index: int, seed: int) -> str:
+    """The subfolder of :func:`compute_trak_ensemble`'s member (checkpoint j, seed s)."""
+    return f"member_m{model_index}_s{seed}"
 
 
 _IDENTITY_KEYS = (

@@ -11,12 +11,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from offchain.attribution.base import SCORES_FILE
 from offchain.attribution.defaults import DEFAULT_TRAK_ENSEMBLE, ENSEMBLE_SEED_STRIDE
 from offchain.attribution.trak import (
     TrakConfig,
     compute_trak_ensemble,
     compute_trak_scores,
+    ensemble_member_dir,
+    featurize_trak,
     holder_contributions,
+    resolve_device,
 )
 from offchain.diffusion.backend import DenoisingModel
 from offchain.errors import ConfigError, DataError
@@ -143,18 +147,8 @@ class TrakAttributor:
             DataError: a caption list whose length is not N (train) or M (targets), or token
                 ids that are not int64 (n, L); as :func:`compute_trak_scores` otherwise.
         """
-        cfg = replace(
-            self.config,
-            seed=seed,
-            batch_size=featurize_batch_size(
-                tuple(train_images.shape[1:]), self.config.num_timesteps, self.config.batch_size
-            ),
-        )
-        n_train, n_targets = len(train_images), len(targets)
-        captions = {
-            "train_caption_ids": caption_token_ids(model, train_captions, n_train, "train"),
-            "target_caption_ids": caption_token_ids(model, target_captions, n_targets, "target"),
-        }
+        cfg, captions = self._request(model, train_images, targets, seed, train_captions,
+                                      target_captions)
         if self.ensemble > 1:
             seeds = [seed + ENSEMBLE_SEED_STRIDE * k for k in range(self.ensemble)]
             return compute_trak_ensemble(
@@ -179,6 +173,93 @@ class TrakAttributor:
             device=self.device,
             **captions,
         )
+
+    def _request(
+        self,
+        model: DenoisingModel,
+        train_images: Any,
+        targets: Any,
+        seed: int,
+        train_captions: Sequence[str] | None,
+        target_captions: Sequence[str] | None,
+    ) -> tuple[TrakConfig, dict[str, torch.Tensor | None]]:
+        """``(the run's TrakConfig: seed and featurize batch size, {train_caption_ids,
+        target_caption_ids})`` as :meth:`scores` and :meth:`featurize` both use them."""
+        cfg = replace(
+            self.config,
+            seed=seed,
+            batch_size=featurize_batch_size(
+                tuple(train_images.shape[1:]), self.config.num_timesteps, self.config.batch_size
+            ),
+        )
+        n_train, n_targets = len(train_images), len(targets)
+        captions = {
+            "train_caption_ids": caption_token_ids(model, train_captions, n_train, "train"),
+            "target_caption_ids": caption_token_ids(model, target_captions, n_targets, "target"),
+        }
+        return cfg, captions
+
+    def featurize(
+        self,
+        model: DenoisingModel,
+        train_images: Any,
+        targets: Any,
+        out_dir: Path,
+        *,
+        seed: int,
+        progress: bool = True,
+        train_captions: Sequence[str] | None = None,
+        target_captions: Sequence[str] | None = None,
+    ) -> dict[str, int]:
+        """Fill the feature stores that :meth:`scores` with the same arguments reads, sharing
+        the work among the processes of an ``accelerate launch`` (one process: all of it),
+        without computing the kernel or the scores.
+
+        Each process of the launch calls it with the same arguments; the examples are split by
+        batch across processes into the one store per member and set (train, target), merged
+        by the main process (:func:`~offchain.attribution.trak.featurize_trak`). Afterwards
+        :meth:`scores` in one process finds every feature done and only finalises and scores:
+        its scores equal a one-process run's (features bit-identical on the same device and
+        thread count). Under a multi-GPU launch each process uses its own GPU when this
+        attributor's device is CUDA (or ``auto`` with CUDA available).
+
+        Returns:
+            Rows this process computed, per store (``"train"``/``"target"``, prefixed by the
+            member folder for E > 1).
+
+        Raises:
+            as :meth:`scores`.
+        """
+        from accelerate import PartialState
+
+        cfg, captions = self._request(model, train_images, targets, seed, train_captions,
+                                      target_captions)
+        device = resolve_device(self.device)
+        state = PartialState(cpu=device.type != "cuda")
+        if device.type == "cuda" and state.num_processes > 1:
+            device = state.device
+        common = {
+            "progress": progress,
+            "device": device,
+            "rank": state.process_index,
+            "world_size": state.num_processes,
+            "barrier": state.wait_for_everyone,
+            **captions,
+        }
+        out_dir = Path(out_dir)
+        if self.ensemble == 1:
+            return featurize_trak(model.unet, model.scheduler, train_images, targets, out_dir,
+                                  cfg, **common)
+        if (out_dir / SCORES_FILE).exists():
+            return {}  # the ensemble is scored (scores() checks that it is this request's)
+        computed: dict[str, int] = {}
+        for k in range(self.ensemble):
+            member_seed = seed + ENSEMBLE_SEED_STRIDE * k
+            member = ensemble_member_dir(0, member_seed)
+            rows = featurize_trak(model.unet, model.scheduler, train_images, targets,
+                                  out_dir / member, replace(cfg, seed=member_seed), **common)
+            computed.update({f"{member}/{name}": n for name, n in rows.items()})
+        return computed
 
     def holder_contributions(
         self, scores: np.ndarray, holder_index: np.ndarray, n_holders: int
