@@ -1,0 +1,163 @@
+"""Distributed round stages: one stage run in N processes with Hugging Face ``accelerate``.
+
+:func:`launch_stage` runs a stage of one round (``train``: data-parallel LoRA training;
+``featurize``: TRAK featurization sharded by example) under::
+
+    accelerate launch [--config_file <cfg.accelerate_config>] --num_processes <N> \\
+        [--multi_gpu --num_machines 1 --main_process_port <free port> ...] \\
+        -m offchain.rounds.distributed <stage> <run_dir> <round_id> <MLConfig JSON file>
+
+waits for it, and raises :class:`~offchain.errors.StageError` naming the stage and the exit
+code when any process died, so the round runner records the stage as failed and re-runs it
+later; the stages' resumable state (``checkpoint.partial/``, the feature stores' done-masks)
+makes the rerun cheap. Without an accelerate config file, ``--multi_gpu`` starts N local
+processes through torchrun: one per GPU, or N gloo processes on the CPU (the stages create
+their accelerate state with ``cpu=True`` when the round's device is the CPU). With a config
+file (``accelerate config``: several GPUs, several machines) the file decides the rest.
+
+The worker entry point (``python -m offchain.rounds.distributed``, what each process runs)
+rebuilds :class:`~offchain.layout.RoundPaths` and the :class:`~offchain.rounds.config.MLConfig`
+(with ``num_processes = 1``, so the stage runs in this process and never launches again), arms
+the fault point named by ``CCOMP_FAULT_KILL`` (:mod:`offchain.faults`) and calls the stage
+function. Stages: the names of :data:`WORKER_STAGES`, or ``<module>:<function>`` taking
+``(paths, cfg)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import offchain
+from offchain.errors import ConfigError, StageError
+from offchain.faults import arm
+from offchain.layout import RoundPaths
+from offchain.rounds.config import MLConfig
+from offchain.utils import write_json
+
+__all__ = ["WORKER_STAGES", "accelerate_command", "launch_stage", "main"]
+
+logger = logging.getLogger(__name__)
+
+WORKER_STAGES = {
+    "train": "offchain.rounds.stages:train",
+    "featurize": "offchain.rounds.stages:featurize",
+}
+"""Stage names the worker accepts, and the ``(paths, cfg)`` functions they run."""
+
+
+def _free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the launch's rendezvous port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def accelerate_command(stage: str, paths: RoundPaths, cfg: MLConfig, cfg_file: Path,
+                       port: int | None = None) -> list[str]:
+    """The ``accelerate launch`` argv that runs ``stage`` of ``paths``' round in
+    ``cfg.num_processes`` processes, each reading the MLConfig JSON ``cfg_file``.
+
+    Without ``cfg.accelerate_config``: ``--multi_gpu --num_processes N --num_machines 1
+    --mixed_precision no --dynamo_backend no --main_process_port <port>`` (the stages set their
+    own mixed precision); with it: ``--config_file <file> --num_processes N`` and the file's
+    settings. ``port`` None: a free local port."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    if cfg.accelerate_config is not None:
+        cmd += ["--config_file", str(cfg.accelerate_config),
+                "--num_processes", str(cfg.num_processes)]
+    else:
+        cmd += ["--multi_gpu", "--num_processes", str(cfg.num_processes), "--num_machines", "1",
+                "--mixed_precision", "no", "--dynamo_backend", "no",
+                "--main_process_port", str(port if port is not None else _free_port())]
+    return [*cmd, "-m", "offchain.rounds.distributed", stage, str(paths.run_dir),
+            str(paths.round_id), str(cfg_file)]
+
+
+def launch_stage(stage: str, paths: RoundPaths, cfg: MLConfig,
+                 timeout: float | None = None) -> None:
+    """Run ``stage`` of ``paths``' round under ``accelerate launch`` with ``cfg.num_processes``
+    processes and wait for all of them.
+
+    The MLConfig travels as JSON in ``<round dir>/.distributed-<stage>.json`` (removed after
+    a successful run). The processes inherit this process's environment (``CCOMP_FAULT_KILL``
+    included), with the ``offchain`` package's folder put first on ``PYTHONPATH`` and
+    ``OMP_NUM_THREADS`` 1 unless set. Their output goes to this process's stdout/stderr.
+
+    Raises:
+        ConfigError: ``stage`` is neither a name of :data:`WORKER_STAGES` nor
+            ``<module>:<function>``, or ``cfg.num_processes`` < 2 (run the stage in-process).
+        StageError: a process died or failed (the exit code is named), or ``timeout`` seconds
+            passed.
+    """
+    if stage not in WORKER_STAGES and ":" not in stage:
+        raise ConfigError(f"unknown distributed stage {stage!r}; expected one of "
+                          f"{sorted(WORKER_STAGES)} or <module>:<function>")
+    if cfg.num_processes < 2:
+        raise ConfigError(f"launch_stage needs num_processes ≥ 2, got {cfg.num_processes}")
+    cfg_file = paths.dir / f".distributed-{stage.replace(':', '-')}.json"
+    write_json(cfg_file, dataclasses.asdict(cfg))
+    env = dict(os.environ)
+    package_root = str(Path(offchain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    cmd = accelerate_command(stage, paths, cfg, cfg_file)
+    logger.info("round %d: %s in %d processes: %s", paths.round_id, stage, cfg.num_processes,
+                " ".join(cmd))
+    try:
+        code = subprocess.run(cmd, env=env, timeout=timeout, check=False).returncode
+    except subprocess.TimeoutExpired as exc:
+        raise StageError(f"distributed stage {stage} of round {paths.round_id} ran past "
+                         f"{timeout} s") from exc
+    if code != 0:
+        raise StageError(f"distributed stage {stage} of round {paths.round_id} failed: "
+                         f"accelerate launch exited with code {code} (a process died or "
+                         "raised; a rerun resumes from its saved state)")
+    cfg_file.unlink(missing_ok=True)
+
+
+def _stage_function(stage: str) -> Callable[[RoundPaths, MLConfig], object]:
+    """The ``(paths, cfg)`` function of a stage name or ``<module>:<function>``.
+
+    Raises:
+        ConfigError: the name, module or function does not exist."""
+    target = WORKER_STAGES.get(stage, stage)
+    module_name, _, function = target.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ConfigError(f"distributed stage {stage!r} ({target}) is not importable: "
+                          f"{exc}") from exc
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The worker: ``<stage> <run_dir> <round_id> <MLConfig JSON file>`` → runs the stage in
+    this process (one of the launch's); returns 0 (errors propagate: the process fails)."""
+    parser = argparse.ArgumentParser(prog="python -m offchain.rounds.distributed",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("stage")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("round_id", type=int)
+    parser.add_argument("cfg_file", type=Path)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO,
+                        format=f"[rank {os.environ.get('RANK', '0')}] %(levelname)s %(message)s")
+    arm(os.environ.get("CCOMP_FAULT_KILL"))
+    fields = json.loads(args.cfg_file.read_text())
+    cfg = MLConfig(**{**fields, "num_processes": 1})
+    _stage_function(args.stage)(RoundPaths(args.run_dir, args.round_id), cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
