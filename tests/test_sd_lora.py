@@ -161,15 +161,19 @@ def test_the_model_path_setting_reaches_the_backend(tmp_path, monkeypatch) -> No
     assert backend.config.resolution == 8
 
 
-def test_a_campaign_refuses_sd_lora_until_its_round_stages_exist(tmp_path) -> None:
+def test_a_campaign_refuses_sd_lora_without_a_model_folder_before_writing(tmp_path) -> None:
     import pytest
 
     from offchain.config import Settings
     from offchain.errors import ConfigError
-    from offchain.oracle.run_folder import load_run_inputs
+    from offchain.oracle.run_folder import check_backend, load_run_inputs
 
-    settings = Settings.for_profile("tiny", backend="sd-lora", model_path=tmp_path / "sd",
-                                    run_dir=tmp_path / "run")
-    with pytest.raises(ConfigError, match="not wired yet"):
-        load_run_inputs(settings)
-    assert not (tmp_path / "run").exists()
+    run_dir = tmp_path / "run"
+    no_path = Settings.for_profile("tiny", backend="sd-lora", run_dir=run_dir)
+    with pytest.raises(ConfigError, match="model_path"):
+        load_run_inputs(no_path)
+    absent = Settings.for_profile("tiny", backend="sd-lora", model_path=tmp_path / "sd",
+                                  run_dir=run_dir)
+    with pytest.raises(ConfigError, match=r"model_path .*sd is not a folder"):
+        check_backend(absent)
+    assert not run_dir.exists()

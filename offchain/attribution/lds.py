@@ -33,6 +33,11 @@ Choices, each stated in the report:
   images' and the targets' prompts, :mod:`offchain.attribution.model_output`); the measured
   output is the denoising loss of each target *under its prompt*, tokenized by each retrained
   model's own tokenizer (a word that model never saw is ``<unk>`` to it).
+- **Latent models** (``sd-lora``, LoRA on a local Stable Diffusion folder ``model_path``):
+  every retrained model is a fresh adapter on the same frozen base; TRAK differentiates the
+  adapters only and, like the measured loss, works on the x_0 the UNet denoises (the VAE
+  latents of the training images and targets; :mod:`offchain.attribution.attributed_model`).
+  The ``pixel`` baseline stays on pixels.
 - **Baselines**: ``random`` (i.i.d. normal scores: LDS ≈ 0 by construction), ``pixel``
   (τ[m, i] = −mean-squared pixel distance between target m and image i, minus its mean over
   i: "images more similar than average help"; centred so that the sum over a subset does not
@@ -142,6 +147,9 @@ class LDSConfig:
     """Where a non-``ddpm`` backend trains and samples (``auto`` | ``cpu`` | ``cuda``)."""
     guidance_scale: float = 3.0
     """Classifier-free guidance of a conditional backend's targets."""
+    model_path: str | None = None
+    """The local base-model folder of a backend that fine-tunes one (``sd-lora``: a diffusers
+    Stable Diffusion folder); None for the others (and then left out of the run's records)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_subsets, int) or self.n_subsets < 3:
@@ -329,7 +337,8 @@ def measured_loss(
         unet: an ε-prediction ``diffusers.UNet2DModel``, or a conditional backend's network
             ``unet(x_t, t, caption_ids=None)``.
         scheduler: its ``DDPMScheduler`` (``alphas_cumprod`` is read).
-        targets: float32 (M, C, S, S) in [−1, 1].
+        targets: float32 (M, C, S, S), the x_0 the model denoises: images in [−1, 1], or a
+            latent model's latents of them.
         eval_timesteps: E, 1 ≤ E ≤ T.
         seed: seed of the noise.
         batch_size: (target, timestep) pairs per forward pass.
@@ -468,7 +477,7 @@ def run_lds(
     )  # fmt: skip
     run.out.mkdir(parents=True, exist_ok=True)
     report_path = run.out / "lds.json"
-    identity = {"config": asdict(cfg), "methods": list(methods), "kinds": list(kinds)}
+    identity = {"config": _config_record(cfg), "methods": list(methods), "kinds": list(kinds)}
     _check_or_write_data(run)
     if report_path.exists():
         saved = read_json(report_path)
@@ -669,6 +678,15 @@ _BACKEND_FIELDS = ("backend", "device", "guidance_scale")
 them), so those folders stay valid."""
 
 
+def _config_record(cfg: LDSConfig) -> dict[str, Any]:
+    """``asdict(cfg)`` as the run's records hold it: without ``model_path`` when it is None, so
+    the folders of runs made before it existed stay valid."""
+    record = asdict(cfg)
+    if record["model_path"] is None:
+        record.pop("model_path")
+    return record
+
+
 def _check_or_write_data(run: _Run) -> None:
     """Refuse a folder whose retrained models were made from other data, captions or training
     settings."""
@@ -678,7 +696,7 @@ def _check_or_write_data(run: _Run) -> None:
         blob += json.dumps(list(run.captions), ensure_ascii=False).encode()
     digest = hashlib.sha256(blob).hexdigest()
     meta_path = run.out / "run.json"
-    training = {k: v for k, v in asdict(cfg).items() if k not in _SCORING_FIELDS}
+    training = {k: v for k, v in _config_record(cfg).items() if k not in _SCORING_FIELDS}
     training.pop("keep_checkpoints")
     training.pop("num_threads")
     if cfg.backend == "ddpm":
@@ -746,12 +764,15 @@ def _trak_scores(
     folder: Path,
 ) -> np.ndarray:
     """TRAK (ensemble) scores of the full model with the ``method`` output; a conditional
-    model is attributed with the training captions and the targets' prompts."""
+    model is attributed with the training captions and the targets' prompts. TRAK sees the
+    x_0 the model denoises (latents for ``sd-lora``) and differentiates the backend's trainable
+    parameters (:mod:`offchain.attribution.attributed_model`)."""
+    from offchain.attribution.attributed_model import attributed_model, unet_inputs
     from offchain.attribution.trak import TrakConfig, compute_trak_ensemble
     from offchain.attribution.trak_attributor import caption_token_ids
 
     cfg = run.cfg
-    model = run.backend.load(full)
+    model = attributed_model(run.backend, run.backend.load(full))
     trak_cfg = TrakConfig(
         proj_dim=cfg.proj_dim,
         num_timesteps=cfg.trak_timesteps,
@@ -762,8 +783,8 @@ def _trak_scores(
     seeds = [cfg.seed + ENSEMBLE_SEED_STRIDE * k for k in range(cfg.trak_ensemble)]
     return compute_trak_ensemble(
         [(model.unet, model.scheduler)],
-        train_x,
-        targets,
+        unet_inputs(model, train_x),
+        unet_inputs(model, targets),
         folder,
         trak_cfg,
         seeds=seeds,
@@ -790,6 +811,7 @@ def _retrain_loss(
 ) -> np.ndarray:
     """Mean over ``cfg.train_seeds`` models trained on subset ``mask`` of the targets'
     measured losses, float64 (M,), saved under ``retrain/<kind>/<j>/``."""
+    from offchain.attribution.attributed_model import unet_inputs
     from offchain.attribution.trak_attributor import caption_token_ids
 
     cfg = run.cfg
@@ -812,7 +834,8 @@ def _retrain_loss(
         model = run.backend.load(ckpt)
         ids = caption_token_ids(model, prompts, targets.shape[0], "target")
         seed_loss = measured_loss(
-            model.unet, model.scheduler, targets, cfg.eval_timesteps, cfg.seed + 2, caption_ids=ids
+            model.unet, model.scheduler, unet_inputs(model, targets), cfg.eval_timesteps,
+            cfg.seed + 2, caption_ids=ids,
         )
         if cfg.train_seeds > 1:
             write_npy(seed_loss_path, seed_loss)

@@ -82,6 +82,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ from offchain.copyright.similarity import (
     ssim_matrix,
     tiled_l2_matrix,
 )
+from offchain.diffusion.backend import DenoisingModel
 from offchain.diffusion.tensors import clamped_image_batch
 from offchain.errors import ConfigError, DataError
 from offchain.utils import atomic_write, read_json, write_json
@@ -1141,7 +1143,8 @@ def run_calibration(
         backend: the round's :class:`~offchain.diffusion.backend.ModelBackend` (e.g. the
             ``text-unet`` backend of an emoji round): it loads the checkpoint and preprocesses
             the images (its channels and side); the UNet encoder runs a conditional model with
-            the null caption. None: the ``ddpm`` functions with ``image_size``.
+            the null caption, and a latent model (``sd-lora``) on the works' latents
+            (``encode_images``). None: the ``ddpm`` functions with ``image_size``.
 
     Returns:
         The path of ``calibration.json``.
@@ -1159,14 +1162,15 @@ def run_calibration(
         logger.info("calibration %s exists; skipping", json_path)
         return json_path
     cfg = replace(cfg if cfg is not None else CopyrightConfig(), seed=seed)
-    unet, scheduler, prep = _checkpoint_model(Path(checkpoint_dir), image_size, backend)
+    model, prep = _checkpoint_model(Path(checkpoint_dir), image_size, backend)
     encoder = load_encoder(
         encoder_spec,
-        unet,
-        scheduler,
+        model.unet,
+        model.scheduler,
         timestep=cfg.semantic_timestep,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        encode_images=model.encode_images,
     )
     x = prep(works)
     ext = prep(external) if external is not None else None
@@ -1179,14 +1183,14 @@ def run_calibration(
 
 def _checkpoint_model(
     checkpoint_dir: Path, image_size: int, backend: Any | None
-) -> tuple[Any, Any, Any]:
-    """``(unet, scheduler, preprocess(uint8 images) → float32 (N, C, S, S))`` of a checkpoint:
-    the backend's, or the ddpm functions at ``image_size``."""
+) -> tuple[DenoisingModel, Callable[[np.ndarray], Tensor]]:
+    """``(model, preprocess(uint8 images) → pixels float32 (N, C, S, S) in [−1, 1])`` of a
+    checkpoint: the backend's (a latent model's ``encode_images`` maps the pixels to the
+    latents its UNet denoises), or the ddpm functions at ``image_size``."""
     if backend is not None:
-        model = backend.load(checkpoint_dir)
-        return model.unet, model.scheduler, backend.preprocess
+        return backend.load(checkpoint_dir), backend.preprocess
     # diffusers (behind offchain.diffusion.model) is heavy: imported only when calibrating
     from offchain.diffusion import load_checkpoint, preprocess
 
     unet, scheduler = load_checkpoint(checkpoint_dir)
-    return unet, scheduler, lambda images: preprocess(images, image_size)
+    return DenoisingModel(unet, scheduler), lambda images: preprocess(images, image_size)

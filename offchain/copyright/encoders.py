@@ -93,6 +93,11 @@ class UNetFeatureEncoder:
     the default layers are those of the diffusers UNet inside it (:func:`default_unet_layers`).
     RGB images are encoded as they are (the UNet takes C channels).
 
+    A latent diffusion model (``sd-lora``: the UNet denoises VAE latents) passes its
+    ``encode_images`` (:attr:`offchain.diffusion.DenoisingModel.encode_images`): each batch of
+    pixel images is mapped to the UNet's x_0 first, then noised and passed through the UNet as
+    above (the shared noise field has the latents' shape). Without it the images are x_0.
+
     Args:
         unet: a ``diffusers.UNet2DModel`` (ε-prediction) or a conditional wrapper of one, run in
             place (its device and dtype), in eval mode and without gradients; its training flag
@@ -106,6 +111,9 @@ class UNetFeatureEncoder:
         batch_size: images per forward pass.
         pool_grid: g ≥ 1; each layer is pooled to g × g cells (D = Σ channels · g²). 1 (global
             pooling) is largely class-level; 2 keeps the coarse layout.
+        encode_images: pixels float32 (B, C, S, S) in [-1, 1] on the UNet's device → the x_0
+            the UNet denoises, float32 (B, C', s, s) (a latent model's VAE encoder); None: the
+            pixels are x_0. Deterministic (the VAE's posterior mean), so copies still match.
 
     Raises:
         ConfigError: unknown layer name, timestep out of range, bad ``batch_size`` or
@@ -121,8 +129,10 @@ class UNetFeatureEncoder:
         seed: int = 0,
         batch_size: int = 256,
         pool_grid: int = 1,
+        encode_images: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         self.unet = unet
+        self.encode_images = encode_images
         acp = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32).reshape(-1)
         if not 0 <= timestep < acp.numel():
             raise ConfigError(f"timestep must be in [0, {acp.numel()}), got {timestep}")
@@ -144,17 +154,17 @@ class UNetFeatureEncoder:
         self.seed = int(seed)
         self.batch_size = int(batch_size)
         grid = f",grid={self.pool_grid}" if self.pool_grid > 1 else ""
-        self.name = f"unet(t={self.timestep},layers={'+'.join(self.layers)}{grid})"
+        latent = ",x0=encoded" if encode_images is not None else ""
+        self.name = f"unet(t={self.timestep},layers={'+'.join(self.layers)}{grid}{latent})"
         """Recorded in calibrations; names the recipe, not the weights (see the module doc)."""
 
     @torch.no_grad()
     def encode(self, images: Tensor) -> Tensor:
-        """Embeddings float32 (B, D), D = Σ channels of the hooked layers."""
+        """Embeddings float32 (B, D), D = Σ channels of the hooked layers, of pixel ``images``
+        float32 (B, C, S, S) in [-1, 1]."""
         param = next(self.unet.parameters())
         device, dtype = param.device, param.dtype
-        shape = tuple(images.shape[1:])
-        gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.randn((1, *shape), generator=gen).to(device, dtype)
+        noise: Tensor | None = None  # the shared field, drawn once x_0's shape is known
         a = self.alpha_bar
         captured: dict[int, Tensor] = {}
 
@@ -178,6 +188,11 @@ class UNetFeatureEncoder:
         try:
             for start in range(0, images.shape[0], self.batch_size):
                 x = images[start : start + self.batch_size].to(device, dtype)
+                if self.encode_images is not None:  # pixels → the UNet's x_0 (latents)
+                    x = self.encode_images(x).to(device, dtype)
+                if noise is None:
+                    gen = torch.Generator().manual_seed(self.seed)
+                    noise = torch.randn((1, *x.shape[1:]), generator=gen).to(device, dtype)
                 x_t = a**0.5 * x + (1.0 - a) ** 0.5 * noise  # forward diffusion to t
                 t = torch.full((x.shape[0],), self.timestep, dtype=torch.int64, device=device)
                 captured.clear()
@@ -435,12 +450,15 @@ def load_encoder(
     batch_size: int = 256,
     input_size: int | None = 224,
     normalize: str = "imagenet",
+    encode_images: Callable[[Tensor], Tensor] | None = None,
 ) -> Encoder:
     """Build the encoder named by ``spec``.
 
     Specs:
         ``"unet"``: :class:`UNetFeatureEncoder` of ``unet``/``scheduler`` at ``timestep`` with
-        the shared-noise ``seed``; ``"torchscript:<path>"``: :class:`TorchScriptEncoder`
+        the shared-noise ``seed``, mapping pixels to x_0 with ``encode_images`` first when
+        given (a latent model's ``DenoisingModel.encode_images``; the other encoders read
+        pixels and ignore it); ``"torchscript:<path>"``: :class:`TorchScriptEncoder`
         (``input_size``, ``normalize``); ``"hf:<path>"``: :class:`HuggingFaceEncoder`.
 
     Raises:
@@ -454,7 +472,8 @@ def load_encoder(
         if unet is None or scheduler is None:
             raise ConfigError("encoder 'unet' needs the round's UNet and scheduler")
         return UNetFeatureEncoder(
-            unet, scheduler, timestep=timestep, seed=seed, batch_size=batch_size
+            unet, scheduler, timestep=timestep, seed=seed, batch_size=batch_size,
+            encode_images=encode_images,
         )
     kind, sep, rest = spec.partition(":")
     if sep and kind in ("torchscript", "hf"):

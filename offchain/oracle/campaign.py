@@ -44,7 +44,13 @@ from offchain.oracle.keys import (
     sponsor_key,
 )
 from offchain.oracle.report import payments_plot, print_round, summary_table
-from offchain.oracle.run_folder import load_holders, load_run_inputs, open_store, prepare_run_dir
+from offchain.oracle.run_folder import (
+    check_backend,
+    load_holders,
+    load_run_inputs,
+    open_store,
+    prepare_run_dir,
+)
 from offchain.oracle.runner import RoundRunner
 from offchain.utils import read_json
 
@@ -110,6 +116,7 @@ def run_campaign(
     started = time.perf_counter()
     run_dir = Path(settings.run_dir)
     holders = load_holders(settings)  # every input is checked before the folder is touched
+    check_backend(settings)
     check_keys(settings)
     compiled = compile_contracts(solc_path=settings.solc_path)
     prepare_run_dir(run_dir, fresh)

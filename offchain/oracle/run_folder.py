@@ -2,7 +2,9 @@
 
 A run folder (``runs/<name>/``) holds a campaign's ``deployment.json``, ``holders.json``, the
 rounds (``round_NNN/``, :class:`offchain.layout.RoundPaths`), the FID reference
-(``quality_reference/``) and, by default, the round-state database (``state.db``). It is marked
+(``quality_reference/``), what the rounds share (``cache/``: e.g. ``sd-lora``'s VAE latents,
+one file per image, reused by every later round) and, by default, the round-state database
+(``state.db``). It is marked
 with :data:`RUN_MARKER` so that ``demo --fresh`` deletes nothing else.
 """
 
@@ -32,8 +34,8 @@ if TYPE_CHECKING:  # the state database (sqlalchemy) is imported when a run open
 
 __all__ = [
     "OWN_COLOR_IMAGE_SIDE_PX",
-    "ROUND_INCOMPLETE_BACKENDS",
     "RUN_MARKER",
+    "check_backend",
     "is_run_folder",
     "load_holders",
     "load_run_inputs",
@@ -47,16 +49,12 @@ OWN_COLOR_IMAGE_SIDE_PX = 64
 """Side in pixels of holders' own colour images for a text-to-image backend (the emoji
 artwork's native size; the backend resizes to its ``image_size``)."""
 
-ROUND_INCOMPLETE_BACKENDS = frozenset({"sd-lora"})
-"""Registered backends whose train and sample work but whose attribution and copyright stages
-do not run yet (latent-space models): a campaign refuses them before touching the run folder."""
-
 RUN_MARKER = ".ccomp-run"
 """File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
 only such folders (and older run folders, see :func:`is_run_folder`)."""
 
 _RUN_ENTRY = re.compile(
-    r"(deployment\.json|holders\.json|payments\.png|quality_reference|round_\d+"
+    r"(deployment\.json|holders\.json|payments\.png|quality_reference|cache|round_\d+"
     r"|state\.db(-wal|-shm|-journal)?|\..+\.tmp)"
 )
 """Top-level entries a run writes (``.<name>.*.tmp``: an atomic write cut short by a crash)."""
@@ -66,7 +64,8 @@ def is_run_folder(path: Path) -> bool:
     """Whether ``path`` is a folder a run of this project created: it holds :data:`RUN_MARKER`,
     or (a run folder of a version before the marker) it holds ``deployment.json`` or
     ``holders.json`` and nothing but entries a run writes (``round_NNN/``, ``state.db``,
-    ``payments.png``, ``quality_reference/``). Any other file makes it not a run folder."""
+    ``payments.png``, ``quality_reference/``, ``cache/``). Any other file makes it not a run
+    folder."""
     if not path.is_dir() or path.is_symlink():
         return False
     if (path / RUN_MARKER).is_file():
@@ -102,6 +101,21 @@ def prepare_run_dir(run_dir: Path, fresh: bool) -> None:
     (run_dir / RUN_MARKER).write_text("created by python -m offchain (a run folder)\n")
 
 
+def check_backend(settings: Settings) -> None:
+    """Refuse, before anything is written, a model backend the settings cannot build: the
+    backend's ``from_settings`` of the run's :class:`MLConfig` (``sd-lora`` without
+    ``model_path``), or a ``model_path`` that is not a folder.
+
+    Raises:
+        ConfigError: naming the setting.
+    """
+    ml = MLConfig.from_settings(settings, progress=False)
+    get_backend(ml.backend).from_settings(ml)
+    if ml.model_path is not None and not Path(ml.model_path).is_dir():
+        raise ConfigError(f"model_path {ml.model_path} is not a folder (the {ml.backend} "
+                          "backend reads a local diffusers model folder)")
+
+
 def load_run_inputs(
     settings: Settings, holders: list[Holder] | None = None
 ) -> tuple[list[Holder], BudgetPolicy, MLConfig, object | None]:
@@ -110,17 +124,12 @@ def load_run_inputs(
     ``<run_dir>/holders.json``.
 
     Raises:
-        ConfigError: the holders differ from those the run folder started with, or the backend
-            cannot run a whole round yet (:data:`ROUND_INCOMPLETE_BACKENDS`).
+        ConfigError: the holders differ from those the run folder started with, or the model
+            backend cannot be built (:func:`check_backend`).
         DataError: the holders cannot be loaded.
     """
     run_dir = Path(settings.run_dir)
-    if settings.backend in ROUND_INCOMPLETE_BACKENDS:
-        raise ConfigError(
-            f"the {settings.backend} backend trains and samples, but a campaign round also "
-            "attributes and measures copyright on the model's latents, which is not wired yet "
-            "(issue 16); run the campaign with text-unet or ddpm"
-        )
+    check_backend(settings)
     seed_everything(settings.seed)
     holders = holders if holders is not None else load_holders(settings)
     policy = make_policy(settings.policy, seed=settings.seed)

@@ -30,6 +30,7 @@ import hashlib
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -285,22 +286,43 @@ def _prompts(paths: RoundPaths) -> list[str] | None:
     return [str(p) for p in read_json(paths.prompts)] if paths.prompts.exists() else None
 
 
-def _round_inputs(
-    paths: RoundPaths, cfg: MLConfig, stage: str
-) -> tuple[DenoisingModel, object, np.ndarray, np.ndarray, int]:
-    """``(model on cfg.device, train images (N, C, S, S) as the backend preprocesses them,
-    samples float32 (M, C, S, S), holder_index int64 (N,), n_holders)`` of a trained and
-    sampled round."""
+class _RoundInputs(NamedTuple):
+    """What the attribute and copyright stages read of a trained and sampled round."""
+
+    backend: ModelBackend
+    model: DenoisingModel
+    """The round's checkpoint, its ``unet`` on ``cfg.device``."""
+    train_images: Any
+    """float32 (N, C, S, S) in [−1, 1]: the training images as ``backend.preprocess`` returns
+    them (pixels, for every backend)."""
+    samples: np.ndarray
+    """float32 (M, C, S, S) in [−1, 1]: the round's generations (pixels)."""
+    holder_index: np.ndarray
+    """int64 (N,): the holder of each training image."""
+    n_holders: int
+
+
+def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str) -> _RoundInputs:
+    """The backend, the checkpoint loaded with its ``unet`` on ``cfg.device``, the training
+    images and samples as pixels, the holder index and the number of holders of a trained and
+    sampled round.
+
+    Raises:
+        StageError: the manifest, checkpoint or samples are missing.
+    """
     for p in (paths.manifest, paths.checkpoint, paths.samples):
         _require(p, stage)
     backend = _backend(cfg)
     model = backend.load(paths.checkpoint)
     model.unet.to(_device(cfg))  # nn.Module.to moves the module in place
-    train_images = backend.preprocess(np.load(paths.train_images))
-    holder_index = np.load(paths.holder_index)
-    samples = np.load(paths.samples)
-    n_holders = int(read_json(paths.manifest)["n_holders"])
-    return model, train_images, samples, holder_index, n_holders
+    return _RoundInputs(
+        backend=backend,
+        model=model,
+        train_images=backend.preprocess(np.load(paths.train_images)),
+        samples=np.load(paths.samples),
+        holder_index=np.load(paths.holder_index),
+        n_holders=int(read_json(paths.manifest)["n_holders"]),
+    )
 
 
 def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
@@ -314,18 +336,31 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     train this round). For a conditional model the output is conditioned on each training
     image's caption and each target's prompt (``prompts.json``).
 
+    The attributor sees what the model's ``unet`` denoises: the training images and the
+    samples as pixels for a pixel-space backend, their VAE latents for ``sd-lora``
+    (:func:`offchain.attribution.attributed_model.unet_inputs`); and it differentiates the
+    backend's trainable parameters only (``backend.trainable_parameters``: the LoRA adapters of
+    ``sd-lora``, the whole network otherwise;
+    :func:`offchain.attribution.attributed_model.attributed_model`).
+
     Raises:
         StageError: an input is missing, or the attributor left no ``trak/scores.npy``.
+        ConfigError: the backend names no trainable parameter of its network.
     """
     if paths.contributions.exists():
         return paths
-    model, train_images, samples, holder_index, n_holders = _round_inputs(paths, cfg, "attribute")
+    # torch-backed: imported when the stage runs
+    from offchain.attribution.attributed_model import attributed_model, unet_inputs
+
+    inputs = _round_inputs(paths, cfg, "attribute")
+    model = attributed_model(inputs.backend, inputs.model)
     attributor = _attributor(cfg)
     conditional = model.encode_captions is not None
+    device = _device(cfg)
     scores = attributor.scores(
         model,
-        train_images,
-        samples,
+        unet_inputs(model, inputs.train_images, device),
+        unet_inputs(model, inputs.samples, device),
         paths.trak_dir,
         seed=_train_seed(paths, cfg),
         progress=cfg.progress,
@@ -333,7 +368,9 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         target_captions=_prompts(paths) if conditional else None,
     )
     _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
-    raw, normalized = attributor.holder_contributions(scores, holder_index, n_holders)
+    raw, normalized = attributor.holder_contributions(
+        scores, inputs.holder_index, inputs.n_holders
+    )
     write_json(
         paths.contributions,
         {
@@ -358,9 +395,10 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     - unconditional (``ddpm``): the round's M generations (``samples.npy``) against every work
       (:func:`offchain.copyright.compute_copyright_losses`); ``loss`` = share of generations
       that substantially copy one of the holder's works;
-    - conditional (``text-unet``): the paper's procedure. Up to ``cfg.copyright_probes`` works
-      per participating holder are drawn (:func:`offchain.copyright.probes.choose_probe_works`,
-      seeded by the round), the model generates from each one's caption (with guidance), and
+    - conditional (``text-unet``, ``sd-lora``): the paper's procedure. Up to
+      ``cfg.copyright_probes`` works per participating holder are drawn
+      (:func:`offchain.copyright.probes.choose_probe_works`, seeded by the round), the model
+      generates from each one's caption (with guidance), and
       every generation is compared with every work
       (:func:`offchain.copyright.probes.compute_caption_copyright`): a generation copying a
       work charges that work's holder, whoever's caption asked for it; ``loss`` = the
@@ -369,6 +407,10 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
       written first, to ``copyright_probes.npz`` (``samples`` float32 (P, C, S, S),
       ``work_index`` int64 (P,) into the training set, ``holder`` int64 (P,)), and reused if
       the stage is run again.
+
+    Works and generations are compared as pixels (SSIM, tiled ℓ2, and the encoder's input);
+    the default ``unet`` encoder of a latent model (``sd-lora``) encodes them to the latents
+    its UNet denoises first (``model.encode_images``).
 
     Output ``copyright.json``: per holder ``loss`` in [0, 1] (0 for holders that did not
     train this round), ``expected_copies``, ``weighted``, ``n_replications``, ``n_copies`` and
@@ -384,13 +426,15 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
 
     if paths.copyright.exists():
         return paths
-    model, train_images, samples, holder_index, n_holders = _round_inputs(paths, cfg, "copyright")
-    unet, scheduler = model.unet, model.scheduler
+    inputs = _round_inputs(paths, cfg, "copyright")
+    model, backend = inputs.model, inputs.backend
+    train_images, holder_index, n_holders = (
+        inputs.train_images, inputs.holder_index, inputs.n_holders)
     copyright_cfg = CopyrightConfig()
     encoder = load_encoder(
-        cfg.copyright_encoder, unet, scheduler, timestep=copyright_cfg.semantic_timestep
+        cfg.copyright_encoder, model.unet, model.scheduler,
+        timestep=copyright_cfg.semantic_timestep, encode_images=model.encode_images,
     )
-    backend = _backend(cfg)
     if backend.conditional:
         from offchain.copyright.probes import compute_caption_copyright
 
@@ -400,8 +444,8 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         )
     else:
         result = compute_copyright_losses(
-            unet, scheduler, samples, train_images, holder_index, n_holders, copyright_cfg,
-            encoder,
+            model.unet, model.scheduler, inputs.samples, train_images, holder_index, n_holders,
+            copyright_cfg, encoder,
         )
     result.calibration.save(paths.copyright_calibration)
     summary = result.summary()
