@@ -22,7 +22,13 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TINY_SD_RESOLUTION", "build_tiny_sd", "build_tiny_sdxl", "bytes_to_unicode"]
+__all__ = [
+    "TINY_SD_RESOLUTION",
+    "build_tiny_sd",
+    "build_tiny_sdxl",
+    "bytes_to_unicode",
+    "clip_tokenizer",
+]
 
 TINY_SD_RESOLUTION = 8
 """Image side in pixels the tiny folder is meant for (the VAE keeps the side: latents 8×8)."""
@@ -57,6 +63,19 @@ def _write_tokenizer_files(folder: Path) -> tuple[Path, Path]:
     vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
     merges_file.write_text("#version: 0.2\n" + "\n".join(_MERGES) + "\n", encoding="utf-8")
     return vocab_file, merges_file
+
+
+def clip_tokenizer(folder: Path, model_max_length: int = _MAX_TOKENS,
+                   pad_token: str | None = None):
+    """A ``CLIPTokenizer`` over the small byte-level BPE vocabulary written to ``folder`` (about
+    520 ids; ``model_max_length`` L ids per caption; ``pad_token`` None: CLIP's
+    ``<|endoftext|>``, SDXL's second tokenizer pads with "!")."""
+    from transformers import CLIPTokenizer
+
+    vocab_file, merges_file = _write_tokenizer_files(Path(folder))
+    extra = {} if pad_token is None else {"pad_token": pad_token}
+    return CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=model_max_length,
+                         **extra)
 
 
 def build_tiny_sd(folder: Path, seed: int = 0) -> Path:
@@ -143,13 +162,11 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
         StableDiffusionXLPipeline,
         UNet2DConditionModel,
     )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     folder = Path(folder)
-    vocab_file, merges_file = _write_tokenizer_files(folder.parent / f".{folder.name}-bpe")
-    tokenizer = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS)
-    tokenizer_2 = CLIPTokenizer(str(vocab_file), str(merges_file), model_max_length=_MAX_TOKENS,
-                                pad_token="!")
+    bpe = folder.parent / f".{folder.name}-bpe"
+    tokenizer, tokenizer_2 = clip_tokenizer(bpe), clip_tokenizer(bpe, pad_token="!")
     torch.manual_seed(seed)
     time_embed_dim, pooled_dim = 8, 32
     unet = UNet2DConditionModel(
