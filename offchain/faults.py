@@ -18,6 +18,8 @@ Points the node passes (``<key>`` is a stage key of the round pipeline,
 - ``register:aside``: a replacing holder registration has moved the old folder(s) aside, the new
   one is not renamed into place yet (:mod:`offchain.api.holders_store`);
 - ``register:published``: the new folder is in place, the old one(s) not yet removed.
+- ``sd-lora:step:<n>``: sd-lora training has finished optimizer step n (and written its
+  resumable state if n is a multiple of ``checkpoint_every``), in every process of a launch.
 
 Points may carry a round: ``CCOMP_FAULT_KILL=2/stage:sign:ran`` fires only in round 2.
 """

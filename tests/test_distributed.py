@@ -3,8 +3,8 @@
 
 - TRAK featurization sharded by batch across 2 processes into the one feature store gives
   bit-identical features and equal scores to one process;
-- data-parallel sd-lora training (each process half of the same seeded global batch) follows
-  the loss curve of one process;
+- data-parallel sd-lora training (each process half of the same seeded global batch), killed
+  in both processes and relaunched, resumes and follows the loss curve of one process;
 - a process that fails makes the stage fail with a StageError naming it and the exit code;
 - the feature store's per-rank done-masks merge, also those a killed run left behind.
 """
@@ -135,17 +135,24 @@ def test_two_process_featurization_equals_one_process(sd_folder, tmp_path, tests
     np.testing.assert_allclose(scores, reference, rtol=0, atol=1e-6)
 
 
-def test_two_process_training_follows_one_process(sd_folder, tmp_path, tests_on_path) -> None:
+def _train_one_and_two(tmp_path: Path, sd_folder: Path, steps: int, kill_at: int | None
+                       ) -> tuple[dict, dict, RoundPaths, RoundPaths]:
+    """Train the round in this process and in 2 launched processes (killed in both after step
+    ``kill_at`` and relaunched, when given); their train logs and paths."""
     from offchain.rounds import stages
 
-    paths, cfg = _round(tmp_path, sd_folder, 4, train_steps=20)
+    paths, cfg = _round(tmp_path, sd_folder, 4, train_steps=steps)
     one = RoundPaths(tmp_path / "one", 1)
     shutil.copytree(paths.dir, one.dir)
     stages.train(one, MLConfig(**{**cfg.__dict__, "num_processes": 1}))
-    launch_stage("train", paths, cfg)
-
-    log, ref = read_json(paths.checkpoint / "train_log.json"), read_json(
-        one.checkpoint / "train_log.json")
+    if kill_at is not None:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("CCOMP_FAULT_KILL", f"sd-lora:step:{kill_at}")
+            with pytest.raises(StageError, match="exited with code"):
+                launch_stage("train", paths, cfg)
+        assert not paths.checkpoint.exists()
+    launch_stage("train", paths, cfg)  # (the round runner's rerun: resumes)
+    log, ref = (read_json(p.checkpoint / "train_log.json") for p in (paths, one))
     assert log["num_processes"] == 2 and ref["num_processes"] == 1
     # the same global batches: the curves agree to float32 summation order
     gap = np.abs(np.subtract(log["loss"], ref["loss"])) / np.abs(ref["loss"])
@@ -153,11 +160,22 @@ def test_two_process_training_follows_one_process(sd_folder, tmp_path, tests_on_
     np.testing.assert_allclose(log["loss"], ref["loss"], rtol=1e-4, atol=1e-6)
     from safetensors.torch import load_file
 
-    two_w, one_w = (load_file(p / "checkpoint" / "adapter_model.safetensors")
-                    for p in (paths.dir, one.dir))
+    two_w, one_w = (load_file(p.checkpoint / "adapter_model.safetensors") for p in (paths, one))
     for key, value in one_w.items():
         torch.testing.assert_close(two_w[key], value, rtol=1e-4, atol=1e-6)
     assert not (paths.dir / "checkpoint.partial").exists()
+    return log, ref, paths, one
+
+
+def test_two_process_training_follows_one_process(sd_folder, tmp_path, tests_on_path) -> None:
+    log, _, _, _ = _train_one_and_two(tmp_path, sd_folder, 20, None)
+    assert log["resumed_from_step"] == 0
+
+
+@pytest.mark.slow
+def test_two_process_training_killed_resumes(sd_folder, tmp_path, tests_on_path) -> None:
+    log, _, _, _ = _train_one_and_two(tmp_path, sd_folder, 30, 28)  # state saved at step 25
+    assert log["resumed_from_step"] == 25
 
 
 def test_a_failed_process_fails_the_stage(sd_folder, tmp_path, tests_on_path) -> None:

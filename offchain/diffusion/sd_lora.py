@@ -588,6 +588,9 @@ class SDLoraBackend:
 
     name = "sd-lora"
     conditional = True
+    data_parallel = True
+    """:meth:`train_round` runs data-parallel under ``accelerate launch`` (each process a slice
+    of every global batch, only the main process writing)."""
 
     def __init__(self, config: SDLoraConfig | None = None) -> None:
         self.config = config if config is not None else SDLoraConfig()
