@@ -338,6 +338,22 @@ def _fitting_batch(batch: int, p_bytes: int, measured: tuple[int, int] | None,
     return batch, None
 
 
+def _time_featurizer(fz: GradientFeaturizer, x0: torch.Tensor, noise: torch.Tensor,
+                     ids: torch.Tensor, batch: int) -> float:
+    """Seconds to featurize every example of ``x0`` in batches of ``batch``, after one
+    untimed warm-up batch."""
+    device = fz.device
+    fz(x0[:batch], noise[:batch], ids[:batch])
+    _sync(device)
+    started = time.perf_counter()
+    for start in range(0, len(x0), batch):
+        stop = start + batch
+        if not np.isfinite(fz(x0[start:stop], noise[start:stop], ids[start:stop])).all():
+            raise RuntimeError("non-finite TRAK features")
+    _sync(device)
+    return time.perf_counter() - started
+
+
 def featurization(model: Any, backend: SDLoraBackend, proj_dims: Sequence[int], n_examples: int,
                   device: torch.device, max_draw_s: float,
                   batch: int | None = None) -> list[dict[str, Any]]:
@@ -379,15 +395,16 @@ def featurization(model: Any, backend: SDLoraBackend, proj_dims: Sequence[int], 
             draw_rate = row["draw_s"] / (lora_dim * proj_dim)
         fz = lora_featurizer(net, output, projector)
         row["restricted_to_lora_here"] = fz.restricted
-        fz(x0[:fit], noise[:fit], ids[:fit])  # warm-up batch
-        _sync(device)
-        started = time.perf_counter()
-        for start in range(0, n_examples, fit):
-            phi = fz(x0[start : start + fit], noise[start : start + fit], ids[start : start + fit])
-            if not np.isfinite(phi).all():
-                raise RuntimeError(f"non-finite features at proj_dim {proj_dim}")
-        _sync(device)
-        seconds = time.perf_counter() - started
+        while True:
+            try:
+                seconds = _time_featurizer(fz, x0, noise, ids, fit)
+                break
+            except torch.cuda.OutOfMemoryError:
+                row.setdefault("out_of_memory_at_batch", []).append(fit)
+                if fit == 1:
+                    raise
+                fit //= 2
+                _reset_peak(device)
         row.update(batch=fit, examples=n_examples, seconds=seconds,
                    examples_per_s=n_examples / seconds, peak_gpu_gib=_peak_gib(device),
                    peak_rss_gib=_rss_gib())
@@ -454,15 +471,18 @@ def _environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def _timed(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
-    started = time.perf_counter()
-    value = fn()
-    results.setdefault("stage_seconds", {})[name] = time.perf_counter() - started
-    return value
+def run(args: argparse.Namespace, work: Path,
+        save: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Every requested measurement; returns the figures (see the module doc). ``save`` gets the
+    figures so far after each stage (a run cut short keeps what it measured)."""
+    def _timed(results: dict[str, Any], name: str, fn: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        value = fn()
+        results.setdefault("stage_seconds", {})[name] = time.perf_counter() - started
+        if save is not None:
+            save({**results, name: value[0] if name == "project" else value})
+        return value
 
-
-def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Every requested measurement; returns the figures (see the module doc)."""
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
     tiny = args.tiny or (args.device == "auto" and not torch.cuda.is_available())
@@ -537,13 +557,18 @@ def format_results(results: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="gpu_sd-") as tmp:
-        results = run(args, Path(tmp))
-    print(format_results(results))  # noqa: T201
     out = args.out or (Path(os.environ["OUT"]) / "gpu_sd.json" if os.environ.get("OUT") else None)
+
+    def save(results: dict[str, Any]) -> None:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="gpu_sd-") as tmp:
+        results = run(args, Path(tmp), save)
+    save(results)
+    print(format_results(results))  # noqa: T201
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(results, indent=2, default=float) + "\n")
         print(f"figures written to {out}")  # noqa: T201
     return results
 
