@@ -146,10 +146,8 @@ def _train_one_and_two(tmp_path: Path, sd_folder: Path, steps: int, kill_at: int
     shutil.copytree(paths.dir, one.dir)
     stages.train(one, MLConfig(**{**cfg.__dict__, "num_processes": 1}))
     if kill_at is not None:
-        with pytest.MonkeyPatch.context() as env:
-            env.setenv("CCOMP_FAULT_KILL", f"sd-lora:step:{kill_at}")
-            with pytest.raises(StageError, match="exited with code"):
-                launch_stage("train", paths, cfg)
+        with pytest.raises(StageError, match="exited with code"):
+            launch_stage("train", paths, cfg, fault_point=f"sd-lora:step:{kill_at}")
         assert not paths.checkpoint.exists()
     launch_stage("train", paths, cfg)  # (the round runner's rerun: resumes)
     log, ref = (read_json(p.checkpoint / "train_log.json") for p in (paths, one))

@@ -18,8 +18,8 @@ file (``accelerate config``: several GPUs, several machines) the file decides th
 The worker entry point (``python -m offchain.rounds.distributed``, what each process runs)
 rebuilds :class:`~offchain.layout.RoundPaths` and the :class:`~offchain.rounds.config.MLConfig`
 (with ``num_processes = 1``, so the stage runs in this process and never launches again), arms
-the fault point named by ``CCOMP_FAULT_KILL`` (:mod:`offchain.faults`) and calls the stage
-function. Stages: the names of :data:`WORKER_STAGES`, or ``<module>:<function>`` taking
+the fault point given with ``--fault-kill`` (:mod:`offchain.faults`; the launcher passes its
+``fault_point``) and calls the stage function. Stages: the names of :data:`WORKER_STAGES`, or ``<module>:<function>`` taking
 ``(paths, cfg)``.
 """
 
@@ -63,14 +63,14 @@ def _free_port() -> int:
 
 
 def accelerate_command(stage: str, paths: RoundPaths, cfg: MLConfig, cfg_file: Path,
-                       port: int | None = None) -> list[str]:
+                       port: int | None = None, fault_point: str | None = None) -> list[str]:
     """The ``accelerate launch`` argv that runs ``stage`` of ``paths``' round in
     ``cfg.num_processes`` processes, each reading the MLConfig JSON ``cfg_file``.
 
     Without ``cfg.accelerate_config``: ``--multi_gpu --num_processes N --num_machines 1
     --mixed_precision no --dynamo_backend no --main_process_port <port>`` (the stages set their
     own mixed precision); with it: ``--config_file <file> --num_processes N`` and the file's
-    settings. ``port`` None: a free local port."""
+    settings. ``port`` None: a free local port. ``fault_point``: armed in every process."""
     cmd = [sys.executable, "-m", "accelerate.commands.launch"]
     if cfg.accelerate_config is not None:
         cmd += ["--config_file", str(cfg.accelerate_config),
@@ -79,19 +79,21 @@ def accelerate_command(stage: str, paths: RoundPaths, cfg: MLConfig, cfg_file: P
         cmd += ["--multi_gpu", "--num_processes", str(cfg.num_processes), "--num_machines", "1",
                 "--mixed_precision", "no", "--dynamo_backend", "no",
                 "--main_process_port", str(port if port is not None else _free_port())]
-    return [*cmd, "-m", "offchain.rounds.distributed", stage, str(paths.run_dir),
-            str(paths.round_id), str(cfg_file)]
+    worker = ["-m", "offchain.rounds.distributed", stage, str(paths.run_dir),
+              str(paths.round_id), str(cfg_file)]
+    return [*cmd, *worker, *(["--fault-kill", fault_point] if fault_point else [])]
 
 
 def launch_stage(stage: str, paths: RoundPaths, cfg: MLConfig,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, fault_point: str | None = None) -> None:
     """Run ``stage`` of ``paths``' round under ``accelerate launch`` with ``cfg.num_processes``
     processes and wait for all of them.
 
     The MLConfig travels as JSON in ``<round dir>/.distributed-<stage>.json`` (removed after
-    a successful run). The processes inherit this process's environment (``CCOMP_FAULT_KILL``
-    included), with the ``offchain`` package's folder put first on ``PYTHONPATH`` and
-    ``OMP_NUM_THREADS`` 1 unless set. Their output goes to this process's stdout/stderr.
+    a successful run). The processes inherit this process's environment, with the ``offchain``
+    package's folder put first on ``PYTHONPATH`` and ``OMP_NUM_THREADS`` 1 unless set; each
+    arms ``fault_point`` (a :mod:`offchain.faults` point name, for the kill tests). Their
+    output goes to this process's stdout/stderr.
 
     Raises:
         ConfigError: ``stage`` is neither a name of :data:`WORKER_STAGES` nor
@@ -111,7 +113,7 @@ def launch_stage(stage: str, paths: RoundPaths, cfg: MLConfig,
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("HF_HUB_OFFLINE", "1")
-    cmd = accelerate_command(stage, paths, cfg, cfg_file)
+    cmd = accelerate_command(stage, paths, cfg, cfg_file, fault_point=fault_point)
     logger.info("round %d: %s in %d processes: %s", paths.round_id, stage, cfg.num_processes,
                 " ".join(cmd))
     try:
@@ -141,7 +143,8 @@ def _stage_function(stage: str) -> Callable[[RoundPaths, MLConfig], object]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The worker: ``<stage> <run_dir> <round_id> <MLConfig JSON file>`` → runs the stage in
+    """The worker: ``<stage> <run_dir> <round_id> <MLConfig JSON file> [--fault-kill <point>]``
+    → runs the stage in
     this process (one of the launch's); returns 0 (errors propagate: the process fails)."""
     parser = argparse.ArgumentParser(prog="python -m offchain.rounds.distributed",
                                      description=__doc__.splitlines()[0])
@@ -149,10 +152,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("round_id", type=int)
     parser.add_argument("cfg_file", type=Path)
+    parser.add_argument("--fault-kill", default=None, help="fault point to arm")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format=f"[rank {os.environ.get('RANK', '0')}] %(levelname)s %(message)s")
-    arm(os.environ.get("CCOMP_FAULT_KILL"))
+    arm(args.fault_kill)
     fields = json.loads(args.cfg_file.read_text())
     cfg = MLConfig(**{**fields, "num_processes": 1})
     _stage_function(args.stage)(RoundPaths(args.run_dir, args.round_id), cfg)
