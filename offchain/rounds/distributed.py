@@ -144,8 +144,8 @@ def _stage_function(stage: str) -> Callable[[RoundPaths, MLConfig], object]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The worker: ``<stage> <run_dir> <round_id> <MLConfig JSON file> [--fault-kill <point>]``
-    → runs the stage in
-    this process (one of the launch's); returns 0 (errors propagate: the process fails)."""
+    → runs the stage in this process (one of the launch's); returns 0 (errors propagate: the
+    process fails)."""
     parser = argparse.ArgumentParser(prog="python -m offchain.rounds.distributed",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("stage")
