@@ -146,3 +146,14 @@ def test_per_example_lora_gradients_with_caption_ids(backend, rounds, images) ->
     one = grad(net, lora, frozen, latents[0], noise[0], ids[0])
     torch.testing.assert_close(flat[0], torch.cat([g.reshape(-1) for g in one.values()]),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_a_v_prediction_folder_is_refused(tmp_path: Path) -> None:
+    from sd_fixture import build_tiny_sd
+
+    folder = build_tiny_sd(tmp_path / "sd-v")
+    config_file = folder / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
+    with pytest.raises(ConfigError, match="'v_prediction'.*ε-prediction models only"):
+        load_base(folder)

@@ -111,7 +111,8 @@ def load_base(model_path: Path) -> Any:
     ``StableDiffusionXLPipeline`` (no watermarker; also ``text_encoder_2``, ``tokenizer_2``).
 
     Raises:
-        ConfigError: the folder or one of its parts is missing (named), or it cannot be loaded.
+        ConfigError: the folder or one of its parts is missing (named), it cannot be loaded, or
+            its scheduler's ``prediction_type`` is not ``epsilon`` (the loss sd-lora trains).
     """
     from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -122,16 +123,23 @@ def load_base(model_path: Path) -> Any:
                           f"missing {', '.join(missing)}")
     try:
         if is_sdxl(model_path):
-            return StableDiffusionXLPipeline.from_pretrained(
+            pipe = StableDiffusionXLPipeline.from_pretrained(
                 model_path, local_files_only=True, add_watermarker=False,
                 torch_dtype=torch.float32,
             )
-        return StableDiffusionPipeline.from_pretrained(
-            model_path, local_files_only=True, safety_checker=None, feature_extractor=None,
-            requires_safety_checker=False, torch_dtype=torch.float32,
-        )
+        else:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                model_path, local_files_only=True, safety_checker=None, feature_extractor=None,
+                requires_safety_checker=False, torch_dtype=torch.float32,
+            )
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as exc:
         raise ConfigError(f"cannot load the Stable Diffusion folder {model_path}: {exc}") from exc
+    prediction = pipe.scheduler.config.get("prediction_type", "epsilon")
+    if prediction != "epsilon":
+        raise ConfigError(f"the Stable Diffusion folder {model_path} predicts {prediction!r} "
+                          "(e.g. SD 2.x 768-v); sd-lora trains, samples and attributes "
+                          "ε-prediction models only (SD 1.x, SD 2.x base, SDXL)")
+    return pipe
 
 
 class SDLoraUNet(nn.Module):
