@@ -21,8 +21,9 @@ One unattended run (a few minutes on one H200) that:
    adapters, bf16 autocast, the ε-MSE loss on fixed latents, timed over S steps after W
    warm-up steps; the ratio project / reference says what the project's loop costs;
 4. (c) ``featurize``: TRAK featurization examples/s of the project's
-   ``GradientFeaturizer`` (per-example ∇ of the D-TRAK output over the LoRA parameters with
-   each example's caption ids, K = the settings' default timesteps, projected) at proj_dim
+   ``GradientFeaturizer`` on the model the attribute stage builds (``attributed_model``: the
+   LoRA parameters alone are differentiated; per-example ∇ of the D-TRAK output with each
+   example's caption ids, K = the settings' default timesteps, projected) at proj_dim
    4,096 and 32,768, after one warm-up batch. The projector is ``select_projector``'s
    (traker's ``CudaProjector`` when ``fast_jl`` imports, else the project's
    ``MatrixProjector``, which keeps P = grad_dim × proj_dim float32 on the GPU: for SD 1.5's
@@ -76,6 +77,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from sd_fixture import clip_tokenizer  # noqa: E402
 
+from offchain.attribution.attributed_model import attributed_model, unet_inputs  # noqa: E402
 from offchain.attribution.defaults import DEFAULT_TRAK_TIMESTEPS  # noqa: E402
 from offchain.attribution.featurize import (  # noqa: E402
     GradientFeaturizer,
@@ -84,7 +86,6 @@ from offchain.attribution.featurize import (  # noqa: E402
 )
 from offchain.attribution.model_output import DTrakOutput, make_noise  # noqa: E402
 from offchain.attribution.trak_attributor import featurize_batch_size  # noqa: E402
-from offchain.diffusion.backend import model_inputs  # noqa: E402
 from offchain.diffusion.sd_base import lora_parameters  # noqa: E402
 from offchain.diffusion.sd_lora import SDLoraBackend, SDLoraConfig  # noqa: E402
 
@@ -289,32 +290,6 @@ def reference_training(folder: Path, arch: Arch, batches: Sequence[int], warmup:
     return rows
 
 
-def lora_featurizer(net: torch.nn.Module, output: DTrakOutput,
-                    projector: Any) -> GradientFeaturizer:
-    """The project's :class:`GradientFeaturizer` differentiating the LoRA parameters only.
-
-    The featurizer differentiates every parameter of the module it is given; when it does
-    here (its ``grad_dim`` is not the adapter size), the frozen parameters move to the
-    functional call's buffers, which ``torch.func.grad`` holds constant: the gradient, hence
-    φ, is then the one over the adapters (grad_dim = the adapter size, as issue 16 asks).
-    ``restricted`` on the result says whether this was needed.
-    """
-    fz = GradientFeaturizer(net, output, projector)
-    lora = {name for name, _ in lora_parameters(net)}
-    lora_dim = sum(int(fz.weights[name].numel()) for name in lora)
-    fz.restricted = fz.grad_dim != lora_dim  # type: ignore[attr-defined]
-    if fz.restricted:  # type: ignore[attr-defined]
-        frozen = {n: w for n, w in fz.weights.items() if n not in lora}
-        fz.weights = {n: w for n, w in fz.weights.items() if n in lora}
-        fz.buffers = {**frozen, **fz.buffers}
-        fz.grad_dim = lora_dim
-        fz.normalize = torch.sqrt(torch.tensor(lora_dim, dtype=torch.float32))
-    if fz.grad_dim != projector.grad_dim:
-        raise RuntimeError(f"featurizer grad_dim {fz.grad_dim} != projector's "
-                           f"{projector.grad_dim}")
-    return fz
-
-
 def _fitting_batch(batch: int, p_bytes: int, measured: tuple[int, int] | None,
                    device: torch.device) -> tuple[int, str | None]:
     """The largest featurize batch ≤ ``batch`` (halving) whose P (``p_bytes``) and activations
@@ -358,12 +333,15 @@ def featurization(model: Any, backend: SDLoraBackend, proj_dims: Sequence[int], 
                   device: torch.device, max_draw_s: float,
                   batch: int | None = None) -> list[dict[str, Any]]:
     """(c): examples/s of TRAK featurization over the LoRA parameters per proj_dim, timed over
-    ``n_examples`` after one warm-up batch; the projector's drawing time apart."""
+    ``n_examples`` after one warm-up batch; the projector's drawing time apart. The model is
+    made as the attribute stage makes it (``attributed_model``: the frozen base becomes
+    buffers, so the featurizer's grad_dim is the adapter size; latents from ``unet_inputs``)."""
+    lora_dim = sum(int(p.numel()) for _, p in lora_parameters(model.unet))
+    model = attributed_model(backend, model)
     net = model.unet.to(device).eval()
-    lora_dim = sum(int(p.numel()) for _, p in lora_parameters(net))
     images, captions = _data(n_examples, backend.config.resolution, seed=1)
     with torch.no_grad():
-        x0 = model_inputs(model, backend.preprocess(images).to(device)).float().cpu()
+        x0 = unet_inputs(model, backend.preprocess(images), device)
     ids = model.encode_captions(captions)
     k = DEFAULT_TRAK_TIMESTEPS
     output = DTrakOutput(model.scheduler.alphas_cumprod, k)
@@ -393,8 +371,10 @@ def featurization(model: Any, backend: SDLoraBackend, proj_dims: Sequence[int], 
         row["draw_s"] = time.perf_counter() - started
         if kind == "matrix":
             draw_rate = row["draw_s"] / (lora_dim * proj_dim)
-        fz = lora_featurizer(net, output, projector)
-        row["restricted_to_lora_here"] = fz.restricted
+        fz = GradientFeaturizer(net, output, projector)
+        if fz.grad_dim != lora_dim:
+            raise RuntimeError(f"the featurizer differentiates {fz.grad_dim:,} parameters, "
+                               f"not the {lora_dim:,} of the adapters")
         while True:
             try:
                 seconds = _time_featurizer(fz, x0, noise, ids, fit)
