@@ -1,4 +1,5 @@
-"""Wall time and peak memory of every stage of a campaign's rounds, for either dataset.
+"""Wall time and peak memory of every stage of a campaign's rounds, for either dataset and any
+model backend.
 
 Runs the run's set-up (holders, the FID reference classifier) and ``--rounds`` rounds of the
 off-chain stages of :data:`offchain.rounds.pipeline.PIPELINE` (prepare → train → generate →
@@ -14,12 +15,20 @@ not compute. For each stage it prints:
 - ``max RSS``: ``getrusage(RUSAGE_SELF).ru_maxrss``, the process's peak so far;
 - ``GPU peak``: ``torch.cuda.max_memory_allocated`` during the stage (CUDA runs only).
 
+``--backend sd-lora`` fine-tunes a Stable Diffusion folder with LoRA: ``--model-path`` names a
+local diffusers folder; without one the script builds a random one into a temporary folder,
+``--sd-size tiny`` (the tests' folder, ``tests/sd_fixture.py``: 8 px images, 8×8 latents) or
+``small`` (:func:`build_small_sd`: the SD 1.x architecture at a fifth of its width, VAE
+downsampling by 8, 77-token CLIP text encoder; 64 px images by default, 8×8 latents).
+
 ``python -m offchain`` chooses the CPU threads before torch loads (:mod:`offchain.cpu`); this
 script does the same. Stages skip finished work, so use a fresh ``--out`` (the default is
 emptied) to measure.
 
     .venv/bin/python bench/round.py --dataset emoji [--rounds 1] [--profile demo] \
         [--device auto] [--set train_steps=300] [--json out.json]
+    .venv/bin/python bench/round.py --dataset emoji --profile tiny --backend sd-lora \
+        [--model-path /path/to/sd-folder | --sd-size small] [--set image_size=64]
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ import json
 import resource
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +47,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "tests"))  # sd_fixture: the random SD folders
 
 from offchain.cpu import configure_openmp  # noqa: E402
 
@@ -119,6 +130,76 @@ def measure(name: str, work: Callable[[], object], rows: list[dict]) -> None:
           flush=True)
 
 
+SMALL_SD_RESOLUTION = 64
+"""Image side the ``small`` folder is meant for (its VAE downsamples by 8: 8×8 latents)."""
+
+
+def build_small_sd(folder: Path, seed: int = 0) -> Path:
+    """Write a random Stable Diffusion 1.x folder, small but of SD's shape, to ``folder``.
+
+    SD 1.x at a fifth of its width: a ``UNet2DConditionModel`` with three levels (64, 128, 256
+    channels; cross-attention in the first two, two ResNet layers per level, 8 heads) and
+    cross-attention width 256; an ``AutoencoderKL`` with four levels (32, 64, 128, 128), so
+    latents are 4 × S/8 × S/8 as in SD; a 4-layer ``CLIPTextModel`` (width 256, 77 positions)
+    with the tests' byte-level BPE tokenizer (``tests/sd_fixture.py``) at 77 tokens; SD's
+    ``DDPMScheduler``. Weights are random (seeded): figures of compute, not of quality.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        DDPMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from sd_fixture import build_tiny_sd
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = Path(folder)
+    tiny = build_tiny_sd(folder.parent / f".{folder.name}-tiny", seed)
+    tokenizer = CLIPTokenizer.from_pretrained(tiny / "tokenizer", local_files_only=True)
+    tokenizer.model_max_length = 77
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=SMALL_SD_RESOLUTION // 8, in_channels=4, out_channels=4,
+        block_out_channels=(64, 128, 256), layers_per_block=2, norm_num_groups=32,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=256, attention_head_dim=8,
+    )
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 128, 128),
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        layers_per_block=1, norm_num_groups=32, sample_size=SMALL_SD_RESOLUTION,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=256, intermediate_size=1024,
+        num_hidden_layers=4, num_attention_heads=4, max_position_embeddings=77,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    ))
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear",
+                              beta_start=0.00085, beta_end=0.012, clip_sample=False,
+                              steps_offset=1)
+    StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(folder)
+    shutil.rmtree(tiny)
+    return folder
+
+
+def _sd_folder(args: argparse.Namespace, scratch: Path) -> tuple[Path, dict[str, object]]:
+    """The SD folder of an sd-lora run (``--model-path``, else a random ``--sd-size`` one built
+    in ``scratch``) and the settings it implies (``image_size`` of a built folder)."""
+    if args.model_path is not None:
+        return args.model_path, {}
+    if args.sd_size == "tiny":
+        from sd_fixture import TINY_SD_RESOLUTION, build_tiny_sd
+
+        return build_tiny_sd(scratch / "tiny-sd"), {"image_size": TINY_SD_RESOLUTION}
+    return build_small_sd(scratch / "small-sd"), {"image_size": SMALL_SD_RESOLUTION}
+
+
 def _override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -137,14 +218,34 @@ def main() -> None:
     parser.add_argument("--set", type=_override, action="append", default=[],
                         metavar="KEY=VALUE", help="Any setting, e.g. --set train_steps=100.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the rows as JSON.")
+    parser.add_argument("--backend", default=None,
+                        help="Model backend (default: the dataset's), e.g. sd-lora.")
+    parser.add_argument("--model-path", type=Path, default=None,
+                        help="sd-lora: a local diffusers Stable Diffusion folder.")
+    parser.add_argument("--sd-size", choices=("tiny", "small"), default="tiny",
+                        help="sd-lora without --model-path: the random folder to build.")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-sd-") as scratch:
+        run(args, Path(scratch))
+
+
+def run(args: argparse.Namespace, scratch: Path) -> None:
+    """Set the run up, measure every stage of ``args.rounds`` rounds, print (and save) them."""
     out = args.out or ROOT / "runs" / f"bench-{args.dataset}"
     shutil.rmtree(out, ignore_errors=True)
+    model: dict[str, object] = {}
+    if args.backend == "sd-lora":
+        model_path, implied = _sd_folder(args, scratch)
+        model = {"model_path": model_path, **implied}
     settings = Settings.for_profile(args.profile, dataset=args.dataset, device=args.device,
-                                    run_dir=out, n_rounds=max(args.rounds, 1), **dict(args.set))
+                                    run_dir=out, n_rounds=max(args.rounds, 1),
+                                    backend=args.backend, **{**model, **dict(args.set)})
     print(f"dataset {settings.dataset}, profile {settings.profile}, backend {settings.backend}, "
           f"{settings.image_size} px, {settings.train_steps} steps, device {settings.device}, "
           f"{settings.n_rounds} round(s); run folder {out}")
+    if settings.model_path is not None:
+        print(f"model folder {settings.model_path}"
+              + (f" (random, --sd-size {args.sd_size})" if args.model_path is None else ""))
     print(f"{'stage':<27}{'seconds':>9}{'peak RSS':>11}{'max RSS':>10}{'GPU peak':>9}  (MiB)")
     rows: list[dict] = []
     started = time.perf_counter()
@@ -171,6 +272,9 @@ def main() -> None:
     print(f"{'total':<27}{total:>9.2f}{peak:>11.1f}")
     if args.json:
         record = {"dataset": settings.dataset, "profile": settings.profile,
+                  "backend": settings.backend,
+                  "sd_size": args.sd_size if args.backend == "sd-lora" and args.model_path is None
+                  else None,
                   "n_holders": len(holders), "ml": dataclasses.asdict(ml), "rows": rows,
                   "total_seconds": round(total, 2)}
         args.json.write_text(json.dumps(record, indent=1))
