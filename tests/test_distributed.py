@@ -69,8 +69,14 @@ def _featurize_inputs(paths: RoundPaths, cfg: MLConfig):
 
 
 def featurize_stage(paths: RoundPaths, cfg: MLConfig) -> None:
-    """A featurize stage: every process shares the feature stores' rows."""
+    """A featurize stage: every process shares the feature stores' rows. Rank 1's own inputs
+    are off by 1e-3 (as latents encoded on another GPU could be): the attributor featurizes the
+    main process's."""
+    from accelerate import PartialState
+
     model, train, targets, train_captions, target_captions = _featurize_inputs(paths, cfg)
+    if PartialState(cpu=True).process_index == 1:
+        train, targets = train + 1e-3, targets + 1e-3
     _attributor(cfg).featurize(model, train, targets, paths.trak_dir, seed=cfg.seed,
                                progress=False, train_captions=train_captions,
                                target_captions=target_captions)

@@ -82,6 +82,16 @@ def featurize_batch_size(sample_shape: tuple[int, ...], num_timesteps: int, larg
     return max(1, min(batch, largest))
 
 
+def _from_main(images: Any, state: Any) -> torch.Tensor:
+    """The main process's ``images`` (float32 (n, C, S, S), array or tensor) in every process
+    of accelerate's ``state``, as a float32 CPU tensor (a broadcast over its process group)."""
+    from accelerate.utils import broadcast
+
+    tensor = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images,
+                             dtype=torch.float32).contiguous().to(state.device)
+    return broadcast(tensor, from_process=0).cpu()
+
+
 class TrakAttributor:
     """TRAK with the D-TRAK or loss output function, one checkpoint, E seeds.
 
@@ -236,8 +246,12 @@ class TrakAttributor:
                                       target_captions)
         device = resolve_device(self.device)
         state = PartialState(cpu=device.type != "cuda")
-        if device.type == "cuda" and state.num_processes > 1:
-            device = state.device
+        if state.num_processes > 1:
+            if device.type == "cuda":
+                device = state.device
+            # every process featurizes the main process's inputs bit for bit (latents encoded
+            # on different GPUs need not be; the stores' identity hashes them)
+            train_images, targets = (_from_main(x, state) for x in (train_images, targets))
         common = {
             "progress": progress,
             "device": device,
