@@ -157,3 +157,24 @@ def test_a_v_prediction_folder_is_refused(tmp_path: Path) -> None:
     config_file.write_text(json.dumps({**config, "prediction_type": "v_prediction"}))
     with pytest.raises(ConfigError, match="'v_prediction'.*ε-prediction models only"):
         load_base(folder)
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+def test_trak_scores_an_sdxl_model_over_its_adapters(backend, rounds, images, tmp_path) -> None:
+    """The attribute stage's path: attributed_model (LoRA parameters only), latents from
+    unet_inputs, TrakAttributor.scores with the captions of both tokenizers."""
+    from offchain.attribution.attributed_model import attributed_model, unet_inputs
+    from offchain.attribution.trak import TrakConfig
+    from offchain.attribution.trak_attributor import TrakAttributor
+
+    model = backend.load(rounds[1])
+    adapter = sum(p.numel() for _, p in lora_parameters(model.unet))
+    model = attributed_model(backend, model)
+    latents = unet_inputs(model, backend.preprocess(images))
+    attributor = TrakAttributor(TrakConfig(proj_dim=16, num_timesteps=2, batch_size=4))
+    scores = attributor.scores(model, latents, latents[:2], tmp_path / "trak", seed=0,
+                               progress=False, train_captions=CAPTIONS,
+                               target_captions=CAPTIONS[:2])
+    assert scores.shape == (2, 4) and np.isfinite(scores).all()
+    meta = json.loads((tmp_path / "trak" / "meta.json").read_text())
+    assert meta["projector"]["grad_dim"] == adapter
