@@ -22,6 +22,15 @@ once per round (:func:`draw_prompts`: M captions of the round's training images,
 round) and recorded in ``prompts.json``; attribution differentiates the caption-conditioned
 output of both; the copyright stage regenerates works from their own captions. An
 unconditional backend (``ddpm``) trains and samples without captions, exactly as before.
+
+Latent models. The stages hold pixels: ``backend.preprocess`` of the training images, the
+samples, the copyright probes. A latent model's UNet (``sd-lora``: Stable Diffusion with LoRA)
+denoises VAE latents instead, so attribution feeds it ``model.encode_images`` of the pixels and
+differentiates its trainable parameters only, the LoRA adapters
+(:mod:`offchain.attribution.attributed_model`), and the default ``unet`` copyright encoder
+encodes pixels to latents first; the copyright loss's pixel views (SSIM, tiled ℓ2) stay on
+pixels. ``sd-lora`` caches each image's latents in the run's ``cache/sd-latents/``
+(``cfg.cache_dir``), so a later round encodes only the works it has not seen.
 """
 
 from __future__ import annotations
@@ -398,13 +407,12 @@ def assess_copyright(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     - conditional (``text-unet``, ``sd-lora``): the paper's procedure. Up to
       ``cfg.copyright_probes`` works per participating holder are drawn
       (:func:`offchain.copyright.probes.choose_probe_works`, seeded by the round), the model
-      generates from each one's caption (with guidance), and
-      every generation is compared with every work
-      (:func:`offchain.copyright.probes.compute_caption_copyright`): a generation copying a
-      work charges that work's holder, whoever's caption asked for it; ``loss`` = the
-      holder's expected copies over all P probes (the share of the round's prompts whose
-      generation copies one of its works, as the unconditional procedure). The probes are
-      written first, to ``copyright_probes.npz`` (``samples`` float32 (P, C, S, S),
+      generates from each one's caption (with guidance), and every generation is compared
+      with every work (:func:`offchain.copyright.probes.compute_caption_copyright`): a
+      generation copying a work charges that work's holder, whoever's caption asked for it;
+      ``loss`` = the holder's expected copies over all P probes (the share of the round's
+      prompts whose generation copies one of its works, as the unconditional procedure). The
+      probes are written first, to ``copyright_probes.npz`` (``samples`` float32 (P, C, S, S),
       ``work_index`` int64 (P,) into the training set, ``holder`` int64 (P,)), and reused if
       the stage is run again.
 
