@@ -12,10 +12,10 @@ One unattended run (a few minutes on one H200) that:
    ``PNDMScheduler`` as SD 1.5 ships; saves it with ``StableDiffusionPipeline.save_pretrained``
    and loads that folder through the project's ``model_path`` (``SDLoraBackend``);
 2. (a) ``project``: training images/s of ``SDLoraBackend.train_round`` (LoRA rank 4, α 4 on
-   ``to_q, to_k, to_v, to_out.0``, 512 px, bf16 autocast) at batch 1, 4 and 8: each batch
-   size trains two rounds, W and W + S steps, and the rate is B·S / (the difference of the two
-   rounds' loop seconds in ``train_log.json``), so model loading, latent encoding and the
-   warm-up steps cancel;
+   ``to_q, to_k, to_v, to_out.0``, 512 px, bf16 autocast) at batch 1, 4 and 8: one round of
+   W + S steps per batch size, timed from the end of optimizer step W to the end of step W + S
+   (torch's global optimizer step hook, after a device sync), so model loading, latent encoding
+   and the warm-up steps are left out;
 3. (b) ``reference``: the same step without the project's code: diffusers' UNet and CLIP text
    encoder loaded from the folder, ``unet.add_adapter`` (peft ``LoraConfig``), AdamW over the
    adapters, bf16 autocast, the ε-MSE loss on fixed latents, timed over S steps after W
@@ -58,7 +58,8 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from sd_fixture import clip_tokenizer  # noqa: E402
+from torch.optim.optimizer import register_optimizer_step_post_hook  # noqa: E402
 
 from offchain.attribution.attributed_model import attributed_model, unet_inputs  # noqa: E402
 from offchain.attribution.defaults import DEFAULT_TRAK_TIMESTEPS  # noqa: E402
@@ -207,31 +209,50 @@ def _data(n: int, resolution: int, seed: int = 0) -> tuple[np.ndarray, list[str]
     return images, [CAPTIONS[i % len(CAPTIONS)] for i in range(n)]
 
 
+@contextmanager
+def step_times(device: torch.device) -> Iterator[list[float]]:
+    """``time.perf_counter()`` after every optimizer step taken inside the block (any
+    optimizer: torch's global step post-hook; the device is synchronised first), in order."""
+    times: list[float] = []
+
+    def hook(optimizer: Any, args: Any, kwargs: Any) -> None:
+        _sync(device)
+        times.append(time.perf_counter())
+
+    handle = register_optimizer_step_post_hook(hook)
+    try:
+        yield times
+    finally:
+        handle.remove()
+
+
 def project_training(folder: Path, arch: Arch, batches: Sequence[int], warmup: int, steps: int,
                      device: torch.device, work: Path) -> tuple[list[dict[str, Any]], Path]:
-    """(a): images/s of ``SDLoraBackend.train_round`` per batch size, from two rounds of W and
-    W + S steps (their loop seconds differ by S steady steps); also the last checkpoint."""
+    """(a): images/s of ``SDLoraBackend.train_round`` per batch size: one round of W + S steps,
+    timed from the end of step W to the end of step W + S (:func:`step_times`); also the last
+    checkpoint."""
     images, captions = _data(2 * max(batches), arch.resolution)
     rows, ckpt = [], work / "none"
     for batch in batches:
-        seconds = {}
-        for n_steps in (warmup, warmup + steps):
-            cfg = SDLoraConfig(model_path=str(folder), resolution=arch.resolution,
-                               lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK),
-                               target_modules=TARGET_MODULES, batch_size=batch,
-                               train_steps=n_steps, device=device.type,
-                               latent_cache_dir=str(work / "latents"))
-            ckpt = work / f"train-b{batch}-s{n_steps}"
-            _reset_peak(device)
+        cfg = SDLoraConfig(model_path=str(folder), resolution=arch.resolution,
+                           lora_rank=LORA_RANK, lora_alpha=float(LORA_RANK),
+                           target_modules=TARGET_MODULES, batch_size=batch,
+                           train_steps=warmup + steps, device=device.type,
+                           latent_cache_dir=str(work / "latents"))
+        ckpt = work / f"train-b{batch}"
+        _reset_peak(device)
+        with step_times(device) as times:
             SDLoraBackend(cfg).train_round(images, ckpt, seed=0, progress=False,
                                            captions=captions)
-            log = json.loads((ckpt / "train_log.json").read_text())
-            if not np.isfinite(log["loss"]).all():
-                raise RuntimeError(f"non-finite training loss at batch {batch}: {log['loss']}")
-            seconds[n_steps] = float(log["seconds"])
-        steady = seconds[warmup + steps] - seconds[warmup]
-        rows.append({"batch": batch, "steps_timed": steps, "seconds": steady,
-                     "images_per_s": batch * steps / steady,
+        log = json.loads((ckpt / "train_log.json").read_text())
+        if not np.isfinite(log["loss"]).all() or len(times) != warmup + steps:
+            raise RuntimeError(f"batch {batch}: {len(times)} optimizer steps seen, losses "
+                               f"{log['loss']}")
+        steady = times[-1] - times[warmup - 1] if warmup else times[-1] - times[0]
+        timed = steps if warmup else steps - 1
+        rows.append({"batch": batch, "steps_timed": timed, "seconds": steady,
+                     "images_per_s": batch * timed / steady,
+                     "round_loop_seconds": float(log["seconds"]),
                      "peak_gpu_gib": _peak_gib(device), "peak_rss_gib": _rss_gib()})
     return rows, ckpt
 
@@ -290,18 +311,26 @@ def reference_training(folder: Path, arch: Arch, batches: Sequence[int], warmup:
     return rows
 
 
-def _fitting_batch(batch: int, p_bytes: int, measured: tuple[int, int] | None,
-                   device: torch.device) -> tuple[int, str | None]:
-    """The largest featurize batch ≤ ``batch`` (halving) whose P (``p_bytes``) and activations
-    (``measured`` = (bytes, batch) at an earlier proj_dim; linear in the batch) fit in 92 % of
-    the GPU beside what is allocated; or (0, why not)."""
+def gpu_room(device: torch.device) -> float | None:
+    """Bytes the featurization may still allocate: 92 % of the GPU less what is allocated; None
+    on the CPU (no limit is checked there)."""
     if device.type != "cuda":
+        return None
+    total = torch.cuda.get_device_properties(device).total_memory
+    return 0.92 * total - torch.cuda.memory_allocated(device)
+
+
+def fitting_batch(batch: int, p_bytes: int, measured: tuple[int, int] | None,
+                  room: float | None) -> tuple[int, str | None]:
+    """The largest featurize batch ≤ ``batch`` (halving) whose projection matrix (``p_bytes``)
+    and activations (``measured`` = (bytes, at batch) from an earlier proj_dim, assumed linear
+    in the batch) fit in ``room`` bytes (:func:`gpu_room`; None: no limit), and None; or
+    (0, why not)."""
+    if room is None:
         return batch, None
-    free = 0.92 * torch.cuda.get_device_properties(device).total_memory
-    free -= torch.cuda.memory_allocated(device) + p_bytes
+    free = room - p_bytes
     if free <= 0:
-        return 0, (f"P needs {p_bytes / _GIB:.1f} GiB; the GPU has "
-                   f"{(free + p_bytes) / _GIB:.1f} GiB left")
+        return 0, f"P needs {p_bytes / _GIB:.1f} GiB; the GPU has {room / _GIB:.1f} GiB left"
     if measured is None:
         return batch, None
     act_bytes, act_batch = measured
@@ -309,7 +338,8 @@ def _fitting_batch(batch: int, p_bytes: int, measured: tuple[int, int] | None,
         batch //= 2
     if act_bytes * batch / act_batch > free:
         return 0, (f"P ({p_bytes / _GIB:.1f} GiB) and one example's activations "
-                   f"({act_bytes / act_batch / _GIB:.1f} GiB) exceed the GPU")
+                   f"({act_bytes / act_batch / _GIB:.1f} GiB) exceed the GPU's "
+                   f"{room / _GIB:.1f} GiB left")
     return batch, None
 
 
@@ -356,7 +386,7 @@ def featurization(model: Any, backend: SDLoraBackend, proj_dims: Sequence[int], 
         row: dict[str, Any] = {"proj_dim": proj_dim, "grad_dim": lora_dim, "projector": kind,
                                "projector_gib": p_bytes / _GIB, "timesteps": k}
         rows.append(row)
-        fit, why = _fitting_batch(min(batch, n_examples), p_bytes, measured, device)
+        fit, why = fitting_batch(min(batch, n_examples), p_bytes, measured, gpu_room(device))
         predicted = None if draw_rate is None else draw_rate * lora_dim * proj_dim
         if fit and kind == "matrix" and predicted is not None and predicted > max_draw_s:
             fit, why = 0, f"drawing P would take ~{predicted:.0f} s > --max-draw-s {max_draw_s}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.gpu_sd import TINY, main
+from bench.gpu_sd import TINY, fitting_batch, main
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -28,3 +28,15 @@ def test_gpu_sd_bench_runs_tiny_on_the_cpu(tmp_path: Path, capsys) -> None:
         assert row["projector"] == "matrix" and row["timesteps"] >= 1
     assert results["resolution"] == TINY.resolution
     assert "featurize proj_dim    128" in capsys.readouterr().out
+
+
+def test_featurize_batch_halves_until_p_and_activations_fit() -> None:
+    gib = 2**30
+    assert fitting_batch(4, 97 * gib, None, None) == (4, None)  # the CPU: no limit
+    assert fitting_batch(4, 12 * gib, None, 120 * gib) == (4, None)  # nothing measured yet
+    # SD 1.5's LoRA at proj_dim 32768: P 97 GiB; 10 GiB of activations per example measured
+    assert fitting_batch(4, 97 * gib, (40 * gib, 4), 126 * gib) == (2, None)
+    fit, why = fitting_batch(4, 97 * gib, (120 * gib, 4), 126 * gib)
+    assert fit == 0 and "activations (30.0 GiB)" in why
+    fit, why = fitting_batch(4, 130 * gib, None, 126 * gib)
+    assert fit == 0 and "P needs 130.0 GiB" in why
