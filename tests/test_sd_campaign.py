@@ -224,3 +224,15 @@ def test_lds_runs_on_latents_over_the_adapters(sd_folder, tmp_path) -> None:
     assert meta["sample_shape"] == LATENT_SHAPE
     assert set(report["results"]["examples"]) == {"dtrak", "pixel"}
     assert report["config"]["model_path"] == str(sd_folder)
+
+
+def test_a_calibration_of_an_sd_lora_checkpoint_encodes_latents(backend, trained,
+                                                                  tmp_path) -> None:
+    from offchain.copyright import run_calibration
+
+    works = np.random.default_rng(3).integers(0, 256, size=(10, 8, 8, 3), dtype=np.uint8)
+    path = run_calibration(trained, works, np.repeat([0, 1], 5), tmp_path / "calibration",
+                           encoder_spec="unet", backend=backend)
+    calibration = json.loads(path.read_text())
+    assert calibration["encoder"].endswith(",x0=encoded)")
+    assert calibration["image_shape"] == [3, 8, 8]  # the works' pixels; latents inside

@@ -160,7 +160,9 @@ def compute_caption_copyright(
     Args:
         encoder: the semantic view's :class:`~offchain.copyright.encoders.Encoder` (the round's
             :class:`~offchain.copyright.encoders.UNetFeatureEncoder`, which runs a conditional
-            UNet with the null caption, or SSCD/DINO/CLIP from a local path).
+            UNet with the null caption, on the latents of the pixels for a latent model such as
+            ``sd-lora``, or SSCD/DINO/CLIP from a local path). Works and probes are given as
+            pixels whatever the model denoises.
         works: float32 (N, C, S, S) in [−1, 1], the round's training works (C = 1 or 3).
         work_holder_index: int (N,), holder in [0, ``n_holders``) of each work.
         n_holders: H ≥ 1.
