@@ -48,7 +48,7 @@ and traker) run ``bash bench/gpu_sd.sh`` with the two pure-Python wheels in ``.w
 
 Checked on the CPU: ``--tiny`` (about 10 s), and the full-size SD 1.5 folder end to end at a
 small side, ``python bench/gpu_sd.py --device cpu --resolution 64 --batches 1,2 --warmup 1
---steps 1 --proj-dims 8,16 --featurize-examples 2`` (1 min 27 s on one thread, peak RSS 5.0 GiB;
+--steps 1 --proj-dims 8,16 --featurize-examples 2`` (62–87 s on one thread, peak RSS 5.0 GiB;
 grad_dim 797,184 = the adapters; its rates time one step and mean nothing).
 
 Measured on a GPU: nothing yet (no GPU was available where this script was written).
