@@ -93,6 +93,8 @@ def test_wrapper_gives_the_unet_sdxl_conditioning(backend: SDLoraBackend) -> Non
     torch.testing.assert_close(null[1], out[1])  # None is the empty caption
     assert not torch.allclose(out[0], null[0])  # the caption conditions the output
     assert type(model.scheduler).__name__ == "DDPMScheduler"  # training noise, not Euler's σ
+    with pytest.raises(ConfigError, match="one length L"):  # L1 != L2 cannot be concatenated
+        type(net)(net.unet, net.text_encoder, net.null_ids[:24], net.text_encoder_2, split=16)
 
 
 def test_sdxl_round_saves_only_the_adapter_and_continues(backend, rounds) -> None:

@@ -165,15 +165,19 @@ class SDLoraUNet(nn.Module):
         text_encoder_2: SDXL's ``CLIPTextModelWithProjection``, or None.
         split: L₁, the length of the first tokenizer's ids (SDXL only).
         vae_scale_factor: pixels per latent cell (SDXL's ``time_ids``).
+
+    Raises:
+        ConfigError: an SDXL wrapper whose two id rows differ in length (L₁ ≠ L₂).
     """
 
     def __init__(self, unet: nn.Module, text_encoder: nn.Module, null_ids: Tensor,
                  text_encoder_2: nn.Module | None = None, split: int | None = None,
                  vae_scale_factor: int = 8) -> None:
         super().__init__()
-        if text_encoder_2 is not None and not (split and 0 < split < null_ids.shape[-1]):
-            raise ConfigError(f"an SDXL wrapper needs the first tokenizer's length, got {split} "
-                              f"for ids of length {null_ids.shape[-1]}")
+        if text_encoder_2 is not None and (not split or 2 * split != null_ids.shape[-1]):
+            raise ConfigError(f"SDXL's two tokenizers must give ids of one length L (their hidden "
+                              f"states are concatenated per token): got L1 = {split} of "
+                              f"{null_ids.shape[-1]} ids")
         self.unet = unet
         self.text_encoder = text_encoder
         self.text_encoder_2 = text_encoder_2
