@@ -6,7 +6,7 @@
 - data-parallel sd-lora training (each process half of the same seeded global batch), killed
   in both processes and relaunched, resumes and follows the loss curve of one process;
 - a process that fails makes the stage fail with a StageError naming it and the exit code;
-- the feature store's per-rank done-masks merge, also those a killed run left behind.
+- the feature store's per-rank files merge, also those a killed run left behind.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def test_two_process_featurization_equals_one_process(sd_folder, tmp_path, tests
         for name in ("train", "target"):
             folder = paths.trak_dir / member / "features"
             assert np.load(folder / f"{name}.done.npy").all()
-            assert not list(folder.glob(f"{name}.done.rank*.npy"))  # merged by the main process
+            assert not list(folder.glob(f"{name}.*rank*"))  # merged by the main process
             one = np.load(tmp_path / "one-process" / member / "features" / f"{name}.npy")
             assert np.array_equal(np.load(folder / f"{name}.npy"), one)  # bit-identical
 
@@ -206,19 +206,23 @@ def test_launch_command_and_arguments(tmp_path) -> None:
         launch_stage("train", paths, MLConfig(num_processes=1))
 
 
-def test_rank_done_masks_merge_and_survive_a_kill(tmp_path) -> None:
+def test_rank_files_merge_and_survive_a_kill(tmp_path) -> None:
     identity = {"what": "test"}
-    main = FeatureStore(tmp_path, "train", 4, 3, identity, writer=0)
-    other = FeatureStore(tmp_path, "train", 4, 3, identity, writer=1)
+    main = FeatureStore(tmp_path, "train", 5, 3, identity, writer=0)
+    other = FeatureStore(tmp_path, "train", 5, 3, identity, writer=1)
     main.write(np.array([0, 1]), np.ones((2, 3), np.float32))
     other.write(np.array([2]), np.full((1, 3), 2.0, np.float32))
-    assert sorted(p.name for p in tmp_path.glob("train.done*")) == [
-        "train.done.npy", "train.done.rank0.npy", "train.done.rank1.npy"]
-    assert not np.load(tmp_path / "train.done.npy").any()  # the shared mask is untouched
-    # a killed run: the next (one-process) open merges the rank masks, nothing is recomputed
-    reopened = FeatureStore(tmp_path, "train", 4, 3, identity)
-    assert reopened.done.tolist() == [True, True, True, False]
-    assert not list(tmp_path.glob("train.done.rank*"))
-    reopened.write(np.array([3]), np.zeros((1, 3), np.float32))
+    other.write(np.array([3]), np.full((1, 3), 3.0, np.float32))
+    # process 1 wrote only files of its own; the store's files hold the main process's rows
+    assert sorted(p.name for p in tmp_path.glob("train.*rank*")) == [
+        "train.done.rank1.npy", "train.rank1.npy"]
+    assert np.load(tmp_path / "train.done.npy").tolist() == [True, True, False, False, False]
+    assert np.load(tmp_path / "train.done.rank1.npy").tolist() == [False, False, True, True,
+                                                                    False]
+    # a killed run: the next (one-process) open merges the rank files, nothing is recomputed
+    reopened = FeatureStore(tmp_path, "train", 5, 3, identity)
+    assert reopened.done.tolist() == [True, True, True, True, False]
+    assert not list(tmp_path.glob("train.*rank*"))
+    reopened.write(np.array([4]), np.zeros((1, 3), np.float32))
     assert reopened.complete
-    np.testing.assert_array_equal(reopened.array()[:, 0], [1, 1, 2, 0])
+    np.testing.assert_array_equal(reopened.array()[:, 0], [1, 1, 2, 3, 0])

@@ -407,12 +407,16 @@ class FeatureStore:
 
     Several processes (sharded featurization, :func:`featurize_into` with ``shard``): process
     r opens the store with ``writer=r`` after the main process (``writer=0``) has created or
-    opened it, and writes disjoint rows: rows into the shared memmap (disjoint bytes of one
-    file), its done-mask to its own file ``<name>.done.rank<r>.npy`` (atomically), never to
-    the shared ``<name>.done.npy``. After a barrier the main process :meth:`merge` s them (OR
-    into ``<name>.done.npy``, then removes the rank files). Opening with ``writer`` None or 0
-    also merges rank files left by a killed run, so their rows are not recomputed; rank files
-    are only written after their rows are flushed, so the argument above holds for them too.
+    opened it, and the processes compute disjoint rows. The main process writes the store's own
+    files as above; process r ≥ 1 writes only files of its own: its rows into
+    ``<name>.rank<r>.npy`` (a sparse memmap of Φ's shape) and then the mask of the rows it
+    wrote to ``<name>.done.rank<r>.npy`` (atomically). No file has two writers, so this holds
+    on a filesystem shared by several machines too (where two hosts writing rows of one page
+    of a shared memmap could lose one's). After a barrier the main process :meth:`merge` s
+    them: copies each rank's marked rows into Φ, flushes, ORs the masks into
+    ``<name>.done.npy`` and then removes the rank files (a crash before that repeats the
+    merge). Opening with ``writer`` None or 0 also merges rank files a killed run left, so
+    their rows are not recomputed.
 
     Args:
         folder, name: where the files are and their stem.
@@ -446,6 +450,8 @@ class FeatureStore:
         self.writer = writer
         self.features: np.memmap
         self.done: np.ndarray
+        self._shard: np.memmap | None = None  # process r ≥ 1: its own rows
+        self._written = np.zeros(self.n_rows, dtype=np.bool_)  # rows this process wrote
         self._open()
 
     def _open(self) -> None:
@@ -479,33 +485,39 @@ class FeatureStore:
         if self.writer is None or self.writer == 0:
             self.merge()
 
-    def _rank_done_paths(self) -> list[Path]:
-        return sorted(self.folder.glob(f"{self.name}.done.rank*.npy"))
+    def _rank_path(self, rank: int, done: bool) -> Path:
+        return self.folder / f"{self.name}{'.done' if done else ''}.rank{rank}.npy"
 
     def merge(self) -> int:
-        """Main process: OR every ``<name>.done.rank<r>.npy`` into ``<name>.done.npy`` (and
-        this object's mask), then remove them; returns how many rank files were merged. Call it
-        only while no other process writes this store (after a barrier).
+        """Main process: copy the rows of every ``<name>.rank<r>.npy`` marked in its
+        ``<name>.done.rank<r>.npy`` into Φ, flush, OR the masks into ``<name>.done.npy`` (and
+        this object's mask), then remove the rank files; returns how many rank masks were
+        merged. Call it only while no other process writes this store (after a barrier).
 
         Raises:
-            StageError: a rank file of the wrong shape or dtype."""
-        paths = self._rank_done_paths()
-        if not paths:
-            return 0
-        done = np.load(self.done_path, allow_pickle=False) | self.done
-        for path in paths:
+            StageError: a rank file that does not load or has the wrong shape or dtype."""
+        masks = sorted(self.folder.glob(f"{self.name}.done.rank*.npy"))
+        done = self.done.copy()
+        for mask_path in masks:
+            rank = int(mask_path.name.rsplit(".rank", 1)[1].split(".")[0])
             try:
-                part = np.load(path, allow_pickle=False)
+                mask = np.load(mask_path, allow_pickle=False)
+                rows = np.load(self._rank_path(rank, False), mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError) as exc:
                 raise StageError(f"feature store {self.folder} is damaged: {exc}") from exc
-            if part.shape != (self.n_rows,) or part.dtype != np.bool_:
-                raise StageError(f"{path} has shape {part.shape} / dtype {part.dtype}")
-            done |= part
-        write_npy(self.done_path, done)
-        for path in paths:
-            path.unlink()
-        self.done = done
-        return len(paths)
+            if mask.shape != (self.n_rows,) or mask.dtype != np.bool_ or rows.shape != (
+                self.n_rows, self.proj_dim
+            ):
+                raise StageError(f"{mask_path} or its rows have the wrong shape or dtype")
+            self.features[mask] = rows[mask]
+            done |= mask
+        if masks:
+            self.features.flush()
+            write_npy(self.done_path, done)
+            self.done = done
+        for leftover in self.folder.glob(f"{self.name}.*rank*.npy"):
+            leftover.unlink()  # merged masks and rows, and rows whose mask was never written
+        return len(masks)
 
     def _create(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -528,13 +540,22 @@ class FeatureStore:
 
     def write(self, rows: np.ndarray, values: np.ndarray) -> None:
         """Store ``values`` float32 (len(rows), proj_dim) at ``rows`` and mark them done."""
-        self.features[rows] = values
-        self.features.flush()
-        self.done[rows] = True
-        if self.writer is None:
+        if not self.writer:  # one process, or the main one: the store's own files
+            self.features[rows] = values
+            self.features.flush()
+            self.done[rows] = True
             write_npy(self.done_path, self.done)
-        else:
-            write_npy(self.folder / f"{self.name}.done.rank{self.writer}.npy", self.done)
+            return
+        if self._shard is None:
+            self._shard = np.lib.format.open_memmap(
+                self._rank_path(self.writer, False), mode="w+", dtype=np.float32,
+                shape=(self.n_rows, self.proj_dim),
+            )
+        self._shard[rows] = values
+        self._shard.flush()
+        self._written[rows] = True
+        self.done[rows] = True
+        write_npy(self._rank_path(self.writer, True), self._written)
 
     def array(self) -> np.ndarray:
         """Φ as a read-only float32 (n_rows, proj_dim) memmap view; :class:`StageError` if

@@ -320,6 +320,7 @@ def train_lora_round(
     out_dir = Path(out_dir)
     if not _missing_checkpoint(out_dir):
         logger.info("checkpoint %s is complete; skipping training", out_dir)
+        shutil.rmtree(partial_dir(out_dir), ignore_errors=True)  # killed before removing it
         return out_dir
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise StageError(f"{out_dir} exists but is not a complete checkpoint; remove it to "
