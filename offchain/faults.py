@@ -20,6 +20,8 @@ Points the node passes (``<key>`` is a stage key of the round pipeline,
 - ``register:published``: the new folder is in place, the old one(s) not yet removed.
 - ``sd-lora:step:<n>``: sd-lora training has finished optimizer step n (and written its
   resumable state if n is a multiple of ``checkpoint_every``), in every process of a launch.
+- ``trak:<store>:stored``: a batch of TRAK feature rows of ``<store>`` (``train`` or
+  ``target``) is written and marked done (in a sharded launch: in this process's own files).
 
 Points may carry a round: ``CCOMP_FAULT_KILL=2/stage:sign:ran`` fires only in round 2.
 """

@@ -171,6 +171,39 @@ def _train_one_and_two(tmp_path: Path, sd_folder: Path, steps: int, kill_at: int
     return log, ref, paths, one
 
 
+@pytest.mark.slow
+def test_two_process_featurization_killed_resumes(sd_folder, tmp_path, tests_on_path) -> None:
+    paths, cfg = _round(tmp_path, sd_folder, N_TRAIN + N_TARGETS)
+    reference = _scores(paths, cfg, tmp_path / "one-process")
+    with pytest.raises(StageError, match="exited with code"):  # both die after a first batch
+        launch_stage("test_distributed:featurize_stage", paths, cfg,
+                     fault_point="trak:train:stored")
+    features = paths.trak_dir / "features"
+    assert sorted(p.name for p in features.glob("train.*rank*")) == [
+        "train.done.rank1.npy", "train.rank1.npy"]
+    assert np.load(features / "train.done.npy").sum() == 2  # the main process's batch
+    launch_stage("test_distributed:featurize_stage", paths, cfg)  # merges, computes the rest
+    one = tmp_path / "one-process" / "features"
+    for name in ("train", "target"):
+        assert np.array_equal(np.load(features / f"{name}.npy"), np.load(one / f"{name}.npy"))
+    np.testing.assert_allclose(_scores(paths, cfg, paths.trak_dir), reference, rtol=0, atol=1e-6)
+
+
+def test_featurize_in_one_process_then_scores(sd_folder, tmp_path) -> None:
+    paths, cfg = _round(tmp_path, sd_folder, N_TRAIN + N_TARGETS, trak_ensemble=2)
+    reference = _scores(paths, cfg, tmp_path / "direct")
+    model, train, targets, train_captions, target_captions = _featurize_inputs(paths, cfg)
+    rows = _attributor(cfg).featurize(model, train, targets, paths.trak_dir, seed=cfg.seed,
+                                      progress=False, train_captions=train_captions,
+                                      target_captions=target_captions)
+    assert rows == {f"member_m0_s{s}/{name}": n for s in (4, 1004)
+                    for name, n in (("train", N_TRAIN), ("target", N_TARGETS))}
+    np.testing.assert_array_equal(_scores(paths, cfg, paths.trak_dir), reference)
+    assert _attributor(cfg).featurize(model, train, targets, paths.trak_dir, seed=cfg.seed,
+                                      progress=False, train_captions=train_captions,
+                                      target_captions=target_captions) == {}  # scored: no-op
+
+
 def test_two_process_training_follows_one_process(sd_folder, tmp_path, tests_on_path) -> None:
     log, _, _, _ = _train_one_and_two(tmp_path, sd_folder, 20, None)
     assert log["resumed_from_step"] == 0

@@ -66,6 +66,7 @@ from trak.utils import vectorize
 
 from offchain.attribution.model_output import DiffusionModelOutput, make_noise
 from offchain.errors import ConfigError, DataError, StageError
+from offchain.faults import fault_point
 from offchain.utils import read_json, write_json, write_npy
 
 __all__ = [
@@ -656,6 +657,7 @@ def featurize_into(
                 "output function's gradients overflow for this model"
             )
         store.write(rows, values)
+        fault_point(f"trak:{store.name}:stored")
         computed += len(rows)
         if on_batch is not None:
             on_batch(store.name, store.n_done, n)
