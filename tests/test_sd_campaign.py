@@ -236,3 +236,36 @@ def test_a_calibration_of_an_sd_lora_checkpoint_encodes_latents(backend, trained
     calibration = json.loads(path.read_text())
     assert calibration["encoder"].endswith(",x0=encoded)")
     assert calibration["image_shape"] == [3, 8, 8]  # the works' pixels; latents inside
+
+
+@pytest.mark.slow
+def test_an_attribute_stage_featurized_in_two_processes_gives_the_same_scores(
+    sd_campaign, tmp_path
+) -> None:
+    import dataclasses
+    import shutil
+
+    from offchain.rounds import stages
+    from offchain.rounds.config import MLConfig
+
+    settings, result = sd_campaign
+    done = RoundPaths(result.run_dir, 1)
+    paths = RoundPaths(tmp_path / "run", 1)
+    paths.dir.mkdir(parents=True)
+    for name in ("manifest.json", "train_images.npy", "holder_index.npy", "train_captions.json",
+                 "samples.npy", "prompts.json"):
+        shutil.copy(done.dir / name, paths.dir / name)
+    shutil.copytree(done.checkpoint, paths.checkpoint)
+    cfg = dataclasses.replace(MLConfig.from_settings(settings, progress=False), num_processes=2)
+    stages.attribute(paths, cfg)
+    assert (paths.trak_dir / stages.UNET_INPUTS_FILE).exists()
+    for meta in paths.trak_dir.glob("member_*/meta.json"):  # the launch featurized every row
+        assert set(read_json(meta)["rows_computed"].values()) == {0}
+    np.testing.assert_allclose(np.load(paths.trak_dir / "scores.npy"),
+                               np.load(done.trak_dir / "scores.npy"), rtol=0, atol=1e-6)
+    for store in sorted(done.trak_dir.glob("member_*/features/*.npy")):
+        if not store.name.endswith(".done.npy"):
+            mine = paths.trak_dir / store.relative_to(done.trak_dir)
+            assert np.array_equal(np.load(mine), np.load(store)), store.name
+    assert read_json(paths.contributions)["normalized"] == pytest.approx(
+        read_json(done.contributions)["normalized"], abs=1e-6)

@@ -55,7 +55,7 @@ from offchain.allocation import (
 from offchain.attribution import SCORES_FILE, Attributor, get_attributor
 from offchain.data.holders import Holder, training_captions, training_set
 from offchain.diffusion import DenoisingModel, ModelBackend, get_backend
-from offchain.errors import StageError
+from offchain.errors import ConfigError, StageError
 from offchain.layout import RoundPaths
 from offchain.policy import (
     BudgetPolicy,
@@ -68,12 +68,14 @@ from offchain.rounds.config import MLConfig
 from offchain.utils import atomic_write, read_json, sha256_file, write_json, write_npy
 
 __all__ = [
+    "UNET_INPUTS_FILE",
     "allocate",
     "assess_copyright",
     "assess_quality",
     "attribute",
     "decide",
     "draw_prompts",
+    "featurize",
     "generate",
     "prepare",
     "prepare_quality_reference",
@@ -220,14 +222,28 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     ``save_pretrained`` of the UNet and scheduler), trained with seed ``cfg.seed + round_id``
     on ``cfg.device``. A conditional backend trains on ``train_captions.json`` (an image with
     "" trains the null caption); an unconditional one trains on the images alone.
+
+    With ``cfg.num_processes`` N > 1 a data-parallel backend (one whose class sets
+    ``data_parallel = True``) trains in N processes (:func:`offchain.rounds.distributed.
+    launch_stage`, each process running this stage with N = 1 under ``accelerate launch``);
+    any other backend trains in this process.
+
+    Raises:
+        StageError: an input is missing, or a launched process died.
     """
     _require(paths.manifest, "train")
     previous = paths.previous()
     init = previous.checkpoint if previous is not None else None
     if init is not None:
         _require(init, "train (previous round's checkpoint)")
-    images = np.load(paths.train_images)
     backend = _backend(cfg)
+    if cfg.num_processes > 1 and getattr(backend, "data_parallel", False):
+        if not backend.is_complete(paths.checkpoint):
+            from offchain.rounds.distributed import launch_stage
+
+            launch_stage("train", paths, cfg)  # each process runs this stage with N = 1
+        return paths
+    images = np.load(paths.train_images)
     backend.train_round(
         images,
         paths.checkpoint,
@@ -334,6 +350,85 @@ def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str) -> _RoundInputs:
     )
 
 
+UNET_INPUTS_FILE = "unet_inputs.npz"
+"""A latent model's attribution inputs in ``trak/``: ``train`` float32 (N, C', s, s) and
+``targets`` float32 (M, C', s, s), the x_0 its UNet denoises, encoded once per round."""
+
+
+class _AttributionRequest(NamedTuple):
+    """What the attributor is asked for a round (the same in every process of a launch)."""
+
+    model: DenoisingModel
+    """The checkpoint, differentiated over the backend's trainable parameters only."""
+    train: Any
+    """x_0 of the training images, (N, C', s, s)."""
+    targets: Any
+    """x_0 of the samples, (M, C', s, s)."""
+    kwargs: dict[str, Any]
+    """``seed``, ``progress``, ``train_captions``, ``target_captions``."""
+
+
+def _attribution_request(paths: RoundPaths, cfg: MLConfig, inputs: _RoundInputs
+                         ) -> _AttributionRequest:
+    """The model as attribution sees it (:mod:`offchain.attribution.attributed_model`), the
+    x_0 of the training images and samples, and the attributor's keyword arguments.
+
+    A pixel model's x_0 are the pixels. A latent model's are encoded on ``cfg.device`` once and
+    kept in ``trak/unet_inputs.npz`` (:data:`UNET_INPUTS_FILE`): a rerun, the processes of a
+    launched featurization and the scoring afterwards all read the same latents (encodings on
+    different devices need not agree to the bit, and the feature stores' identity hashes
+    them)."""
+    from offchain.attribution.attributed_model import attributed_model, unet_inputs
+
+    model = attributed_model(inputs.backend, inputs.model)
+    train, targets = inputs.train_images, inputs.samples
+    if model.encode_images is not None:
+        saved = paths.trak_dir / UNET_INPUTS_FILE
+        if not saved.exists():
+            device = _device(cfg)
+            encoded = {"train": unet_inputs(model, train, device).numpy(),
+                       "targets": unet_inputs(model, targets, device).numpy()}
+            saved.parent.mkdir(parents=True, exist_ok=True)
+
+            def _write(tmp: Path) -> None:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, **encoded)
+
+            atomic_write(saved, _write)
+        with np.load(saved) as x0:
+            train, targets = x0["train"], x0["targets"]
+    conditional = model.encode_captions is not None
+    kwargs = {
+        "seed": _train_seed(paths, cfg),
+        "progress": cfg.progress,
+        "train_captions": _train_captions(paths) if conditional else None,
+        "target_captions": _prompts(paths) if conditional else None,
+    }
+    return _AttributionRequest(model, train, targets, kwargs)
+
+
+def featurize(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
+    """Fill the attributor's feature stores of the round's attribute stage, the work shared by
+    the processes of an ``accelerate launch`` (the worker stage ``featurize`` of
+    :mod:`offchain.rounds.distributed`; in one process: all of it). The attribute stage then
+    only finalises and scores. Inputs and model as :func:`attribute`'s.
+
+    Raises:
+        StageError: an input is missing.
+        ConfigError: the attributor cannot featurize apart from scoring (no ``featurize``).
+    """
+    if paths.contributions.exists():
+        return paths
+    attributor = _attributor(cfg)
+    if not hasattr(attributor, "featurize"):
+        raise ConfigError(f"the {attributor.name} attributor has no featurize step to share "
+                          "among processes; run the attribute stage with num_processes 1")
+    request = _attribution_request(paths, cfg, _round_inputs(paths, cfg, "featurize"))
+    attributor.featurize(request.model, request.train, request.targets, paths.trak_dir,
+                         **request.kwargs)
+    return paths
+
+
 def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """The attributor's scores of the round's samples against every training image, and each
     holder's contribution (``cfg.attributor``; TRAK by default, with ``cfg.trak_ensemble`` = E > 1
@@ -346,36 +441,33 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     image's caption and each target's prompt (``prompts.json``).
 
     The attributor sees what the model's ``unet`` denoises: the training images and the
-    samples as pixels for a pixel-space backend, their VAE latents for ``sd-lora``
-    (:func:`offchain.attribution.attributed_model.unet_inputs`); and it differentiates the
-    backend's trainable parameters only (``backend.trainable_parameters``: the LoRA adapters of
-    ``sd-lora``, the whole network otherwise;
-    :func:`offchain.attribution.attributed_model.attributed_model`).
+    samples as pixels for a pixel-space backend, their VAE latents for ``sd-lora`` (encoded
+    once, ``trak/unet_inputs.npz``); and it differentiates the backend's trainable parameters
+    only (``backend.trainable_parameters``: the LoRA adapters of ``sd-lora``, the whole
+    network otherwise; :mod:`offchain.attribution.attributed_model`).
+
+    With ``cfg.num_processes`` N > 1 and an attributor that can featurize apart (TRAK), the
+    featurization runs first in N processes (:func:`featurize` under
+    :func:`offchain.rounds.distributed.launch_stage`); the scores are the same as in one
+    process.
 
     Raises:
-        StageError: an input is missing, or the attributor left no ``trak/scores.npy``.
+        StageError: an input is missing, the attributor left no ``trak/scores.npy``, or a
+            launched process died.
         ConfigError: the backend names no trainable parameter of its network.
     """
     if paths.contributions.exists():
         return paths
-    # torch-backed: imported when the stage runs
-    from offchain.attribution.attributed_model import attributed_model, unet_inputs
-
-    inputs = _round_inputs(paths, cfg, "attribute")
-    model = attributed_model(inputs.backend, inputs.model)
     attributor = _attributor(cfg)
-    conditional = model.encode_captions is not None
-    device = _device(cfg)
-    scores = attributor.scores(
-        model,
-        unet_inputs(model, inputs.train_images, device),
-        unet_inputs(model, inputs.samples, device),
-        paths.trak_dir,
-        seed=_train_seed(paths, cfg),
-        progress=cfg.progress,
-        train_captions=_train_captions(paths) if conditional else None,
-        target_captions=_prompts(paths) if conditional else None,
-    )
+    if cfg.num_processes > 1 and hasattr(attributor, "featurize"):
+        from offchain.rounds.distributed import launch_stage
+
+        _require(paths.samples, "attribute")
+        launch_stage("featurize", paths, cfg)
+    inputs = _round_inputs(paths, cfg, "attribute")
+    request = _attribution_request(paths, cfg, inputs)
+    scores = attributor.scores(request.model, request.train, request.targets, paths.trak_dir,
+                               **request.kwargs)
     _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
     raw, normalized = attributor.holder_contributions(
         scores, inputs.holder_index, inputs.n_holders
