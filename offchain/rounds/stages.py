@@ -327,10 +327,11 @@ class _RoundInputs(NamedTuple):
     n_holders: int
 
 
-def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str) -> _RoundInputs:
-    """The backend, the checkpoint loaded with its ``unet`` on ``cfg.device``, the training
-    images and samples as pixels, the holder index and the number of holders of a trained and
-    sampled round.
+def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str, on_device: bool = True
+                  ) -> _RoundInputs:
+    """The backend, the checkpoint loaded with its ``unet`` on ``cfg.device`` (on the CPU when
+    not ``on_device``), the training images and samples as pixels, the holder index and the
+    number of holders of a trained and sampled round.
 
     Raises:
         StageError: the manifest, checkpoint or samples are missing.
@@ -339,7 +340,8 @@ def _round_inputs(paths: RoundPaths, cfg: MLConfig, stage: str) -> _RoundInputs:
         _require(p, stage)
     backend = _backend(cfg)
     model = backend.load(paths.checkpoint)
-    model.unet.to(_device(cfg))  # nn.Module.to moves the module in place
+    if on_device:
+        model.unet.to(_device(cfg))  # nn.Module.to moves the module in place
     return _RoundInputs(
         backend=backend,
         model=model,
@@ -411,7 +413,9 @@ def featurize(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     """Fill the attributor's feature stores of the round's attribute stage, the work shared by
     the processes of an ``accelerate launch`` (the worker stage ``featurize`` of
     :mod:`offchain.rounds.distributed`; in one process: all of it). The attribute stage then
-    only finalises and scores. Inputs and model as :func:`attribute`'s.
+    only finalises and scores. Inputs and model as :func:`attribute`'s, which writes a latent
+    model's ``trak/unet_inputs.npz`` before it launches this stage (run on its own, in one
+    process, this stage writes it).
 
     Raises:
         StageError: an input is missing.
@@ -423,7 +427,8 @@ def featurize(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     if not hasattr(attributor, "featurize"):
         raise ConfigError(f"the {attributor.name} attributor has no featurize step to share "
                           "among processes; run the attribute stage with num_processes 1")
-    request = _attribution_request(paths, cfg, _round_inputs(paths, cfg, "featurize"))
+    inputs = _round_inputs(paths, cfg, "featurize", on_device=False)
+    request = _attribution_request(paths, cfg, inputs)
     attributor.featurize(request.model, request.train, request.targets, paths.trak_dir,
                          **request.kwargs)
     return paths
@@ -459,13 +464,14 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     if paths.contributions.exists():
         return paths
     attributor = _attributor(cfg)
-    if cfg.num_processes > 1 and hasattr(attributor, "featurize"):
+    launch = cfg.num_processes > 1 and hasattr(attributor, "featurize")
+    # under a launch the GPUs are the workers': this process keeps its model on the CPU
+    inputs = _round_inputs(paths, cfg, "attribute", on_device=not launch)
+    request = _attribution_request(paths, cfg, inputs)  # a latent model's x_0 saved first
+    if launch:
         from offchain.rounds.distributed import launch_stage
 
-        _require(paths.samples, "attribute")
         launch_stage("featurize", paths, cfg)
-    inputs = _round_inputs(paths, cfg, "attribute")
-    request = _attribution_request(paths, cfg, inputs)
     scores = attributor.scores(request.model, request.train, request.targets, paths.trak_dir,
                                **request.kwargs)
     _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
