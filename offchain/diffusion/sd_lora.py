@@ -336,14 +336,7 @@ def train_lora_round(
         raise ConfigError(f"batch_size {cfg.batch_size} is not divisible by the "
                           f"{accelerator.num_processes} processes")
     with torch_threads(cfg.num_threads):
-        init_hash = None
-        if init_checkpoint is not None:
-            model, pipe, saved = load_checkpoint(init_checkpoint, cfg.model_path)
-            _check_compatible(cfg, saved, Path(init_checkpoint))
-            init_hash = checkpoint_hash(init_checkpoint)
-        else:
-            pipe = load_base(Path(cfg.model_path))
-            model = build_model(pipe, _lora_config(cfg), cfg.seed)
+        model, pipe, init_hash = _start_model(cfg, init_checkpoint)
         cache = Path(cfg.latent_cache_dir or out_dir.parent / ".sd-latent-cache")
         with accelerator.main_process_first():  # the main process fills the cache
             latents, hits = cached_latents(pipe.vae, images, cfg.resolution, cache,
@@ -371,6 +364,18 @@ def train_lora_round(
                     accelerator.num_processes)
     accelerator.wait_for_everyone()
     return out_dir
+
+
+def _start_model(cfg: SDLoraConfig, init_checkpoint: Path | None
+                 ) -> tuple[DenoisingModel, Any, str | None]:
+    """``(the model to train, its base pipeline, the initial adapter's hash or None)``:
+    ``init_checkpoint``'s adapter (checked compatible with ``cfg``) or fresh adapters."""
+    if init_checkpoint is None:
+        pipe = load_base(Path(cfg.model_path))
+        return build_model(pipe, _lora_config(cfg), cfg.seed), pipe, None
+    model, pipe, saved = load_checkpoint(init_checkpoint, cfg.model_path)
+    _check_compatible(cfg, saved, Path(init_checkpoint))
+    return model, pipe, checkpoint_hash(init_checkpoint)
 
 
 def _partial_identity(cfg: SDLoraConfig, latents: Tensor, ids_all: Tensor,
