@@ -31,7 +31,7 @@ from __future__ import annotations
 import os
 import signal
 
-__all__ = ["arm", "fault_point"]
+__all__ = ["arm", "armed", "fault_point"]
 
 _armed: str | None = None
 """The point this process dies at (``[<round>/]<point>``), or None."""
@@ -41,6 +41,12 @@ def arm(point: str | None) -> None:
     """Make :func:`fault_point` kill this process at ``point`` (None or "": at no point)."""
     global _armed
     _armed = point or None
+
+
+def armed() -> str | None:
+    """The armed point (``[<round>/]<point>``), or None: what a launched worker process must be
+    armed with too (:func:`offchain.rounds.distributed.launch_stage`)."""
+    return _armed
 
 
 def fault_point(name: str, round_id: int | None = None) -> None:

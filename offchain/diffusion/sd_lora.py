@@ -1,14 +1,23 @@
-"""The ``sd-lora`` model backend: a local Stable Diffusion 1.x/2.x folder fine-tuned with LoRA.
+"""The ``sd-lora`` model backend: a local Stable Diffusion 1.x/2.x or SDXL folder fine-tuned
+with LoRA.
 
 The operator names a diffusers Stable Diffusion folder on disk (``model_path``: the
 ``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/`` and ``scheduler/``
-that ``StableDiffusionPipeline.save_pretrained`` writes); nothing is fetched from a hub. Each
-round adds (or continues) rank-r LoRA adapters (peft) on the UNet's attention projections
-(defaults as the paper: rank 4, α 4, ``to_q, to_k, to_v, to_out.0``) and trains only them on the
-holders' captioned images: images → VAE latents (the posterior mean × ``scaling_factor``,
-cached per image hash), captions → the frozen CLIP text encoder, the ε-prediction DDPM loss in
-latent space with caption dropout (classifier-free guidance). The text encoder, the VAE and the
-UNet's own weights stay frozen. bfloat16 autocast on CUDA, float32 on the CPU; seeded.
+that ``StableDiffusionPipeline.save_pretrained`` writes, plus ``text_encoder_2/`` and
+``tokenizer_2/`` for ``StableDiffusionXLPipeline``); nothing is fetched from a hub. Each round
+adds (or continues) rank-r LoRA adapters (peft) on the UNet's attention projections (defaults as
+the paper: rank 4, α 4, ``to_q, to_k, to_v, to_out.0``) and trains only them on the holders'
+captioned images: images → VAE latents (the posterior mean × ``scaling_factor``, cached per image
+hash in a run-level folder), captions → the frozen CLIP text encoder(s) (SDXL's added
+conditioning is computed in :mod:`offchain.diffusion.sd_base`), the ε-prediction DDPM loss in
+latent space with caption dropout (classifier-free guidance). The text encoders, the VAE and the
+UNet's own weights stay frozen. bfloat16 autocast on CUDA, float32 on the CPU; seeded. Folders
+predicting v (SD 2.x 768-v) are refused.
+
+Training is data-parallel under ``accelerate launch`` (:mod:`offchain.rounds.distributed`) and
+resumable: every ``checkpoint_every`` steps the training state goes to ``<out_dir>.partial/``,
+and a rerun after a kill continues from it (bit-identical to an uninterrupted run on the same
+device and thread count).
 
 A checkpoint is a folder holding only the adapter::
 
@@ -16,13 +25,10 @@ A checkpoint is a folder holding only the adapter::
     <ckpt_dir>/sd_lora.json                the SDLoraConfig that trained it (with model_path)
     <ckpt_dir>/train_log.json              written last: a complete folder is a finished round
 
-The loaded :class:`DenoisingModel`'s ``unet`` works in latent space (4 × S/8 × S/8 for SD):
-attribution over its LoRA parameters needs latents as x_0, while :meth:`SDLoraBackend.preprocess`
-returns pixels in [−1, 1] as the protocol asks (:func:`encode_latents` maps them); wiring the
-attribution stage to latents is the follow-up of this backend. SDXL folders (two text encoders)
-are not supported.
+The loaded :class:`DenoisingModel`'s ``unet`` works in latent space (4 × S/8 × S/8 for SD);
+:meth:`SDLoraBackend.preprocess` returns pixels in [−1, 1] as the protocol asks, and the model's
+``encode_images`` (:func:`encode_latents`) maps them to the latents the stages attribute.
 """
-
 from __future__ import annotations
 
 import dataclasses
@@ -633,7 +639,7 @@ class SDLoraBackend:
 
     def load(self, ckpt_dir: Path) -> DenoisingModel:
         """The base model with the checkpoint's adapter (eval mode, CPU); ``unet`` is a
-        :class:`SDLoraUNet` over latents, ``encode_captions`` the CLIP tokenizer. StageError when
+        :class:`SDLoraUNet` over latents, ``encode_captions`` the CLIP tokenizer(s). StageError when
         the checkpoint is incomplete, ConfigError when the base folder is."""
         return load_checkpoint(ckpt_dir, self.config.model_path)[0]
 
