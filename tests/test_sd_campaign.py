@@ -269,3 +269,23 @@ def test_an_attribute_stage_featurized_in_two_processes_gives_the_same_scores(
             assert np.array_equal(np.load(mine), np.load(store)), store.name
     assert read_json(paths.contributions)["normalized"] == pytest.approx(
         read_json(done.contributions)["normalized"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_a_campaign_with_two_processes_trains_and_featurizes_in_both(sd_folder, tmp_path) -> None:
+    settings = Settings.for_profile(
+        "tiny", dataset="emoji", backend="sd-lora", model_path=sd_folder,
+        image_size=TINY_SD_RESOLUTION, run_dir=tmp_path / "run", device="cpu",
+        quality_reference="none", num_processes=2,
+    )
+    result = run_campaign(settings, console=Console(file=io.StringIO(), width=200), fresh=True)
+    assert result.balances_wei == result.allocated_wei
+    for round_id in (1, 2):
+        paths = RoundPaths(result.run_dir, round_id)
+        log = read_json(paths.checkpoint / "train_log.json")
+        assert log["num_processes"] == 2  # data-parallel LoRA training
+        for meta in paths.trak_dir.glob("member_*/meta.json"):  # the launch featurized all
+            assert set(read_json(meta)["rows_computed"].values()) == {0}
+            assert read_json(meta)["projector"]["grad_dim"] == _adapter_size(paths.checkpoint)
+    assert read_json(RoundPaths(result.run_dir, 2).checkpoint / "train_log.json")[
+        "latent_cache_hits"] > 0
