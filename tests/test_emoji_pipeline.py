@@ -191,6 +191,11 @@ def test_own_folders_keep_their_colour_and_captions_for_a_text_to_image_backend(
     gray = load_holders(Settings.for_profile("tiny", holders_dir=tmp_path / "holders"))
     assert gray[0].images.shape == (2, 28, 28)  # the grayscale ddpm, as before
 
+    # sd-lora at 128 px trains on works at its own resolution, not on 64 px upscaled
+    large = load_holders(Settings.for_profile("tiny", holders_dir=tmp_path / "holders",
+                                              backend="sd-lora", image_size=128))
+    assert large[0].images.shape == (2, 128, 128, 3)
+
 
 def test_calibrate_copyright_loads_an_emoji_round_with_its_text_backend(emoji_campaign) -> None:
     from typer.testing import CliRunner

@@ -289,3 +289,21 @@ def test_a_campaign_with_two_processes_trains_and_featurizes_in_both(sd_folder, 
             assert read_json(meta)["projector"]["grad_dim"] == _adapter_size(paths.checkpoint)
     assert read_json(RoundPaths(result.run_dir, 2).checkpoint / "train_log.json")[
         "latent_cache_hits"] > 0
+
+
+def test_calibrate_copyright_loads_an_sd_lora_round_with_its_base_folder(sd_campaign) -> None:
+    from typer.testing import CliRunner
+
+    from offchain.cli.main import app
+
+    _, result = sd_campaign
+    round_dir = result.run_dir / "round_002"
+    out = round_dir / "calibration-cli"
+    run = CliRunner().invoke(app, [
+        "calibrate-copyright", "--round-dir", str(round_dir), "--dataset", "emoji",
+        "--n-external", "20", "--out", str(out),
+    ])
+    assert run.exit_code == 0, run.output
+    calibration = json.loads((out / "calibration.json").read_text())
+    assert calibration["encoder"].endswith(",x0=encoded)")  # the works' latents, by the VAE
+    assert calibration["image_shape"] == [3, TINY_SD_RESOLUTION, TINY_SD_RESOLUTION]

@@ -149,16 +149,26 @@ def test_adapter_round_trips_and_shape_must_match(backend, rounds, images, tmp_p
                           progress=False, captions=CAPTIONS)
 
 
-def test_the_model_path_setting_reaches_the_backend(tmp_path, monkeypatch) -> None:
+def test_the_model_path_setting_reaches_the_backend(sd_folder, tmp_path, monkeypatch) -> None:
+    import pytest
+
     from offchain.config import Settings
     from offchain.diffusion import get_backend
     from offchain.rounds.config import MLConfig
 
-    monkeypatch.setenv("CCOMP_MODEL_PATH", str(tmp_path / "sd"))
-    settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8)
+    monkeypatch.setenv("CCOMP_MODEL_PATH", str(sd_folder))
+    settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8,
+                                    run_dir=tmp_path / "run")
     backend = get_backend("sd-lora").from_settings(MLConfig.from_settings(settings))
-    assert backend.config.model_path == str(tmp_path / "sd")
+    assert backend.config.model_path == str(sd_folder)
     assert backend.config.resolution == 8
+    assert backend.config.latent_cache_dir == str(tmp_path / "run" / "cache" / "sd-latents")
+
+    # a folder missing a part is refused when the backend is built, naming the part
+    monkeypatch.setenv("CCOMP_MODEL_PATH", str(tmp_path))
+    settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8)
+    with pytest.raises(ConfigError, match="missing model_index.json"):
+        get_backend("sd-lora").from_settings(MLConfig.from_settings(settings))
 
 
 def test_a_campaign_refuses_sd_lora_without_a_model_folder_before_writing(tmp_path) -> None:
@@ -174,6 +184,6 @@ def test_a_campaign_refuses_sd_lora_without_a_model_folder_before_writing(tmp_pa
         load_run_inputs(no_path)
     absent = Settings.for_profile("tiny", backend="sd-lora", model_path=tmp_path / "sd",
                                   run_dir=run_dir)
-    with pytest.raises(ConfigError, match=r"model_path .*sd is not a folder"):
+    with pytest.raises(ConfigError, match=r"model_path .*sd is not a .*folder"):
         check_backend(absent)
     assert not run_dir.exists()

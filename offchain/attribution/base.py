@@ -66,8 +66,11 @@ class Attributor(Protocol):
 
         Args:
             model: the round's loaded checkpoint.
-            train_images: float32 (N, C, S, S) in [−1, 1] (tensor or array), in holder order.
-            targets: float32 (M, C, S, S) in [−1, 1], the round's samples.
+            train_images: float32 (N, C, S, S), in holder order (tensor or array): the x_0 the
+                model's ``unet`` denoises, pixels in [−1, 1] for a pixel-space backend or a
+                latent model's latents (``sd-lora``: (N, 4, S/8, S/8),
+                :func:`offchain.attribution.attributed_model.unet_inputs`).
+            targets: float32 (M, C, S, S), the round's samples, likewise as ``unet``'s x_0.
             out_dir: the attributor's folder (created); it must hold the scores as
                 ``out_dir / SCORES_FILE`` (float32 (M, N), ``.npy``) when this returns.
             seed: the round's attribution seed (≥ 0).

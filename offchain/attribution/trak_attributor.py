@@ -150,8 +150,10 @@ class TrakAttributor:
         A conditional model (``model.encode_captions`` not None) is attributed with its
         captions: every training image's and target's caption is tokenized once
         (:func:`caption_token_ids`; None → all null captions) and the D-TRAK output
-        differentiates ε_θ(x_t, t, c) over every parameter of ``model.unet`` (the UNet and the
-        caption encoder). An unconditional model ignores the captions (scores unchanged).
+        differentiates ε_θ(x_t, t, c) over every parameter of ``model.unet`` (the stages and LDS
+        pass :func:`~offchain.attribution.attributed_model.attributed_model`'s network, whose
+        parameters are the backend's trainable ones: the UNet and caption encoder of
+        ``text-unet``, the LoRA adapters of ``sd-lora``). An unconditional model ignores the captions (scores unchanged).
 
         Raises:
             DataError: a caption list whose length is not N (train) or M (targets), or token

@@ -438,8 +438,15 @@ def calibrate_copyright(
             if not needed.exists():
                 raise StageError(f"{round_dir} is not a trained round: {needed.name} is missing")
         manifest = read_json(paths.manifest)
-        image_size = int(read_json(paths.checkpoint / "unet" / "config.json")["sample_size"])
-        settings = Settings.for_profile(None, dataset=dataset, image_size=image_size)
+        lora = paths.checkpoint / "sd_lora.json"  # an sd-lora round: the adapter and its base
+        if lora.exists():
+            saved = read_json(lora)
+            image_size = int(saved["resolution"])
+            settings = Settings.for_profile(None, dataset=dataset, image_size=image_size,
+                                            backend="sd-lora", model_path=saved["model_path"])
+        else:
+            image_size = int(read_json(paths.checkpoint / "unet" / "config.json")["sample_size"])
+            settings = Settings.for_profile(None, dataset=dataset, image_size=image_size)
         ml = MLConfig.from_settings(settings, progress=False)
         backend = get_backend(ml.backend).from_settings(ml)
         external = external or dataset

@@ -610,14 +610,18 @@ class SDLoraBackend:
 
     @classmethod
     def from_settings(cls, settings: Any) -> SDLoraBackend:
-        """Reads ``model_path`` (required: ConfigError naming it when absent or None),
-        ``image_size`` (the resolution), ``train_steps``, ``device``, ``guidance_scale`` and
-        ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``; the others with
+        """Reads ``model_path`` (required: ConfigError naming it when absent or None, or naming
+        the parts its folder lacks), ``image_size`` (the resolution), ``train_steps``,
+        ``device``, ``guidance_scale`` and ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``; the others with
         :class:`SDLoraConfig`'s defaults where absent or None)."""
         model_path = getattr(settings, "model_path", None)
         if model_path is None:
             raise ConfigError("the sd-lora backend needs the setting model_path (a local "
                               "diffusers Stable Diffusion folder)")
+        missing = missing_model_parts(Path(model_path))
+        if missing:
+            raise ConfigError(f"model_path {model_path} is not a diffusers Stable Diffusion "
+                              f"folder: missing {', '.join(missing)}")
         return cls(SDLoraConfig(
             model_path=str(model_path),
             resolution=getattr(settings, "image_size", SDLoraConfig.resolution),

@@ -46,8 +46,9 @@ __all__ = [
 
 
 OWN_COLOR_IMAGE_SIDE_PX = 64
-"""Side in pixels of holders' own colour images for a text-to-image backend (the emoji
-artwork's native size; the backend resizes to its ``image_size``)."""
+"""Least side in pixels of holders' own colour images for a text-to-image backend (the emoji
+artwork's native size): they are loaded at max(this, ``image_size``), so ``sd-lora`` at 256 or
+512 px trains on works at its resolution; the backend resizes to its ``image_size``."""
 
 RUN_MARKER = ".ccomp-run"
 """File that marks a folder as a run folder this project created; ``demo --fresh`` deletes
@@ -168,8 +169,8 @@ def quality_reference_dataset(settings: Settings) -> str | None:
 
 
 def load_holders(settings: Settings) -> list[Holder]:
-    """The campaign's holders: the user's folders (``holders_dir``: 64×64 RGB for a
-    text-to-image backend, 28×28 grayscale for ``ddpm``), else those of
+    """The campaign's holders: the user's folders (``holders_dir``: RGB at max(64,
+    ``image_size``) px for a text-to-image backend, 28×28 grayscale for ``ddpm``), else those of
     ``settings.dataset`` (:data:`offchain.config.HOLDER_SOURCES`: the shipped MNIST split, or
     the emoji artists × categories).
 
@@ -179,10 +180,10 @@ def load_holders(settings: Settings) -> list[Holder]:
     if settings.holders_dir is not None:
         if get_backend(settings.backend).conditional:
             # A text-to-image backend models colour: holders' folders keep theirs (composited
-            # on white), at the emoji artwork's native 64 px; the model resizes them.
-            return load_holder_folders(
-                settings.holders_dir, image_size=OWN_COLOR_IMAGE_SIDE_PX, channels=3
-            )
+            # on white), at least the emoji artwork's native 64 px, at the model's side when
+            # larger (sd-lora); the model resizes them.
+            side = max(OWN_COLOR_IMAGE_SIDE_PX, settings.image_size)
+            return load_holder_folders(settings.holders_dir, image_size=side, channels=3)
         # The grayscale ddpm: 28 px grayscale as before, so running campaigns keep their hashes.
         return load_holder_folders(settings.holders_dir)
     return HOLDER_SOURCES[settings.dataset](settings)

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from offchain import faults
 from offchain.allocation import (
     PayoutCaps,
     PayoutTree,
@@ -241,7 +242,8 @@ def train(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
         if not backend.is_complete(paths.checkpoint):
             from offchain.rounds.distributed import launch_stage
 
-            launch_stage("train", paths, cfg)  # each process runs this stage with N = 1
+            # each process runs this stage with N = 1, armed like this one (the kill -9 suite)
+            launch_stage("train", paths, cfg, fault_point=faults.armed())
         return paths
     images = np.load(paths.train_images)
     backend.train_round(
@@ -471,7 +473,7 @@ def attribute(paths: RoundPaths, cfg: MLConfig) -> RoundPaths:
     if launch:
         from offchain.rounds.distributed import launch_stage
 
-        launch_stage("featurize", paths, cfg)
+        launch_stage("featurize", paths, cfg, fault_point=faults.armed())
     scores = attributor.scores(request.model, request.train, request.targets, paths.trak_dir,
                                **request.kwargs)
     _require(paths.trak_dir / SCORES_FILE, f"attribute ({attributor.name}'s scores)")
