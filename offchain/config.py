@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     """Local diffusers Stable Diffusion folder (``model_index.json``, ``unet/``, ``vae/``,
     ``text_encoder/``, ``tokenizer/``, ``scheduler/``) that the ``sd-lora`` backend fine-tunes
     with LoRA; read from disk only, never fetched. Other backends ignore it."""
+    lora_rank: int = Field(_ML.lora_rank, ge=1)
+    """r of the ``sd-lora`` backend's LoRA adapters (the paper's 4)."""
+    lora_alpha: float = Field(_ML.lora_alpha, gt=0, allow_inf_nan=False)
+    """α of the LoRA adapters (update scaled by α / r)."""
+    lora_target_modules: tuple[str, ...] = Field(_ML.lora_target_modules, min_length=1)
+    """UNet modules that get adapters (JSON list in ``CCOMP_LORA_TARGET_MODULES``; the paper's
+    ``to_q, to_k, to_v, to_out.0``)."""
     num_processes: int = Field(_ML.num_processes, ge=1)
     """Processes of the distributed stages (data-parallel training, TRAK featurization): 1 runs
     them in the node's process; N > 1 launches them with ``accelerate launch`` (one per GPU, or

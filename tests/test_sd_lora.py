@@ -158,10 +158,13 @@ def test_the_model_path_setting_reaches_the_backend(sd_folder, tmp_path, monkeyp
 
     monkeypatch.setenv("CCOMP_MODEL_PATH", str(sd_folder))
     settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8,
-                                    run_dir=tmp_path / "run")
+                                    run_dir=tmp_path / "run", lora_rank=8, lora_alpha=16,
+                                    lora_target_modules=["to_q", "to_v"])
     backend = get_backend("sd-lora").from_settings(MLConfig.from_settings(settings))
     assert backend.config.model_path == str(sd_folder)
     assert backend.config.resolution == 8
+    assert (backend.config.lora_rank, backend.config.lora_alpha) == (8, 16.0)
+    assert backend.config.target_modules == ("to_q", "to_v")
     assert backend.config.latent_cache_dir == str(tmp_path / "run" / "cache" / "sd-latents")
 
     # a folder missing a part is refused when the backend is built, naming the part

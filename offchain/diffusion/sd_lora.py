@@ -612,7 +612,8 @@ class SDLoraBackend:
     def from_settings(cls, settings: Any) -> SDLoraBackend:
         """Reads ``model_path`` (required: ConfigError naming it when absent or None, or naming
         the parts its folder lacks), ``image_size`` (the resolution), ``train_steps``,
-        ``device``, ``guidance_scale`` and ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``; the others with
+        ``device``, ``guidance_scale``, ``lora_rank``, ``lora_alpha``, ``lora_target_modules``
+        and ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``; the others with
         :class:`SDLoraConfig`'s defaults where absent or None)."""
         model_path = getattr(settings, "model_path", None)
         if model_path is None:
@@ -628,6 +629,10 @@ class SDLoraBackend:
             train_steps=getattr(settings, "train_steps", SDLoraConfig.train_steps),
             device=getattr(settings, "device", SDLoraConfig.device),
             guidance_scale=getattr(settings, "guidance_scale", SDLoraConfig.guidance_scale),
+            lora_rank=getattr(settings, "lora_rank", SDLoraConfig.lora_rank),
+            lora_alpha=getattr(settings, "lora_alpha", SDLoraConfig.lora_alpha),
+            target_modules=tuple(getattr(settings, "lora_target_modules",
+                                         SDLoraConfig.target_modules)),
             latent_cache_dir=(None if getattr(settings, "cache_dir", None) is None
                               else str(Path(settings.cache_dir) / "sd-latents")),
         ))

@@ -83,6 +83,13 @@ class MLConfig:
     model_path: str | None = None
     """Local diffusers Stable Diffusion folder the ``sd-lora`` backend fine-tunes (nothing is
     downloaded); other backends ignore it."""
+    lora_rank: int = 4
+    """r of the ``sd-lora`` backend's LoRA adapters (the paper's 4); other backends ignore it."""
+    lora_alpha: float = 4.0
+    """α of the LoRA adapters: their update is scaled by α / r."""
+    lora_target_modules: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+    """UNet modules that get LoRA adapters (peft's ``target_modules``; the paper's attention
+    projections)."""
     cache_dir: str | None = None
     """Run-level folder where a backend caches what it derives from holders' images and reuses
     across rounds (``sd-lora``: VAE latents per image hash); set by the run to
@@ -99,7 +106,7 @@ class MLConfig:
         lows = {"n_samples": 1, "image_size": 8, "train_steps": 1, "proj_dim": 8,
                 "trak_timesteps": 1, "trak_ensemble": 1, "quality_samples": 2,
                 "quality_classifier_epochs": 1,
-                "copyright_probes": 1, "num_processes": 1}  # the ranges of the matching Settings fields
+                "copyright_probes": 1, "num_processes": 1, "lora_rank": 1}  # the ranges of the matching Settings fields
         for name, low in lows.items():
             value = getattr(self, name)
             if not isinstance(value, int) or value < low:
@@ -137,6 +144,9 @@ class MLConfig:
             guidance_scale=float(settings.guidance_scale),
             copyright_probes=settings.copyright_probes,
             model_path=None if settings.model_path is None else str(settings.model_path),
+            lora_rank=settings.lora_rank,
+            lora_alpha=float(settings.lora_alpha),
+            lora_target_modules=tuple(settings.lora_target_modules),
             cache_dir=str(Path(settings.run_dir) / "cache"),
             num_processes=settings.num_processes,
             accelerate_config=(None if settings.accelerate_config is None
