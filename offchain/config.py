@@ -134,6 +134,9 @@ class Settings(BaseSettings):
     """Local diffusers Stable Diffusion folder (``model_index.json``, ``unet/``, ``vae/``,
     ``text_encoder/``, ``tokenizer/``, ``scheduler/``) that the ``sd-lora`` backend fine-tunes
     with LoRA; read from disk only, never fetched. Other backends ignore it."""
+    train_batch_size: int | None = Field(_ML.train_batch_size, ge=1)
+    """Images per training step; None: the backend's own (``ddpm`` 64, ``text-unet`` 32,
+    ``sd-lora`` 4). With ``num_processes`` N > 1 it is the global batch and must divide by N."""
     lora_rank: int = Field(_ML.lora_rank, ge=1)
     """r of the ``sd-lora`` backend's LoRA adapters (the paper's 4)."""
     lora_alpha: float = Field(_ML.lora_alpha, gt=0, allow_inf_nan=False)

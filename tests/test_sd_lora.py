@@ -167,6 +167,13 @@ def test_the_model_path_setting_reaches_the_backend(sd_folder, tmp_path, monkeyp
     assert backend.config.target_modules == ("to_q", "to_v")
     assert backend.config.latent_cache_dir == str(tmp_path / "run" / "cache" / "sd-latents")
 
+    eight = Settings.for_profile("tiny", backend="sd-lora", image_size=8, train_batch_size=8,
+                                 num_processes=4)
+    assert get_backend("sd-lora").from_settings(MLConfig.from_settings(eight)).config.batch_size == 8
+    uneven = Settings.for_profile("tiny", backend="sd-lora", image_size=8, num_processes=3)
+    with pytest.raises(ConfigError, match=r"batch \(4 images.*num_processes \(3\)"):
+        get_backend("sd-lora").from_settings(MLConfig.from_settings(uneven))
+
     # a folder missing a part is refused when the backend is built, naming the part
     monkeypatch.setenv("CCOMP_MODEL_PATH", str(tmp_path))
     settings = Settings.for_profile("tiny", backend="sd-lora", image_size=8)

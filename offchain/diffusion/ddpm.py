@@ -55,14 +55,15 @@ class DDPMBackend:
 
     @classmethod
     def from_settings(cls, settings: Any) -> DDPMBackend:
-        """Reads ``settings.image_size``, ``settings.train_steps`` and ``settings.device``
-        (``"auto"`` where the settings have none); the rest are the :class:`DiffusionConfig`
-        defaults."""
+        """Reads ``settings.image_size``, ``settings.train_steps``, ``settings.device``
+        (``"auto"`` where the settings have none) and ``train_batch_size`` (None or absent: the
+        default); the rest are the :class:`DiffusionConfig` defaults."""
         return cls(
             DiffusionConfig(
                 image_size=settings.image_size,
                 train_steps=settings.train_steps,
                 device=getattr(settings, "device", DiffusionConfig.device),
+                batch_size=getattr(settings, "train_batch_size", None) or DiffusionConfig.batch_size,
             )
         )
 

@@ -612,9 +612,10 @@ class SDLoraBackend:
     def from_settings(cls, settings: Any) -> SDLoraBackend:
         """Reads ``model_path`` (required: ConfigError naming it when absent or None, or naming
         the parts its folder lacks), ``image_size`` (the resolution), ``train_steps``,
-        ``device``, ``guidance_scale``, ``lora_rank``, ``lora_alpha``, ``lora_target_modules``
-        and ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``; the others with
-        :class:`SDLoraConfig`'s defaults where absent or None)."""
+        ``device``, ``guidance_scale``, ``train_batch_size``, ``lora_rank``, ``lora_alpha``,
+        ``lora_target_modules`` and ``cache_dir`` (latents go to ``<cache_dir>/sd-latents``;
+        the others with :class:`SDLoraConfig`'s defaults where absent or None). ConfigError
+        when ``num_processes`` (the data-parallel processes) does not divide the batch."""
         model_path = getattr(settings, "model_path", None)
         if model_path is None:
             raise ConfigError("the sd-lora backend needs the setting model_path (a local "
@@ -623,12 +624,19 @@ class SDLoraBackend:
         if missing:
             raise ConfigError(f"model_path {model_path} is not a diffusers Stable Diffusion "
                               f"folder: missing {', '.join(missing)}")
+        batch_size = getattr(settings, "train_batch_size", None) or SDLoraConfig.batch_size
+        processes = getattr(settings, "num_processes", 1)
+        if batch_size % processes:
+            raise ConfigError(f"the training batch ({batch_size} images, train_batch_size) must "
+                              f"divide by num_processes ({processes}): each process trains on "
+                              "an equal slice of it")
         return cls(SDLoraConfig(
             model_path=str(model_path),
             resolution=getattr(settings, "image_size", SDLoraConfig.resolution),
             train_steps=getattr(settings, "train_steps", SDLoraConfig.train_steps),
             device=getattr(settings, "device", SDLoraConfig.device),
             guidance_scale=getattr(settings, "guidance_scale", SDLoraConfig.guidance_scale),
+            batch_size=batch_size,
             lora_rank=getattr(settings, "lora_rank", SDLoraConfig.lora_rank),
             lora_alpha=getattr(settings, "lora_alpha", SDLoraConfig.lora_alpha),
             target_modules=tuple(getattr(settings, "lora_target_modules",

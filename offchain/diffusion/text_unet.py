@@ -654,14 +654,16 @@ class TextUNetBackend:
 
     @classmethod
     def from_settings(cls, settings: Any) -> TextUNetBackend:
-        """Reads ``image_size``, ``train_steps``, ``device`` and ``guidance_scale`` (the last two
-        with :class:`TextUNetConfig`'s defaults where the settings lack them)."""
+        """Reads ``image_size``, ``train_steps``, ``device``, ``guidance_scale`` and
+        ``train_batch_size`` (the last three with :class:`TextUNetConfig`'s defaults where the
+        settings lack them or give None)."""
         return cls(
             TextUNetConfig(
                 image_size=settings.image_size,
                 train_steps=settings.train_steps,
                 device=getattr(settings, "device", TextUNetConfig.device),
                 guidance_scale=getattr(settings, "guidance_scale", TextUNetConfig.guidance_scale),
+                batch_size=getattr(settings, "train_batch_size", None) or TextUNetConfig.batch_size,
             )
         )
 

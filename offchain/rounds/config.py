@@ -83,6 +83,10 @@ class MLConfig:
     model_path: str | None = None
     """Local diffusers Stable Diffusion folder the ``sd-lora`` backend fine-tunes (nothing is
     downloaded); other backends ignore it."""
+    train_batch_size: int | None = None
+    """Images per training step; None: the backend's own (``ddpm`` 64, ``text-unet`` 32,
+    ``sd-lora`` 4). Under a data-parallel launch it is the global batch: it must divide by
+    ``num_processes``."""
     lora_rank: int = 4
     """r of the ``sd-lora`` backend's LoRA adapters (the paper's 4); other backends ignore it."""
     lora_alpha: float = 4.0
@@ -113,6 +117,12 @@ class MLConfig:
                 raise ConfigError(f"{name} must be an int ≥ {low}, got {value!r}")
         if self.device not in DEVICES:
             raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.train_batch_size is not None and (
+            isinstance(self.train_batch_size, bool) or not isinstance(self.train_batch_size, int)
+            or self.train_batch_size < 1
+        ):
+            raise ConfigError(f"train_batch_size must be an int ≥ 1 or None, got "
+                              f"{self.train_batch_size!r}")
         scale = self.guidance_scale
         if isinstance(scale, bool) or not isinstance(scale, int | float) or not (
             math.isfinite(scale) and scale >= 0
@@ -144,6 +154,7 @@ class MLConfig:
             guidance_scale=float(settings.guidance_scale),
             copyright_probes=settings.copyright_probes,
             model_path=None if settings.model_path is None else str(settings.model_path),
+            train_batch_size=settings.train_batch_size,
             lora_rank=settings.lora_rank,
             lora_alpha=float(settings.lora_alpha),
             lora_target_modules=tuple(settings.lora_target_modules),
