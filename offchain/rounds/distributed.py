@@ -15,6 +15,14 @@ processes through torchrun: one per GPU, or N gloo processes on the CPU (the sta
 their accelerate state with ``cpu=True`` when the round's device is the CPU). With a config
 file (``accelerate config``: several GPUs, several machines) the file decides the rest.
 
+Several machines: with a config whose ``num_machines`` > 1 (this machine's ``machine_rank`` 0,
+``main_process_ip``/``main_process_port`` of this machine), every other machine must start the
+same launch with its own config at the same time. :func:`launch_stage` then also writes a
+launch request, ``<round dir>/.distributed-<stage>.launch.json`` (stage, round, MLConfig file
+name, process count, a unique ``launch_id``), before starting its processes and removes it when
+they end; ``offchain follow-launches`` (:func:`offchain.rounds.follow.follow_launches`), left
+running on each other machine over the shared run folder, starts its part of each request.
+
 The worker entry point (``python -m offchain.rounds.distributed``, what each process runs)
 rebuilds :class:`~offchain.layout.RoundPaths` and the :class:`~offchain.rounds.config.MLConfig`
 (with ``num_processes = 1``, so the stage runs in this process and never launches again), arms
@@ -34,8 +42,13 @@ import os
 import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 import offchain
 from offchain.errors import ConfigError, StageError
@@ -44,7 +57,8 @@ from offchain.layout import RoundPaths
 from offchain.rounds.config import MLConfig
 from offchain.utils import write_json
 
-__all__ = ["WORKER_STAGES", "accelerate_command", "launch_stage", "main"]
+__all__ = ["LAUNCH_REQUEST_GLOB", "WORKER_STAGES", "accelerate_command", "launch_request_path",
+           "launch_stage", "machine_config", "main", "worker_env"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +67,76 @@ WORKER_STAGES = {
     "featurize": "offchain.rounds.stages:featurize",
 }
 """Stage names the worker accepts, and the ``(paths, cfg)`` functions they run."""
+
+LAUNCH_REQUEST_GLOB = "round_*/.distributed-*.launch.json"
+"""Where, under a run folder, the launch requests of multi-machine launches lie."""
+
+
+def machine_config(accelerate_config: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of an ``accelerate config`` YAML file, with ``num_machines`` (default 1)
+    and ``machine_rank`` (default 0) as ints.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, is not a mapping, or its
+            ``num_machines``/``machine_rank`` are not integers."""
+    path = Path(accelerate_config)
+    try:
+        settings = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the accelerate config {path}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise ConfigError(f"the accelerate config {path} is not a YAML mapping of settings")
+    try:
+        settings["num_machines"] = int(settings.get("num_machines", 1))
+        settings["machine_rank"] = int(settings.get("machine_rank", 0))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"the accelerate config {path}: num_machines and machine_rank must "
+                          f"be integers ({exc})") from exc
+    return settings
+
+
+def launch_request_path(paths: RoundPaths, stage: str) -> Path:
+    """``<round dir>/.distributed-<stage>.launch.json``: the request that tells the other
+    machines of a multi-machine launch to start their part of ``stage``."""
+    return paths.dir / f".distributed-{stage.replace(':', '-')}.launch.json"
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a launch: this process's, with the ``offchain`` package's folder
+    first on ``PYTHONPATH``, ``OMP_NUM_THREADS`` 1 and ``HF_HUB_OFFLINE`` 1 unless set."""
+    env = dict(os.environ)
+    package_root = str(Path(offchain.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    return env
+
+
+def _write_launch_request(stage: str, paths: RoundPaths, cfg: MLConfig, cfg_file: Path,
+                          fault_point: str | None) -> Path | None:
+    """Write the launch request of a multi-machine launch (atomically; None, and nothing
+    written, when ``cfg.accelerate_config`` is unset or names a single machine).
+
+    Raises:
+        ConfigError: the accelerate config cannot be read, or is this machine's with a
+            ``machine_rank`` other than 0 (the node runs machine 0)."""
+    if cfg.accelerate_config is None:
+        return None
+    settings = machine_config(cfg.accelerate_config)
+    if settings["num_machines"] < 2:
+        return None
+    if settings["machine_rank"] != 0:
+        raise ConfigError(f"the node's accelerate config {cfg.accelerate_config} has "
+                          f"machine_rank {settings['machine_rank']}; the node is machine 0 "
+                          "(the other machines run `offchain follow-launches`)")
+    request = launch_request_path(paths, stage)
+    write_json(request, {
+        "stage": stage, "round_id": paths.round_id, "cfg_file": cfg_file.name,
+        "num_processes": cfg.num_processes, "num_machines": settings["num_machines"],
+        "fault_point": fault_point, "launch_id": uuid.uuid4().hex, "time": time.time(),
+        "host": socket.gethostname(),
+    })
+    return request
 
 
 def _free_port() -> int:
@@ -90,14 +174,19 @@ def launch_stage(stage: str, paths: RoundPaths, cfg: MLConfig,
     processes and wait for all of them.
 
     The MLConfig travels as JSON in ``<round dir>/.distributed-<stage>.json`` (removed after
-    a successful run). The processes inherit this process's environment, with the ``offchain``
+    a successful run). With an accelerate config of several machines, the launch request
+    ``<round dir>/.distributed-<stage>.launch.json`` is written before the processes start and
+    removed when they end (success or failure), for the other machines'
+    ``offchain follow-launches``; ``cfg.num_processes`` is then the total over all machines.
+    The processes inherit this process's environment, with the ``offchain``
     package's folder put first on ``PYTHONPATH`` and ``OMP_NUM_THREADS`` 1 unless set; each
     arms ``fault_point`` (a :mod:`offchain.faults` point name, for the kill tests). Their
     output goes to this process's stdout/stderr.
 
     Raises:
         ConfigError: ``stage`` is neither a name of :data:`WORKER_STAGES` nor
-            ``<module>:<function>``, or ``cfg.num_processes`` < 2 (run the stage in-process).
+            ``<module>:<function>``, ``cfg.num_processes`` < 2 (run the stage in-process),
+            or the accelerate config is unreadable or not machine 0's.
         StageError: a process died or failed (the exit code is named), or ``timeout`` seconds
             passed.
     """
@@ -108,19 +197,18 @@ def launch_stage(stage: str, paths: RoundPaths, cfg: MLConfig,
         raise ConfigError(f"launch_stage needs num_processes ≥ 2, got {cfg.num_processes}")
     cfg_file = paths.dir / f".distributed-{stage.replace(':', '-')}.json"
     write_json(cfg_file, dataclasses.asdict(cfg))
-    env = dict(os.environ)
-    package_root = str(Path(offchain.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    env.setdefault("HF_HUB_OFFLINE", "1")
+    request = _write_launch_request(stage, paths, cfg, cfg_file, fault_point)
     cmd = accelerate_command(stage, paths, cfg, cfg_file, fault_point=fault_point)
     logger.info("round %d: %s in %d processes: %s", paths.round_id, stage, cfg.num_processes,
                 " ".join(cmd))
     try:
-        code = subprocess.run(cmd, env=env, timeout=timeout, check=False).returncode
+        code = subprocess.run(cmd, env=worker_env(), timeout=timeout, check=False).returncode
     except subprocess.TimeoutExpired as exc:
         raise StageError(f"distributed stage {stage} of round {paths.round_id} ran past "
                          f"{timeout} s") from exc
+    finally:
+        if request is not None:
+            request.unlink(missing_ok=True)
     if code != 0:
         raise StageError(f"distributed stage {stage} of round {paths.round_id} failed: "
                          f"accelerate launch exited with code {code} (a process died or "
