@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -151,6 +154,32 @@ def test_the_node_refuses_a_secondary_config_and_removes_a_failed_launchs_reques
             launch_stage("test_distributed:failing_stage", paths,
                          dataclasses.replace(cfg, accelerate_config=str(config)), timeout=60)
     assert not launch_request_path(paths, "test_distributed:failing_stage").exists()
+
+
+def test_the_cli_follower_prints_what_it_does_and_stops_on_ctrl_c(tmp_path) -> None:
+    run = tmp_path / "run"
+    paths = RoundPaths(run, 1)
+    paths.dir.mkdir(parents=True)
+    config = machine_yaml(tmp_path / "m1.yaml", 1, 29500)
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "offchain", "follow-launches", "--run-dir", str(run),
+         "--accelerate-config", str(config), "--poll-s", "0.1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    watchdog = threading.Timer(60, follower.kill)  # a hung follower fails the test, no hang
+    watchdog.start()
+    try:
+        assert follower.stdout is not None
+        assert follower.stdout.readline().startswith("following launches in")
+        _request(paths, "train", "c1", ".distributed-train.json")  # a launch already over
+        line = follower.stdout.readline()
+        assert line.startswith("skipped round 1 train (launch c1): its MLConfig file")
+        follower.send_signal(signal.SIGINT)
+        out, _ = follower.communicate(timeout=30)
+    finally:
+        watchdog.cancel()
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0 and out.strip() == "stopped"
 
 
 # --- slow: a real two-machine launch on localhost ---------------------------------------------

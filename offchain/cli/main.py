@@ -1021,6 +1021,36 @@ def run_round(
     _print_record(f"Round {result['round_id']}", result, as_json)
 
 
+@app.command("follow-launches")
+def follow_launches_(
+    run_dir: Annotated[Path, typer.Option(help="The node's run folder, shared with this machine.")],
+    accelerate_config: Annotated[
+        Path,
+        typer.Option(help="This machine's accelerate config YAML (num_machines ≥ 2, "
+                     "machine_rank ≥ 1)."),
+    ],
+    poll_s: Annotated[float, typer.Option(help="Seconds between looks for new launches.")] = 1.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """On a secondary machine of a multi-machine accelerate setup: follow the node's distributed
+    stages (train, featurize) in the shared run folder and start this machine's processes of
+    each, once per launch. Leave it running; Ctrl-C stops it."""
+    _setup_logging(verbose)
+    from offchain.rounds.follow import follow_launches
+
+    if poll_s <= 0:
+        _fail(ConfigError(f"--poll-s must be > 0, got {poll_s}"))
+    console.print(f"following launches in {escape(str(run_dir))} with "
+                  f"{escape(str(accelerate_config))} (Ctrl-C stops)", soft_wrap=True)
+    try:
+        follow_launches(run_dir, accelerate_config, poll_s=poll_s,
+                        echo=lambda line: console.print(escape(line), soft_wrap=True))
+    except OffchainError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 @app.command()
 def cosign(
     api: Annotated[str, typer.Option(help="The oracle API, e.g. http://oracle.example:8000.")],
