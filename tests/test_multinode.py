@@ -5,7 +5,7 @@ Here both "machines" are this one: two accelerate config files (num_machines 2, 
 and 1, main_process_ip 127.0.0.1), one process each (2 in total, gloo on the CPU).
 
 - a 2-machine TRAK featurization gives bit-identical features and the same scores as one
-  process, and the follower runs the launch once (slow);
+  process, and the follower runs the launch once (about 15 s);
 - the follower's bookkeeping: requests whose MLConfig file is gone are skipped, a launch id is
   never run twice (also after a restart), configs that are not a follower's are refused;
 - a failed node launch removes its request.
@@ -182,10 +182,9 @@ def test_the_cli_follower_prints_what_it_does_and_stops_on_ctrl_c(tmp_path) -> N
     assert follower.returncode == 0 and out.strip() == "stopped"
 
 
-# --- slow: a real two-machine launch on localhost ---------------------------------------------
+# --- a real two-machine launch on localhost (about 15 s) --------------------------------------
 
 
-@pytest.mark.slow
 def test_a_two_machine_featurization_equals_one_process(tmp_path, tests_on_path) -> None:
     sd_folder = build_tiny_sd(tmp_path / "tiny-sd")
     paths, cfg = _round(tmp_path, sd_folder, N_TRAIN + N_TARGETS)
