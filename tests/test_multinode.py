@@ -8,13 +8,15 @@ and 1, main_process_ip 127.0.0.1), one process each (2 in total, gloo on the CPU
   process, and the follower runs the launch once (about 15 s);
 - the follower's bookkeeping: requests whose MLConfig file is gone are skipped, a launch id is
   never run twice (also after a restart), configs that are not a follower's are refused;
-- a failed node launch removes its request.
+- a failed node launch removes its request;
+- the train stage on two machines follows the loss curve of one process (slow).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 from sd_fixture import build_tiny_sd
 from test_distributed import N_TARGETS, N_TRAIN, _round, _scores
 from typer.testing import CliRunner
@@ -32,6 +36,7 @@ from typer.testing import CliRunner
 from offchain.cli.main import app
 from offchain.errors import ConfigError, StageError
 from offchain.layout import RoundPaths
+from offchain.rounds import stages
 from offchain.rounds.config import MLConfig
 from offchain.rounds.distributed import launch_request_path, launch_stage
 from offchain.rounds.follow import follow_launches, follower_state_path
@@ -234,3 +239,34 @@ def test_a_two_machine_featurization_equals_one_process(tmp_path, tests_on_path)
     assert follow_launches(paths.run_dir, follower_config, once=True) == {}
     state = read_json(follower_state_path(paths.run_dir, 1))
     assert state["launches"][seen[0]["launch_id"]]["exit_code"] == 0
+
+
+@pytest.mark.slow
+def test_two_machines_train_data_parallel_like_one_process(tmp_path, tests_on_path) -> None:
+    """The round runner's train stage on machine 0 with machine 1 following: the loss curve and
+    the adapter of one process."""
+    paths, cfg = _round(tmp_path, build_tiny_sd(tmp_path / "tiny-sd"), 4, train_steps=3)
+    one = RoundPaths(tmp_path / "one", 1)
+    shutil.copytree(paths.dir, one.dir)
+    stages.train(one, dataclasses.replace(cfg, num_processes=1))
+    port = _free_port()
+    node = dataclasses.replace(cfg, accelerate_config=str(machine_yaml(tmp_path / "m0.yaml", 0,
+                                                                       port)))
+    stop = threading.Event()
+    follower = threading.Thread(
+        target=follow_launches, args=(paths.run_dir, machine_yaml(tmp_path / "m1.yaml", 1, port)),
+        kwargs={"poll_s": 0.2, "stop": stop, "echo": lambda line: None})
+    follower.start()
+    try:
+        stages.train(paths, node)  # launch_stage("train", …) under the hood
+    finally:
+        stop.set()
+        follower.join(timeout=60)
+    log, ref = (read_json(p.checkpoint / "train_log.json") for p in (paths, one))
+    assert log["num_processes"] == 2 and ref["num_processes"] == 1
+    np.testing.assert_allclose(log["loss"], ref["loss"], rtol=1e-4, atol=1e-6)
+    two_w, one_w = (load_file(p.checkpoint / "adapter_model.safetensors") for p in (paths, one))
+    for key, value in one_w.items():
+        torch.testing.assert_close(two_w[key], value, rtol=1e-4, atol=1e-6)
+    state = read_json(follower_state_path(paths.run_dir, 1))
+    assert [r["exit_code"] for r in state["launches"].values()] == [0]
