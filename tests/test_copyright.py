@@ -890,3 +890,37 @@ def test_run_calibration_writes_json_and_markdown_and_skips_when_present(tmp_pat
     assert path.stat().st_mtime_ns == mtime and (out / "calibration.md").exists()
     with pytest.raises(StageError):
         run_calibration(tmp_path / "missing", digits, None, tmp_path / "other")
+
+
+class _MeanColour:
+    """A tiny weight-free encoder: each image's mean per channel, float32 (B, C)."""
+
+    name = "mean-colour"
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return images.float().mean(dim=(2, 3))
+
+
+def test_pixel_features_of_large_images_compare_64_px_views() -> None:
+    from offchain.copyright.calibration import ReferenceSet
+    from offchain.copyright.config import FeatureSettings
+
+    gen = torch.Generator().manual_seed(0)
+    works = torch.rand((6, 3, 128, 128), generator=gen) * 2 - 1
+    queries = torch.cat([works[:2], torch.rand((2, 3, 128, 128), generator=gen) * 2 - 1])
+    settings = FeatureSettings()
+    assert settings.max_pixel_side == 64
+    large = ReferenceSet(_MeanColour(), works, settings)
+    assert tuple(large.pixels.shape) == (6, 3, 64, 64)
+    got = large.matrices(queries, large.encode(queries))
+
+    small = ReferenceSet(_MeanColour(), F.interpolate(works, size=(64, 64), mode="area"), settings)
+    q64 = F.interpolate(queries, size=(64, 64), mode="area")
+    want = small.matrices(q64, small.encode(q64))
+    for name in ("ssim", "tiled_l2", "log_relative_l2"):
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+    assert got["ssim"][0, 0] == pytest.approx(1.0, abs=1e-5)  # an exact copy at 64 px
+    # images at or below the side are compared whole (every built-in model's numbers unchanged)
+    assert settings.pixel_view(q64) is q64
+    with pytest.raises(ConfigError, match="max_pixel_side"):
+        FeatureSettings(max_pixel_side=5)

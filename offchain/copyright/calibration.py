@@ -166,7 +166,9 @@ class ReferenceSet:
 
     def __init__(self, encoder: Encoder, works: Tensor, settings: FeatureSettings) -> None:
         self.images = clamped_image_batch(works, "works")
-        s = tuple(self.images.shape[2:])
+        self.pixels = settings.pixel_view(self.images)
+        """The works as the pixel features see them (at most ``max_pixel_side`` px)."""
+        s = tuple(self.pixels.shape[2:])
         if min(s) < settings.ssim_win_size:
             raise DataError(f"images {s} are smaller than the SSIM window")
         if s[0] % settings.tile_size or s[1] % settings.tile_size:
@@ -180,8 +182,8 @@ class ReferenceSet:
         n = self.images.shape[0]
         self.mean = self.emb.mean(0) if settings.center_embeddings and n >= 2 else None
         if settings.flip_invariant:
-            self.images_flip = self.images.flip(-1)
-            self.emb_flip = _encode(encoder, self.images_flip, "mirrored works")
+            self.emb_flip = _encode(encoder, self.images.flip(-1), "mirrored works")
+            self.pixels_flip = self.pixels.flip(-1)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -200,16 +202,17 @@ class ReferenceSet:
                 f"{tuple(self.images.shape[1:])} differ in shape"
             )
         sem = centered_cosine(q_emb, self.emb, self.mean).double()
-        ssim = ssim_matrix(queries, self.images, data_range=2.0, win_size=st.ssim_win_size)
-        tl2 = tiled_l2_matrix(queries, self.images, tile_size=st.tile_size)
+        q_pix = st.pixel_view(queries)
+        ssim = ssim_matrix(q_pix, self.pixels, data_range=2.0, win_size=st.ssim_win_size)
+        tl2 = tiled_l2_matrix(q_pix, self.pixels, tile_size=st.tile_size)
         if st.flip_invariant:
             sem = torch.maximum(sem, centered_cosine(q_emb, self.emb_flip, self.mean).double())
             ssim = torch.maximum(
                 ssim,
-                ssim_matrix(queries, self.images_flip, data_range=2.0, win_size=st.ssim_win_size),
+                ssim_matrix(q_pix, self.pixels_flip, data_range=2.0, win_size=st.ssim_win_size),
             )
             tl2 = torch.minimum(
-                tl2, tiled_l2_matrix(queries, self.images_flip, tile_size=st.tile_size)
+                tl2, tiled_l2_matrix(q_pix, self.pixels_flip, tile_size=st.tile_size)
             )
         d = tl2.numpy().astype(np.float64) + st.distance_eps
         # Mean (distance + ε) to the query's k nearest *distinct* works (duplicates counted

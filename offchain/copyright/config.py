@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch.nn.functional as F
+from torch import Tensor
 
 from offchain.copyright.augment import AUGMENTATIONS, check_augmentation
 from offchain.errors import ConfigError
@@ -38,6 +40,11 @@ class FeatureSettings:
     relative_k: int = 10
     """k of ``log_relative_l2``: the distance is compared with the mean distance of the query's
     k nearest distinct works (Carlini et al. 2023 use the 50 nearest of a large set)."""
+    max_pixel_side: int = 64
+    """The pixel features (SSIM, tiled ℓ2) compare images area-downsampled to at most this side
+    in pixels (the semantic encoder sees them whole): their cost grows with S² per pair, and a
+    copy of a work is a copy at 64 px too. Images of 64 px or less (every built-in dataset's
+    model) are compared as they are; ``sd-lora`` at 512 px compares 64 px views."""
 
     def __post_init__(self) -> None:
         if self.relative_k < 1:
@@ -48,6 +55,17 @@ class FeatureSettings:
             raise ConfigError(f"ssim_win_size must be odd and ≥ 3, got {self.ssim_win_size}")
         if self.tile_size < 1:
             raise ConfigError(f"tile_size must be ≥ 1, got {self.tile_size}")
+        if self.max_pixel_side < self.ssim_win_size:
+            raise ConfigError(f"max_pixel_side must be ≥ ssim_win_size ({self.ssim_win_size}), "
+                              f"got {self.max_pixel_side}")
+
+    def pixel_view(self, images: Tensor) -> Tensor:
+        """``images`` float (B, C, S, S) as the pixel features see them: unchanged when
+        S ≤ :attr:`max_pixel_side`, else area-downsampled to that side."""
+        if images.shape[-1] <= self.max_pixel_side and images.shape[-2] <= self.max_pixel_side:
+            return images
+        return F.interpolate(images, size=(self.max_pixel_side, self.max_pixel_side),
+                             mode="area")
 
 
 @dataclass(frozen=True)
