@@ -114,7 +114,7 @@ def _round(tmp_path: Path, sd_folder: Path, n_images: int, **fields) -> tuple[Ro
 # --- tests ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ensemble", [1, 2])
+@pytest.mark.parametrize("ensemble", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_two_process_featurization_equals_one_process(sd_folder, tmp_path, tests_on_path,
                                                       ensemble) -> None:
     paths, cfg = _round(tmp_path, sd_folder, N_TRAIN + N_TARGETS, trak_ensemble=ensemble)
