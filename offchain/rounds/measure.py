@@ -15,6 +15,7 @@ Command: ``python -m offchain policy-calibrate --dataset mnist --out runs/policy
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -176,7 +177,8 @@ def _check_design(run_dir: Path, design: dict[str, Any]) -> None:
         defaults = {k: v for k, v in dataclasses.asdict(MLConfig()).items()
                     if k not in EXECUTION_FIELDS}
         stored["ml"] = {**defaults, **stored["ml"]}
-    if stored != design:
+    # compared as JSON holds them (tuple settings such as lora_target_modules become lists)
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(design)):
         raise ConfigError(
             f"{run_dir} holds a sweep of another design (dataset, seed, rounds, holders or ML "
             "settings differ); use another --out or remove it"
