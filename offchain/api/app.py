@@ -10,21 +10,25 @@ lose precision above 2⁵³ in JavaScript).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import gc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import anyio
 import jinja2
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from offchain.api.chain_claims import ChainClaims
+from offchain.api.claims_cache import ClaimsResponses
 from offchain.api.guard import BodyGuardMiddleware
 from offchain.api.holders_store import count_registered, recover_holders_dir
 from offchain.api.metrics import ApiMetrics, MetricsMiddleware
 from offchain.api.operator import JobManager, OperatorConfig
 from offchain.api.registration import RegistrationLimits
-from offchain.api.rounds_view import RoundCache, round_ids
+from offchain.api.rounds_view import RoundCache, RoundWarmer, round_ids
 from offchain.api.routers import ROUTERS
 from offchain.api.routers.operator import authenticate
 from offchain.api.routers.registration import body_rule
@@ -32,12 +36,42 @@ from offchain.api.state_view import StateView
 from offchain.errors import ConfigError, DataError
 from offchain.jsonsafe import pin_recursion_limit
 
-__all__ = ["STATIC_DIR", "TEMPLATES_DIR", "create_app"]
+__all__ = ["ROUND_SCAN_S", "STATIC_DIR", "TEMPLATES_DIR", "create_app"]
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 """The pages' Jinja2 templates (package data)."""
 STATIC_DIR = Path(__file__).parent / "static"
 """Files served as they are at ``/static`` (package data; everything local, no CDN)."""
+ROUND_SCAN_S = 0.5
+"""Seconds between two scans of the run folder for new or changed rounds (:class:`RoundWarmer`)."""
+
+
+def _freeze_gc(_parsed: int = 0) -> None:
+    """Move every object alive now out of the garbage collector's generations
+    (:func:`gc.freeze`): the parsed rounds (hundreds of thousands of strings, tuples and lists)
+    are never scanned again, so a full collection during a request stays short."""
+    gc.freeze()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Start-up of a served app: parse every round before the first request (off the event
+    loop, before uvicorn accepts connections), freeze the collector's view of them, and keep
+    new or changed rounds parsed from a :class:`RoundWarmer` thread until shutdown.
+
+    (An app used without its lifespan, e.g. a test's ``TestClient(app)``, parses each round on
+    the first request that needs it instead.)
+    """
+    state = app.state
+    await anyio.to_thread.run_sync(state.round_cache.warm, state.run_dir)
+    gc.collect()
+    _freeze_gc()
+    warmer = RoundWarmer(state.round_cache, state.run_dir, ROUND_SCAN_S, on_parsed=_freeze_gc)
+    warmer.start()
+    try:
+        yield
+    finally:
+        warmer.stop()
 
 
 def _prepare_holders_dir(holders_dir: Path) -> None:
@@ -111,10 +145,11 @@ def create_app(
     if holders_dir is not None:
         _prepare_holders_dir(Path(holders_dir))
     allowed_manifest_roots = _check_roots(allowed_manifest_roots)
-    app = FastAPI(title="Copyright compensation oracle", version="0.1.0")
+    app = FastAPI(title="Copyright compensation oracle", version="0.1.0", lifespan=_lifespan)
     state = app.state
     state.run_dir = Path(run_dir)
     state.round_cache = RoundCache()
+    state.claims_responses = ClaimsResponses(state.round_cache)
     state.chain_claims = ChainClaims(chain_rpc_url) if chain_rpc_url else None
     state.holders_dir = None if holders_dir is None else Path(holders_dir)
     state.registration_limits = registration_limits or RegistrationLimits()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ __all__ = [
     "FileKey",
     "RoundCache",
     "RoundIndex",
+    "RoundKey",
+    "RoundWarmer",
     "artifact_status",
     "file_key",
     "round_ids",
@@ -36,6 +39,8 @@ __all__ = [
 
 FileKey = tuple[str, int, int] | None
 """``(path, st_mtime_ns, st_size)`` of an artifact, or None when it does not exist."""
+RoundKey = tuple[FileKey, FileKey, FileKey]
+"""A round's version: :data:`FileKey` of ``allocation.json``, ``tree.json``, ``claims.json``."""
 
 
 def file_key(path: Path) -> FileKey:
@@ -167,15 +172,27 @@ class RoundCache:
     Artifacts are written atomically (a new file replaces the old one), so a changed key means a
     new version: a new or rewritten round is picked up on the next request, and an unchanged one
     costs three ``stat`` calls instead of parsing JSON and rebuilding its Merkle tree.
+    :meth:`warm` parses every round ahead of requests (the server calls it at start-up and from
+    a :class:`RoundWarmer` thread, so a posted round is ready before anyone asks for it).
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rounds: dict[Path, tuple[tuple[FileKey, ...], RoundIndex]] = {}
+        self._rounds: dict[Path, tuple[RoundKey, RoundIndex]] = {}
 
-    def get(self, paths: RoundPaths) -> RoundIndex:
-        """The round's :class:`RoundIndex`, parsed again only when an artifact changed."""
-        key = (file_key(paths.allocation), file_key(paths.tree), file_key(paths.claims))
+    @staticmethod
+    def key(paths: RoundPaths) -> RoundKey:
+        """The round's version: the :data:`FileKey` of its allocation, tree and claims."""
+        return (file_key(paths.allocation), file_key(paths.tree), file_key(paths.claims))
+
+    def get(self, paths: RoundPaths, key: RoundKey | None = None) -> RoundIndex:
+        """The round's :class:`RoundIndex`, parsed again only when an artifact changed.
+
+        Args:
+            paths: The round's artifacts.
+            key: Its :meth:`key`, when the caller has just read it (saves the ``stat`` calls).
+        """
+        key = self.key(paths) if key is None else key
         cached = self._rounds.get(paths.dir)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -186,3 +203,69 @@ class RoundCache:
             index = RoundIndex.load(paths, key[1] is not None, key[2] is not None)
             self._rounds[paths.dir] = (key, index)
         return index
+
+    def is_current(self, paths: RoundPaths, key: RoundKey) -> bool:
+        """Whether the round's version ``key`` is parsed already (a :meth:`get` costs nothing)."""
+        cached = self._rounds.get(paths.dir)
+        return cached is not None and cached[0] == key
+
+    def warm(self, run_dir: Path) -> int:
+        """Parse every round of ``run_dir`` whose artifacts changed; return how many were parsed.
+
+        A round that fails to parse (a half-written run folder) is skipped here: the request that
+        asks for it gets the error, as without warming.
+        """
+        parsed = 0
+        for round_id in round_ids(run_dir):
+            paths = RoundPaths(run_dir, round_id)
+            key = self.key(paths)
+            if self.is_current(paths, key):
+                continue
+            try:
+                self.get(paths, key)
+            except (OSError, ValueError, KeyError, TypeError):  # includes Allocation/Wei errors
+                continue
+            parsed += 1
+        return parsed
+
+
+class RoundWarmer:
+    """A daemon thread that keeps a :class:`RoundCache` parsed: every ``interval_s`` seconds it
+    calls :meth:`RoundCache.warm`, so a round posted (or rewritten) while the server runs is
+    parsed within about ``interval_s`` instead of on the first request that needs it.
+
+    Args:
+        cache: The cache to fill.
+        run_dir: The run folder to watch.
+        interval_s: Seconds between two scans (a scan of an unchanged folder is one directory
+            listing and three ``stat`` calls per round).
+        on_parsed: Called with the number of rounds parsed after a scan that parsed some (the
+            server freezes the garbage collector's view of them, :func:`gc.freeze`).
+    """
+
+    def __init__(self, cache: RoundCache, run_dir: Path, interval_s: float = 0.5,
+                 on_parsed: Callable[[int], None] | None = None) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        self.cache, self.run_dir, self.interval_s = cache, Path(run_dir), interval_s
+        self.on_parsed = on_parsed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="round-warmer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Ask the thread to stop and wait for it (at most ``timeout_s``)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                parsed = self.cache.warm(self.run_dir)
+            except OSError:  # the run folder vanished for a moment: try again next scan
+                continue
+            if parsed and self.on_parsed is not None:
+                self.on_parsed(parsed)
