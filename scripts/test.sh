@@ -5,9 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1  # Playwright drives the system Chromium only
 echo "== ruff check"
 .venv/bin/ruff check offchain tests bench scripts
 echo "== lint-imports (import layers and forbidden imports, pyproject.toml [tool.importlinter])"
 .venv/bin/lint-imports --no-cache
+echo "== browser tests (tests/browser: Debian's chromium driven by Playwright)"
+.venv/bin/python -m tests.browser.support
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"

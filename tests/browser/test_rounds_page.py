@@ -37,7 +37,7 @@ def test_rounds_page_shows_each_round_as_the_api_says(api, new_page, doc_screens
     # The local stylesheet applied (served by /static, no CDN): the table's borders collapse.
     collapse = page.eval_on_selector("table.rounds", "t => getComputedStyle(t).borderCollapse")
     assert collapse == "collapse"
-    doc_screenshot(page, "rounds")
+    doc_screenshot(page, "page_rounds")
 
 
 @pytest.mark.xfail(strict=True, reason=(
@@ -57,7 +57,7 @@ def test_rounds_page_fits_a_375px_screen(api, new_page, doc_screenshot):
     # Every round's full Merkle root is still there to read (wrapped, not cut off).
     roots = page.eval_on_selector_all("td.hash", "cells => cells.map(c => c.innerText.trim())")
     assert all(len(root) == 66 and root.startswith("0x") for root in roots)
-    doc_screenshot(page, "rounds-375px")
+    doc_screenshot(page, "page_rounds_375px")
 
 
 def test_tab_reaches_every_link_in_document_order(api, new_page):
