@@ -58,6 +58,8 @@ from offchain.utils import write_json  # noqa: E402
 HOST = "127.0.0.1"
 MAX_DURATION_S = 120.0
 RUN_DIR_ENV = "API_LOAD_RUN_DIR"
+GC_ENV = "API_LOAD_SERVER_GC"
+SERVER_CPU, CLIENT_CPU = 0, 1
 
 
 # -- run folder ------------------------------------------------------------------------------
@@ -122,9 +124,14 @@ def build_run_dir(run_dir: Path, rounds: int = 3, holders: int = 1000, seed: int
 
 def app_from_env():  # noqa: ANN201 (uvicorn --factory target; FastAPI import kept lazy)
     """The API over ``$API_LOAD_RUN_DIR`` (``uvicorn --factory bench.api_load:app_from_env``)."""
+    import gc
+
     from offchain.api.app import create_app
 
-    return create_app(Path(os.environ[RUN_DIR_ENV]))
+    app = create_app(Path(os.environ[RUN_DIR_ENV]))
+    if os.environ.get(GC_ENV) == "off":  # an experiment: no collector at all in the server
+        gc.disable()
+    return app
 
 
 def free_port() -> int:
@@ -146,13 +153,28 @@ def rss_kib(pid: int) -> dict[str, int]:
 
 @dataclass
 class Server:
+    """A started server: its URL, process and seconds from launch to its first healthy answer."""
+
     base_url: str
     process: subprocess.Popen[bytes]
+    startup_s: float = 0.0
 
 
 @contextlib.contextmanager
-def serve(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[Server]:
-    """Run ``python -m uvicorn`` over ``run_dir`` on loopback; stop it on exit, whatever happens."""
+def serve(
+    run_dir: Path, startup_timeout_s: float = 30.0, cpu: int | None = None, gc_mode: str = "default"
+) -> Iterator[Server]:
+    """Run ``python -m uvicorn`` over ``run_dir`` on loopback; stop it on exit, whatever happens.
+
+    Args:
+        run_dir: The run folder served.
+        startup_timeout_s: Most seconds to wait for ``/health``.
+        cpu: Pin the server to this CPU (Linux ``sched_setaffinity``); None: any CPU.
+        gc_mode: ``"default"``, or ``"off"`` to disable the server's garbage collector.
+
+    Raises:
+        RuntimeError: the server exits or is not healthy within ``startup_timeout_s``.
+    """
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "--factory", "bench.api_load:app_from_env",
@@ -161,10 +183,13 @@ def serve(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[Server]:
     ]  # fmt: skip
     env = {**os.environ, RUN_DIR_ENV: str(Path(run_dir).resolve())}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    process = subprocess.Popen(command, cwd=ROOT, env=env)
+    env[GC_ENV] = gc_mode
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+    launched = time.monotonic()
+    process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pin)  # noqa: PLW1509
     server = Server(f"http://{HOST}:{port}", process)
     try:
-        deadline = time.monotonic() + startup_timeout_s
+        deadline = launched + startup_timeout_s
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"uvicorn exited with {process.returncode} before serving")
@@ -173,7 +198,8 @@ def serve(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[Server]:
                     break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"uvicorn not healthy after {startup_timeout_s:.0f} s")
-            time.sleep(0.1)
+            time.sleep(0.02)
+        server.startup_s = time.monotonic() - launched
         yield server
     finally:
         if process.poll() is None:
@@ -183,6 +209,37 @@ def serve(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[Server]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def server_times(base_url: str, route: str = "/holders/{address}/claims") -> dict[str, float]:
+    """The server's own time for ``route`` (status 200), from its ``/metrics`` histogram
+    (request received → last byte sent, inside the app: no client, no socket queueing).
+
+    Returns ``count``, ``share_le_10ms`` (fraction), and ``p50_le_ms`` / ``p99_le_ms``: the
+    histogram bucket bound (ms) the percentile falls under (an upper bound, buckets 1, 2.5, 5,
+    10, 25, 50 … ms); empty when the route has no sample.
+    """
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(base_url + "/metrics", timeout=10.0).text
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if (sample.name == "api_request_duration_seconds_bucket"
+                    and labels.get("route") == route and labels.get("status") == "200"):
+                buckets.append((float(labels["le"]), sample.value))
+    if not buckets or buckets[-1][1] == 0:
+        return {}
+    buckets.sort()
+    count = buckets[-1][1]
+
+    def bound(q: float) -> float:
+        return 1000 * next(le for le, cum in buckets if cum >= q * count)
+
+    le_10ms = next(cum for le, cum in buckets if le >= 0.01)
+    return {"count": count, "share_le_10ms": le_10ms / count,
+            "p50_le_ms": bound(0.5), "p99_le_ms": bound(0.99)}
 
 
 # -- load ------------------------------------------------------------------------------------
@@ -204,6 +261,7 @@ class LoadResult:
     max_ms: float
     error_kinds: dict[str, int] = field(default_factory=dict)
     server_rss_kib: dict[str, int] = field(default_factory=dict)
+    server_ms: dict[str, float] = field(default_factory=dict)
     bodies: list[tuple[str, Any]] = field(default_factory=list, repr=False)
 
     def figures(self) -> dict[str, Any]:
@@ -339,6 +397,13 @@ def report(result: LoadResult, setup: str) -> str:
         f"  server RSS         {rss.get('VmRSS', 0) / 1024:>9.1f} MiB (peak "
         f"{rss.get('VmHWM', 0) / 1024:.1f} MiB)",
     ]
+    srv = result.server_ms
+    if srv:
+        lines.append(
+            f"  server time        p50 <= {srv['p50_le_ms']:g} ms, p99 <= {srv['p99_le_ms']:g} ms, "
+            f"{100 * srv['share_le_10ms']:.2f} % <= 10 ms (/metrics histogram, "
+            f"{srv['count']:.0f} requests)"
+        )
     return "\n".join(lines)
 
 
@@ -374,6 +439,17 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds after the last due time before cancelling, default 5",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of holders and request order")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help=f"pin the server to CPU {SERVER_CPU} and this load generator to CPU {CLIENT_CPU}",
+    )
+    parser.add_argument(
+        "--server-gc",
+        choices=("default", "off"),
+        default="default",
+        help="'off' disables the server's garbage collector (an experiment)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
 
@@ -396,11 +472,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"synthetic, {args.rounds} rounds x {args.holders} holders "
                 f"(built in {time.perf_counter() - start:.1f} s)"
             )
-        with serve(run_dir) as server:
-            # warm-up: the first request parses every round once (figures in docs/api.md)
+        if args.pin:
+            os.sched_setaffinity(0, {CLIENT_CPU})
+            setup += f"; server on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}"
+        cpu = SERVER_CPU if args.pin else None
+        with serve(run_dir, cpu=cpu, gc_mode=args.server_gc) as server:
+            # the first request after /health answers (the server parses rounds at start-up)
             start = time.perf_counter()
             httpx.get(f"{server.base_url}/holders/{addresses[0]}/claims", timeout=60.0)
-            setup += f"; first request {1000 * (time.perf_counter() - start):.0f} ms"
+            setup += (
+                f"; start-up {1000 * server.startup_s:.0f} ms (launch to /health), "
+                f"first request {1000 * (time.perf_counter() - start):.1f} ms"
+            )
             result = drive(
                 server.base_url,
                 addresses,
@@ -411,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
             )
             result.server_rss_kib = rss_kib(server.process.pid)
+            result.server_ms = server_times(server.base_url)
     print(report(result, setup))
     if args.json is not None:
         args.json.write_text(json.dumps({"setup": setup, **result.figures()}, indent=2) + "\n")
