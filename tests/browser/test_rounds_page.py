@@ -5,6 +5,8 @@ xfail), is usable with the keyboard, and stays readable when the node goes down 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import httpx
 import pytest
 
@@ -78,6 +80,25 @@ def test_tab_reaches_every_link_in_document_order(api, new_page):
     with page.expect_navigation():
         page.keyboard.press("Enter")
     assert page.url == api.base_url + "/"
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "the nav's API link opens FastAPI's /docs, whose Swagger UI script and stylesheet come from a "
+    "CDN (cdn.jsdelivr.net) and its favicon from fastapi.tiangolo.com: offline it is a blank page; "
+    "serve them locally (offchain/api/app.py); strict: remove this mark once it works offline"))
+def test_api_link_opens_a_page_that_works_offline(api, new_page):
+    page = new_page(strict=False)
+    external: list[str] = []
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("request", lambda r: external.append(r.url) if urlsplit(r.url).hostname not in (
+        "127.0.0.1", None) and not r.url.startswith("data:") else None)
+    page.goto(api.base_url + "/")
+    with page.expect_navigation():
+        page.click("nav >> text=API")
+    page.wait_for_load_state("networkidle")
+    assert external == [] and errors == []
+    assert page.inner_text("body").strip(), "the API page is blank"
 
 
 def test_loaded_page_stays_readable_when_the_node_goes_down(tmp_path, new_page):
