@@ -1,8 +1,8 @@
 """The injected EIP-1193 provider (tests/browser/eip1193.py) in a real Chromium against a real
 anvil: a page's ``window.ethereum`` connects, sends a transaction that anvil's dev account signs
-(the recipient's balance rises by exactly its value), signs a message that recovers to the
-account, a reverting call's error data reaches the page intact, and a rejected request fails with
-EIP-1193's 4001 as a wallet's would."""
+(the recipient's balance rises by exactly its value), signs a message and EIP-712 typed data
+that recover to the account, a reverting call's error data reaches the page intact, and a
+rejected request fails with EIP-1193's 4001 as a wallet's would."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from eth_account import Account
-from eth_account.messages import encode_defunct
+from eth_account.messages import encode_defunct, encode_typed_data
 
 from offchain.chain.anvil import AnvilNode
 from tests.browser.eip1193 import USER_REJECTED, Eip1193Bridge
@@ -61,6 +61,22 @@ def test_page_wallet_calls_go_to_anvil_and_its_dev_account_signs(api, new_page, 
         " params: ['0x' + [...new TextEncoder().encode(m)].map(b => b.toString(16)"
         ".padStart(2, '0')).join(''), a]})", [message, sender])
     assert Account.recover_message(encode_defunct(text=message), signature=signature) == sender
+
+    typed = {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"}, {"name": "chainId", "type": "uint256"}],
+            "Recipient": [{"name": "holder", "type": "address"}, {"name": "to", "type": "address"}],
+        },
+        "primaryType": "Recipient",
+        "domain": {"name": "test", "chainId": anvil_node.chain_id},
+        "message": {"holder": sender, "to": recipient},
+    }
+    typed_signature = page.evaluate(
+        "([a, t]) => window.ethereum.request({method: 'eth_signTypedData_v4',"
+        " params: [a, JSON.stringify(t)]})", [sender, typed])
+    signed = encode_typed_data(full_message=typed)
+    assert Account.recover_message(signed, signature=typed_signature) == sender
 
     bridge.reject.add("personal_sign")
     refused = page.evaluate(
