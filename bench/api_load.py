@@ -59,6 +59,7 @@ HOST = "127.0.0.1"
 MAX_DURATION_S = 120.0
 RUN_DIR_ENV = "API_LOAD_RUN_DIR"
 GC_ENV = "API_LOAD_SERVER_GC"
+GC_LOG_ENV = "API_LOAD_GC_LOG"
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 
@@ -131,7 +132,60 @@ def app_from_env():  # noqa: ANN201 (uvicorn --factory target; FastAPI import ke
     app = create_app(Path(os.environ[RUN_DIR_ENV]))
     if os.environ.get(GC_ENV) == "off":  # an experiment: no collector at all in the server
         gc.disable()
+    if os.environ.get(GC_LOG_ENV):
+        _log_gc_pauses(Path(os.environ[GC_LOG_ENV]))
     return app
+
+
+def _log_gc_pauses(path: Path) -> None:
+    """Time every collection of this process; at exit write them to ``path`` as JSON, a list
+    of ``[generation, end (time.monotonic, s), pause (ms)]`` (see :func:`gc_summary`)."""
+    import atexit
+    import gc
+
+    pauses: list[tuple[int, float, float]] = []
+    started = [0.0]
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.monotonic(),
+                           1000 * (time.perf_counter() - started[0])))
+
+    gc.callbacks.append(callback)
+    atexit.register(lambda: path.write_text(json.dumps(pauses)))
+
+
+def gc_summary(path: Path, since: float) -> dict[str, dict[str, float]]:
+    """Per generation, the server's collections that ended after ``since`` (``time.monotonic``
+    s, the same clock in every process): how many, total and longest pause (ms)."""
+    pauses = [p for p in json.loads(path.read_text()) if p[1] >= since]
+    return {
+        str(g): {
+            "collections": sum(1 for p in pauses if p[0] == g),
+            "total_ms": round(sum(p[2] for p in pauses if p[0] == g), 2),
+            "max_ms": round(max((p[2] for p in pauses if p[0] == g), default=0.0), 2),
+        }
+        for g in (0, 1, 2)
+    }
+
+
+def busy_jiffies() -> int:
+    """Non-idle CPU time of the whole machine so far, in clock ticks (``/proc/stat``; 0 elsewhere)."""
+    with contextlib.suppress(OSError):
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        values = [int(v) for v in fields[:8]]
+        return sum(values) - values[3] - values[4]  # minus idle and iowait
+    return 0
+
+
+def process_jiffies(pid: int) -> int:
+    """User + system CPU time of process ``pid`` so far, in clock ticks (0 when unreadable)."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    return 0
 
 
 def free_port() -> int:
@@ -262,6 +316,8 @@ class LoadResult:
     error_kinds: dict[str, int] = field(default_factory=dict)
     server_rss_kib: dict[str, int] = field(default_factory=dict)
     server_ms: dict[str, float] = field(default_factory=dict)
+    cpu_cores: dict[str, float] = field(default_factory=dict)
+    server_gc: dict[str, Any] = field(default_factory=dict)
     bodies: list[tuple[str, Any]] = field(default_factory=list, repr=False)
 
     def figures(self) -> dict[str, Any]:
@@ -397,6 +453,15 @@ def report(result: LoadResult, setup: str) -> str:
         f"  server RSS         {rss.get('VmRSS', 0) / 1024:>9.1f} MiB (peak "
         f"{rss.get('VmHWM', 0) / 1024:.1f} MiB)",
     ]
+    cpu = result.cpu_cores
+    if cpu:
+        lines.append(
+            f"  CPU during run     server {cpu['server']:.2f}, load generator "
+            f"{cpu['load_generator']:.2f}, other processes {cpu['others']:.2f} cores"
+        )
+    for gen, g in sorted(result.server_gc.items()):
+        lines.append(f"  server gc gen {gen}    {g['collections']:>5} collections, total "
+                     f"{g['total_ms']:.1f} ms, longest {g['max_ms']:.2f} ms")
     srv = result.server_ms
     if srv:
         lines.append(
@@ -405,6 +470,18 @@ def report(result: LoadResult, setup: str) -> str:
             f"{srv['count']:.0f} requests)"
         )
     return "\n".join(lines)
+
+
+def cpu_cores(start: tuple[int, int, int, float], server_pid: int) -> dict[str, float]:
+    """Cores used since ``start`` ``(machine busy, server, this process ticks, monotonic s)``
+    by the server, this load generator and every other process (the machine's busy time minus
+    both: a quiet machine reads near 0)."""
+    hz = os.sysconf("SC_CLK_TCK")
+    seconds = time.monotonic() - start[3]
+    server = (process_jiffies(server_pid) - start[1]) / hz / seconds
+    client = (process_jiffies(os.getpid()) - start[2]) / hz / seconds
+    busy = (busy_jiffies() - start[0]) / hz / seconds
+    return {"server": server, "load_generator": client, "others": max(0.0, busy - server - client)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -476,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, {CLIENT_CPU})
             setup += f"; server on CPU {SERVER_CPU}, load generator on CPU {CLIENT_CPU}"
         cpu = SERVER_CPU if args.pin else None
+        gc_log = Path(tmp) / "server_gc.json"
+        os.environ[GC_LOG_ENV] = str(gc_log)
         with serve(run_dir, cpu=cpu, gc_mode=args.server_gc) as server:
             # the first request after /health answers (the server parses rounds at start-up)
             start = time.perf_counter()
@@ -484,6 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"; start-up {1000 * server.startup_s:.0f} ms (launch to /health), "
                 f"first request {1000 * (time.perf_counter() - start):.1f} ms"
             )
+            ticks = (busy_jiffies(), process_jiffies(server.process.pid),
+                     process_jiffies(os.getpid()), time.monotonic())
             result = drive(
                 server.base_url,
                 addresses,
@@ -495,6 +576,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             result.server_rss_kib = rss_kib(server.process.pid)
             result.server_ms = server_times(server.base_url)
+            result.cpu_cores = cpu_cores(ticks, server.process.pid)
+        with contextlib.suppress(OSError, ValueError):
+            result.server_gc = gc_summary(gc_log, ticks[3])
     print(report(result, setup))
     if args.json is not None:
         args.json.write_text(json.dumps({"setup": setup, **result.figures()}, indent=2) + "\n")
