@@ -42,10 +42,6 @@ def test_rounds_page_shows_each_round_as_the_api_says(api, new_page, doc_screens
     doc_screenshot(page, "page_rounds")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the rounds table is 540 px wide at a 375 px viewport: the budget (up to 18 decimals) does not "
-    "wrap and the table has no scroll container or narrow layout (offchain/api/static/style.css); "
-    "strict: remove this mark once the page fits"))
 def test_rounds_page_fits_a_375px_screen(api, new_page, doc_screenshot):
     page = new_page(PHONE)
     page.goto(api.base_url + "/")
