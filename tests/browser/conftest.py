@@ -62,9 +62,12 @@ def api(run_dir: Path) -> Iterator[ApiServer]:
 # -- the browser -----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    """Headless system Chromium (a ``playwright.sync_api.Browser``); skips when it is missing."""
+    """Headless system Chromium (a ``playwright.sync_api.Browser``); skips when it is missing.
+
+    Module-scoped: Playwright's sync API runs an event loop in this thread while it is started,
+    so a session-wide instance would break every later test that calls ``asyncio.run``."""
     reason = missing_reason()
     if reason:
         pytest.skip(reason)

@@ -6,6 +6,7 @@ rejected request fails with EIP-1193's 4001 as a wallet's would."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -34,6 +35,20 @@ def _balance(rpc_url: str, address: str) -> int:
     return int(httpx.post(rpc_url, json=body, timeout=5).json()["result"], 16)
 
 
+def _receipt(page, tx_hash: str, timeout_s: float = 10.0) -> dict:  # noqa: ANN001 (a Page)
+    """The transaction's receipt asked through the page's provider, polled until it is mined
+    (a node mining on an interval has none right after ``eth_sendTransaction``)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        receipt = page.evaluate(
+            "h => window.ethereum.request({method: 'eth_getTransactionReceipt', params: [h]})",
+            tx_hash)
+        if receipt is not None or time.monotonic() > deadline:
+            assert receipt is not None, f"no receipt for {tx_hash} after {timeout_s} s"
+            return receipt
+        time.sleep(0.1)
+
+
 def test_page_wallet_calls_go_to_anvil_and_its_dev_account_signs(api, new_page, anvil_node):
     sender, recipient = (Account.from_key(k).address for k in anvil_node.private_keys)
     bridge = Eip1193Bridge(anvil_node.rpc_url, anvil_node.chain_id, sender)
@@ -50,8 +65,7 @@ def test_page_wallet_calls_go_to_anvil_and_its_dev_account_signs(api, new_page, 
     tx_hash = page.evaluate(
         "to => window.ethereum.request({method: 'eth_sendTransaction',"
         " params: [{to, value: '0xde0b6b3a7640000'}]})", recipient)  # 1 ether, from the account
-    receipt = page.evaluate(
-        "h => window.ethereum.request({method: 'eth_getTransactionReceipt', params: [h]})", tx_hash)
+    receipt = _receipt(page, tx_hash)
     assert receipt["status"] == "0x1"
     assert _balance(anvil_node.rpc_url, recipient) - before == ETHER
 
@@ -96,10 +110,9 @@ def test_page_wallet_calls_go_to_anvil_and_its_dev_account_signs(api, new_page, 
         "to => window.ethereum.request({method: 'eth_call', params: [{to, data: '0x'}, 'latest']})"
         ".then(() => null, e => ({code: e.code, data: e.data}))", reverter)
     assert simulated == {"code": 3, "data": "0xaabbccdd"}
-    sent = page.evaluate(
-        "to => window.ethereum.request({method: 'eth_sendTransaction', params: [{to, data: '0x'}]})"
-        ".then(h => window.ethereum.request({method: 'eth_getTransactionReceipt', params: [h]}))",
-        reverter)
+    sent = _receipt(page, page.evaluate(
+        "to => window.ethereum.request({method: 'eth_sendTransaction', params: [{to, data: '0x'}]})",
+        reverter))
     assert sent["status"] == "0x0"
     assert [m for m, _ in bridge.calls][:3] == [
         "eth_requestAccounts", "eth_chainId", "eth_sendTransaction"]
