@@ -213,6 +213,16 @@ class Server:
     process: subprocess.Popen[bytes]
     startup_s: float = 0.0
 
+    def stop(self) -> None:
+        """Stop the server (SIGINT, SIGKILL after 5 s); a no-op once it has exited."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
 
 @contextlib.contextmanager
 def serve(
@@ -256,13 +266,7 @@ def serve(
         server.startup_s = time.monotonic() - launched
         yield server
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server.stop()
 
 
 def server_times(base_url: str, route: str = "/holders/{address}/claims") -> dict[str, float]:

@@ -10,16 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from bench.api_load import Server
 
 try:
     from playwright.sync_api import Error as PlaywrightError
@@ -70,69 +64,24 @@ def missing_reason() -> str | None:
     return None
 
 
-
-_SERVE = (
-    "import sys, uvicorn\n"
-    "from pathlib import Path\n"
-    "from offchain.api.app import create_app\n"
-    "uvicorn.run(create_app(Path(sys.argv[1])), host=sys.argv[2], port=int(sys.argv[3]),\n"
-    "            log_level='warning', access_log=False)\n"
-)
-
-
-@dataclass
-class ApiServer:
-    """A running uvicorn over ``run_dir``; ``base_url`` is ``http://127.0.0.1:<port>``."""
-
-    base_url: str
-    run_dir: Path
-    process: subprocess.Popen[bytes]
-
-    def stop(self) -> None:
-        """Stop the server (SIGINT, SIGKILL after 5 s); a no-op once it has exited."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
+ApiServer = Server
+"""A running API server: ``base_url`` (``http://127.0.0.1:<port>``), ``process``, ``stop()``."""
 
 
 @contextlib.contextmanager
 def serve_api(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[ApiServer]:
-    """Serve ``create_app(run_dir)`` with uvicorn in a child process until the block exits.
+    """Serve the node's API over ``run_dir`` with uvicorn in a child process on 127.0.0.1 until
+    the block exits (:func:`bench.api_load.serve`, the load benchmark's server: ``create_app``
+    of ``run_dir``, no access log); ``stop()`` stops it early.
 
     Raises:
         RuntimeError: the server exited, or ``/health`` did not answer 200 within
             ``startup_timeout_s`` seconds.
     """
-    port = _free_port()
-    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path}
-    process = subprocess.Popen(
-        [sys.executable, "-c", _SERVE, str(run_dir), HOST, str(port)], cwd=ROOT, env=env)
-    server = ApiServer(f"http://{HOST}:{port}", Path(run_dir), process)
-    try:
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"uvicorn exited with {process.returncode} before serving")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(server.base_url + "/health", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"uvicorn not healthy after {startup_timeout_s:.0f} s")
-            time.sleep(0.05)
+    from bench.api_load import serve
+
+    with serve(Path(run_dir), startup_timeout_s=startup_timeout_s) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def describe() -> str:
