@@ -5,8 +5,9 @@ Playwright for Python, and a screenshot of every test.
   launched through ``executable_path``; Playwright's own browser download is never used (it cannot
   work on these machines). Without Chromium, or without the ``playwright`` package, every browser
   test is skipped with a reason naming what is missing (``scripts/test.sh`` also prints it).
-* The API is served by :func:`tests.browser.support.serve_api` (the load benchmark's uvicorn over ``create_app(run_dir)``,
-  in a child process on 127.0.0.1 at a free port, stopped with SIGINT (SIGKILL after 5 s).
+* The API is served by :func:`tests.browser.support.serve_api` (the load benchmark's uvicorn
+  over ``create_app(run_dir)``) in a child process on 127.0.0.1 at a free port, stopped with
+  SIGINT (SIGKILL after 5 s).
 * Every page is offline: a request to any host but 127.0.0.1 is aborted and recorded, and the
   ``new_page`` fixture fails the test at teardown if there was one, or if the page
   raised an uncaught JavaScript error.
