@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 __all__ = [
+    "tiny_backend",
     "TINY_SD_RESOLUTION",
     "build_tiny_sd",
     "build_tiny_sdxl",
@@ -190,3 +191,22 @@ def build_tiny_sdxl(folder: Path, seed: int = 0) -> Path:
     )
     pipeline.save_pretrained(folder)
     return folder
+
+
+def tiny_backend(folder: Path, cache_dir: Path | None = None):  # -> SDLoraBackend
+    """The ``sd-lora`` backend of the tests on a tiny folder, built the way a run builds it
+    (``from_settings`` with ``model_path``), then made quick: 3 steps of batch 2, 3 sampling
+    steps, one thread. ``cache_dir``: the run's cache folder (None: the backend's default)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from offchain.diffusion import get_backend
+    from offchain.diffusion.sd_lora import SDLoraBackend
+
+    settings = SimpleNamespace(model_path=str(folder), image_size=TINY_SD_RESOLUTION,
+                               train_steps=3, device="cpu", guidance_scale=3.0,
+                               cache_dir=cache_dir)
+    made = get_backend("sd-lora").from_settings(settings)
+    cfg = dataclasses.replace(made.config, batch_size=2, num_inference_steps=3, num_threads=1)
+    return SDLoraBackend(cfg)
+

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from sd_fixture import TINY_SD_RESOLUTION, build_tiny_sd
+from sd_fixture import build_tiny_sd, tiny_backend
 
 from offchain.diffusion import ModelBackend, backend_names, get_backend
 from offchain.diffusion.sd_lora import (
@@ -35,11 +35,7 @@ def sd_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(sd_folder: Path) -> SDLoraBackend:
-    settings = SimpleNamespace(model_path=str(sd_folder), image_size=TINY_SD_RESOLUTION,
-                               train_steps=3, device="cpu", guidance_scale=3.0)
-    made = get_backend("sd-lora").from_settings(settings)
-    cfg = dataclasses.replace(made.config, batch_size=2, num_inference_steps=3, num_threads=1)
-    return SDLoraBackend(cfg)
+    return tiny_backend(sd_folder)
 
 
 @pytest.fixture(scope="module")

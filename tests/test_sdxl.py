@@ -6,18 +6,15 @@ per example with per-example caption ids (TRAK's vmap)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from sd_fixture import TINY_SD_RESOLUTION, build_tiny_sdxl
+from sd_fixture import build_tiny_sdxl, tiny_backend
 
 from offchain.attribution.model_output import DTrakOutput, make_noise
-from offchain.diffusion import get_backend
 from offchain.diffusion.sd_base import is_sdxl, lora_parameters
 from offchain.diffusion.sd_lora import ADAPTER_FILE, SDLoraBackend, load_base, missing_model_parts
 from offchain.errors import ConfigError
@@ -33,12 +30,7 @@ def sdxl_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def backend(sdxl_folder: Path, tmp_path_factory) -> SDLoraBackend:
-    settings = SimpleNamespace(model_path=str(sdxl_folder), image_size=TINY_SD_RESOLUTION,
-                               train_steps=3, device="cpu", guidance_scale=3.0,
-                               cache_dir=tmp_path_factory.mktemp("cache"))
-    made = get_backend("sd-lora").from_settings(settings)
-    cfg = dataclasses.replace(made.config, batch_size=2, num_inference_steps=3, num_threads=1)
-    return SDLoraBackend(cfg)
+    return tiny_backend(sdxl_folder, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
 @pytest.fixture(scope="module")
