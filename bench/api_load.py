@@ -60,6 +60,9 @@ MAX_DURATION_S = 120.0
 RUN_DIR_ENV = "API_LOAD_RUN_DIR"
 GC_ENV = "API_LOAD_SERVER_GC"
 GC_LOG_ENV = "API_LOAD_GC_LOG"
+APP_OPTIONS_ENV = "API_LOAD_APP_OPTIONS"
+"""JSON object of extra ``create_app`` keyword arguments (``holders_dir``, ``chain_rpc_url``,
+``deployment_file``: strings) for :func:`app_from_env`."""
 SERVER_CPU, CLIENT_CPU = 0, 1
 
 
@@ -129,7 +132,11 @@ def app_from_env():  # noqa: ANN201 (uvicorn --factory target; FastAPI import ke
 
     from offchain.api.app import create_app
 
-    app = create_app(Path(os.environ[RUN_DIR_ENV]))
+    options = json.loads(os.environ.get(APP_OPTIONS_ENV) or "{}")
+    for name in ("holders_dir", "deployment_file"):
+        if options.get(name) is not None:
+            options[name] = Path(options[name])
+    app = create_app(Path(os.environ[RUN_DIR_ENV]), **options)
     if os.environ.get(GC_ENV) == "off":  # an experiment: no collector at all in the server
         gc.disable()
     if os.environ.get(GC_LOG_ENV):
@@ -226,7 +233,11 @@ class Server:
 
 @contextlib.contextmanager
 def serve(
-    run_dir: Path, startup_timeout_s: float = 30.0, cpu: int | None = None, gc_mode: str = "default"
+    run_dir: Path,
+    startup_timeout_s: float = 30.0,
+    cpu: int | None = None,
+    gc_mode: str = "default",
+    app_options: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """Run ``python -m uvicorn`` over ``run_dir`` on loopback; stop it on exit, whatever happens.
 
@@ -235,6 +246,8 @@ def serve(
         startup_timeout_s: Most seconds to wait for ``/health``.
         cpu: Pin the server to this CPU (Linux ``sched_setaffinity``); None: any CPU.
         gc_mode: ``"default"``, or ``"off"`` to disable the server's garbage collector.
+        app_options: extra ``create_app`` arguments (:data:`APP_OPTIONS_ENV`), e.g.
+            ``{"holders_dir": "...", "chain_rpc_url": "http://127.0.0.1:8545"}``.
 
     Raises:
         RuntimeError: the server exits or is not healthy within ``startup_timeout_s``.
@@ -248,6 +261,7 @@ def serve(
     env = {**os.environ, RUN_DIR_ENV: str(Path(run_dir).resolve())}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env[GC_ENV] = gc_mode
+    env[APP_OPTIONS_ENV] = json.dumps(app_options or {})
     pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     launched = time.monotonic()
     process = subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pin)  # noqa: PLW1509

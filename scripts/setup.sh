@@ -51,8 +51,15 @@ ensure_chromium() {
 }
 ensure_chromium
 
+# The web app's scripts (offchain/api/web → offchain/api/static/dist, esbuild; about a second),
+# rebuilt on every run so the served bundle always matches the sources.
+build_web() {
+  node scripts/build_web.mjs
+}
+
 stamp=$(cat pyproject.toml package.json package-lock.json | sha256sum | cut -c1-16)
 if [ -x .venv/bin/python ] && [ -d node_modules ] && [ "$(cat .setup-stamp 2>/dev/null)" = "$stamp" ]; then
+  build_web
   exit 0
 fi
 
@@ -67,5 +74,6 @@ fi
 # node_modules also holds the emoji art of the `emoji` dataset (emoji-datasource-google and
 # -twitter, openmoji: about 140 MB of tarballs, 220 MB unpacked), read by offchain/data/emoji.py.
 npm ci --no-audit --no-fund --loglevel=error
+build_web
 echo "$stamp" > .setup-stamp
-echo "setup: done (.venv, node_modules)"
+echo "setup: done (.venv, node_modules, offchain/api/static/dist)"

@@ -165,3 +165,38 @@ def doc_screenshot() -> Callable[[object, str], None]:
             page.screenshot(path=str(DOC_IMG / f"{name}.png"), full_page=True)
 
     return save
+
+
+# -- a tiny real campaign on anvil (tests/browser/campaign.py) -------------------------------
+
+
+@pytest.fixture(scope="session")
+def web_bundle() -> Path:
+    """The web app's scripts, rebuilt from ``offchain/api/web`` (``node scripts/build_web.mjs``,
+    about a second) so the tests drive the current sources."""
+    import subprocess
+
+    subprocess.run(["node", str(ROOT / "scripts" / "build_web.mjs")], cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    return ROOT / "offchain" / "api" / "static" / "dist"
+
+
+@pytest.fixture(scope="session")
+def campaign(tmp_path_factory: pytest.TempPathFactory):
+    """A :class:`tests.browser.campaign.TinyCampaign` on its own anvil: 2 tiny rounds posted
+    and final, nothing claimed (about 25 s, once per session). Tests that change the chain
+    wrap their changes in ``chain_snapshot(campaign.node.rpc_url)``."""
+    from offchain.chain.anvil import AnvilNode
+    from tests.browser.campaign import start_campaign
+
+    with AnvilNode() as node:
+        yield start_campaign(node, tmp_path_factory.mktemp("campaign") / "run")
+
+
+@pytest.fixture(scope="session")
+def campaign_api(campaign, web_bundle: Path) -> Iterator[ApiServer]:
+    """The real API over the campaign's run folder: claim flags from the chain, registrations
+    stored in ``campaign.holders_dir``."""
+    options = {"holders_dir": str(campaign.holders_dir), "chain_rpc_url": campaign.node.rpc_url}
+    with serve_api(campaign.run_dir, app_options=options) as server:
+        yield server

@@ -12,6 +12,11 @@ wallet's part:
 * a method in ``reject`` fails with 4001 "User rejected the request." (a user saying no);
 * anything else is anvil's answer, its errors included (a revert's ``data`` stays intact).
 
+An account that is not one of anvil's dev accounts (e.g. a demo holder) is given with its
+``private_key``: the bridge then signs ``personal_sign`` and ``eth_signTypedData_v4`` itself
+(eth_account, as a wallet would) and anvil sends its transactions as an impersonated account
+(``anvil_impersonateAccount``, called by :meth:`Eip1193Bridge.install`).
+
 ``calls`` records every ``(method, params)`` the page sent, in order.
 """
 
@@ -65,16 +70,21 @@ class Eip1193Bridge:
         rpc_url: anvil's JSON-RPC URL (``AnvilNode.rpc_url``).
         chain_id: anvil's chain id.
         account: the connected address (one of anvil's dev accounts, which anvil signs for).
+        private_key: the account's key when it is not an anvil dev account (see the module
+            docstring); None: anvil signs.
     """
 
     rpc_url: str
     chain_id: int
     account: str
+    private_key: str | None = None
     reject: set[str] = field(default_factory=set)
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def install(self, context) -> None:  # noqa: ANN001 (a Playwright BrowserContext)
         """Inject the provider into every page of ``context`` (call before its pages load)."""
+        if self.private_key is not None:
+            self.rpc("anvil_impersonateAccount", [self.account])
         context.expose_function("__eip1193Forward", self.handle)
         context.add_init_script(INIT_SCRIPT)
 
@@ -95,9 +105,28 @@ class Eip1193Bridge:
                 return {"result": None}
             message = f"Unrecognized chain ID {wanted}."
             return {"error": {"code": UNRECOGNIZED_CHAIN, "message": message}}
+        if self.private_key is not None and method in ("personal_sign", "eth_signTypedData_v4"):
+            return {"result": self._sign(method, params)}
         if method == "eth_sendTransaction" and params and "from" not in params[0]:
             params = [{**params[0], "from": self.account}, *params[1:]]
         return self.rpc(method, params)
+
+    def _sign(self, method: str, params: Any) -> str:
+        """``personal_sign`` (EIP-191; params ``[message hex, address]``) or
+        ``eth_signTypedData_v4`` (EIP-712; params ``[address, typed data JSON]``) with
+        ``private_key``: the 0x-hex 65-byte signature."""
+        import json
+
+        from eth_account import Account
+        from eth_account.messages import encode_defunct, encode_typed_data
+
+        if method == "personal_sign":
+            message = encode_defunct(hexstr=params[0])
+        else:
+            data = params[1] if isinstance(params[1], dict) else json.loads(params[1])
+            message = encode_typed_data(full_message=data)
+        signed = Account.sign_message(message, private_key=self.private_key)
+        return "0x" + signed.signature.hex().removeprefix("0x")
 
     def rpc(self, method: str, params: Any) -> dict[str, Any]:
         """One JSON-RPC call to anvil; its ``result`` or ``error`` object as it answered.

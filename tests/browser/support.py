@@ -69,10 +69,13 @@ ApiServer = Server
 
 
 @contextlib.contextmanager
-def serve_api(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[ApiServer]:
+def serve_api(
+    run_dir: Path, startup_timeout_s: float = 30.0, app_options: dict[str, str] | None = None
+) -> Iterator[ApiServer]:
     """Serve the node's API over ``run_dir`` with uvicorn in a child process on 127.0.0.1 until
     the block exits (:func:`bench.api_load.serve`, the load benchmark's server: ``create_app``
-    of ``run_dir``, no access log); ``stop()`` stops it early.
+    of ``run_dir`` and ``app_options``, e.g. ``holders_dir`` and ``chain_rpc_url``; no access
+    log); ``stop()`` stops it early.
 
     Raises:
         RuntimeError: the server exited, or ``/health`` did not answer 200 within
@@ -80,7 +83,8 @@ def serve_api(run_dir: Path, startup_timeout_s: float = 30.0) -> Iterator[ApiSer
     """
     from bench.api_load import serve
 
-    with serve(Path(run_dir), startup_timeout_s=startup_timeout_s) as server:
+    with serve(Path(run_dir), startup_timeout_s=startup_timeout_s,
+               app_options=app_options) as server:
         yield server
 
 

@@ -69,8 +69,11 @@ def test_tab_reaches_every_link_in_document_order(api, new_page):
         page.keyboard.press("Tab")
         reached.append(page.evaluate("() => document.activeElement.outerHTML"))
     assert reached == expected
-    # Enter on the first link ("Rounds", reached by one Tab from a fresh load) follows it.
+    # The first Tab from a fresh load reaches the skip link; the next one "Rounds", and Enter
+    # follows it.
     page.reload()
+    page.keyboard.press("Tab")
+    assert page.evaluate("() => document.activeElement.textContent") == "Skip to content"
     page.keyboard.press("Tab")
     assert page.evaluate("() => document.activeElement.textContent") == "Rounds"
     with page.expect_navigation():

@@ -10,7 +10,11 @@ includes them (the order of the OpenAPI schema's paths).
 * :mod:`~offchain.api.routers.cosigning`: ``/rounds/{round_id}/signing-request``,
   ``/rounds/{round_id}/signatures``
 * :mod:`~offchain.api.routers.operator`: ``/operator/…`` (bearer token)
+* :mod:`~offchain.api.routers.web`: ``/web/config`` (what the pages' scripts need)
 * :mod:`~offchain.api.routers.pages`: ``GET /`` (HTML, not in the schema)
+* :mod:`~offchain.api.routers.holder_page`: ``GET /holder`` (HTML)
+* :mod:`~offchain.api.routers.sponsor_page`: ``GET /sponsor`` (HTML)
+* :mod:`~offchain.api.routers.explorer`: ``GET /explorer/rounds/{round_id}`` (HTML)
 """
 
 from __future__ import annotations
@@ -21,11 +25,15 @@ from offchain.api.routers import (
     campaigns,
     claims,
     cosigning,
+    explorer,
     health,
+    holder_page,
     operator,
     pages,
     registration,
     rounds,
+    sponsor_page,
+    web,
 )
 
 __all__ = ["ROUTERS"]
@@ -38,5 +46,9 @@ ROUTERS: tuple[APIRouter, ...] = (
     campaigns.router,
     cosigning.router,
     operator.router,
+    web.router,
     pages.router,
+    holder_page.router,
+    sponsor_page.router,
+    explorer.router,
 )
