@@ -29,7 +29,7 @@ from offchain.api.metrics import ApiMetrics, MetricsMiddleware
 from offchain.api.operator import JobManager, OperatorConfig
 from offchain.api.registration import RegistrationLimits
 from offchain.api.rounds_view import RoundCache, RoundWarmer, round_ids
-from offchain.api.routers import ROUTERS
+from offchain.api.routers import ROUTERS, docs
 from offchain.api.routers.operator import authenticate
 from offchain.api.routers.registration import body_rule
 from offchain.api.state_view import StateView
@@ -145,7 +145,10 @@ def create_app(
     if holders_dir is not None:
         _prepare_holders_dir(Path(holders_dir))
     allowed_manifest_roots = _check_roots(allowed_manifest_roots)
-    app = FastAPI(title="Copyright compensation oracle", version="0.1.0", lifespan=_lifespan)
+    app = FastAPI(
+        title="Copyright compensation oracle", version="0.1.0", lifespan=_lifespan,
+        docs_url=None, redoc_url=None,  # /docs is served offline by routers.docs; no ReDoc
+    )
     state = app.state
     state.run_dir = Path(run_dir)
     state.round_cache = RoundCache()
@@ -173,5 +176,6 @@ def create_app(
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)  # outermost: counts refusals
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(docs.router)  # Swagger UI from /static/dist/swagger, never a CDN
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app

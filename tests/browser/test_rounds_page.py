@@ -81,10 +81,6 @@ def test_tab_reaches_every_link_in_document_order(api, new_page):
     assert page.url == api.base_url + "/"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the nav's API link opens FastAPI's /docs, whose Swagger UI script and stylesheet come from a "
-    "CDN (cdn.jsdelivr.net) and its favicon from fastapi.tiangolo.com: offline it is a blank page; "
-    "serve them locally (offchain/api/app.py); strict: remove this mark once it works offline"))
 def test_api_link_opens_a_page_that_works_offline(api, new_page):
     page = new_page(strict=False)
     external: list[str] = []
