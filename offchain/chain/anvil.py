@@ -83,8 +83,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _terminate(proc: subprocess.Popen[bytes], log_file: Path) -> None:
-    """Stop ``proc`` (SIGTERM, then SIGKILL after 5 s) and delete its log. Idempotent."""
+def _terminate(
+    proc: subprocess.Popen[bytes], log_file: Path, cache_dir: Path | None = None
+) -> None:
+    """Stop ``proc`` (SIGTERM, then SIGKILL after 5 s) and delete its log and its state cache
+    folder (``cache_dir``, created for it by :meth:`AnvilNode.start`). Idempotent."""
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -96,6 +99,8 @@ def _terminate(proc: subprocess.Popen[bytes], log_file: Path) -> None:
         log_file.unlink(missing_ok=True)
     except OSError:
         pass
+    if cache_dir is not None:
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 class AnvilNode:
@@ -169,6 +174,11 @@ class AnvilNode:
             port = _free_port()
             fd, log_name = tempfile.mkstemp(prefix="anvil-", suffix=".log")
             log_file = Path(log_name)
+            # anvil writes old states to disk once a chain grows (3 GB for a gas benchmark's
+            # thousands of blocks) under ~/.foundry/anvil/tmp and leaves them when stopped: give
+            # it a folder of its own, deleted with the process.
+            own_cache = "--cache-path" not in self.extra_args
+            cache_dir = Path(tempfile.mkdtemp(prefix="anvil-cache-")) if own_cache else None
             cmd = [
                 binary,
                 "--host", "127.0.0.1",
@@ -178,6 +188,7 @@ class AnvilNode:
                 "--balance", str(self.balance_eth),
                 "--mnemonic", self.mnemonic,
                 *(["--block-time", str(self.block_time)] if self.block_time else []),
+                *(["--cache-path", str(cache_dir)] if cache_dir else []),
                 *self.extra_args,
             ]  # fmt: skip
             with os.fdopen(fd, "wb") as out:
@@ -185,7 +196,7 @@ class AnvilNode:
                     cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT
                 )
             self._proc = proc
-            self._finalizer = weakref.finalize(self, _terminate, proc, log_file)
+            self._finalizer = weakref.finalize(self, _terminate, proc, log_file, cache_dir)
             self.port = port
             self.rpc_url = f"http://127.0.0.1:{port}"
             outcome = self._wait_ready(proc, log_file)
