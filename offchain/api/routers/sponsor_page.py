@@ -1,9 +1,147 @@
-"""GET /sponsor: the sponsor's page (filled by the sponsor-page work)"""
+"""The sponsors' view of a campaign: ``GET /campaigns/{campaign_id}/report`` (JSON: parameters,
+round budgets, payments per holder per round, claimed and unclaimed totals, in one response)
+and ``GET /sponsor`` (the HTML page over the same report; its script,
+``offchain/api/web/sponsor.js``, draws the charts and does the wallet parts: escrow, funding,
+reclaiming).
+
+Both read the report from :class:`~offchain.api.sponsor_view.SponsorReports`, kept on
+``app.state.sponsor_reports`` (made on first use): built once per version of the rounds and of
+the chain's claimed view.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import datetime as dt
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.responses import HTMLResponse
+
+from offchain.api.deps import DeploymentData, RunDir, State, Templates, chain_view
+from offchain.api.routers.pages import format_tokens
+from offchain.api.sponsor_view import CampaignReport, SponsorReports
+from offchain.api.state_view import StateView
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(tags=["campaigns"])
+_make_lock = threading.Lock()
+
+
+def _reports(request: Request) -> SponsorReports:
+    """The app's :class:`SponsorReports` (made on the first request that needs it)."""
+    state = request.app.state
+    reports = getattr(state, "sponsor_reports", None)
+    if reports is None:
+        with _make_lock:
+            reports = getattr(state, "sponsor_reports", None)
+            if reports is None:
+                reports = state.sponsor_reports = SponsorReports(state.round_cache)
+    return reports
+
+
+def _known(campaign_id: int, state: StateView, deployment: dict[str, Any]) -> bool:
+    """Whether the pool's campaign ``campaign_id`` is the deployment file's or in the database."""
+    if campaign_id == deployment.get("campaign_id"):
+        return True
+    return campaign_id in state.campaign_ids(int(deployment["chain_id"]), deployment["pool"])
+
+
+def _report(request: Request, run_dir: RunDir, state: StateView,
+            deployment: dict[str, Any] | None, campaign_id: int) -> tuple[CampaignReport, bytes]:
+    """The report and its JSON; HTTPException 404 without a deployment or for an unknown
+    campaign."""
+    if deployment is None:
+        raise HTTPException(status_code=404, detail="this node has no deployment yet "
+                            "(no deployment.json in its run folder)")
+    if not _known(campaign_id, state, deployment):
+        raise HTTPException(status_code=404, detail=f"unknown campaign {campaign_id}")
+    return _reports(request).report(run_dir, request.app.state.deployment_file, deployment,
+                                    campaign_id, chain_view(request))
+
+
+@router.get("/campaigns/{campaign_id}/report", response_model=CampaignReport)
+def campaign_report(
+    campaign_id: int, request: Request, run_dir: RunDir, state: State, deployment: DeploymentData
+) -> Response:
+    """A campaign's report for its sponsors, in one call: parameters (deployment file), per
+    round the budget, allocated and claimed totals and status, the payments per holder per
+    round (wei) with their claimed flags (from the chain when the node has an RPC, else from
+    its claims.json: ``claimed_source``), and the totals allocated, claimed, unclaimed and
+    unallocated. 404 without a deployment or for an unknown campaign."""
+    _, body = _report(request, run_dir, state, deployment, campaign_id)
+    return Response(content=body, media_type="application/json")
+
+
+# -- the page --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Amount:
+    """An amount for the page: tokens to read, the exact wei in ``title``."""
+
+    wei: str
+    tokens: str
+
+
+def _amount(wei: str | int | None) -> _Amount | None:
+    return None if wei is None else _Amount(str(wei), format_tokens(int(wei)))
+
+
+def _date(timestamp: int | None) -> str | None:
+    if timestamp is None:
+        return None
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _embedded_json(body: bytes) -> str:
+    """``body`` safe inside ``<script type="application/json">`` (no ``<``, ``>``, ``&``)."""
+    return (body.decode().replace("<", "\\u003c").replace(">", "\\u003e")
+            .replace("&", "\\u0026"))
+
+
+def _page_context(report: CampaignReport, body: bytes) -> dict[str, Any]:
+    p, t = report.parameters, report.totals
+    return {
+        "report": report,
+        "report_json": _embedded_json(body),
+        "amount": _amount,
+        "budget": _amount(p.total_budget_wei),
+        "round_cap": _amount(p.round_cap_wei),
+        "holder_cap": _amount(p.holder_cap_wei),
+        "posting_deadline": _date(p.posting_deadline),
+        "claim_deadline": _date(p.claim_deadline),
+        "allocated": _amount(t.allocated_wei),
+        "claimed": _amount(t.claimed_wei),
+        "unclaimed": _amount(t.unclaimed_wei),
+        "unallocated": _amount(t.unallocated_wei),
+    }
+
+
+@router.get("/sponsor", response_class=HTMLResponse, include_in_schema=False)
+def sponsor_page(
+    request: Request,
+    run_dir: RunDir,
+    state: State,
+    deployment: DeploymentData,
+    templates: Templates,
+    campaign: int | None = Query(default=None, description="campaign id (default: the "
+                                 "deployment file's)"),
+) -> HTMLResponse:
+    """The sponsor page of campaign ``campaign`` (default: the deployment file's): summary,
+    round budgets and payments (tables, and charts drawn by its script), and the wallet parts.
+    Without a deployment or for an unknown campaign: the page with the reason (HTTP 404)."""
+    campaign_id = campaign if campaign is not None else (deployment or {}).get("campaign_id")
+    if deployment is None or campaign_id is None:
+        return templates.TemplateResponse(request, "sponsor.html", {
+            "problem": "This node has no campaign yet: there is nothing to sponsor here until "
+                       "the operator deploys and creates one."}, status_code=404)
+    try:
+        report, body = _report(request, run_dir, state, deployment, int(campaign_id))
+    except HTTPException as error:
+        return templates.TemplateResponse(request, "sponsor.html", {
+            "problem": f"No campaign {campaign_id} on this node's pool ({error.detail})."},
+            status_code=error.status_code)
+    return templates.TemplateResponse(request, "sponsor.html", _page_context(report, body))
