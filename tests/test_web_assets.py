@@ -42,11 +42,12 @@ def test_web_config_serves_the_deployment_and_404s_without_one(tmp_path) -> None
         "rpc_url": "http://127.0.0.1:8545", "chain_id": 31337,
         "token": "0x5FbDB2315678afecb367f032d93F642f64180aa3",
         "pool": "0xe7f1725E7734CE288F8367e1Bb143E90bb3F0512", "campaign_id": 1,
-        "challenge_window_s": 3600,
+        "challenge_window_s": 3600, "claim_deadline": 1799555291,
     }
     (tmp_path / "deployment.json").write_text(json.dumps(deployment))
     config = client.get("/web/config").json()
     assert config == {"chain_id": 31337, "pool": deployment["pool"], "token": deployment["token"],
                       "native": False, "campaign_id": 1, "challenge_window_s": 3600,
-                      "claim_window_s": None}
+                      "claim_window_s": None, "claim_deadline": 1799555291,
+                      "posting_deadline": None}
     assert "rpc_url" not in config  # an operator's RPC URL may carry an API key

@@ -28,6 +28,10 @@ class WebConfig(BaseModel):
     campaign_id: int | None
     challenge_window_s: int | None
     claim_window_s: int | None
+    claim_deadline: int | None
+    """Unix time (seconds, chain clock) from which claims close and sponsors may reclaim."""
+    posting_deadline: int | None
+    """Unix time (seconds, chain clock) from which no round may be posted nor funds added."""
 
 
 router = APIRouter(tags=["web"])
@@ -48,4 +52,6 @@ def web_config(deployment: DeploymentData) -> WebConfig:
         campaign_id=deployment.get("campaign_id"),
         challenge_window_s=deployment.get("challenge_window_s"),
         claim_window_s=deployment.get("claim_window_s"),
+        claim_deadline=deployment.get("claim_deadline"),
+        posting_deadline=deployment.get("posting_deadline"),
     )
