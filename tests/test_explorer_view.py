@@ -195,3 +195,17 @@ def test_docs_page_loads_swagger_ui_from_this_node_only(tmp_path, monkeypatch):
     monkeypatch.setattr(docs, "SWAGGER_DIR", tmp_path / "not-built")
     missing = client.get("/docs")
     assert missing.status_code == 503 and "node scripts/build_web.mjs" in missing.text
+
+
+def test_warming_reads_each_changed_round_once_and_encodes_its_grid(tmp_path):
+    paths = _full_round(tmp_path)
+    cache, images = ExplorerCache(), ImageCache()
+    deployment_file = tmp_path / "deployment.json"
+    assert cache.warm(tmp_path, deployment_file, images) == 1
+    assert cache.warm(tmp_path, deployment_file, images) == 0  # nothing changed
+    shown = cache.get(paths, read_json(deployment_file), deployment_file).grid
+    encoded = len(images)
+    assert encoded == len({("g", r.sample) for r in shown}
+                          | {("w", w.holder, w.work) for r in shown for w in r.works})
+    write_json(paths.contributions, {"raw": [0.0, 0.0, 1.0], "normalized": [0.0, 0.0, 1.0]})
+    assert cache.warm(tmp_path, deployment_file, images) == 1

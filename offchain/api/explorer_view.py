@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from offchain.allocation import parse_wei
-from offchain.api.rounds_view import FileKey, artifact_status, file_key, round_status
+from offchain.api.rounds_view import FileKey, artifact_status, file_key, round_ids, round_status
 from offchain.layout import RoundPaths
 from offchain.utils import read_json
 
@@ -73,7 +73,7 @@ COMMITMENT_SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
     "attribution_hash": (
         "SHA-256 of the attribution scores file trak/scores.npy (float32, generated images × "
         "training images), from which contributions.json's per-holder shares are computed.",
-        ("trak/scores.npy", "contributions.json"),
+        ("trak/scores.npy",),
     ),
 }
 """Each provenance commitment of ``allocation.json``: how it is computed, and the artifacts that
@@ -433,6 +433,34 @@ class ExplorerCache:
             self._rounds[paths.dir] = (key, data)
         return data
 
+    def warm(self, run_dir: Path, deployment_file: Path | None,
+             images: ImageCache | None = None) -> int:
+        """Read every round of ``run_dir`` whose artifacts changed (and, with ``images``, encode
+        the PNGs its grid shows), so a posted round's page is ready before anyone asks for it;
+        return how many rounds were read. A round that fails to read is skipped here (its page
+        request gets the error)."""
+        deployment = None
+        if deployment_file is not None and deployment_file.is_file():
+            try:
+                deployment = read_json(deployment_file)
+            except (OSError, ValueError):
+                deployment = None
+        deployment = deployment if isinstance(deployment, dict) else None
+        read = 0
+        for round_id in round_ids(run_dir):
+            paths = RoundPaths(run_dir, round_id)
+            cached = self._rounds.get(paths.dir)
+            if cached is not None and cached[0] == _version(paths, deployment_file):
+                continue
+            try:
+                data = self.get(paths, deployment, deployment_file)
+                if images is not None:
+                    images.warm(paths, data)
+            except (OSError, ValueError, KeyError, TypeError, ImageNotFound):
+                continue
+            read += 1
+        return read
+
 
 def _to_uint8(image: np.ndarray) -> np.ndarray:
     """A generated sample (C, S, S) float in [-1, 1] as uint8 (S, S) or (S, S, 3)."""
@@ -475,6 +503,10 @@ class ImageCache:
         self._png: OrderedDict[tuple, bytes] = OrderedDict()
         self.max_entries = max_entries
 
+    def __len__(self) -> int:
+        """How many encoded PNGs are kept."""
+        return len(self._png)
+
     def _cached(self, key: tuple, encode: Any) -> bytes:
         with self._lock:
             if key in self._png:
@@ -486,6 +518,13 @@ class ImageCache:
             while len(self._png) > self.max_entries:
                 self._png.popitem(last=False)
         return png
+
+    def warm(self, paths: RoundPaths, data: ExplorerRound) -> None:
+        """Encode every image the round's explorer grid shows (``data.grid``)."""
+        for row in data.grid:
+            self.generated(paths, row.sample)
+            for work in row.works:
+                self.work(paths, work.holder, work.work)
 
     def generated(self, paths: RoundPaths, k: int) -> bytes:
         version = file_key(paths.samples)

@@ -18,6 +18,7 @@ RPC, else ``claims.json``).
 
 from __future__ import annotations
 
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Request
@@ -35,12 +36,22 @@ from offchain.api.explorer_view import (
 )
 from offchain.layout import RoundPaths
 
-__all__ = ["EXPLORER_CACHE", "IMAGE_CACHE", "router"]
+__all__ = ["EXPLORER_CACHE", "IMAGE_CACHE", "router", "warm"]
 
 EXPLORER_CACHE = ExplorerCache()
 """Parsed rounds of every app in this process (keyed by round folder and artifact versions)."""
 IMAGE_CACHE = ImageCache()
 """Encoded PNGs of every app in this process (keyed by array file and version)."""
+
+
+
+def warm(run_dir: FilePath, deployment_file: FilePath | None) -> int:
+    """Read every new or changed round of ``run_dir`` into :data:`EXPLORER_CACHE` and encode
+    the images its page shows into :data:`IMAGE_CACHE`, so the first request of a posted
+    round's page costs no parsing (for the server's start-up and its round warmer); return how
+    many rounds were read."""
+    return EXPLORER_CACHE.warm(FilePath(run_dir), deployment_file, IMAGE_CACHE)
+
 
 _MEDIA_TYPES = {".json": "application/json", ".png": "image/png"}
 _IMAGE_HEADERS = {"Cache-Control": "public, max-age=60"}
