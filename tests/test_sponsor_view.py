@@ -91,6 +91,8 @@ def test_a_rewritten_round_is_picked_up_on_the_next_request(tmp_path):
     run_dir = _run(tmp_path)
     client = TestClient(create_app(run_dir))
     before = client.get("/campaigns/1/report").json()
+    page_before = client.get("/sponsor").text
+    assert client.get("/sponsor").text == page_before  # served from the page cache
     path = run_dir / "round_002" / "allocation.json"
     allocation = read_json(path)
     allocation["holders"][0]["amount_wei"] = str(int(allocation["holders"][0]["amount_wei"]) + 7)
@@ -99,6 +101,22 @@ def test_a_rewritten_round_is_picked_up_on_the_next_request(tmp_path):
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a coarse clock
     after = client.get("/campaigns/1/report").json()
     assert int(after["rounds"][1]["allocated_wei"]) == int(before["rounds"][1]["allocated_wei"]) + 7
+    page_after = client.get("/sponsor").text
+    assert page_after != page_before and f'data-wei="{after["rounds"][1]["allocated_wei"]}"' in (
+        page_after)
+
+
+def test_warm_parses_each_changed_round_once(tmp_path):
+    from offchain.api.rounds_view import RoundCache
+    from offchain.api.sponsor_view import SponsorReports
+
+    run_dir = _run(tmp_path)
+    reports = SponsorReports(RoundCache())
+    assert reports.warm(run_dir) == 3
+    assert reports.warm(run_dir) == 0
+    (run_dir / "round_004").mkdir()
+    (run_dir / "round_004" / "allocation.json").write_text("{not json")
+    assert reports.warm(run_dir) == 0  # a half-written round is left to the request
 
 
 def test_unknown_campaign_and_missing_deployment_are_404(tmp_path):

@@ -141,7 +141,9 @@ class RoundPayments:
 
     Attributes:
         budget_wei: The round's budget.
-        payments: ``(index, name, checksummed address, amount_wei)`` per holder, index order.
+        payments: ``(index, name, address, amount_wei)`` per holder, index order; the address
+            as the file spells it (the node writes them checksummed; checksumming 1,000
+            addresses per round again would cost most of a cold report).
     """
 
     budget_wei: int
@@ -155,11 +157,9 @@ class RoundPayments:
             OSError / ValueError: the file is missing or not JSON.
             WeiFormatError: an amount is not a wei amount.
         """
-        from eth_utils import to_checksum_address
-
         allocation = read_json(paths.allocation)
         payments = sorted(
-            (int(h["index"]), str(h["name"]), to_checksum_address(h["address"]),
+            (int(h["index"]), str(h["name"]), str(h["address"]),
              parse_wei(h["amount_wei"], "amount_wei"))
             for h in allocation["holders"]
         )
@@ -203,21 +203,23 @@ def build_report(
         source: Where ``is_claimed`` reads from.
     """
     own = campaign_id == deployment.get("campaign_id")
-    holders: dict[tuple[str, str], tuple[list[int], list[bool | None]]] = {}
+    # A holder is its name and payout address (compared case-insensitively).
+    holders: dict[tuple[str, str], tuple[str, list[int], list[bool | None]]] = {}
     out_rounds: list[ReportRound] = []
     total_allocated = total_claimed = 0
     n = len(rounds)
     for position, (round_id, paths, rnd) in enumerate(rounds):
         allocated = claimed = paid = 0
         for index, name, address, amount in rnd.payments:
-            row = holders.get((name, address))
+            key = (name, address.lower())
+            row = holders.get(key)
             if row is None:
-                row = holders[(name, address)] = ([0] * n, [None] * n)
+                row = holders[key] = (address, [0] * n, [None] * n)
             if amount <= 0:
                 continue
             is_paid_claimed = bool(is_claimed(round_id, paths, index))
-            row[0][position] += amount
-            row[1][position] = is_paid_claimed and row[1][position] is not False
+            row[1][position] += amount
+            row[2][position] = is_paid_claimed and row[2][position] is not False
             allocated += amount
             paid += 1
             claimed += amount if is_paid_claimed else 0
@@ -242,7 +244,7 @@ def build_report(
         holders=[
             HolderRow(name=name, address=address, payments_wei=[str(a) for a in amounts],
                       claimed=flags, total_wei=str(sum(amounts)))
-            for (name, address), (amounts, flags) in holders.items()
+            for (name, _), (address, amounts, flags) in holders.items()
         ],
         totals=ReportTotals(
             allocated_wei=wei_str(total_allocated, "allocated_wei"),
@@ -300,6 +302,25 @@ class SponsorReports:
                 cached = (key, RoundPayments.load(paths))
                 self._payments[paths.dir] = cached
         return cached[1]
+
+    def warm(self, run_dir: Path) -> int:
+        """Parse every round of ``run_dir`` whose ``allocation.json`` changed; return how many
+        were parsed (for the server's start-up and round warmer, so that a posted round's
+        report costs no parsing on the first request). A round that fails to parse is skipped:
+        the request that needs it gets the error."""
+        parsed = 0
+        for round_id in round_ids(run_dir):
+            paths = RoundPaths(run_dir, round_id)
+            key = file_key(paths.allocation)
+            cached = self._payments.get(paths.dir)
+            if cached is not None and cached[0] == key:
+                continue
+            try:
+                self.payments(paths, key)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            parsed += 1
+        return parsed
 
     def report(
         self,

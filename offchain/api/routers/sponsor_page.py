@@ -42,6 +42,20 @@ def _reports(request: Request) -> SponsorReports:
     return reports
 
 
+def _pages(request: Request) -> dict[int, tuple[bytes, bytes]]:
+    """Rendered pages per campaign: ``(report body, page HTML)`` (``app.state.sponsor_pages``).
+    A page is rendered again only when its report is a new one (a new object), so a repeated
+    request of a 1,000-holder page costs no template rendering."""
+    state = request.app.state
+    pages = getattr(state, "sponsor_pages", None)
+    if pages is None:
+        with _make_lock:
+            pages = getattr(state, "sponsor_pages", None)
+            if pages is None:
+                pages = state.sponsor_pages = {}
+    return pages
+
+
 def _known(campaign_id: int, state: StateView, deployment: dict[str, Any]) -> bool:
     """Whether the pool's campaign ``campaign_id`` is the deployment file's or in the database."""
     if campaign_id == deployment.get("campaign_id"):
@@ -144,4 +158,10 @@ def sponsor_page(
         return templates.TemplateResponse(request, "sponsor.html", {
             "problem": f"No campaign {campaign_id} on this node's pool ({error.detail})."},
             status_code=error.status_code)
-    return templates.TemplateResponse(request, "sponsor.html", _page_context(report, body))
+    pages = _pages(request)
+    cached = pages.get(report.campaign_id)
+    if cached is not None and cached[0] is body:  # the same report: the same page
+        return HTMLResponse(content=cached[1])
+    response = templates.TemplateResponse(request, "sponsor.html", _page_context(report, body))
+    pages[report.campaign_id] = (body, bytes(response.body))
+    return response
