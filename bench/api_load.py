@@ -39,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -353,6 +353,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 async def _drive(
     base_url: str,
     addresses: Sequence[str],
+    url_of: Callable[[str], str],
     rate: float,
     duration_s: float,
     max_in_flight: int,
@@ -375,7 +376,7 @@ async def _drive(
         async def one(address: str, due: float) -> None:
             try:
                 async with slots:
-                    response = await client.get(f"/holders/{address}/claims")
+                    response = await client.get(url_of(address))
                 now = time.perf_counter()
                 if response.status_code != 200:
                     key = f"HTTP {response.status_code}"
@@ -445,14 +446,43 @@ def drive(
         max_in_flight: Most requests outstanding (and pooled connections) at once.
         grace_s: How long after the last due time outstanding requests may still finish.
         keep_bodies: Keep ``(address, JSON body)`` of every 200 response in ``bodies``.
+
+    Raises:
+        ValueError: a duration outside ``(0, 120]`` s, a rate ≤ 0 or ``max_in_flight`` < 1.
+    """
+    return drive_paths(base_url, addresses, rate, duration_s, max_in_flight, grace_s, seed,
+                       keep_bodies, url_of=claims_path)
+
+
+def claims_path(address: str) -> str:
+    """The proof endpoint's path for ``address``."""
+    return f"/holders/{address}/claims"
+
+
+def drive_paths(
+    base_url: str,
+    items: Sequence[str],
+    rate: float = 200.0,
+    duration_s: float = 20.0,
+    max_in_flight: int = 64,
+    grace_s: float = 5.0,
+    seed: int = 0,
+    keep_bodies: bool = False,
+    url_of: Callable[[str], str] = lambda path: path,
+) -> LoadResult:
+    """Open-loop GET of ``url_of(item)`` for random ``items`` at ``rate`` per second (the driver
+    of :func:`drive`, for any route: by default each item is a path such as ``/rounds/3``).
+
+    Arguments as :func:`drive`; ``bodies`` holds ``(item, JSON body)``, so ``keep_bodies`` needs a
+    JSON route. Raises ValueError for a duration outside ``(0, 120]`` s, a rate ≤ 0 or
+    ``max_in_flight`` < 1.
     """
     if not 0 < duration_s <= MAX_DURATION_S:
         raise ValueError(f"duration must be in (0, {MAX_DURATION_S:.0f}] s, got {duration_s}")
     if rate <= 0 or max_in_flight < 1:
         raise ValueError("rate must be positive and max_in_flight at least 1")
-    return asyncio.run(
-        _drive(base_url, addresses, rate, duration_s, max_in_flight, grace_s, seed, keep_bodies)
-    )
+    return asyncio.run(_drive(base_url, items, url_of, rate, duration_s, max_in_flight, grace_s,
+                              seed, keep_bodies))
 
 
 def report(result: LoadResult, setup: str) -> str:

@@ -1,5 +1,7 @@
 """The run folder's rounds as the API reads them: which rounds there are, their status and
-summary, and a cache of each round's parsed allocation, payout tree and claims.
+summary, a cache of each round's parsed allocation, payout tree and claims (:class:`RoundIndex`)
+and of what the round pages show (:class:`RoundPage`), and a store of encoded response bodies
+kept per version of what they are made of (:class:`BodyCache`).
 
 A round is served once its ``round_NNN/allocation.json`` exists; the other artifacts
 (``signature.json``, ``submission.json``, ``claims.json``, ``finality.json``) advance its status.
@@ -9,10 +11,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import to_checksum_address
 
@@ -25,12 +27,18 @@ if TYPE_CHECKING:
     from offchain.chain.claims_watch import ClaimedView
 
 __all__ = [
+    "PAGE_FILES",
+    "BodyCache",
     "FileKey",
+    "PageKey",
     "RoundCache",
     "RoundIndex",
     "RoundKey",
+    "RoundPage",
     "RoundWarmer",
+    "app_bodies",
     "artifact_status",
+    "claimed_by_round",
     "file_key",
     "round_ids",
     "round_status",
@@ -41,6 +49,12 @@ FileKey = tuple[str, int, int] | None
 """``(path, st_mtime_ns, st_size)`` of an artifact, or None when it does not exist."""
 RoundKey = tuple[FileKey, FileKey, FileKey]
 """A round's version: :data:`FileKey` of ``allocation.json``, ``tree.json``, ``claims.json``."""
+PAGE_FILES: tuple[str, ...] = (
+    "allocation", "signature", "submission", "decision", "manifest", "claims", "finality",
+)
+"""The :class:`~offchain.layout.RoundPaths` artifacts a :class:`RoundPage` is read from."""
+PageKey = tuple[FileKey, ...]
+"""A round page's version: the :data:`FileKey` of each of :data:`PAGE_FILES`, in that order."""
 
 
 def file_key(path: Path) -> FileKey:
@@ -166,6 +180,92 @@ class RoundIndex:
         return view.is_claimed(round_id, index) if view is not None else index in self.claimed
 
 
+@dataclass(frozen=True)
+class RoundPage:
+    """What the round pages and their endpoints show of one round, read once per version of
+    its :data:`PAGE_FILES` (parsed JSON, so a response is built without reading files).
+
+    Attributes:
+        round_id: The round.
+        allocation: ``allocation.json``.
+        signature: ``signature.json`` (None before signing).
+        submission: ``submission.json`` (None before posting).
+        decision: ``decision.json`` (None without one).
+        credits: Holder index → ``(licence, attribution)`` of ``manifest.json`` (None where not
+            stated; empty without a manifest or holder entries).
+        status: :func:`round_status` of the version read.
+        artifact_status: :func:`artifact_status` of the version read.
+    """
+
+    round_id: int
+    allocation: dict[str, Any]
+    signature: dict[str, Any] | None
+    submission: dict[str, Any] | None
+    decision: dict[str, Any] | None
+    credits: dict[int, tuple[str | None, str | None]]
+    status: str
+    artifact_status: str
+
+    @staticmethod
+    def key(paths: RoundPaths) -> PageKey:
+        """The page's version: the :data:`FileKey` of each of :data:`PAGE_FILES`."""
+        return tuple(file_key(getattr(paths, name)) for name in PAGE_FILES)
+
+    @classmethod
+    def load(cls, paths: RoundPaths, key: PageKey) -> RoundPage:
+        """Read the round's page artifacts (those present in ``key``).
+
+        Raises:
+            OSError, ValueError: ``allocation.json`` (or a present artifact) cannot be read.
+        """
+        present = dict(zip(PAGE_FILES, key, strict=True))
+
+        def doc(name: str) -> dict[str, Any] | None:
+            return read_json(getattr(paths, name)) if present[name] is not None else None
+
+        manifest = doc("manifest") or {}
+        credits = {
+            int(h["index"]): (h.get("licence"), h.get("attribution"))
+            for h in manifest.get("holders") or []
+            if isinstance(h, dict) and "index" in h
+        }
+        if present["claims"] is not None:
+            status = "claimed"
+        elif present["submission"] is not None:
+            status = "posted"
+        else:
+            status = "signed" if present["signature"] is not None else "allocated"
+        if present["finality"] is not None:
+            artifacts = "finalized"
+        else:
+            artifacts = "challengeable" if present["submission"] is not None else "pending"
+        return cls(
+            round_id=paths.round_id,
+            allocation=read_json(paths.allocation),
+            signature=doc("signature"),
+            submission=doc("submission"),
+            decision=doc("decision"),
+            credits=credits,
+            status=status,
+            artifact_status=artifacts,
+        )
+
+    def summary(self) -> RoundSummary:
+        """As :func:`round_summary` of the version read.
+
+        Raises:
+            WeiFormatError: ``budget_wei`` is not a wei amount.
+        """
+        return RoundSummary(
+            round_id=self.round_id,
+            status=self.status,
+            budget_wei=wei_str(parse_wei(self.allocation["budget_wei"], "budget_wei"),
+                               "budget_wei"),
+            merkle_root=self.allocation["merkle_root"],
+            tx_hash=(self.submission or {}).get("tx_hash"),
+        )
+
+
 class RoundCache:
     """Parsed round artifacts, keyed by each file's ``(path, mtime_ns, size)``.
 
@@ -179,6 +279,7 @@ class RoundCache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rounds: dict[Path, tuple[RoundKey, RoundIndex]] = {}
+        self._pages: dict[Path, tuple[PageKey, RoundPage]] = {}
 
     @staticmethod
     def key(paths: RoundPaths) -> RoundKey:
@@ -209,8 +310,31 @@ class RoundCache:
         cached = self._rounds.get(paths.dir)
         return cached is not None and cached[0] == key
 
+    def page(self, paths: RoundPaths, key: PageKey | None = None) -> RoundPage:
+        """The round's :class:`RoundPage`, read again only when one of its artifacts changed.
+
+        Args:
+            paths: The round's artifacts.
+            key: Its :meth:`RoundPage.key`, when the caller has just read it.
+
+        Raises:
+            As :meth:`RoundPage.load`.
+        """
+        key = RoundPage.key(paths) if key is None else key
+        cached = self._pages.get(paths.dir)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        with self._lock:
+            cached = self._pages.get(paths.dir)
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            page = RoundPage.load(paths, key)
+            self._pages[paths.dir] = (key, page)
+        return page
+
     def warm(self, run_dir: Path) -> int:
-        """Parse every round of ``run_dir`` whose artifacts changed; return how many were parsed.
+        """Parse every round of ``run_dir`` whose artifacts changed (its :class:`RoundIndex`
+        and :class:`RoundPage`); return how many rounds had something parsed.
 
         A round that fails to parse (a half-written run folder) is skipped here: the request that
         asks for it gets the error, as without warming.
@@ -218,15 +342,83 @@ class RoundCache:
         parsed = 0
         for round_id in round_ids(run_dir):
             paths = RoundPaths(run_dir, round_id)
-            key = self.key(paths)
-            if self.is_current(paths, key):
+            key, page_key = self.key(paths), RoundPage.key(paths)
+            page = self._pages.get(paths.dir)
+            if self.is_current(paths, key) and page is not None and page[0] == page_key:
                 continue
             try:
                 self.get(paths, key)
+                self.page(paths, page_key)
             except (OSError, ValueError, KeyError, TypeError):  # includes Allocation/Wei errors
                 continue
             parsed += 1
         return parsed
+
+
+class BodyCache:
+    """Encoded response bodies, each kept with the version of what it was built from.
+
+    A body is named by any hashable (``("round", 3)``) and stored with its version (any value
+    compared with ``==``: file keys, a database version...). :meth:`get` returns the stored body
+    while the version is the same and builds (and stores) a new one when it changed, so a
+    repeated request costs the version's computation and a dictionary lookup. One body per
+    name: the store is bounded by the names used (routes × rounds or campaigns).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._bodies: dict[Hashable, tuple[Any, bytes]] = {}
+
+    def cached(self, name: Hashable, version: Any) -> bytes | None:
+        """The body stored for ``name`` at ``version``, or None."""
+        hit = self._bodies.get(name)
+        return hit[1] if hit is not None and hit[0] == version else None
+
+    def get(self, name: Hashable, version: Any, build: Callable[[], bytes]) -> bytes:
+        """The body of ``name`` at ``version``: the stored one, or ``build()``'s (then stored).
+
+        Raises:
+            Whatever ``build`` raises (nothing is stored then).
+        """
+        body = self.cached(name, version)
+        if body is None:
+            body = build()
+            with self._lock:
+                self._bodies[name] = (version, body)
+        return body
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+
+_BODIES_LOCK = threading.Lock()
+_CLAIMED_MEMO: list[tuple[ClaimedView, dict[int, frozenset[int]]]] = []
+
+
+def app_bodies(state: Any) -> BodyCache:
+    """The app's :class:`BodyCache` of page and endpoint bodies (``state``: ``app.state``),
+    made on first use."""
+    bodies = getattr(state, "page_bodies", None)
+    if bodies is None:
+        with _BODIES_LOCK:
+            bodies = getattr(state, "page_bodies", None)
+            if bodies is None:
+                bodies = state.page_bodies = BodyCache()
+    return bodies
+
+
+def claimed_by_round(view: ClaimedView) -> dict[int, frozenset[int]]:
+    """Round id → claimed payout indices of the chain's ``view`` (computed once per view: a
+    body built from one round's flags stays valid across views that agree on that round)."""
+    memo = _CLAIMED_MEMO[0] if _CLAIMED_MEMO else None
+    if memo is not None and memo[0] is view:
+        return memo[1]
+    by_round: dict[int, set[int]] = {}
+    for round_id, index in view.leaves:
+        by_round.setdefault(round_id, set()).add(index)
+    frozen = {r: frozenset(indices) for r, indices in by_round.items()}
+    _CLAIMED_MEMO[:] = [(view, frozen)]
+    return frozen
 
 
 class RoundWarmer:

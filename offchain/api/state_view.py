@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from offchain.api.rounds_view import FileKey, file_key
 from offchain.rounds.pipeline import STAGE_KEYS
+from offchain.utils import read_json
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -45,6 +47,8 @@ class StateView:
         self._engine: Engine | None = None
         self._at_head = False
         self._store: RoundStore | None = None
+        self._file: tuple[Path | None] | None = None  # _sqlite_file(), once
+        self._deployment: tuple[Path, FileKey, dict[str, Any] | None] | None = None
 
     def _sqlite_file(self) -> Path | None:
         from sqlalchemy.engine import make_url
@@ -56,6 +60,40 @@ class StateView:
         if not database or database == ":memory:" or database.startswith("file:"):
             return None
         return Path(database)
+
+    def version(self) -> object:
+        """A value equal to the previous call's while the database cannot have changed: for a
+        SQLite file, the :data:`~offchain.api.rounds_view.FileKey` of the file and of its
+        write-ahead log (every commit changes one of them; the engine is opened first, as its
+        first connection creates the log); for another database a new object each call (never
+        equal: what is built from it is built again)."""
+        if self._file is None:
+            self._file = (self._sqlite_file(),)
+        file = self._file[0]
+        if file is None:
+            return object()
+        if self._engine is None and file.is_file():
+            self.engine()  # the first connection creates the write-ahead log: open it first
+        return (file_key(file), file_key(Path(f"{file}-wal")))
+
+    def deployment(self, path: Path) -> tuple[FileKey, dict[str, Any] | None]:
+        """The deployment file's :data:`~offchain.api.rounds_view.FileKey` and parsed content,
+        read again only when the file changed; the content is None when there is no file (or it
+        is not a JSON object), as :func:`offchain.api.deps.load_deployment_file` reads it. The
+        dict is shared: do not modify it."""
+        key = file_key(path)
+        cached = self._deployment
+        if cached is not None and cached[0] == path and cached[1] == key:
+            return key, cached[2]
+        data: dict[str, Any] | None = None
+        if key is not None and Path(path).is_file():
+            try:
+                parsed = read_json(path)
+            except (OSError, ValueError):
+                parsed = None
+            data = parsed if isinstance(parsed, dict) else None
+        self._deployment = (path, key, data)
+        return key, data
 
     def engine(self) -> Engine | None:
         """An engine on the database if it exists at the newest revision, else None."""

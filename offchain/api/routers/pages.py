@@ -1,20 +1,46 @@
 """Web pages (HTML, rendered by Jinja2 from ``offchain/api/templates/``; not in the OpenAPI
 schema). ``GET /``: the run's rounds with their status, budget and Merkle root, from the same
-data as ``GET /rounds``."""
+data as ``GET /rounds``.
+
+The router's lifespan (merged into the app's by ``include_router``) builds the bodies of ``/``,
+``/rounds``, every ``/rounds/{round_id}`` and the campaigns' endpoints before the first request
+and again whenever a round is posted or changed (:func:`warm_pages`, every
+:data:`PAGES_SCAN_S`), so no request pays for parsing or rendering them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
-from fastapi import APIRouter, Request
+import anyio
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse
 
 from offchain.allocation.wei import WEI_PER_TOKEN
-from offchain.api.deps import RunDir, Templates
-from offchain.api.rounds_view import round_ids, round_summary
-from offchain.layout import RoundPaths
+from offchain.api.rounds_view import RoundWarmer, app_bodies, round_ids
+from offchain.api.routers import campaigns as campaigns_routes
+from offchain.api.routers.rounds import (
+    BodyPlan,
+    round_detail_plan,
+    round_summaries,
+    rounds_plan,
+    run_version,
+    serve_plan,
+)
 
-__all__ = ["RoundRow", "format_tokens", "router"]
+__all__ = ["PAGES_SCAN_S", "RoundRow", "format_tokens", "rounds_page_plan", "router",
+           "warm_pages"]
+
+logger = logging.getLogger(__name__)
+
+PAGES_SCAN_S = 0.5
+"""Seconds between two checks of the bodies' versions by the pages' warmer thread."""
 
 _TOKEN_DECIMALS = 18
 """Decimal places of the payout token (``WEI_PER_TOKEN`` = 10¹⁸ wei)."""
@@ -45,21 +71,104 @@ class RoundRow:
     tx_hash: str | None
 
 
+def _page_request(app: FastAPI, root_path: str) -> Request:
+    """A request of ``GET /`` for rendering outside one (the templates' ``url_for`` needs the
+    app's router and the root path; nothing else of a request reaches the page)."""
+    return Request({"type": "http", "method": "GET", "path": "/", "root_path": root_path,
+                    "query_string": b"", "headers": [], "app": app, "router": app.router,
+                    "scheme": "http", "server": ("127.0.0.1", 80)})
+
+
+def rounds_page_plan(app: FastAPI, root_path: str = "") -> BodyPlan:
+    """The ``GET /`` page's body (HTML, UTF-8) of ``app`` under ``root_path``."""
+    state = app.state
+    version = (run_version(state.run_dir), root_path)
+
+    def build() -> bytes:
+        rows = [
+            RoundRow(
+                round_id=summary.round_id,
+                status=summary.status,
+                budget_wei=summary.budget_wei,
+                budget_tokens=format_tokens(int(summary.budget_wei)),
+                merkle_root=summary.merkle_root,
+                tx_hash=summary.tx_hash,
+            )
+            for summary in round_summaries(state.run_dir, state.round_cache, version[0])
+        ]
+        template = state.templates.get_template("rounds.html")
+        return template.render(request=_page_request(app, root_path), rounds=rows).encode()
+
+    return ("page", "/", root_path), version, build
+
+
 router = APIRouter()
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-def rounds_page(request: Request, run_dir: RunDir, templates: Templates) -> HTMLResponse:
+async def rounds_page(request: Request) -> Response:
     """The run's rounds as an HTML table (the page ``GET /`` serves)."""
-    rows = []
-    for round_id in round_ids(run_dir):
-        summary = round_summary(RoundPaths(run_dir, round_id))
-        rows.append(RoundRow(
-            round_id=summary.round_id,
-            status=summary.status,
-            budget_wei=summary.budget_wei,
-            budget_tokens=format_tokens(int(summary.budget_wei)),
-            merkle_root=summary.merkle_root,
-            tx_hash=summary.tx_hash,
-        ))
-    return templates.TemplateResponse(request, "rounds.html", {"rounds": rows})
+    plan = rounds_page_plan(request.app, request.scope.get("root_path", ""))
+    return await serve_plan(request.app.state, plan, media_type="text/html; charset=utf-8")
+
+
+def warm_pages(app: FastAPI) -> int:
+    """Build every body of the pages and endpoints that changed since the last call (the
+    rounds page, ``/rounds``, each round, the campaigns'); return how many were built.
+
+    A body that fails to build (a half-written round, an unknown campaign) is left to the
+    request that asks for it, which gets the error as without warming.
+    """
+    state = app.state
+    bodies = app_bodies(state)
+    plans = [rounds_page_plan(app), rounds_plan(state), campaigns_routes.campaigns_plan(state)]
+    plans += [round_detail_plan(state, r) for r in round_ids(state.run_dir)]
+    for cid in campaigns_routes.campaign_ids_of(state):
+        plans += [campaigns_routes.campaign_plan(state, cid, rounds_only=flag)
+                  for flag in (False, True)]
+    built = 0
+    for name, version, build in plans:
+        if bodies.cached(name, version) is not None:
+            continue
+        try:
+            bodies.get(name, version, build)
+        except (HTTPException, OSError, ValueError, KeyError, TypeError) as exc:
+            logger.debug("not warming %s: %s", name, exc)
+            continue
+        built += 1
+    return built
+
+
+class _PagesWarm:
+    """:func:`warm_pages` in the shape :class:`RoundWarmer` calls (``warm(run_dir)``)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def warm(self, _run_dir: Path) -> int:
+        try:
+            return warm_pages(self.app)
+        except Exception:  # never let the warmer thread die: requests build what it could not
+            logger.exception("warming the pages failed")
+            return 0
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the pages' bodies before the first request (off the event loop), then keep them
+    built from a warmer thread until shutdown."""
+    state = app.state
+    warm = _PagesWarm(app)
+    await anyio.to_thread.run_sync(warm.warm, state.run_dir)
+    gc.freeze()  # what was parsed for them is never scanned by the collector again
+    warmer = RoundWarmer(warm, state.run_dir, PAGES_SCAN_S,  # type: ignore[arg-type]
+                         on_parsed=lambda _n: gc.freeze())
+    warmer.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):
+            warmer.stop()
+
+
+router.lifespan_context = _lifespan
