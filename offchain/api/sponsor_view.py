@@ -103,7 +103,8 @@ class HolderRow(BaseModel):
 class ReportTotals(BaseModel):
     """The campaign's totals (wei): ``allocated = claimed + unclaimed``; ``unallocated`` is
     the deployment file's total budget minus what the rounds allocated (None without a budget;
-    top-ups after the deployment are only on the chain)."""
+    0 when the rounds allocated more, from top-ups after the deployment, which only the chain
+    knows)."""
 
     allocated_wei: str
     claimed_wei: str
@@ -250,7 +251,7 @@ def build_report(
             allocated_wei=wei_str(total_allocated, "allocated_wei"),
             claimed_wei=wei_str(total_claimed, "claimed_wei"),
             unclaimed_wei=wei_str(total_allocated - total_claimed, "unclaimed_wei"),
-            unallocated_wei=None if budget is None else str(budget - total_allocated),
+            unallocated_wei=None if budget is None else str(max(0, budget - total_allocated)),
         ),
         claimed_source=source,
     )

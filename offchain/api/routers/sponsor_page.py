@@ -110,17 +110,24 @@ def _date(timestamp: int | None) -> str | None:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _embedded_json(body: bytes) -> str:
-    """``body`` safe inside ``<script type="application/json">`` (no ``<``, ``>``, ``&``)."""
-    return (body.decode().replace("<", "\\u003c").replace(">", "\\u003e")
-            .replace("&", "\\u0026"))
+def _payment_rows(report: CampaignReport) -> list[tuple[str, str, str, list[str], str]]:
+    """The payments table's rows: name, address, short address, each round's payment in tokens
+    (exact; `` ✓`` when claimed) and the total. Plain text cells: at 1,000 holders × 5 rounds
+    the table is most of the page's bytes."""
+    rows = []
+    for h in report.holders:
+        cells = [format_tokens(int(w)) + (" ✓" if claimed else "")
+                 for w, claimed in zip(h.payments_wei, h.claimed, strict=True)]
+        short = f"{h.address[:6]}…{h.address[-4:]}"
+        rows.append((h.name, h.address, short, cells, format_tokens(int(h.total_wei))))
+    return rows
 
 
-def _page_context(report: CampaignReport, body: bytes) -> dict[str, Any]:
+def _page_context(report: CampaignReport) -> dict[str, Any]:
     p, t = report.parameters, report.totals
     return {
         "report": report,
-        "report_json": _embedded_json(body),
+        "payment_rows": _payment_rows(report),
         "amount": _amount,
         "budget": _amount(p.total_budget_wei),
         "round_cap": _amount(p.round_cap_wei),
@@ -162,6 +169,6 @@ def sponsor_page(
     cached = pages.get(report.campaign_id)
     if cached is not None and cached[0] is body:  # the same report: the same page
         return HTMLResponse(content=cached[1])
-    response = templates.TemplateResponse(request, "sponsor.html", _page_context(report, body))
+    response = templates.TemplateResponse(request, "sponsor.html", _page_context(report))
     pages[report.campaign_id] = (body, bytes(response.body))
     return response

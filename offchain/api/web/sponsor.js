@@ -1,5 +1,5 @@
-// The sponsor page (GET /sponsor): charts of the node's report (embedded in the page as JSON,
-// the same body as GET /campaigns/{id}/report), and with a wallet: the escrow read from the
+// The sponsor page (GET /sponsor): charts of the node's report (GET /campaigns/{id}/report, the
+// data of the page's server-rendered tables), and with a wallet: the escrow read from the
 // chain, funding by sponsor, the claim deadline with a live countdown in chain time, funding or
 // topping up (ERC-20: approve, then fund; native coin: fund with value) and reclaiming the
 // connected sponsor's share after the deadline.
@@ -9,6 +9,7 @@
 import { BarController, BarElement, CategoryScale, Chart, Legend, LinearScale, Tooltip } from "chart.js";
 import { formatUnits, parseUnits } from "viem";
 import { busy, clearMessages, el, formatCountdown, formatTokens, shortHex, showMessage } from "./lib/ui.js";
+import { getJson } from "./lib/api.js";
 import { connect, describeError, loadConfig, poolAbi, readPool, readToken, writePool, writeToken } from "./lib/wallet.js";
 
 Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, Tooltip);
@@ -16,9 +17,10 @@ Chart.register(BarController, BarElement, CategoryScale, LinearScale, Legend, To
 const REVOKED = 3; // CompensationPool.RoundStatus.Revoked
 const COLORS = ["#2457a6", "#d9822b", "#2f9e6e", "#a63d8f", "#7a8b99", "#c4a000", "#1b8fb3", "#b3432f"];
 
-const report = JSON.parse(document.getElementById("report-data").textContent);
-const campaignId = BigInt(report.campaign_id);
 const $ = (id) => document.getElementById(id);
+const page = $("sponsor-data").dataset;
+const campaignId = BigInt(page.campaignId);
+let report = null; // GET /campaigns/{id}/report, once loaded
 
 // -- charts ---------------------------------------------------------------------------------
 
@@ -48,7 +50,7 @@ function dataset(label, wei, color) {
   return { label, wei, data: wei.map(tokens), backgroundColor: color };
 }
 
-/** Draw both charts; returns them (also exposed as window.sponsorCharts for inspection). */
+/** Draw both charts from `report`; returns them (exposed as window.sponsorCharts). */
 function drawCharts() {
   if (!report.rounds.length) return {};
   const rounds = report.rounds;
@@ -212,7 +214,7 @@ async function refresh() {
 async function onConnect() {
   clearMessages();
   const config = await loadConfig();
-  const wallet = await connect({ ...config, campaign_id: report.campaign_id });
+  const wallet = await connect({ ...config, campaign_id: Number(campaignId) });
   const { token } = await readPool(wallet, "getCampaign", [campaignId]); // this campaign's own token
   wallet.config = { ...wallet.config, token, native: BigInt(token) === 0n };
   state.wallet = wallet;
@@ -310,8 +312,18 @@ async function act(button, task, focusAfter = button) {
   }
 }
 
+async function loadCharts() {
+  try {
+    report = await getJson(page.reportUrl);
+    window.sponsorCharts = drawCharts();
+  } catch (error) {
+    showMessage(`The charts could not be drawn: ${describeError(error)} The tables below are the node's data.`, "error",
+      { replace: false });
+  }
+}
+
 function wire() {
-  window.sponsorCharts = drawCharts();
+  loadCharts();
   const connectButton = $("connect");
   connectButton.addEventListener("click", () => act(connectButton, onConnect));
   $("fund-form").addEventListener("submit", (event) => {
