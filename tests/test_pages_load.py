@@ -134,3 +134,20 @@ def test_bodies_follow_claims_the_database_the_deployment_and_new_rounds(tmp_pat
     assert [r["round_id"] for r in client.get("/rounds").json()] == [1, 2, 3]
     assert "round_id" in client.get("/rounds/3").json()
     assert len(client.get(f"/campaigns/{CAMPAIGN_ID}/rounds").json()) == 3
+
+
+def test_a_round_posted_while_serving_is_built_before_anyone_asks(tmp_path):
+    import time
+
+    build_pages_run_dir(tmp_path / "run", rounds=1, holders=8, seed=5)
+    build_pages_run_dir(tmp_path / "next", rounds=2, holders=8, seed=5)
+    app = create_app(tmp_path / "run")
+    with TestClient(app):
+        (tmp_path / "next" / "round_002").rename(tmp_path / "run" / "round_002")  # "posted"
+        state, deadline = app.state, time.monotonic() + 10
+        plans = lambda: [round_detail_plan(state, 2), rounds_plan(state), rounds_page_plan(app)]  # noqa: E731
+        while time.monotonic() < deadline and not all(
+            app_bodies(state).cached(name, version) for name, version, _ in plans()
+        ):
+            time.sleep(0.05)
+        assert all(app_bodies(state).cached(name, version) for name, version, _ in plans())

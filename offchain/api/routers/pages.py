@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
@@ -27,6 +28,7 @@ from offchain.api.rounds_view import RoundWarmer, app_bodies, round_ids
 from offchain.api.routers import campaigns as campaigns_routes
 from offchain.api.routers.rounds import (
     BodyPlan,
+    chain_view_of,
     round_detail_plan,
     round_summaries,
     rounds_plan,
@@ -140,14 +142,26 @@ def warm_pages(app: FastAPI) -> int:
 
 
 class _PagesWarm:
-    """:func:`warm_pages` in the shape :class:`RoundWarmer` calls (``warm(run_dir)``)."""
+    """:func:`warm_pages` in the shape :class:`RoundWarmer` calls (``warm(run_dir)``), skipped
+    while nothing the bodies are built from changed (the rounds' artifacts, the database, the
+    deployment file, the chain's view): a scan of an unchanged node is a directory listing and
+    a few ``stat`` calls."""
 
     def __init__(self, app: FastAPI) -> None:
         self.app = app
+        self._seen: tuple[Any, Any] | None = None
 
     def warm(self, _run_dir: Path) -> int:
+        state = self.app.state
         try:
-            return warm_pages(self.app)
+            world = (run_version(state.run_dir), state.state_view.version(),
+                     state.state_view.deployment(state.deployment_file)[0])
+            view = chain_view_of(state)
+            if self._seen is not None and self._seen[0] == world and self._seen[1] is view:
+                return 0
+            built = warm_pages(self.app)
+            self._seen = (world, view)
+            return built
         except Exception:  # never let the warmer thread die: requests build what it could not
             logger.exception("warming the pages failed")
             return 0
