@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from eth_utils import to_checksum_address
 from pydantic import BaseModel, TypeAdapter
 
 from offchain.allocation import parse_wei, wei_str
@@ -141,7 +140,8 @@ def _at(values: list[Any], position: int) -> float | None:
 
 @dataclass(frozen=True)
 class RoundScores:
-    """A round's rows per checksummed address (in allocation order), parsed once per version.
+    """A round's rows per lowercase address (in allocation order), parsed once per version
+    (lowercase, not EIP-55: a thousand checksums would cost more than the whole parse).
 
     The score files list one value per allocation row, in the same order
     (:func:`offchain.oracle.report.round_table` reads them the same way).
@@ -167,7 +167,7 @@ class RoundScores:
         losses = _column(paths.copyright, "loss", key[2] is not None)
         rows: dict[str, list[ScoredRow]] = {}
         for position, holder in enumerate(allocation["holders"]):
-            rows.setdefault(to_checksum_address(holder["address"]), []).append(ScoredRow(
+            rows.setdefault(str(holder["address"]).lower(), []).append(ScoredRow(
                 index=int(holder["index"]),
                 name=str(holder["name"]),
                 participating=bool(holder["participating"]),
@@ -315,7 +315,7 @@ class HolderOverviews:
         view = generation.view
         rows: list[HolderRound] = []
         for round_id, paths, rkey, skey, status in generation.rounds:
-            found = self.scores(paths, skey).rows.get(account)
+            found = self.scores(paths, skey).rows.get(account.lower())
             if not found:
                 continue
             index = self.cache.get(paths, rkey)

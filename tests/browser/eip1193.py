@@ -72,6 +72,9 @@ class Eip1193Bridge:
         account: the connected address (one of anvil's dev accounts, which anvil signs for).
         private_key: the account's key when it is not an anvil dev account (see the module
             docstring); None: anvil signs.
+        wallet_chain_id: the chain the wallet is on when it is not anvil's (a wrong-network
+            test): ``eth_chainId`` answers it until the page switches to ``chain_id``
+            (``wallet_switchEthereumChain``); None: anvil's chain.
     """
 
     rpc_url: str
@@ -80,6 +83,7 @@ class Eip1193Bridge:
     private_key: str | None = None
     reject: set[str] = field(default_factory=set)
     calls: list[tuple[str, Any]] = field(default_factory=list)
+    wallet_chain_id: int | None = None
 
     def install(self, context) -> None:  # noqa: ANN001 (a Playwright BrowserContext)
         """Inject the provider into every page of ``context`` (call before its pages load)."""
@@ -102,9 +106,12 @@ class Eip1193Bridge:
         if method == "wallet_switchEthereumChain":
             wanted = int(params[0]["chainId"], 16)
             if wanted == self.chain_id:
+                self.wallet_chain_id = None
                 return {"result": None}
             message = f"Unrecognized chain ID {wanted}."
             return {"error": {"code": UNRECOGNIZED_CHAIN, "message": message}}
+        if method == "eth_chainId" and self.wallet_chain_id is not None:
+            return {"result": hex(self.wallet_chain_id)}
         if self.private_key is not None and method in ("personal_sign", "eth_signTypedData_v4"):
             return {"result": self._sign(method, params)}
         if method == "eth_sendTransaction" and params and "from" not in params[0]:

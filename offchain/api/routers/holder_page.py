@@ -98,7 +98,7 @@ def _lines(overview: HolderOverview) -> list[tuple[object, list[RoundLine]]]:
                 round_id=r.round_id,
                 status=r.status,
                 contribution_pct="–" if r.contribution is None else f"{100 * r.contribution:.2f} %",
-                copyright_loss="–" if r.copyright_loss is None else f"{r.copyright_loss:.4f}",
+                copyright_loss="–" if r.copyright_loss is None else f"{r.copyright_loss:#.3g}",
                 amount_wei=r.amount_wei,
                 amount_tokens=format_tokens(int(r.amount_wei)),
                 claimed="–" if r.claimed is None else ("claimed" if r.claimed else "unclaimed"),

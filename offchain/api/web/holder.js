@@ -79,17 +79,18 @@ async function onSwitch() {
 
 // -- the rounds table ------------------------------------------------------------------------
 
-/** The overview of the connected account, with every unclaimed leaf checked on the chain
- * through the wallet (the node's view of the claims may be a few seconds old). */
+/** The overview of the connected account, with every leaf's claim flag read from the chain
+ * through the wallet (the node's view of the claims may be a few seconds old, or miss a
+ * reorganisation). */
 async function refresh() {
   const wallet = requireWallet();
   const overview = await getJson(`/holders/${wallet.account}/overview`);
   for (const campaign of overview.campaigns) {
     if (campaign.campaign_id === null || campaign.pool !== wallet.config.pool) continue;
-    const open = campaign.rounds.filter((r) => r.claimed === false && r.leaf);
-    const flags = await Promise.all(open.map((r) => readPool(wallet, "isClaimed",
+    const paid = campaign.rounds.filter((r) => r.leaf);
+    const flags = await Promise.all(paid.map((r) => readPool(wallet, "isClaimed",
       [BigInt(campaign.campaign_id), BigInt(r.round_id), BigInt(r.index)])));
-    open.forEach((r, i) => { if (flags[i]) r.claimed = true; });
+    paid.forEach((r, i) => { r.claimed = flags[i]; });
     recount(campaign);
   }
   state.overview = overview;
@@ -105,14 +106,14 @@ function recount(campaign) {
 }
 
 const percent = (x) => (x === null ? "–" : `${(100 * x).toFixed(2)} %`);
-const loss = (x) => (x === null ? "–" : x.toFixed(4));
+const loss = (x) => (x === null ? "–" : x.toPrecision(3));
 const claimText = (c) => (c === null ? "–" : c ? "claimed" : "unclaimed");
 
 function roundRow(r) {
   return el("tr", {},
     el("td", {}, r.round_id), el("td", {}, r.status),
     el("td", { class: "amount" }, percent(r.contribution)),
-    el("td", { class: "amount" }, loss(r.copyright_loss)),
+    el("td", { class: "amount", title: r.copyright_loss === null ? null : String(r.copyright_loss) }, loss(r.copyright_loss)),
     el("td", { class: "amount", title: `${r.amount_wei} wei` }, formatTokens(r.amount_wei)),
     el("td", { class: `claim-status ${r.claimed === null ? "" : r.claimed ? "is-claimed" : "is-unclaimed"}` },
       claimText(r.claimed)));
@@ -137,7 +138,7 @@ function campaignBlock(campaign) {
     const plural = campaign.unclaimed === 1 ? "payment" : "payments";
     const button = el("button", { type: "button", class: "claim-all", title: `${campaign.unclaimed_wei} wei` },
       `Claim all ${campaign.unclaimed} unclaimed ${plural} (${tokens} tokens)`);
-    button.addEventListener("click", () => busy(button, () => claimAll(campaign), describe));
+    button.addEventListener("click", () => act(button, () => claimAll(campaign)));
     block.append(el("p", { class: "claim-actions" }, button));
   } else {
     block.append(el("p", { class: "hint all-claimed" }, "Every payment of this campaign is claimed."));
@@ -152,7 +153,7 @@ function render(overview) {
     return;
   }
   box.replaceChildren(...overview.campaigns.map(campaignBlock),
-    el("p", { class: "hint" }, `Claimed flags from the ${overview.claimed_source}, unclaimed ones checked on the chain.`));
+    el("p", { class: "hint" }, "Claim flags read from the chain through your wallet."));
 }
 
 // -- claiming --------------------------------------------------------------------------------
@@ -201,7 +202,8 @@ async function signRecipient() {
   $("authorisation").value = JSON.stringify(authorisation, null, 2);
   $("authorisation-output").hidden = false;
   showMessage(`Signed: ${leaves.length} payment(s), ${formatTokens(campaign.unclaimed_wei)} tokens, ` +
-    `payable to ${recipient} until block time ${deadline}. Copy the authorisation below.`, "success");
+    `payable to ${recipient} until ${new Date(Number(deadline) * 1000).toISOString()} (chain time). ` +
+    "Copy the authorisation below.", "success");
 }
 
 async function copyAuthorisation() {
@@ -292,19 +294,27 @@ async function register() {
 
 // -- wiring ----------------------------------------------------------------------------------
 
+/** Run `task` for `button` (busy, errors described), then bring its message into view: the
+ * messages region is at the top, the forms further down. */
+async function act(button, task) {
+  await busy(button, task, describe);
+  const shown = document.querySelector("#messages .message");
+  if (shown) shown.scrollIntoView({ block: "nearest" });
+}
+
 function onSubmit(formId, buttonId, task) {
   const form = $(formId);
   if (!form) return;
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    busy($(buttonId), task, describe);
+    act($(buttonId), task);
   });
 }
 
 function start() {
-  $("connect").addEventListener("click", () => busy($("connect"), connectWallet, describe));
-  $("switch-network").addEventListener("click", () => busy($("switch-network"), onSwitch, describe));
-  $("copy-authorisation").addEventListener("click", () => busy($("copy-authorisation"), copyAuthorisation, describe));
+  $("connect").addEventListener("click", () => act($("connect"), connectWallet));
+  $("switch-network").addEventListener("click", () => act($("switch-network"), onSwitch));
+  $("copy-authorisation").addEventListener("click", () => act($("copy-authorisation"), copyAuthorisation));
   onSubmit("recipient-form", "sign-recipient", signRecipient);
   onSubmit("submit-form", "submit-authorisation", submitAuthorisation);
   onSubmit("register-form", "register", register);
