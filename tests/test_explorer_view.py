@@ -209,3 +209,24 @@ def test_warming_reads_each_changed_round_once_and_encodes_its_grid(tmp_path):
                           | {("w", w.holder, w.work) for r in shown for w in r.works})
     write_json(paths.contributions, {"raw": [0.0, 0.0, 1.0], "normalized": [0.0, 0.0, 1.0]})
     assert cache.warm(tmp_path, deployment_file, images) == 1
+
+
+def test_page_is_rendered_again_when_a_claim_changes_and_gzip_is_the_same_html(tmp_path):
+    paths = _full_round(tmp_path)
+    client = TestClient(create_app(tmp_path))
+
+    def claimed_cells(**headers) -> list[str]:
+        page = client.get("/explorer/rounds/1", headers=headers)
+        assert page.headers["vary"] == "Accept-Encoding"
+        encoding = "gzip" if headers["Accept-Encoding"] == "gzip" else None
+        assert page.headers.get("content-encoding") == encoding
+        cells = page.text.split('<td class="claimed">')[1:]
+        return [cell.split("</td>", 1)[0] for cell in cells]
+
+    plain = claimed_cells(**{"Accept-Encoding": "identity"})
+    assert claimed_cells(**{"Accept-Encoding": "gzip"}) == plain  # httpx decodes the gzip
+    claims = read_json(paths.claims)
+    paid = [h["index"] for h in read_json(paths.allocation)["holders"] if h["amount_wei"] != "0"]
+    write_json(paths.claims, {**claims, "claims": [{"index": i, "ok": True} for i in paid]})
+    assert claimed_cells(**{"Accept-Encoding": "gzip"}) == [
+        "yes" if h["amount_wei"] != "0" else "–" for h in read_json(paths.allocation)["holders"]]

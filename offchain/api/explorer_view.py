@@ -188,6 +188,8 @@ class ExplorerRound:
     n_generated: int
     n_train: int
     artifacts: tuple[str, ...]
+    paid: tuple[int, ...]
+    """Indices of the holders paid a positive amount (those with a claim flag)."""
 
 
 def utc_text(seconds: int | None) -> str | None:
@@ -392,6 +394,7 @@ def load_explorer_round(paths: RoundPaths, deployment: dict[str, Any] | None) ->
         n_generated=n_generated,
         n_train=0 if holder_index is None else int(holder_index.size),
         artifacts=artifacts,
+        paid=tuple(h.index for h in holders if int(h.amount_wei) > 0),
     )
 
 
