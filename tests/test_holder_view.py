@@ -151,3 +151,18 @@ def test_overview_is_fast_at_1000_holders_and_5_rounds(tmp_path, rounds):
     timings.sort()
     # In-process client round trip (request parsing and the ASGI stack included).
     assert timings[len(timings) // 2] < 0.010, timings[len(timings) // 2]
+
+
+def test_scores_are_parsed_before_the_first_request_and_when_a_round_is_posted(run):
+    run_dir, addresses = run
+    app = create_app(run_dir)
+    with TestClient(app):  # the lifespan ran: no request yet
+        store = app.state.holder_overviews
+        generation = store.generation(run_dir, run_dir / "deployment.json", None)
+        assert store.is_parsed(generation)
+        build_run_dir(run_dir / "more", rounds=3, holders=HOLDERS, seed=5)  # a round 3 appears
+        (run_dir / "more" / "round_003").rename(run_dir / "round_003")
+        deadline = time.monotonic() + 10
+        while not store.is_parsed(store.generation(run_dir, run_dir / "deployment.json", None)):
+            assert time.monotonic() < deadline, "round 3 was not parsed by the warmer"
+            time.sleep(0.05)

@@ -6,15 +6,24 @@ request; :mod:`offchain.api.holder_view`).
 JavaScript); the page's script (``offchain/api/web/holder.js``) connects the wallet, renders the
 connected account's overview and sends the claims, the recipient authorisation and the
 registration.
+
+The router's lifespan (merged into the app's by ``include_router``) parses every round's
+scores before the first request and again whenever a round is posted or changed (a
+:class:`~offchain.api.rounds_view.RoundWarmer` over :meth:`HolderOverviews.warm`, every
+:data:`OVERVIEW_SCAN_S`), so no request pays for parsing them.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+import anyio
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
 from starlette.concurrency import run_in_threadpool
@@ -22,20 +31,46 @@ from starlette.concurrency import run_in_threadpool
 from offchain.api.deps import RunDir, Templates, chain_view
 from offchain.api.holder_view import HolderOverview, HolderOverviews
 from offchain.api.registration import InvalidRegistration, RegistrationLimits, check_address
+from offchain.api.rounds_view import RoundWarmer
 from offchain.api.routers.pages import format_tokens
 
-__all__ = ["overviews", "router"]
+__all__ = ["OVERVIEW_SCAN_S", "overviews", "router"]
+
+OVERVIEW_SCAN_S = 0.5
+"""Seconds between two scans of the run folder by the overviews' warmer thread."""
 
 router = APIRouter()
 
 
-def overviews(request: Request) -> HolderOverviews:
-    """The app's :class:`HolderOverviews` (made on first use, over the app's round cache)."""
-    state = request.app.state
+def _store(app: FastAPI) -> HolderOverviews:
+    state = app.state
     found = getattr(state, "holder_overviews", None)
     if found is None:
         found = state.holder_overviews = HolderOverviews(state.round_cache)
     return found
+
+
+def overviews(request: Request) -> HolderOverviews:
+    """The app's :class:`HolderOverviews` (made on first use, over the app's round cache)."""
+    return _store(request.app)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Parse the rounds' scores before the first request (off the event loop), then keep them
+    parsed from a warmer thread until shutdown."""
+    store, run_dir = _store(app), app.state.run_dir
+    await anyio.to_thread.run_sync(store.warm, run_dir)
+    warmer = RoundWarmer(store, run_dir, OVERVIEW_SCAN_S)  # type: ignore[arg-type]
+    warmer.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):
+            warmer.stop()
+
+
+router.lifespan_context = _lifespan
 
 
 def _account_or_422(address: str) -> str:
