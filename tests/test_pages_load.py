@@ -151,3 +151,22 @@ def test_a_round_posted_while_serving_is_built_before_anyone_asks(tmp_path):
         ):
             time.sleep(0.05)
         assert all(app_bodies(state).cached(name, version) for name, version, _ in plans())
+
+
+def test_a_page_warmer_added_by_another_page_runs_before_the_first_request(tmp_path):
+    from offchain.api.routers import pages
+
+    build_pages_run_dir(tmp_path, rounds=1, holders=4, seed=6)
+    apps = []
+
+    def warm(app) -> int:  # noqa: ANN001
+        apps.append(app)
+        return 0
+
+    assert pages.add_page_warmer(warm) is warm
+    try:
+        app = create_app(tmp_path)
+        with TestClient(app):
+            assert apps and apps[0] is app
+    finally:
+        pages._PAGE_WARMERS.remove(warm)

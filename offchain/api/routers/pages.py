@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,13 +36,26 @@ from offchain.api.routers.rounds import (
     serve_plan,
 )
 
-__all__ = ["PAGES_SCAN_S", "RoundRow", "format_tokens", "rounds_page_plan", "router",
-           "warm_pages"]
+__all__ = ["PAGES_SCAN_S", "RoundRow", "add_page_warmer", "format_tokens", "rounds_page_plan",
+           "router", "warm_pages"]
 
 logger = logging.getLogger(__name__)
 
 PAGES_SCAN_S = 0.5
 """Seconds between two checks of the bodies' versions by the pages' warmer thread."""
+
+_PAGE_WARMERS: list[Callable[[FastAPI], int]] = []
+
+
+def add_page_warmer(warm: Callable[[FastAPI], int]) -> Callable[[FastAPI], int]:
+    """Have ``warm(app)`` called at start-up (before the first request) and then every
+    :data:`PAGES_SCAN_S` by the pages' warmer thread, for another page's own parsing and
+    bodies; it returns how many things it built and should cost little when nothing changed
+    (it is called on every scan). An exception it raises is logged, not propagated. Usable as
+    a decorator; adding the same function twice adds it once."""
+    if warm not in _PAGE_WARMERS:
+        _PAGE_WARMERS.append(warm)
+    return warm
 
 _TOKEN_DECIMALS = 18
 """Decimal places of the payout token (``WEI_PER_TOKEN`` = 10¹⁸ wei)."""
@@ -152,19 +165,24 @@ class _PagesWarm:
         self._seen: tuple[Any, Any] | None = None
 
     def warm(self, _run_dir: Path) -> int:
+        built = 0
+        for warm in list(_PAGE_WARMERS):
+            try:
+                built += warm(self.app)
+            except Exception:  # never let the warmer thread die: requests build what it could not
+                logger.exception("page warmer %r failed", warm)
         state = self.app.state
         try:
             world = (run_version(state.run_dir), state.state_view.version(),
                      state.state_view.deployment(state.deployment_file)[0])
             view = chain_view_of(state)
             if self._seen is not None and self._seen[0] == world and self._seen[1] is view:
-                return 0
-            built = warm_pages(self.app)
+                return built
+            built += warm_pages(self.app)
             self._seen = (world, view)
-            return built
-        except Exception:  # never let the warmer thread die: requests build what it could not
+        except Exception:
             logger.exception("warming the pages failed")
-            return 0
+        return built
 
 
 @asynccontextmanager
