@@ -398,24 +398,18 @@ def load_explorer_round(paths: RoundPaths, deployment: dict[str, Any] | None) ->
     )
 
 
-_VERSION_FILES = (
-    "allocation.json", "contributions.json", "copyright.json", "decision.json",
-    "signature.json", "submission.json", "finality.json", "holder_index.npy", "samples.npy",
-    "train_images.npy", "trak/scores.npy", "prompts.json", "manifest.json",
-)
-
-
 def _version(paths: RoundPaths, deployment_file: Path | None) -> tuple[FileKey, ...]:
-    """The round's explorer version: the :data:`~offchain.api.rounds_view.FileKey` of each
-    artifact it reads, and of the deployment file (signer set)."""
-    keys = tuple(file_key(paths.dir / name) for name in _VERSION_FILES)
+    """The round's explorer version: the :data:`~offchain.api.rounds_view.FileKey` of each of
+    :data:`ARTIFACT_FILES` (what it reads or lists: a new ``claims.json`` adds a download link),
+    of ``checkpoint/unet`` and of the deployment file (signer set)."""
+    keys = tuple(file_key(paths.dir / name) for name in ARTIFACT_FILES)
     return keys + (file_key(paths.checkpoint / "unet"),
                    None if deployment_file is None else file_key(deployment_file))
 
 
 class ExplorerCache:
     """:class:`ExplorerRound` of each round, read again only when one of its artifacts (or the
-    deployment file) changed (about 15 ``stat`` calls per request otherwise)."""
+    deployment file) changed (about 24 ``stat`` calls per request otherwise)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -13,7 +13,8 @@ window. The page's images and downloads are served here too:
 The round's data and encoded PNGs are cached per version of its artifacts
 (:class:`~offchain.api.explorer_view.ExplorerCache`, :class:`~offchain.api.explorer_view.
 ImageCache`); only the claim flags are read per request (from the chain when the node has an
-RPC, else ``claims.json``).
+RPC, else ``claims.json``). The rendered page is kept with the inputs it was made from (and
+gzip-encoded once for clients that accept it), so a repeated request renders nothing.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ EXPLORER_CACHE = ExplorerCache()
 """Parsed rounds of every app in this process (keyed by round folder and artifact versions)."""
 IMAGE_CACHE = ImageCache()
 """Encoded PNGs of every app in this process (keyed by array file and version)."""
-
 
 
 def warm(run_dir: FilePath, deployment_file: FilePath | None) -> int:
