@@ -106,17 +106,13 @@ def test_a_rewritten_round_is_picked_up_on_the_next_request(tmp_path):
         page_after)
 
 
-def test_warm_parses_each_changed_round_once(tmp_path):
-    from offchain.api.rounds_view import RoundCache
-    from offchain.api.sponsor_view import SponsorReports
-
+def test_the_report_and_page_are_built_before_the_first_request(tmp_path):
     run_dir = _run(tmp_path)
-    reports = SponsorReports(RoundCache())
-    assert reports.warm(run_dir) == 3
-    assert reports.warm(run_dir) == 0
-    (run_dir / "round_004").mkdir()
-    (run_dir / "round_004" / "allocation.json").write_text("{not json")
-    assert reports.warm(run_dir) == 0  # a half-written round is left to the request
+    app = create_app(run_dir)
+    with TestClient(app) as client:  # runs the lifespan, as uvicorn does
+        body, html = app.state.sponsor_pages[(1, "")]
+        assert client.get("/campaigns/1/report").content == body
+        assert client.get("/sponsor").content == html
 
 
 def test_unknown_campaign_and_missing_deployment_are_404(tmp_path):

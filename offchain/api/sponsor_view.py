@@ -304,25 +304,6 @@ class SponsorReports:
                 self._payments[paths.dir] = cached
         return cached[1]
 
-    def warm(self, run_dir: Path) -> int:
-        """Parse every round of ``run_dir`` whose ``allocation.json`` changed; return how many
-        were parsed (for the server's start-up and round warmer, so that a posted round's
-        report costs no parsing on the first request). A round that fails to parse is skipped:
-        the request that needs it gets the error."""
-        parsed = 0
-        for round_id in round_ids(run_dir):
-            paths = RoundPaths(run_dir, round_id)
-            key = file_key(paths.allocation)
-            cached = self._payments.get(paths.dir)
-            if cached is not None and cached[0] == key:
-                continue
-            try:
-                self.payments(paths, key)
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            parsed += 1
-        return parsed
-
     def report(
         self,
         run_dir: Path,

@@ -5,34 +5,52 @@ and ``GET /sponsor`` (the HTML page over the same report; its script,
 reclaiming).
 
 Both read the report from :class:`~offchain.api.sponsor_view.SponsorReports`, kept on
-``app.state.sponsor_reports`` (made on first use): built once per version of the rounds and of
-the chain's claimed view.
+``app.state.sponsor_reports``: built once per version of the rounds, of the deployment file and
+of the chain's claimed view; the page's HTML is rendered once per report. The router's lifespan
+(merged into the app's by ``include_router``) builds both for the deployment file's campaign
+before the first request and again whenever they change (:func:`warm_sponsor`, every
+:data:`WARM_SCAN_S` s), so no request pays for parsing or rendering them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import logging
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+import anyio
+from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from offchain.api.deps import DeploymentData, RunDir, State, Templates, chain_view
+from offchain.api.rounds_view import RoundWarmer
 from offchain.api.routers.pages import format_tokens
 from offchain.api.sponsor_view import CampaignReport, SponsorReports
 from offchain.api.state_view import StateView
+from offchain.utils import read_json
 
-__all__ = ["router"]
+__all__ = ["WARM_SCAN_S", "router", "warm_sponsor"]
+
+logger = logging.getLogger(__name__)
+
+WARM_SCAN_S = 0.5
+"""Seconds between two checks by the warmer thread of what the report is built from."""
 
 router = APIRouter(tags=["campaigns"])
 _make_lock = threading.Lock()
 
+PageKey = tuple[int, str]
+"""A rendered page's key: the campaign id and the request's root path (the page's links)."""
 
-def _reports(request: Request) -> SponsorReports:
-    """The app's :class:`SponsorReports` (made on the first request that needs it)."""
-    state = request.app.state
+
+def _reports(state: Any) -> SponsorReports:
+    """The app's :class:`SponsorReports` (``app.state.sponsor_reports``, made on first use)."""
     reports = getattr(state, "sponsor_reports", None)
     if reports is None:
         with _make_lock:
@@ -42,11 +60,10 @@ def _reports(request: Request) -> SponsorReports:
     return reports
 
 
-def _pages(request: Request) -> dict[int, tuple[bytes, bytes]]:
-    """Rendered pages per campaign: ``(report body, page HTML)`` (``app.state.sponsor_pages``).
-    A page is rendered again only when its report is a new one (a new object), so a repeated
-    request of a 1,000-holder page costs no template rendering."""
-    state = request.app.state
+def _pages(state: Any) -> dict[PageKey, tuple[bytes, bytes]]:
+    """Rendered pages: :data:`PageKey` → ``(report body, page HTML)``
+    (``app.state.sponsor_pages``). A page is rendered again only when its report is a new one
+    (a new object), so a repeated request of a 1,000-holder page costs no rendering."""
     pages = getattr(state, "sponsor_pages", None)
     if pages is None:
         with _make_lock:
@@ -54,6 +71,12 @@ def _pages(request: Request) -> dict[int, tuple[bytes, bytes]]:
             if pages is None:
                 pages = state.sponsor_pages = {}
     return pages
+
+
+def _chain_view(state: Any) -> Any:  # noqa: ANN401 (ClaimedView | None; chain import kept lazy)
+    """As :func:`offchain.api.deps.chain_view`, from ``app.state``."""
+    chain = getattr(state, "chain_claims", None)
+    return None if chain is None else chain.view(state.deployment_file)
 
 
 def _known(campaign_id: int, state: StateView, deployment: dict[str, Any]) -> bool:
@@ -72,8 +95,8 @@ def _report(request: Request, run_dir: RunDir, state: StateView,
                             "(no deployment.json in its run folder)")
     if not _known(campaign_id, state, deployment):
         raise HTTPException(status_code=404, detail=f"unknown campaign {campaign_id}")
-    return _reports(request).report(run_dir, request.app.state.deployment_file, deployment,
-                                    campaign_id, chain_view(request))
+    return _reports(request.app.state).report(run_dir, request.app.state.deployment_file,
+                                              deployment, campaign_id, chain_view(request))
 
 
 @router.get("/campaigns/{campaign_id}/report", response_model=CampaignReport)
@@ -165,10 +188,77 @@ def sponsor_page(
         return templates.TemplateResponse(request, "sponsor.html", {
             "problem": f"No campaign {campaign_id} on this node's pool ({error.detail})."},
             status_code=error.status_code)
-    pages = _pages(request)
-    cached = pages.get(report.campaign_id)
+    return HTMLResponse(content=_page_html(request.app, request.scope.get("root_path", ""),
+                                           report, body))
+
+
+def _page_html(app: FastAPI, root_path: str, report: CampaignReport, body: bytes) -> bytes:
+    """The page of ``report`` (whose JSON is ``body``) under ``root_path``: rendered once per
+    report, then served from :func:`_pages`."""
+    pages = _pages(app.state)
+    key = (report.campaign_id, root_path)
+    cached = pages.get(key)
     if cached is not None and cached[0] is body:  # the same report: the same page
-        return HTMLResponse(content=cached[1])
-    response = templates.TemplateResponse(request, "sponsor.html", _page_context(report))
-    pages[report.campaign_id] = (body, bytes(response.body))
-    return response
+        return cached[1]
+    request = Request({"type": "http", "method": "GET", "path": "/sponsor",
+                       "root_path": root_path, "query_string": b"", "headers": [], "app": app,
+                       "router": app.router, "scheme": "http", "server": ("127.0.0.1", 80)})
+    template = app.state.templates.get_template("sponsor.html")
+    html = template.render(request=request, **_page_context(report)).encode()
+    pages[key] = (body, html)
+    return html
+
+
+# -- built ahead of requests -----------------------------------------------------------------
+
+
+def warm_sponsor(app: FastAPI) -> int:
+    """Build the report and page of the deployment file's campaign if what they are built from
+    changed (a round posted or rewritten, the deployment file, the chain's claimed view);
+    return how many were built (0 or 1). Without a deployment or a campaign, nothing."""
+    state = app.state
+    path = state.deployment_file
+    deployment = read_json(path) if path.is_file() else None
+    if not isinstance(deployment, dict) or deployment.get("campaign_id") is None:
+        return 0
+    campaign_id = int(deployment["campaign_id"])
+    pages = _pages(state)
+    cached = pages.get((campaign_id, ""))
+    report, body = _reports(state).report(state.run_dir, path, deployment, campaign_id,
+                                          _chain_view(state))
+    if cached is not None and cached[0] is body:
+        return 0
+    _page_html(app, "", report, body)
+    return 1
+
+
+class _SponsorWarm:
+    """:func:`warm_sponsor` in the shape :class:`RoundWarmer` calls (``warm(run_dir)``)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    def warm(self, _run_dir: Path) -> int:
+        try:
+            return warm_sponsor(self.app)
+        except Exception:  # never let the warmer thread die: a request gets the error
+            logger.exception("warming the sponsor report failed")
+            return 0
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build the deployment's campaign report and page before the first request (off the
+    event loop), then keep them built from a warmer thread until shutdown."""
+    warm = _SponsorWarm(app)
+    await anyio.to_thread.run_sync(warm.warm, app.state.run_dir)
+    warmer = RoundWarmer(warm, app.state.run_dir, WARM_SCAN_S)  # type: ignore[arg-type]
+    warmer.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(RuntimeError):
+            warmer.stop()
+
+
+router.lifespan_context = _lifespan
