@@ -311,6 +311,10 @@ def test_keyboard_connect_and_claim_button_at_375px(campaign_api, campaign, new_
         "main section, main button, main input, main textarea",
         "els => els.map(e => e.getBoundingClientRect().right)")
     assert max(boxes) <= PHONE["width"], boxes
+    # Each round's payment is on screen, not behind a sideways scroll.
+    payments = page.eval_on_selector_all(
+        "table.holder-rounds td[title$=' wei']", "cells => cells.map(c => c.getBoundingClientRect().right)")
+    assert payments and max(payments) <= PHONE["width"], payments
     doc_screenshot(page, "page_holder_375px")
 
 

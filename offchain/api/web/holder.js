@@ -109,14 +109,16 @@ const percent = (x) => (x === null ? "–" : `${(100 * x).toFixed(2)} %`);
 const loss = (x) => (x === null ? "–" : x.toPrecision(3));
 const claimText = (c) => (c === null ? "–" : c ? "claimed" : "unclaimed");
 
+// Each cell names its column in data-label: on a phone the rows are shown as cards.
 function roundRow(r) {
+  const claimClass = r.claimed === null ? "" : r.claimed ? "is-claimed" : "is-unclaimed";
   return el("tr", {},
-    el("td", {}, r.round_id), el("td", {}, r.status),
-    el("td", { class: "amount" }, percent(r.contribution)),
-    el("td", { class: "amount", title: r.copyright_loss === null ? null : String(r.copyright_loss) }, loss(r.copyright_loss)),
-    el("td", { class: "amount", title: `${r.amount_wei} wei` }, formatTokens(r.amount_wei)),
-    el("td", { class: `claim-status ${r.claimed === null ? "" : r.claimed ? "is-claimed" : "is-unclaimed"}` },
-      claimText(r.claimed)));
+    el("td", { "data-label": "Round" }, r.round_id), el("td", { "data-label": "Status" }, r.status),
+    el("td", { class: "amount", "data-label": "Contribution" }, percent(r.contribution)),
+    el("td", { class: "amount", "data-label": "Copyright loss", title: r.copyright_loss === null ? null : String(r.copyright_loss) },
+      loss(r.copyright_loss)),
+    el("td", { class: "amount", "data-label": "Payment (tokens)", title: `${r.amount_wei} wei` }, formatTokens(r.amount_wei)),
+    el("td", { class: `claim-status ${claimClass}`, "data-label": "Claim" }, claimText(r.claimed)));
 }
 
 function campaignBlock(campaign) {
@@ -127,8 +129,9 @@ function campaignBlock(campaign) {
     el("tbody", {}, campaign.rounds.map(roundRow)),
     el("tfoot", {}, el("tr", {},
       el("th", { scope: "row", colspan: 4 }, "Total"),
-      el("td", { class: "amount", title: `${campaign.total_wei} wei` }, formatTokens(campaign.total_wei)),
-      el("td", {}, `${campaign.unclaimed} unclaimed`))));
+      el("td", { class: "amount", "data-label": "Payment (tokens)", title: `${campaign.total_wei} wei` },
+        formatTokens(campaign.total_wei)),
+      el("td", { "data-label": "Claim" }, `${campaign.unclaimed} unclaimed`))));
   const block = el("div", { class: "campaign", "data-campaign": campaign.campaign_id ?? "" },
     el("h4", {}, campaign.campaign_id === null ? "Campaign (not deployed)" : `Campaign ${campaign.campaign_id}`),
     el("div", { class: "table-scroll" }, table));
