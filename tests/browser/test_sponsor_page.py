@@ -293,3 +293,40 @@ def test_sponsor_page_works_with_the_keyboard_at_375px(campaign_api, campaign, n
         box = page.locator(canvas).bounding_box()
         assert box is not None and box["width"] > 200 and box["x"] + box["width"] <= PHONE["width"]
     doc_screenshot(page, "page_sponsor_375px")
+
+
+def test_a_native_coin_campaign_is_funded_with_value_in_one_wallet_step(
+        campaign, chain, new_page, tmp_path, web_bundle):
+    from offchain.chain.pool import ZERO_ADDRESS, CampaignParams
+
+    pool, _ = chain
+    funder_key = campaign.node.private_keys[OUTSIDER]
+    funder = Account.from_key(funder_key).address
+    rpc_url = campaign.node.rpc_url
+    amount = TOKEN // 4
+    with chain_snapshot(rpc_url):
+        now = int(anvil_rpc(rpc_url, "eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+        cid, _ = pool.create_campaign(funder_key, CampaignParams(
+            token=ZERO_ADDRESS, guardian=funder, signers=(funder,), threshold=1, num_rounds=1,
+            round_cap_wei=TOKEN, holder_cap_wei=TOKEN, challenge_window_s=60,
+            claim_window_s=3600, posting_deadline=now + 86_400))
+        run_dir = tmp_path / "native-run"  # a node whose deployment file names that campaign
+        run_dir.mkdir()
+        deployment = {**campaign.deployment, "campaign_id": cid, "token": ZERO_ADDRESS}
+        (run_dir / "deployment.json").write_text(json.dumps(deployment))
+        with serve_api(run_dir, app_options={"chain_rpc_url": rpc_url}) as node:
+            page = new_page()
+            bridge = _open(page, node.base_url, campaign, funder)
+            assert "No rounds yet" in page.inner_text("main")
+            _connect(page)
+            assert "ETH" in page.inner_text("#fund-hint")
+            assert "Two wallet steps" not in page.inner_text("#fund-hint")
+            page.fill("#fund-amount", "0.25")
+            page.click("#fund")
+            assert _message(page, "success").startswith("Funded 0.25 ETH")
+            steps = page.eval_on_selector_all("#fund-steps li", "items => items.map(i => i.innerText)")
+            assert len(steps) == 1 and steps[0].startswith("Step 1 of 1: fund 0.25 ETH"), steps
+        assert pool.get_campaign(cid).total_funded_wei == amount
+        assert pool.funded_by(cid, funder) == amount
+        sent = [p[0] for m, p in bridge.calls if m == "eth_sendTransaction"]
+        assert len(sent) == 1 and int(sent[0]["value"], 16) == amount

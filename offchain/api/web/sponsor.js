@@ -91,10 +91,19 @@ async function claimedOnChain(wallet, nextRoundId) {
   return rounds.filter((r) => r.status !== REVOKED).reduce((sum, r) => sum + (r.total - r.remaining), 0n);
 }
 
+/** Funding per sponsor from the pool's `Funded` events of this campaign (a Map address → wei),
+ * or null when the wallet's node will not return them (some limit how many blocks one log
+ * query may span): the page then shows the connected account's own funding only. */
 async function fundedBySponsor(wallet) {
-  const events = await wallet.publicClient.getContractEvents({
-    address: wallet.config.pool, abi: poolAbi, eventName: "Funded", args: { campaignId }, fromBlock: 0n, strict: true,
-  });
+  let events;
+  try {
+    events = await wallet.publicClient.getContractEvents({
+      address: wallet.config.pool, abi: poolAbi, eventName: "Funded", args: { campaignId }, fromBlock: 0n, strict: true,
+    });
+  } catch (error) {
+    console.warn("Funded events unavailable:", error);
+    return null;
+  }
   const totals = new Map();
   for (const { args } of events) totals.set(args.sponsor, (totals.get(args.sponsor) ?? 0n) + args.amount);
   return totals;
@@ -151,11 +160,14 @@ function renderEscrow(chain) {
 
 function renderFunders(chain) {
   const account = state.wallet.account;
-  const totals = new Map(chain.sponsors);
+  const totals = new Map(chain.sponsors ?? []);
   if (chain.funded > 0n) totals.set(account, chain.funded); // fundedBy is what the contract credits
   const body = $("funders").tBodies[0];
+  $("funders-note").textContent = chain.sponsors ? "" : "Your wallet's node did not return the pool's " +
+    "Funded events, so only your own funding is listed.";
   if (!totals.size) {
-    body.replaceChildren(el("tr", {}, el("td", { colspan: 2 }, "Nobody has funded this campaign yet.")));
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 2 },
+      chain.sponsors ? "Nobody has funded this campaign yet." : "You have not funded this campaign.")));
     return;
   }
   body.replaceChildren(...[...totals].sort((a, b) => (b[1] > a[1] ? 1 : b[1] < a[1] ? -1 : 0)).map(([sponsor, wei]) =>
