@@ -178,3 +178,30 @@ def test_report_and_page_of_1000_holders_by_5_rounds_are_fast_once_built(
     assert cold_s < 2.0, cold_s
     assert min(timings) < 0.05, timings
     assert min(page_timings) < 0.5, page_timings
+
+
+def test_chain_claims_rebuild_the_report_only_when_the_claimed_leaves_change(tmp_path):
+    from offchain.api.rounds_view import RoundCache
+    from offchain.api.sponsor_view import SponsorReports
+    from offchain.chain.claims_watch import ClaimedView
+
+    run_dir = _run(tmp_path)
+    reports = SponsorReports(RoundCache())
+    deployment_file = run_dir / "deployment.json"
+    first = ClaimedView(frozenset(), block=10, read_at=1.0)
+    report, body = reports.report(run_dir, deployment_file, DEPLOYMENT, 1, first)
+    assert report.claimed_source == "chain" and report.totals.claimed_wei == "0"
+    same = ClaimedView(frozenset(), block=11, read_at=3.0)  # a refresh, nothing new claimed
+    assert reports.report(run_dir, deployment_file, DEPLOYMENT, 1, same)[1] is body
+    allocation = _allocations(run_dir, 2)[1]
+    paid = next(h for h in allocation["holders"] if int(h["amount_wei"]) > 0)
+    claimed = ClaimedView(frozenset({(2, paid["index"])}), block=12, read_at=5.0)
+    report, new_body = reports.report(run_dir, deployment_file, DEPLOYMENT, 1, claimed)
+    assert new_body is not body
+    assert report.totals.claimed_wei == paid["amount_wei"]
+    assert report.rounds[1].claimed_wei == paid["amount_wei"]
+    row = next(h for h in report.holders if h.name == paid["name"])
+    assert row.claimed[1] is True
+    # The chain stops answering (no view): the node's claims.json is the source again.
+    assert reports.report(run_dir, deployment_file, DEPLOYMENT, 1, None)[0].claimed_source == (
+        "node")

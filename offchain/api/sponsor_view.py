@@ -265,20 +265,23 @@ class _Generation:
     deployment: FileKey
     campaign_id: int
     rounds: tuple[tuple[int, RoundKey], ...]
-    view: object | None  # the ClaimedView object: a refreshed view is a new object
+    claimed: frozenset[tuple[int, int]] | None
+    """The chain view's claimed leaves (None: no view): a refreshed view with the same leaves
+    is the same generation, so the report is rebuilt when a claim lands, not every refresh."""
 
     def same_as(self, other: _Generation | None) -> bool:
-        return (other is not None and self.view is other.view
+        return (other is not None
                 and (self.deployment, self.campaign_id, self.rounds)
-                == (other.deployment, other.campaign_id, other.rounds))
+                == (other.deployment, other.campaign_id, other.rounds)
+                and (self.claimed is other.claimed or self.claimed == other.claimed))
 
 
 class SponsorReports:
     """Campaign reports, built once per generation of what they read.
 
     A generation is the deployment file's version, the campaign, each served round's
-    :data:`~offchain.api.rounds_view.RoundKey` and the chain's claimed view (a new view object
-    every few seconds while the chain answers). Each round's :class:`RoundPayments` is parsed
+    :data:`~offchain.api.rounds_view.RoundKey` and the set of leaves the chain's claimed view
+    says are claimed (None without a view). Each round's :class:`RoundPayments` is parsed
     once per version of its ``allocation.json``; the claim flags of the node's own
     ``claims.json`` come from the shared :class:`~offchain.api.rounds_view.RoundCache`.
 
@@ -326,7 +329,8 @@ class SponsorReports:
             paths = RoundPaths(run_dir, round_id)
             listed.append((round_id, paths, RoundCache.key(paths)))
         generation = _Generation(file_key(deployment_file), campaign_id,
-                                 tuple((r, k) for r, _, k in listed), view)
+                                 tuple((r, k) for r, _, k in listed),
+                                 None if view is None else view.leaves)
         cached = self._reports.get(campaign_id)
         if cached is not None and generation.same_as(cached[0]):
             return cached[1], cached[2]
