@@ -125,6 +125,8 @@ def test_unknown_campaign_and_missing_deployment_are_404(tmp_path):
     assert missing.status_code == 404 and missing.json()["detail"] == "unknown campaign 9"
     page = client.get("/sponsor?campaign=9")
     assert page.status_code == 404 and "No campaign 9" in page.text
+    page = client.get("/sponsor?campaign=x<b>")
+    assert page.status_code == 400 and "“x&lt;b&gt;” is not a campaign id" in page.text
 
 
 def test_page_shows_the_report_and_escapes_what_it_shows(tmp_path):

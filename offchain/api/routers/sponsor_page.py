@@ -171,13 +171,18 @@ def sponsor_page(
     state: State,
     deployment: DeploymentData,
     templates: Templates,
-    campaign: int | None = Query(default=None, description="campaign id (default: the "
+    campaign: str | None = Query(default=None, description="campaign id (default: the "
                                  "deployment file's)"),
 ) -> HTMLResponse:
     """The sponsor page of campaign ``campaign`` (default: the deployment file's): summary,
     round budgets and payments (tables, and charts drawn by its script), and the wallet parts.
-    Without a deployment or for an unknown campaign: the page with the reason (HTTP 404)."""
-    campaign_id = campaign if campaign is not None else (deployment or {}).get("campaign_id")
+    Without a deployment or for an unknown campaign: the page with the reason (HTTP 404); a
+    campaign that is not a number: the page with the reason (HTTP 400)."""
+    if campaign is not None and not (campaign.isascii() and campaign.isdigit()):
+        return templates.TemplateResponse(request, "sponsor.html", {
+            "problem": f"“{campaign}” is not a campaign id: use a number, e.g. /sponsor?campaign=1."
+        }, status_code=400)
+    campaign_id = int(campaign) if campaign is not None else (deployment or {}).get("campaign_id")
     if deployment is None or campaign_id is None:
         return templates.TemplateResponse(request, "sponsor.html", {
             "problem": "This node has no campaign yet: there is nothing to sponsor here until "
