@@ -113,6 +113,13 @@ def test_the_report_and_page_are_built_before_the_first_request(tmp_path):
         body, html = app.state.sponsor_pages[(1, "")]
         assert client.get("/campaigns/1/report").content == body
         assert client.get("/sponsor").content == html
+        # Compressed once, for clients that accept gzip; as is for the others.
+        packed = client.get("/sponsor", headers={"accept-encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip" and packed.content == html
+        assert app.state.sponsor_gzip[("page", 1, "")][0] is html
+        plain = client.get("/campaigns/1/report", headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers and plain.content == body
+        assert plain.headers["vary"] == "Accept-Encoding"
 
 
 def test_unknown_campaign_and_missing_deployment_are_404(tmp_path):

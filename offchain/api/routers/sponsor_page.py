@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -60,17 +61,44 @@ def _reports(state: Any) -> SponsorReports:
     return reports
 
 
+def _store(state: Any, name: str) -> dict:
+    """The dict ``app.state.<name>`` (made on first use)."""
+    store = getattr(state, name, None)
+    if store is None:
+        with _make_lock:
+            store = getattr(state, name, None)
+            if store is None:
+                store = {}
+                setattr(state, name, store)
+    return store
+
+
 def _pages(state: Any) -> dict[PageKey, tuple[bytes, bytes]]:
     """Rendered pages: :data:`PageKey` → ``(report body, page HTML)``
     (``app.state.sponsor_pages``). A page is rendered again only when its report is a new one
     (a new object), so a repeated request of a 1,000-holder page costs no rendering."""
-    pages = getattr(state, "sponsor_pages", None)
-    if pages is None:
-        with _make_lock:
-            pages = getattr(state, "sponsor_pages", None)
-            if pages is None:
-                pages = state.sponsor_pages = {}
-    return pages
+    return _store(state, "sponsor_pages")
+
+
+def _gzipped(state: Any, key: tuple, raw: bytes) -> bytes:
+    """``raw`` gzip-compressed, once per body object (``app.state.sponsor_gzip``)."""
+    store = _store(state, "sponsor_gzip")
+    cached = store.get(key)
+    if cached is not None and cached[0] is raw:
+        return cached[1]
+    packed = gzip.compress(raw, compresslevel=6, mtime=0)
+    store[key] = (raw, packed)
+    return packed
+
+
+def _send(request: Request, key: tuple, raw: bytes, media_type: str) -> Response:
+    """``raw`` as the response, gzip-compressed (stored, not per request) when the client
+    accepts it: at 1,000 holders × 5 rounds the page is about 320 kB and the report 280 kB."""
+    headers = {"vary": "Accept-Encoding"}
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["content-encoding"] = "gzip"
+        raw = _gzipped(request.app.state, key, raw)
+    return Response(content=raw, media_type=media_type, headers=headers)
 
 
 def _chain_view(state: Any) -> Any:  # noqa: ANN401 (ClaimedView | None; chain import kept lazy)
@@ -109,7 +137,7 @@ def campaign_report(
     its claims.json: ``claimed_source``), and the totals allocated, claimed, unclaimed and
     unallocated. 404 without a deployment or for an unknown campaign."""
     _, body = _report(request, run_dir, state, deployment, campaign_id)
-    return Response(content=body, media_type="application/json")
+    return _send(request, ("report", campaign_id), body, "application/json")
 
 
 # -- the page --------------------------------------------------------------------------------
@@ -193,8 +221,10 @@ def sponsor_page(
         return templates.TemplateResponse(request, "sponsor.html", {
             "problem": f"No campaign {campaign_id} on this node's pool ({error.detail})."},
             status_code=error.status_code)
-    return HTMLResponse(content=_page_html(request.app, request.scope.get("root_path", ""),
-                                           report, body))
+    root_path = request.scope.get("root_path", "")
+    html = _page_html(request.app, root_path, report, body)
+    return _send(request, ("page", report.campaign_id, root_path), html,
+                 "text/html; charset=utf-8")
 
 
 def _page_html(app: FastAPI, root_path: str, report: CampaignReport, body: bytes) -> bytes:
@@ -233,7 +263,9 @@ def warm_sponsor(app: FastAPI) -> int:
                                           _chain_view(state))
     if cached is not None and cached[0] is body:
         return 0
-    _page_html(app, "", report, body)
+    html = _page_html(app, "", report, body)
+    _gzipped(state, ("report", campaign_id), body)  # most clients accept gzip
+    _gzipped(state, ("page", campaign_id, ""), html)
     return 1
 
 
