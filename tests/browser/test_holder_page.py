@@ -230,11 +230,15 @@ def _files(images: list[tuple[str, bytes]]) -> list[dict]:
     return [{"name": n, "mimeType": "image/png", "buffer": b} for n, b in images]
 
 
+def listed_after(api) -> list[dict]:  # noqa: ANN001
+    return httpx.get(api.base_url + "/holders", timeout=5).json()
+
+
 def test_registration_through_the_page_is_stored_and_a_refusal_shows_the_api_error(
         campaign_api, campaign, new_page):
     account = _dev_account(campaign, 8)  # anvil signs personal_sign for its dev accounts
-    page = _open(new_page, campaign_api,
-                 Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, account))
+    bridge = Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, account)
+    page = _open(new_page, campaign_api, bridge)
     page.click("#connect")
     page.wait_for_selector("#campaigns .empty")
     page.fill("#reg-name", "page-artist")
@@ -254,8 +258,20 @@ def test_registration_through_the_page_is_stored_and_a_refusal_shows_the_api_err
     # A second registration of the same address without "replace": the API's 409 as it came.
     page.fill("#reg-name", "page-artist-2")
     page.set_input_files("#reg-images", _files([("c.png", _png(3))]))
-    page.click("#register")
+    _click(page, "#register")
     assert "(HTTP 409)" in _message(page) and "ask to replace it" in _message(page)
+    # Asking to replace it: the signed message says "replace: true", and the API takes it.
+    page.check("#reg-replace")
+    _click(page, "#register")
+    assert _message(page, "success").startswith("Registered “page-artist-2”: 1 image(s)")
+    # Over the node's size limit: the page says so before anything is signed or sent.
+    page.uncheck("#reg-replace")
+    page.fill("#reg-name", "too-big")
+    page.set_input_files("#reg-images", _files([("big.png", b"\x89PNG" + bytes(3 * 2**20))]))
+    signatures = [m for m, _ in bridge.calls].count("personal_sign")
+    _click(page, "#register")
+    assert _message(page).startswith("Image \"big.png\" is 3145732 bytes, over this node's limit")
+    assert [m for m, _ in bridge.calls].count("personal_sign") == signatures
     # Not an image: the API's 422.
     other = _dev_account(campaign, 9)
     bad = _open(new_page, campaign_api,
@@ -268,7 +284,9 @@ def test_registration_through_the_page_is_stored_and_a_refusal_shows_the_api_err
     refusal = _message(bad)
     assert refusal.startswith("The node refused /holders:") and "(HTTP 422)" in refusal
     names = {h["name"] for h in httpx.get(campaign_api.base_url + "/holders", timeout=5).json()}
-    assert "not-images" not in names and "page-artist-2" not in names
+    assert "not-images" not in names and "too-big" not in names
+    assert {h["name"] for h in listed_after(campaign_api) if h["address"] == account} == {
+        "page-artist-2"}  # replaced
 
 
 def test_rejected_registration_signature_sends_nothing(campaign_api, campaign, new_page):
@@ -318,7 +336,7 @@ def test_keyboard_connect_and_claim_button_at_375px(campaign_api, campaign, new_
     doc_screenshot(page, "page_holder_375px")
 
 
-@pytest.mark.parametrize("address", ["0xnothex", "0x" + "AB" * 5 + "ab" * 15])
+@pytest.mark.parametrize("address", ["0xnothex", "0x" + "AB" * 5 + "ab" * 15, "0x" + "1" * 200])
 def test_lookup_without_a_wallet_shows_a_bad_address(campaign_api, new_page, address):
     page = new_page()
     page.goto(campaign_api.base_url + "/holder?address=" + address)

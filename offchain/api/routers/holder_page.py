@@ -149,7 +149,7 @@ async def holder_page(
     request: Request,
     run_dir: RunDir,
     templates: Templates,
-    address: Annotated[str | None, Query(max_length=64)] = None,
+    address: Annotated[str | None, Query()] = None,
 ) -> HTMLResponse:
     """The holder's page: connect a wallet to see and claim its payments, name another
     recipient, or register works; ``?address=`` shows an address's rounds without a wallet."""
@@ -164,6 +164,8 @@ async def holder_page(
     }
     if address:
         try:
+            if len(address) > 100:
+                raise InvalidRegistration("an address is 0x and 40 hex digits")
             account = check_address(address.strip())
         except InvalidRegistration as exc:
             context["lookup_error"] = str(exc)

@@ -22,7 +22,7 @@ const RECIPIENT_TYPES = {
   ],
 };
 
-const state = { config: null, wallet: null, overview: null };
+const state = { config: null, wallet: null, overview: null, lastIssuedAt: 0 };
 const $ = (id) => document.getElementById(id);
 
 /** One sentence for any failure of this page. */
@@ -286,10 +286,14 @@ async function register() {
   const texts = [...document.querySelectorAll(".reg-caption")].map((input) => input.value);
   const given = texts.filter((t) => t.trim()).length;
   if (given && given !== files.length) throw new Error("Give a caption for every image, or none.");
+  // issued_at is whole seconds and must be newer than the address's stored registration: a
+  // replacement signed within the same second as this page's last registration gets +1 s.
+  const issuedAt = Math.max(Math.floor(Date.now() / 1000), state.lastIssuedAt + 1);
   const { form: body } = await buildRegistration({
     wallet, name: $("reg-name").value.trim(), priceWei: readPrice($("reg-price").value), files,
-    captions: given ? texts : null, replace: $("reg-replace").checked,
+    captions: given ? texts : null, replace: $("reg-replace").checked, issuedAt,
   });
+  state.lastIssuedAt = issuedAt;
   const stored = await postForm("/holders", body);
   showMessage(`Registered “${stored.name}”: ${stored.n_images} image(s) for ${stored.address}, ` +
     `reservation price ${formatTokens(stored.reservation_price_wei)} tokens.`, "success");
