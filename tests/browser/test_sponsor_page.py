@@ -55,8 +55,10 @@ def _open(page, base_url: str, campaign, account: str | None = None, **bridge_op
 
 
 def _connect(page) -> None:  # noqa: ANN001 (a Playwright Page)
+    """Press "Connect wallet" and wait for the escrow (about 20 wallet requests, each through
+    the bridge to anvil: allow for a busy machine)."""
     page.click("#connect")
-    page.wait_for_selector("#escrow dd[data-field='total-funded']")
+    page.wait_for_selector("#escrow dd[data-field='total-funded']", timeout=15_000)
 
 
 def _escrow(page, field: str) -> int:  # noqa: ANN001
@@ -283,7 +285,7 @@ def test_sponsor_page_works_with_the_keyboard_at_375px(campaign_api, campaign, n
     _open(page, campaign_api.base_url, campaign)
     page.focus("#connect")
     page.keyboard.press("Enter")
-    page.wait_for_selector("#escrow dd[data-field='total-funded']")
+    page.wait_for_selector("#escrow dd[data-field='total-funded']", timeout=15_000)
     page.keyboard.press("Tab")
     focused = page.evaluate("() => document.activeElement.id")
     assert focused == "fund-amount", focused
