@@ -87,7 +87,8 @@ def test_sponsor_sees_the_charts_with_the_right_totals(campaign_api, campaign, c
     page = new_page()
     _open(page, campaign_api.base_url, campaign)
     allocations = campaign.allocations()
-    page.wait_for_function("() => window.sponsorCharts && window.sponsorCharts.payments")
+    page.wait_for_function("() => window.sponsorCharts && window.sponsorCharts.payments",
+                           timeout=15_000)
     charts = page.evaluate("""() => {
         const c = window.sponsorCharts;
         const pick = (chart) => ({labels: chart.data.labels,
@@ -271,7 +272,8 @@ def test_a_node_that_goes_down_is_a_clear_message(campaign, new_page, web_bundle
     with serve_api(campaign.run_dir, app_options=options) as node:
         page = new_page()
         _open(page, node.base_url, campaign)
-        page.wait_for_function("() => window.sponsorCharts && window.sponsorCharts.payments")
+        page.wait_for_function(
+            "() => window.sponsorCharts && window.sponsorCharts.payments", timeout=15_000)
         assert page.locator("#chart-rounds").is_visible()
         node.stop()
         page.click("#connect")
