@@ -230,3 +230,19 @@ def test_page_is_rendered_again_when_a_claim_changes_and_gzip_is_the_same_html(t
     write_json(paths.claims, {**claims, "claims": [{"index": i, "ok": True} for i in paid]})
     assert claimed_cells(**{"Accept-Encoding": "gzip"}) == [
         "yes" if h["amount_wei"] != "0" else "–" for h in read_json(paths.allocation)["holders"]]
+
+
+def test_the_pages_warmer_renders_each_rounds_page_before_any_request(tmp_path):
+    from offchain.api.routers.explorer import warm_explorer
+    from offchain.api.routers.pages import _PAGE_WARMERS
+
+    paths = _full_round(tmp_path)
+    assert warm_explorer in _PAGE_WARMERS  # called by the pages router's lifespan and warmer
+    app = create_app(tmp_path)
+    assert warm_explorer(app) == 2  # round 1 read, its page rendered
+    assert warm_explorer(app) == 0  # nothing changed: nothing read or rendered
+    with TestClient(app) as client:  # the lifespan runs the warmers
+        assert client.get("/explorer/rounds/1").status_code == 200
+    assert warm_explorer(app) == 0  # the request was answered with the warmed page
+    write_json(paths.copyright, {"loss": [0.0, 0.0, 0.0]})
+    assert warm_explorer(app) == 2

@@ -22,13 +22,14 @@ from __future__ import annotations
 import gzip
 import threading
 from collections.abc import Callable
-from pathlib import Path as FilePath
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
-from offchain.api.deps import DeploymentData, Rounds, RunDir, State, Templates, chain_view
+from offchain.api.deps import RunDir
 from offchain.api.explorer_view import (
     ExplorerCache,
     ExplorerRound,
@@ -38,22 +39,17 @@ from offchain.api.explorer_view import (
     artifact_path,
     utc_text,
 )
+from offchain.api.rounds_view import round_ids
+from offchain.api.routers.pages import add_page_warmer
+from offchain.api.routers.rounds import chain_view_of
 from offchain.layout import RoundPaths
 
-__all__ = ["EXPLORER_CACHE", "IMAGE_CACHE", "router", "warm"]
+__all__ = ["EXPLORER_CACHE", "IMAGE_CACHE", "router", "warm_explorer"]
 
 EXPLORER_CACHE = ExplorerCache()
 """Parsed rounds of every app in this process (keyed by round folder and artifact versions)."""
 IMAGE_CACHE = ImageCache()
 """Encoded PNGs of every app in this process (keyed by array file and version)."""
-
-
-def warm(run_dir: FilePath, deployment_file: FilePath | None) -> int:
-    """Read every new or changed round of ``run_dir`` into :data:`EXPLORER_CACHE` and encode
-    the images its page shows into :data:`IMAGE_CACHE`, so the first request of a posted
-    round's page costs no parsing (for the server's start-up and its round warmer); return how
-    many rounds were read."""
-    return EXPLORER_CACHE.warm(FilePath(run_dir), deployment_file, IMAGE_CACHE)
 
 
 _MEDIA_TYPES = {".json": "application/json", ".png": "image/png"}
@@ -80,34 +76,90 @@ def _round_or_404(run_dir: Any, round_id: int) -> RoundPaths:
     return paths
 
 
-def _claimed(request: Request, cache: Rounds, paths: RoundPaths,
-             data: ExplorerRound) -> tuple[frozenset[int], str]:
+def _claimed(state: Any, paths: RoundPaths, data: ExplorerRound) -> tuple[frozenset[int], str]:
     """The paid holders' indices whose payment is claimed, and where the flags come from
     (``chain``: the pool's Claimed events; ``node``: ``claims.json``)."""
-    view = chain_view(request)
-    index = cache.get(paths)
+    view = chain_view_of(state)
+    index = state.round_cache.get(paths)
     claimed = frozenset(i for i in data.paid if index.is_claimed(paths.round_id, i, view))
     return claimed, "chain" if view is not None else "node"
 
 
+class _DbStatus:
+    """Each round's status in the state database, queried again only when
+    :meth:`~offchain.api.state_view.StateView.version` says the database may have changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status: dict[Any, tuple[Any, str | None]] = {}
+
+    def get(self, view: Any, deployment: dict[str, Any] | None, round_id: int) -> str | None:
+        version = (view.version(), (deployment or {}).get("pool"),
+                   (deployment or {}).get("campaign_id"))
+        name = (id(view), round_id)
+        hit = self._status.get(name)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        row = view.deployed_round(deployment, round_id)
+        status = row.status if row else None
+        with self._lock:
+            self._status[name] = (version, status)
+        return status
+
+
+_DB_STATUS = _DbStatus()
+
+
+@dataclass(frozen=True)
+class _Page:
+    """What one explorer page is rendered from: the round's data (a new object per version of
+    its artifacts and of the deployment file), the deployment, and the per-request inputs
+    (claim flags and their source, database status, root path)."""
+
+    paths: RoundPaths
+    data: ExplorerRound
+    deployment: dict[str, Any] | None
+    inputs: tuple
+
+
+def _page(app: FastAPI, round_id: int, root_path: str) -> _Page | None:
+    """Round ``round_id``'s page inputs (None when the round does not exist): a few dozen
+    ``stat`` calls and the claim flags when nothing changed."""
+    state = app.state
+    paths = RoundPaths(state.run_dir, round_id)
+    if not _round_exists(paths):
+        return None
+    _, deployment = state.state_view.deployment(state.deployment_file)
+    data = EXPLORER_CACHE.get(paths, deployment, state.deployment_file)
+    claimed, source = _claimed(state, paths, data)
+    db_status = _DB_STATUS.get(state.state_view, deployment, round_id)
+    return _Page(paths, data, deployment, (claimed, source, db_status, root_path))
+
+
 class _Bodies:
-    """The last rendered page of each round, kept with what it was rendered from: the round's
-    :class:`ExplorerRound` (a new object for each version of its artifacts and of the
-    deployment file) and the per-request inputs (claim flags, database status). A repeated
-    request costs the flags and a comparison instead of rendering 1,000 rows again; the gzip
-    encoding (about 6x smaller at 1,000 holders) is made once, on the first request that
-    accepts it."""
+    """The last rendered page of each round, kept with what it was rendered from
+    (:class:`_Page`: the data object and the inputs). A repeated request costs the inputs and a
+    comparison instead of rendering 1,000 rows again; the gzip encoding (about 6x smaller at
+    1,000 holders) is made once, on the first request that accepts it (or by the warmer)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pages: dict[Any, tuple[ExplorerRound, tuple, bytes, list[bytes]]] = {}
 
-    def get(self, name: Any, data: ExplorerRound, inputs: tuple,
-            render: Callable[[], bytes], gzipped: bool) -> bytes:
-        """The page's HTML (gzip-encoded when ``gzipped``), rendered only for new inputs."""
+    def cached(self, name: Any, page: _Page, gzipped: bool) -> bytes | None:
+        """The stored body for ``page`` (gzip-encoded when ``gzipped``), or None."""
         hit = self._pages.get(name)
-        if hit is None or hit[0] is not data or hit[1] != inputs:
-            hit = (data, inputs, render(), [])
+        if hit is None or hit[0] is not page.data or hit[1] != page.inputs:
+            return None
+        if not gzipped:
+            return hit[2]
+        return hit[3][0] if hit[3] else None
+
+    def get(self, name: Any, page: _Page, gzipped: bool, render: Callable[[], bytes]) -> bytes:
+        """The body for ``page``, rendered (and gzip-encoded) only when not stored."""
+        hit = self._pages.get(name)
+        if hit is None or hit[0] is not page.data or hit[1] != page.inputs:
+            hit = (page.data, page.inputs, render(), [])
             with self._lock:
                 self._pages[name] = hit
         if not gzipped:
@@ -120,85 +172,84 @@ class _Bodies:
 _BODIES = _Bodies()
 
 
-class _DbStatus:
-    """Each round's status in the state database, queried again only when the database may have
-    changed: keyed by ``StateView.version()`` (the SQLite file's and its log's file keys) where
-    the state view has it; without it, queried on every request (a few ms)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._status: dict[Any, tuple[Any, str | None]] = {}
-
-    def get(self, state: Any, deployment: dict[str, Any] | None, round_id: int) -> str | None:
-        version_of = getattr(state, "version", None)
-        version = (version_of(), (deployment or {}).get("pool"),
-                   (deployment or {}).get("campaign_id")) if version_of else None
-        name = (id(state), round_id)
-        hit = self._status.get(name)
-        if version is not None and hit is not None and hit[0] == version:
-            return hit[1]
-        row = state.deployed_round(deployment, round_id)
-        status = row.status if row else None
-        if version is not None:
-            with self._lock:
-                self._status[name] = (version, status)
-        return status
+def _render_request(app: FastAPI, root_path: str) -> Request:
+    """A request for rendering outside one (the templates' ``url_for`` needs the app's router
+    and the root path; nothing else of a request reaches the page)."""
+    return Request({"type": "http", "method": "GET", "path": "/", "root_path": root_path,
+                    "query_string": b"", "headers": [], "app": app, "router": app.router,
+                    "scheme": "http", "server": ("127.0.0.1", 80)})
 
 
-_DB_STATUS = _DbStatus()
-
-
-@router.get("/explorer/rounds/{round_id}", response_class=HTMLResponse, include_in_schema=False)
-def explorer_page(
-    round_id: int,
-    request: Request,
-    run_dir: RunDir,
-    cache: Rounds,
-    state: State,
-    deployment: DeploymentData,
-    templates: Templates,
-) -> HTMLResponse:
-    """The round explorer page; a 404 page naming the round when it does not exist."""
-    paths = RoundPaths(run_dir, round_id)
-    if not _round_exists(paths):
-        return templates.TemplateResponse(
-            request, "explorer.html", {"round_id": round_id, "round": None}, status_code=404)
-    data = EXPLORER_CACHE.get(paths, deployment, request.app.state.deployment_file)
-    claimed, claimed_source = _claimed(request, cache, paths, data)
-    db_status = _DB_STATUS.get(state, deployment, round_id)
-
-    def render() -> bytes:
-        return _render(request, templates, data, deployment, claimed, claimed_source, db_status)
-
-    gzipped = "gzip" in request.headers.get("accept-encoding", "").lower()
-    body = _BODIES.get((id(request.app), paths.dir), data,
-                       (claimed, claimed_source, db_status), render, gzipped)
-    headers = {"Vary": "Accept-Encoding"}
-    if gzipped:
-        headers["Content-Encoding"] = "gzip"
-    return HTMLResponse(body, headers=headers)
-
-
-def _render(request: Request, templates: Any, data: ExplorerRound,
-            deployment: dict[str, Any] | None, claimed: frozenset[int], claimed_source: str,
-            db_status: str | None) -> bytes:
-    """The explorer page's HTML (bytes) for ``data`` with these claim flags and status."""
+def _render(app: FastAPI, page: _Page) -> bytes:
+    """The explorer page's HTML (UTF-8) of ``page``."""
+    data, deployment = page.data, page.deployment
+    claimed, claimed_source, db_status, root_path = page.inputs
     window = (deployment or {}).get("challenge_window_s")
     posted_at = (data.finalizes_at - int(window)
                  if data.finalizes_at is not None and window is not None else None)
-    context = {
-        "round_id": data.round_id,
-        "round": data,
-        "claimed": claimed,
-        "claimed_source": claimed_source,
-        "db_status": db_status,
-        "threshold": (deployment or {}).get("threshold"),
-        "n_signers": len((deployment or {}).get("signers") or []) or None,
-        "challenge_window_s": window,
-        "posted_at": posted_at,
-        "posted_at_utc": utc_text(posted_at),
-    }
-    return bytes(templates.TemplateResponse(request, "explorer.html", context).body)
+    template = app.state.templates.get_template("explorer.html")
+    return template.render(
+        request=_render_request(app, root_path),
+        round_id=data.round_id,
+        round=data,
+        claimed=claimed,
+        claimed_source=claimed_source,
+        db_status=db_status,
+        threshold=(deployment or {}).get("threshold"),
+        n_signers=len((deployment or {}).get("signers") or []) or None,
+        challenge_window_s=window,
+        posted_at=posted_at,
+        posted_at_utc=utc_text(posted_at),
+    ).encode()
+
+
+def _body(app: FastAPI, page: _Page, gzipped: bool) -> bytes:
+    return _BODIES.get((id(app), page.paths.dir), page, gzipped, lambda: _render(app, page))
+
+
+def _page_body(app: FastAPI, round_id: int, root_path: str, gzipped: bool) -> bytes | None:
+    """The explorer page of round ``round_id`` (gzip-encoded when ``gzipped``): the stored one
+    while nothing it is made from changed; None when the round does not exist."""
+    page = _page(app, round_id, root_path)
+    if page is None:
+        return None
+    return _body(app, page, gzipped)
+
+
+@router.get("/explorer/rounds/{round_id}", response_class=HTMLResponse, include_in_schema=False)
+async def explorer_page(round_id: int, request: Request) -> Response:
+    """The round explorer page (gzip-encoded for clients that accept it); a 404 page naming
+    the round when it does not exist. One worker-thread call: checking the inputs (a few dozen
+    ``stat`` calls) and, only when one changed, reading and rendering."""
+    app = request.app
+    gzipped = "gzip" in request.headers.get("accept-encoding", "").lower()
+    body = await run_in_threadpool(
+        _page_body, app, round_id, request.scope.get("root_path", ""), gzipped)
+    if body is None:
+        return await run_in_threadpool(
+            app.state.templates.TemplateResponse,
+            request, "explorer.html", {"round_id": round_id, "round": None}, status_code=404)
+    headers = {"Vary": "Accept-Encoding"}
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
+
+@add_page_warmer
+def warm_explorer(app: FastAPI) -> int:
+    """Read every new or changed round into :data:`EXPLORER_CACHE`, encode the images its page
+    shows and render (and gzip) its page, so neither a posted round's first request nor its
+    images pay for parsing or rendering (called by the pages' warmer at start-up and every
+    scan); return how many rounds were read or rendered."""
+    state = app.state
+    built = EXPLORER_CACHE.warm(state.run_dir, state.deployment_file, IMAGE_CACHE)
+    for round_id in round_ids(state.run_dir):
+        page = _page(app, round_id, "")
+        if page is None or _BODIES.cached((id(app), page.paths.dir), page, True) is not None:
+            continue
+        _body(app, page, True)
+        built += 1
+    return built
 
 
 def _png(render: Callable[[], bytes]) -> Response:
