@@ -14,7 +14,9 @@ The round's data and encoded PNGs are cached per version of its artifacts
 (:class:`~offchain.api.explorer_view.ExplorerCache`, :class:`~offchain.api.explorer_view.
 ImageCache`); only the claim flags are read per request (from the chain when the node has an
 RPC, else ``claims.json``). The rendered page is kept with the inputs it was made from (and
-gzip-encoded once for clients that accept it), so a repeated request renders nothing.
+gzip-encoded once for clients that accept it), so a repeated request renders nothing; the
+pages' warmer (:func:`offchain.api.routers.pages.add_page_warmer`) calls :func:`warm_explorer`
+at start-up and on every scan, so a posted round's page and images are ready before anyone asks.
 """
 
 from __future__ import annotations
@@ -50,7 +52,6 @@ EXPLORER_CACHE = ExplorerCache()
 """Parsed rounds of every app in this process (keyed by round folder and artifact versions)."""
 IMAGE_CACHE = ImageCache()
 """Encoded PNGs of every app in this process (keyed by array file and version)."""
-
 
 _MEDIA_TYPES = {".json": "application/json", ".png": "image/png"}
 _IMAGE_HEADERS = {"Cache-Control": "public, max-age=60"}
