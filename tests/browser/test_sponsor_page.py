@@ -281,6 +281,17 @@ def test_a_node_that_goes_down_is_a_clear_message(campaign, new_page, web_bundle
         assert page.locator("#rounds-table").is_visible()  # what the node rendered stays
 
 
+def test_charts_whose_data_does_not_arrive_are_a_clear_message(campaign_api, campaign,
+                                                               new_page):
+    page = new_page()
+    page.route("**/campaigns/*/report", lambda route: route.abort())  # the node drops it
+    page.goto(campaign_api.base_url + "/sponsor")
+    assert _message(page, "error").startswith(
+        "The charts could not be drawn: The node at ")
+    assert "The tables below are the node's data." in _message(page, "error")
+    assert page.locator("#rounds-table tbody tr").count() == 2  # the node's tables stay
+
+
 def test_sponsor_page_works_with_the_keyboard_at_375px(campaign_api, campaign, new_page,
                                                        doc_screenshot):
     page = new_page(PHONE)
