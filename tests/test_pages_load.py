@@ -77,7 +77,7 @@ def _reference_bytes(model_type, content: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("pages")
-    build_pages_run_dir(folder, rounds=2, holders=12, seed=3)
+    build_pages_run_dir(folder, rounds=2, holders=40, seed=3)
     return folder
 
 
@@ -99,6 +99,18 @@ def test_bodies_are_built_before_the_first_request_and_equal_the_response_model_
         page = client.get("/")
         assert page.headers["content-type"] == "text/html; charset=utf-8"
         assert read_json(RoundPaths(run_dir, 2).allocation)["merkle_root"] in page.text
+        import gzip
+
+        plain = client.get("/rounds/1", headers={"accept-encoding": "identity"})
+        assert "content-encoding" not in plain.headers and len(plain.content) >= 1000
+        packed = client.get("/rounds/1", headers={"accept-encoding": "br, gzip;q=0.5"})
+        assert packed.headers["vary"] == plain.headers["vary"] == "Accept-Encoding"
+        assert packed.headers["content-encoding"] == "gzip"
+        assert packed.content == plain.content  # httpx decodes; the stored encoding is gzip
+        assert gzip.decompress(app_bodies(state).gzipped(*round_detail_plan(state, 1)[:2])) == (
+            plain.content)
+        refused = client.get("/rounds/1", headers={"accept-encoding": "gzip;q=0"})
+        assert "content-encoding" not in refused.headers
         assert client.get("/rounds/7").status_code == 404
         assert client.get("/campaigns/9").status_code == 404
 

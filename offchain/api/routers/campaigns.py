@@ -157,17 +157,20 @@ router = APIRouter(tags=["campaigns"])
 @router.get("/campaigns", response_model=list[CampaignSummary])
 async def campaigns(request: Request) -> Response:
     """The campaigns of the run's pool (``deployment.json`` and the state database)."""
-    return await serve_plan(request.app.state, campaigns_plan(request.app.state))
+    return await serve_plan(request.app.state, campaigns_plan(request.app.state),
+                            accept_encoding=request.headers.get("accept-encoding", ""))
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignDetail)
 async def campaign_detail(campaign_id: int, request: Request) -> Response:
     """A campaign's parameters and its rounds with their status and stages."""
-    return await serve_plan(request.app.state, campaign_plan(request.app.state, campaign_id))
+    return await serve_plan(request.app.state, campaign_plan(request.app.state, campaign_id),
+                            accept_encoding=request.headers.get("accept-encoding", ""))
 
 
 @router.get("/campaigns/{campaign_id}/rounds", response_model=list[CampaignRound])
 async def campaign_rounds(campaign_id: int, request: Request) -> Response:
     """A campaign's rounds: status, stages, Merkle root, budget (wei), transaction."""
     return await serve_plan(request.app.state,
-                            campaign_plan(request.app.state, campaign_id, rounds_only=True))
+                            campaign_plan(request.app.state, campaign_id, rounds_only=True),
+                            accept_encoding=request.headers.get("accept-encoding", ""))

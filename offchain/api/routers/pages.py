@@ -124,7 +124,8 @@ router = APIRouter()
 async def rounds_page(request: Request) -> Response:
     """The run's rounds as an HTML table (the page ``GET /`` serves)."""
     plan = rounds_page_plan(request.app, request.scope.get("root_path", ""))
-    return await serve_plan(request.app.state, plan, media_type="text/html; charset=utf-8")
+    return await serve_plan(request.app.state, plan, media_type="text/html; charset=utf-8",
+                            accept_encoding=request.headers.get("accept-encoding", ""))
 
 
 def warm_pages(app: FastAPI) -> int:

@@ -22,6 +22,7 @@ from offchain.allocation import parse_wei, wei_str
 from offchain.api.rounds_view import (
     RoundCache,
     RoundPage,
+    accepts_gzip,
     app_bodies,
     claimed_by_round,
     round_ids,
@@ -69,19 +70,30 @@ def rounds_plan(state: Any) -> BodyPlan:
     return ("rounds",), version, build
 
 
-async def serve_plan(state: Any, plan: BodyPlan, media_type: str = "application/json") -> Response:
-    """Answer ``plan``'s stored body, or build it off the event loop (then store it)."""
+async def serve_plan(state: Any, plan: BodyPlan, media_type: str = "application/json",
+                     accept_encoding: str = "") -> Response:
+    """Answer ``plan``'s stored body, or build it off the event loop (then store it); a long
+    body goes gzip-encoded (encoded once, when stored) to a client whose ``Accept-Encoding``
+    (``accept_encoding``) takes gzip, and says it varies with that header."""
     name, version, build = plan
     bodies = app_bodies(state)
     body = bodies.cached(name, version)
     if body is None:
         body = await run_in_threadpool(bodies.get, name, version, build)
-    return Response(content=body, media_type=media_type)
+    packed = bodies.gzipped(name, version)
+    if packed is None:
+        return Response(content=body, media_type=media_type)
+    headers = {"vary": "Accept-Encoding"}
+    if accepts_gzip(accept_encoding):
+        headers["content-encoding"] = "gzip"
+        body = packed
+    return Response(content=body, media_type=media_type, headers=headers)
 
 
 @router.get("/rounds", response_model=list[RoundSummary])
 async def rounds(request: Request) -> Response:
-    return await serve_plan(request.app.state, rounds_plan(request.app.state))
+    return await serve_plan(request.app.state, rounds_plan(request.app.state),
+                            accept_encoding=request.headers.get("accept-encoding", ""))
 
 
 def _signature_pairs(signed: dict) -> list[tuple[str, str]]:
@@ -170,4 +182,5 @@ async def round_detail(round_id: int, request: Request) -> Response:
     state = request.app.state
     if not is_round(state.run_dir, round_id):
         raise HTTPException(status_code=404, detail=f"unknown round {round_id}")
-    return await serve_plan(state, round_detail_plan(state, round_id))
+    return await serve_plan(state, round_detail_plan(state, round_id),
+                            accept_encoding=request.headers.get("accept-encoding", ""))
