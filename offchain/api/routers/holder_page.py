@@ -7,22 +7,17 @@ JavaScript); the page's script (``offchain/api/web/holder.js``) connects the wal
 connected account's overview and sends the claims, the recipient authorisation and the
 registration.
 
-The router's lifespan (merged into the app's by ``include_router``) parses every round's
-scores before the first request and again whenever a round is posted or changed (a
-:class:`~offchain.api.rounds_view.RoundWarmer` over :meth:`HolderOverviews.warm`, every
-:data:`OVERVIEW_SCAN_S`), so no request pays for parsing them.
+The pages' warmer (:func:`offchain.api.routers.pages.add_page_warmer`) parses every
+round's scores before the first request and again whenever a round is posted or changed
+(:func:`warm_overviews`), so no request pays for parsing them.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse
@@ -31,13 +26,9 @@ from starlette.concurrency import run_in_threadpool
 from offchain.api.deps import RunDir, Templates, chain_view
 from offchain.api.holder_view import HolderOverview, HolderOverviews
 from offchain.api.registration import InvalidRegistration, RegistrationLimits, check_address
-from offchain.api.rounds_view import RoundWarmer
-from offchain.api.routers.pages import format_tokens
+from offchain.api.routers.pages import add_page_warmer, format_tokens
 
-__all__ = ["OVERVIEW_SCAN_S", "overviews", "router"]
-
-OVERVIEW_SCAN_S = 0.5
-"""Seconds between two scans of the run folder by the overviews' warmer thread."""
+__all__ = ["overviews", "router", "warm_overviews"]
 
 router = APIRouter()
 
@@ -55,22 +46,12 @@ def overviews(request: Request) -> HolderOverviews:
     return _store(request.app)
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Parse the rounds' scores before the first request (off the event loop), then keep them
-    parsed from a warmer thread until shutdown."""
-    store, run_dir = _store(app), app.state.run_dir
-    await anyio.to_thread.run_sync(store.warm, run_dir)
-    warmer = RoundWarmer(store, run_dir, OVERVIEW_SCAN_S)  # type: ignore[arg-type]
-    warmer.start()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(RuntimeError):
-            warmer.stop()
-
-
-router.lifespan_context = _lifespan
+@add_page_warmer
+def warm_overviews(app: FastAPI) -> int:
+    """Parse the rounds' scores that changed since the last call (called by the pages' warmer
+    at start-up and every :data:`~offchain.api.routers.pages.PAGES_SCAN_S` s); returns how
+    many rounds were parsed."""
+    return _store(app).warm(app.state.run_dir)
 
 
 def _account_or_422(address: str) -> str:

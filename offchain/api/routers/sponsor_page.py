@@ -6,42 +6,31 @@ reclaiming).
 
 Both read the report from :class:`~offchain.api.sponsor_view.SponsorReports`, kept on
 ``app.state.sponsor_reports``: built once per version of the rounds, of the deployment file and
-of the chain's claimed view; the page's HTML is rendered once per report. The router's lifespan
-(merged into the app's by ``include_router``) builds both for the deployment file's campaign
-before the first request and again whenever they change (:func:`warm_sponsor`, every
-:data:`WARM_SCAN_S` s), so no request pays for parsing or rendering them.
+of the chain's claimed view; the page's HTML is rendered once per report. The pages' warmer
+(:func:`offchain.api.routers.pages.add_page_warmer`) builds both for the deployment file's
+campaign before the first request and again whenever they change (:func:`warm_sponsor`, every
+:data:`~offchain.api.routers.pages.PAGES_SCAN_S` s), so no request pays for parsing or
+rendering them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import gzip
-import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import anyio
 from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
 from fastapi.responses import HTMLResponse
 
 from offchain.api.deps import DeploymentData, RunDir, State, Templates, chain_view
-from offchain.api.rounds_view import RoundWarmer
-from offchain.api.routers.pages import format_tokens
+from offchain.api.routers.pages import add_page_warmer, format_tokens
 from offchain.api.sponsor_view import CampaignReport, SponsorReports
 from offchain.api.state_view import StateView
 from offchain.utils import read_json
 
-__all__ = ["WARM_SCAN_S", "router", "warm_sponsor"]
-
-logger = logging.getLogger(__name__)
-
-WARM_SCAN_S = 0.5
-"""Seconds between two checks by the warmer thread of what the report is built from."""
+__all__ = ["router", "warm_sponsor"]
 
 router = APIRouter(tags=["campaigns"])
 _make_lock = threading.Lock()
@@ -247,6 +236,7 @@ def _page_html(app: FastAPI, root_path: str, report: CampaignReport, body: bytes
 # -- built ahead of requests -----------------------------------------------------------------
 
 
+@add_page_warmer
 def warm_sponsor(app: FastAPI) -> int:
     """Build the report and page of the deployment file's campaign if what they are built from
     changed (a round posted or rewritten, the deployment file, the chain's claimed view);
@@ -267,35 +257,3 @@ def warm_sponsor(app: FastAPI) -> int:
     _gzipped(state, ("report", campaign_id), body)  # most clients accept gzip
     _gzipped(state, ("page", campaign_id, ""), html)
     return 1
-
-
-class _SponsorWarm:
-    """:func:`warm_sponsor` in the shape :class:`RoundWarmer` calls (``warm(run_dir)``)."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def warm(self, _run_dir: Path) -> int:
-        try:
-            return warm_sponsor(self.app)
-        except Exception:  # never let the warmer thread die: a request gets the error
-            logger.exception("warming the sponsor report failed")
-            return 0
-
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Build the deployment's campaign report and page before the first request (off the
-    event loop), then keep them built from a warmer thread until shutdown."""
-    warm = _SponsorWarm(app)
-    await anyio.to_thread.run_sync(warm.warm, app.state.run_dir)
-    warmer = RoundWarmer(warm, app.state.run_dir, WARM_SCAN_S)  # type: ignore[arg-type]
-    warmer.start()
-    try:
-        yield
-    finally:
-        with contextlib.suppress(RuntimeError):
-            warmer.stop()
-
-
-router.lifespan_context = _lifespan
