@@ -169,7 +169,10 @@ def test_the_cli_follower_prints_what_it_does_and_stops_on_ctrl_c(tmp_path) -> N
     follower = subprocess.Popen(
         [sys.executable, "-m", "offchain", "follow-launches", "--run-dir", str(run),
          "--accelerate-config", str(config), "--poll-s", "0.1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A shell's background job (`bash .ci/run &`) ignores SIGINT and its children inherit
+        # that; a person's Ctrl-C reaches a follower whose SIGINT is the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     watchdog = threading.Timer(60, follower.kill)  # a hung follower fails the test, no hang
     watchdog.start()
     try:
