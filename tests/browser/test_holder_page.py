@@ -76,6 +76,13 @@ def _connect(page) -> None:  # noqa: ANN001 (a Playwright Page)
     page.wait_for_selector("table.holder-rounds tbody tr")
 
 
+def _connect_newcomer(page) -> None:  # noqa: ANN001
+    """Connect an account that took part in no round; wait until the page says so (the page's
+    own placeholder before connecting is also a ``.empty`` paragraph)."""
+    page.click("#connect")
+    page.wait_for_selector("#campaigns .empty:has-text('took part in no round')")
+
+
 def _message(page, kind: str = "error") -> str:  # noqa: ANN001
     # Generous: a claim is a simulation, a transaction, a receipt and a re-read, on shared cores.
     return page.wait_for_selector(f"#messages .message-{kind}", timeout=20_000).inner_text()
@@ -152,8 +159,7 @@ def test_recipient_authorisation_signed_by_holder_pays_the_recipient(
 
         bridge = Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, recipient)
         relay = _open(new_page, campaign_api, bridge)
-        relay.click("#connect")
-        relay.wait_for_selector("#campaigns .empty")  # the recipient took part in no round
+        _connect_newcomer(relay)
         holder_before, before = _balance(campaign, holder), _balance(campaign, recipient)
         relay.fill("#authorisation-input", json.dumps(authorisation))
         relay.click("#submit-authorisation")
@@ -239,8 +245,7 @@ def test_registration_through_the_page_is_stored_and_a_refusal_shows_the_api_err
     account = _dev_account(campaign, 8)  # anvil signs personal_sign for its dev accounts
     bridge = Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, account)
     page = _open(new_page, campaign_api, bridge)
-    page.click("#connect")
-    page.wait_for_selector("#campaigns .empty")
+    _connect_newcomer(page)
     page.fill("#reg-name", "page-artist")
     page.set_input_files("#reg-images", _files([("a.png", _png(1)), ("b.png", _png(2))]))
     page.fill("#reg-caption-0", "  a red circle  ")
@@ -276,8 +281,7 @@ def test_registration_through_the_page_is_stored_and_a_refusal_shows_the_api_err
     other = _dev_account(campaign, 9)
     bad = _open(new_page, campaign_api,
                 Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, other))
-    bad.click("#connect")
-    bad.wait_for_selector("#campaigns .empty")
+    _connect_newcomer(bad)
     bad.fill("#reg-name", "not-images")
     bad.set_input_files("#reg-images", _files([("x.png", b"this is not a png file")]))
     bad.click("#register")
@@ -294,8 +298,7 @@ def test_rejected_registration_signature_sends_nothing(campaign_api, campaign, n
     bridge = Eip1193Bridge(campaign.node.rpc_url, campaign.node.chain_id, account,
                            reject={"personal_sign"})
     page = _open(new_page, campaign_api, bridge)
-    page.click("#connect")
-    page.wait_for_selector("#campaigns .empty")
+    _connect_newcomer(page)
     page.fill("#reg-name", "says-no")
     page.set_input_files("#reg-images", _files([("a.png", _png(4))]))
     page.click("#register")
