@@ -20,7 +20,14 @@ from typing import Any
 import numpy as np
 
 from offchain.allocation import parse_wei
-from offchain.api.rounds_view import FileKey, artifact_status, file_key, round_ids, round_status
+from offchain.api.rounds_view import (
+    FileKey,
+    VersionedCache,
+    artifact_status,
+    file_key,
+    round_ids,
+    round_status,
+)
 from offchain.layout import RoundPaths
 from offchain.utils import read_json
 
@@ -412,23 +419,13 @@ class ExplorerCache:
     deployment file) changed (about 24 ``stat`` calls per request otherwise)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rounds: dict[Path, tuple[tuple[FileKey, ...], ExplorerRound]] = {}
+        self._rounds: VersionedCache[tuple[FileKey, ...], ExplorerRound] = VersionedCache()
 
     def get(self, paths: RoundPaths, deployment: dict[str, Any] | None,
             deployment_file: Path | None) -> ExplorerRound:
         """The round's explorer data (see :func:`load_explorer_round` for the errors)."""
-        key = _version(paths, deployment_file)
-        cached = self._rounds.get(paths.dir)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock:
-            cached = self._rounds.get(paths.dir)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            data = load_explorer_round(paths, deployment)
-            self._rounds[paths.dir] = (key, data)
-        return data
+        return self._rounds.get(paths.dir, _version(paths, deployment_file),
+                                lambda: load_explorer_round(paths, deployment))
 
     def warm(self, run_dir: Path, deployment_file: Path | None,
              images: ImageCache | None = None) -> int:
@@ -446,8 +443,7 @@ class ExplorerCache:
         read = 0
         for round_id in round_ids(run_dir):
             paths = RoundPaths(run_dir, round_id)
-            cached = self._rounds.get(paths.dir)
-            if cached is not None and cached[0] == _version(paths, deployment_file):
+            if self._rounds.is_current(paths.dir, _version(paths, deployment_file)):
                 continue
             try:
                 data = self.get(paths, deployment, deployment_file)

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter
 
 from offchain.allocation import parse_wei, wei_str
-from offchain.api.rounds_view import FileKey, RoundCache, RoundKey, file_key, round_ids
+from offchain.api.rounds_view import (
+    FileKey,
+    RoundCache,
+    RoundKey,
+    VersionedCache,
+    file_key,
+    round_ids,
+)
 from offchain.api.schemas import ClaimedSource
 from offchain.layout import RoundPaths
 from offchain.utils import read_json
@@ -226,7 +233,7 @@ class HolderOverviews:
     def __init__(self, cache: RoundCache) -> None:
         self.cache = cache
         self._lock = threading.Lock()
-        self._scores: dict[Path, tuple[ScoresKey, RoundScores]] = {}
+        self._scores: VersionedCache[ScoresKey, RoundScores] = VersionedCache()
         self._generation: OverviewGeneration | None = None
         self._bodies: dict[str, bytes] = {}
 
@@ -249,16 +256,7 @@ class HolderOverviews:
 
     def scores(self, paths: RoundPaths, key: ScoresKey) -> RoundScores:
         """The round's :class:`RoundScores`, parsed again only when a file changed."""
-        cached = self._scores.get(paths.dir)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock:
-            cached = self._scores.get(paths.dir)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            scores = RoundScores.load(paths, key)
-            self._scores[paths.dir] = (key, scores)
-        return scores
+        return self._scores.get(paths.dir, key, lambda: RoundScores.load(paths, key))
 
     def warm(self, run_dir: Path) -> int:
         """Parse every round of ``run_dir`` whose files changed (for a start-up or a watcher
@@ -268,8 +266,7 @@ class HolderOverviews:
         for round_id in round_ids(run_dir):
             paths = RoundPaths(run_dir, round_id)
             key = RoundScores.key(paths)
-            cached = self._scores.get(paths.dir)
-            if cached is not None and cached[0] == key:
+            if self._scores.is_current(paths.dir, key):
                 continue
             try:
                 self.scores(paths, key)
@@ -282,8 +279,7 @@ class HolderOverviews:
     def is_parsed(self, generation: OverviewGeneration) -> bool:
         """Whether :meth:`body` will parse nothing for ``generation``."""
         return all(
-            self.cache.is_current(paths, rkey)
-            and (cached := self._scores.get(paths.dir)) is not None and cached[0] == skey
+            self.cache.is_current(paths, rkey) and self._scores.is_current(paths.dir, skey)
             for _, paths, rkey, skey, _ in generation.rounds
         )
 

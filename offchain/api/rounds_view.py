@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from eth_utils import to_checksum_address
 
@@ -38,6 +38,7 @@ __all__ = [
     "RoundKey",
     "RoundPage",
     "RoundWarmer",
+    "VersionedCache",
     "accepts_gzip",
     "app_bodies",
     "artifact_status",
@@ -269,6 +270,40 @@ class RoundPage:
         )
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class VersionedCache(Generic[K, V]):
+    """One parsed value per slot (a round's folder, a campaign id), kept while the slot's version
+    key (:data:`FileKey` tuples of the files it was read from) is unchanged. Thread-safe: one
+    thread parses a new version, the others wait for its result instead of parsing it again."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[Hashable, tuple[K, V]] = {}
+
+    def is_current(self, slot: Hashable, key: K) -> bool:
+        """Whether version ``key`` of ``slot`` is parsed already (a :meth:`get` costs nothing)."""
+        found = self._entries.get(slot)
+        return found is not None and found[0] == key
+
+    def get(self, slot: Hashable, key: K, load: Callable[[], V]) -> V:
+        """The value of ``slot`` at version ``key``, calling ``load()`` only for a new version.
+
+        Raises:
+            Whatever ``load`` raises (nothing is stored then)."""
+        found = self._entries.get(slot)
+        if found is not None and found[0] == key:
+            return found[1]
+        with self._lock:
+            found = self._entries.get(slot)
+            if found is None or found[0] != key:
+                found = (key, load())
+                self._entries[slot] = found
+        return found[1]
+
+
 class RoundCache:
     """Parsed round artifacts, keyed by each file's ``(path, mtime_ns, size)``.
 
@@ -280,9 +315,8 @@ class RoundCache:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rounds: dict[Path, tuple[RoundKey, RoundIndex]] = {}
-        self._pages: dict[Path, tuple[PageKey, RoundPage]] = {}
+        self._rounds: VersionedCache[RoundKey, RoundIndex] = VersionedCache()
+        self._pages: VersionedCache[PageKey, RoundPage] = VersionedCache()
 
     @staticmethod
     def key(paths: RoundPaths) -> RoundKey:
@@ -297,21 +331,12 @@ class RoundCache:
             key: Its :meth:`key`, when the caller has just read it (saves the ``stat`` calls).
         """
         key = self.key(paths) if key is None else key
-        cached = self._rounds.get(paths.dir)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock:  # one thread parses; the others wait for its result, not redo it
-            cached = self._rounds.get(paths.dir)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            index = RoundIndex.load(paths, key[1] is not None, key[2] is not None)
-            self._rounds[paths.dir] = (key, index)
-        return index
+        return self._rounds.get(
+            paths.dir, key, lambda: RoundIndex.load(paths, key[1] is not None, key[2] is not None))
 
     def is_current(self, paths: RoundPaths, key: RoundKey) -> bool:
         """Whether the round's version ``key`` is parsed already (a :meth:`get` costs nothing)."""
-        cached = self._rounds.get(paths.dir)
-        return cached is not None and cached[0] == key
+        return self._rounds.is_current(paths.dir, key)
 
     def page(self, paths: RoundPaths, key: PageKey | None = None) -> RoundPage:
         """The round's :class:`RoundPage`, read again only when one of its artifacts changed.
@@ -324,16 +349,7 @@ class RoundCache:
             As :meth:`RoundPage.load`.
         """
         key = RoundPage.key(paths) if key is None else key
-        cached = self._pages.get(paths.dir)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock:
-            cached = self._pages.get(paths.dir)
-            if cached is not None and cached[0] == key:
-                return cached[1]
-            page = RoundPage.load(paths, key)
-            self._pages[paths.dir] = (key, page)
-        return page
+        return self._pages.get(paths.dir, key, lambda: RoundPage.load(paths, key))
 
     def warm(self, run_dir: Path) -> int:
         """Parse every round of ``run_dir`` whose artifacts changed (its :class:`RoundIndex`
@@ -346,8 +362,7 @@ class RoundCache:
         for round_id in round_ids(run_dir):
             paths = RoundPaths(run_dir, round_id)
             key, page_key = self.key(paths), RoundPage.key(paths)
-            page = self._pages.get(paths.dir)
-            if self.is_current(paths, key) and page is not None and page[0] == page_key:
+            if self.is_current(paths, key) and self._pages.is_current(paths.dir, page_key):
                 continue
             try:
                 self.get(paths, key)

@@ -13,7 +13,6 @@ Money is wei as decimal strings in JSON (Python ints here); times are Unix secon
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,6 +24,7 @@ from offchain.api.rounds_view import (
     FileKey,
     RoundCache,
     RoundKey,
+    VersionedCache,
     artifact_status,
     file_key,
     round_ids,
@@ -291,21 +291,12 @@ class SponsorReports:
 
     def __init__(self, cache: RoundCache) -> None:
         self.cache = cache
-        self._lock = threading.Lock()
-        self._payments: dict[Path, tuple[FileKey, RoundPayments]] = {}
+        self._payments: VersionedCache[FileKey, RoundPayments] = VersionedCache()
         self._reports: dict[int, tuple[_Generation, CampaignReport, bytes]] = {}
 
     def payments(self, paths: RoundPaths, key: FileKey) -> RoundPayments:
         """The round's :class:`RoundPayments` for version ``key`` of its allocation."""
-        cached = self._payments.get(paths.dir)
-        if cached is not None and cached[0] == key:
-            return cached[1]
-        with self._lock:
-            cached = self._payments.get(paths.dir)
-            if cached is None or cached[0] != key:
-                cached = (key, RoundPayments.load(paths))
-                self._payments[paths.dir] = cached
-        return cached[1]
+        return self._payments.get(paths.dir, key, lambda: RoundPayments.load(paths))
 
     def report(
         self,
