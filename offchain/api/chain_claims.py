@@ -7,9 +7,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from offchain.api.rounds_view import FileKey, file_key
+from offchain.api.rounds_view import FileKey, file_key, read_deployment
 from offchain.chain.claims_watch import ClaimedView, ClaimsWatch
-from offchain.utils import read_json
 
 __all__ = ["ChainClaims"]
 
@@ -61,8 +60,10 @@ class ChainClaims:
 def _campaign_target(deployment_file: Path) -> tuple[str, int, int | None] | None:
     """``(pool, campaign id, chain id or None)`` the deployment file names; None for a file
     without a pool and campaign, or one that cannot be read."""
+    data = read_deployment(deployment_file)
+    if data is None:
+        return None
     try:
-        data = read_json(deployment_file)
         if data.get("pool") and data.get("campaign_id") is not None:
             chain_id = data.get("chain_id")
             return (str(data["pool"]), int(data["campaign_id"]),

@@ -17,10 +17,9 @@ from offchain.api.chain_claims import ChainClaims
 from offchain.api.metrics import ApiMetrics
 from offchain.api.operator import JobManager, operator_refusal
 from offchain.api.registration import RegistrationLimits
-from offchain.api.rounds_view import RoundCache
+from offchain.api.rounds_view import RoundCache, read_deployment
 from offchain.api.state_view import StateView
 from offchain.chain.claims_watch import ClaimedView
-from offchain.utils import read_json
 
 __all__ = [
     "DeploymentData",
@@ -61,14 +60,7 @@ def get_state(request: Request) -> StateView:
 
 def load_deployment_file(request: Request) -> dict[str, Any] | None:
     """The parsed deployment file, or None when there is none (or it is not a JSON object)."""
-    path: Path = request.app.state.deployment_file
-    if not path.is_file():
-        return None
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_deployment(request.app.state.deployment_file)
 
 
 def chain_view(request: Request) -> ClaimedView | None:

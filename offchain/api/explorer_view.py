@@ -25,6 +25,7 @@ from offchain.api.rounds_view import (
     VersionedCache,
     artifact_status,
     file_key,
+    read_deployment,
     round_ids,
     round_status,
 )
@@ -433,20 +434,17 @@ class ExplorerCache:
         the PNGs its grid shows), so a posted round's page is ready before anyone asks for it;
         return how many rounds were read. A round that fails to read is skipped here (its page
         request gets the error)."""
-        deployment = None
-        if deployment_file is not None and deployment_file.is_file():
-            try:
-                deployment = read_json(deployment_file)
-            except (OSError, ValueError):
-                deployment = None
-        deployment = deployment if isinstance(deployment, dict) else None
+        stale = [(paths, version) for paths in (RoundPaths(run_dir, r) for r in round_ids(run_dir))
+                 if not self._rounds.is_current(paths.dir,
+                                                version := _version(paths, deployment_file))]
+        if not stale:  # the common case on every scan: no JSON read at all
+            return 0
+        deployment = read_deployment(deployment_file)
         read = 0
-        for round_id in round_ids(run_dir):
-            paths = RoundPaths(run_dir, round_id)
-            if self._rounds.is_current(paths.dir, _version(paths, deployment_file)):
-                continue
+        for paths, version in stale:
             try:
-                data = self.get(paths, deployment, deployment_file)
+                data = self._rounds.get(paths.dir, version,
+                                        lambda p=paths: load_explorer_round(p, deployment))
                 if images is not None:
                     images.warm(paths, data)
             except (OSError, ValueError, KeyError, TypeError, ImageNotFound):

@@ -26,6 +26,7 @@ from offchain.api.rounds_view import (
     RoundKey,
     VersionedCache,
     file_key,
+    read_deployment,
     round_ids,
 )
 from offchain.api.schemas import ClaimedSource
@@ -251,7 +252,7 @@ class HolderOverviews:
         if current is not None and current.deployment_key == key:
             deployment = current.deployment
         else:
-            deployment = _read_deployment(deployment_file) if key is not None else None
+            deployment = read_deployment(deployment_file) if key is not None else None
         return OverviewGeneration(tuple(rounds), key, deployment, view)
 
     def scores(self, paths: RoundPaths, key: ScoresKey) -> RoundScores:
@@ -332,14 +333,6 @@ class HolderOverviews:
         source: ClaimedSource = "chain" if view is not None else "node"
         campaigns = [_campaign(rows, generation.deployment)] if rows else []
         return HolderOverview(address=account, claimed_source=source, campaigns=campaigns)
-
-
-def _read_deployment(path: Path) -> dict[str, Any] | None:
-    try:
-        data = read_json(path)
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _campaign(rows: list[HolderRound], deployment: dict[str, Any] | None) -> CampaignOverview:

@@ -44,6 +44,7 @@ __all__ = [
     "artifact_status",
     "claimed_by_round",
     "file_key",
+    "read_deployment",
     "round_ids",
     "round_status",
     "round_summary",
@@ -68,6 +69,18 @@ def file_key(path: Path) -> FileKey:
     except FileNotFoundError:
         return None
     return (str(path), st.st_mtime_ns, st.st_size)
+
+
+def read_deployment(path: Path | None) -> dict[str, Any] | None:
+    """The deployment file's JSON object (``scripts``/``offchain deploy`` write it), or None when
+    ``path`` is None, the file is missing or unreadable, or it is not a JSON object."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def round_ids(run_dir: Path) -> list[int]:
@@ -275,7 +288,7 @@ V = TypeVar("V")
 
 
 class VersionedCache(Generic[K, V]):
-    """One parsed value per slot (a round's folder, a campaign id), kept while the slot's version
+    """One parsed value per slot (a round's folder), kept while the slot's version
     key (:data:`FileKey` tuples of the files it was read from) is unchanged. Thread-safe: one
     thread parses a new version, the others wait for its result instead of parsing it again."""
 

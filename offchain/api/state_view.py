@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offchain.api.rounds_view import FileKey, file_key
+from offchain.api.rounds_view import FileKey, file_key, read_deployment
 from offchain.rounds.pipeline import STAGE_KEYS
-from offchain.utils import read_json
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -85,13 +84,7 @@ class StateView:
         cached = self._deployment
         if cached is not None and cached[0] == path and cached[1] == key:
             return key, cached[2]
-        data: dict[str, Any] | None = None
-        if key is not None and Path(path).is_file():
-            try:
-                parsed = read_json(path)
-            except (OSError, ValueError):
-                parsed = None
-            data = parsed if isinstance(parsed, dict) else None
+        data = read_deployment(path) if key is not None else None
         self._deployment = (path, key, data)
         return key, data
 
